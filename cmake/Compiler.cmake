@@ -1,0 +1,16 @@
+# Compiler settings shared by every dtrainer target: warnings and the ccache launcher.
+
+if(DT_USE_CCACHE)
+  find_program(DT_CCACHE ccache)
+  if(DT_CCACHE)
+    # The sloppiness settings let ccache cache translation units that use precompiled headers.
+    set(CMAKE_CXX_COMPILER_LAUNCHER
+        ${CMAKE_COMMAND} -E env
+        "CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime"
+        ${DT_CCACHE})
+  endif()
+endif()
+
+# Warnings for our own code only (dependency headers are included as SYSTEM).
+add_library(dt_warnings INTERFACE)
+target_compile_options(dt_warnings INTERFACE -Wall -Wextra -Wno-unused-parameter)

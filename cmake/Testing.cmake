@@ -1,0 +1,55 @@
+# Test helpers: every test is a Catch2 executable registered with ctest.
+#
+#   dt_add_test(NAME SOURCES src... [LIBS lib...] [LABELS l...])
+#       one process.
+#   dt_add_mpi_test(NAME SOURCES src... [LIBS lib...] [RANKS n...] [LABELS l...])
+#       the same executable run under mpirun once per entry in RANKS (default: 2 4); runs with more
+#       ranks than this machine has cores get --oversubscribe. Test names: NAME_np<n>.
+
+include(ProcessorCount)
+ProcessorCount(DT_NCORES)
+if(DT_NCORES EQUAL 0)
+  set(DT_NCORES 1)
+endif()
+
+# One object file holds Catch2's main(): compiled once, linked by every test.
+add_library(dt_catch_main OBJECT ${PROJECT_SOURCE_DIR}/tests/catch_main.cpp)
+target_link_libraries(dt_catch_main PUBLIC Catch2::Catch2)
+
+function(_dt_test_executable name)
+  cmake_parse_arguments(T "" "" "SOURCES;LIBS;LABELS" ${ARGN})
+  add_executable(${name} ${T_SOURCES} $<TARGET_OBJECTS:dt_catch_main>)
+  target_link_libraries(${name} PRIVATE Catch2::Catch2 dt_warnings ${T_LIBS})
+  target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+endfunction()
+
+function(dt_add_test name)
+  cmake_parse_arguments(T "" "" "SOURCES;LIBS;LABELS" ${ARGN})
+  _dt_test_executable(${name} SOURCES ${T_SOURCES} LIBS ${T_LIBS})
+  add_test(NAME ${name} COMMAND ${name})
+  set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}")
+endfunction()
+
+function(dt_add_mpi_test name)
+  cmake_parse_arguments(T "" "" "SOURCES;LIBS;LABELS;RANKS" ${ARGN})
+  if(NOT T_RANKS)
+    set(T_RANKS 2 4)
+  endif()
+  _dt_test_executable(${name} SOURCES ${T_SOURCES} LIBS MPI::MPI_CXX ${T_LIBS})
+  foreach(n IN LISTS T_RANKS)
+    set(extra "")
+    if(n GREATER DT_NCORES)
+      set(extra --oversubscribe)
+    endif()
+    # Each rank gets one BLAS/OpenMP thread so ranks x threads never exceeds the cores.
+    add_test(NAME ${name}_np${n}
+             COMMAND ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${n} ${extra}
+                     -x OMP_NUM_THREADS=1 -x OPENBLAS_NUM_THREADS=1
+                     ${MPIEXEC_PREFLAGS} $<TARGET_FILE:${name}> ${MPIEXEC_POSTFLAGS})
+    # Open MPI refuses to run as root unless told; CI machines run as root.
+    set_tests_properties(${name}_np${n} PROPERTIES
+      LABELS "mpi;${T_LABELS}"
+      PROCESSORS ${n}
+      ENVIRONMENT "OMPI_ALLOW_RUN_AS_ROOT=1;OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1;OMPI_MCA_rmaps_base_oversubscribe=1")
+  endforeach()
+endfunction()

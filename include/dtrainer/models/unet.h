@@ -1,0 +1,51 @@
+#pragma once
+// UNet — the LibTorch module of a UNetSpec (SD2 / SDXL / DeepFloyd-IF layouts, SPEC §2.1).
+// Parameter names follow diffusers' UNet2DConditionModel (IF UNet for the IF layout), e.g.
+// "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight".
+
+#include <memory>
+#include <vector>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/normalization.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include "dtrainer/models/unet_spec.h"
+
+namespace dtrainer::models {
+
+namespace unet_detail {
+struct TimestepEmbedding;
+struct Stage;
+}  // namespace unet_detail
+
+class UNetImpl : public torch::nn::Module {
+ public:
+  // Validates the spec (throws dtrainer::Error naming the field) and builds every layer.
+  explicit UNetImpl(const UNetSpec& spec);
+
+  // x_t [B, in_channels, H, W] (H, W divisible by 2^(levels-1)), t [B] timesteps (any real dtype),
+  // text [B, T, context_dim] token embeddings, text_mask [B, T] bool (true = real token; optional,
+  // every row needs at least one true). Returns the prediction [B, out_channels, H, W].
+  // Bad shapes throw dtrainer::Error naming the argument.
+  torch::Tensor forward(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
+                        const torch::Tensor& text_mask = torch::Tensor());
+
+  const UNetSpec& spec() const { return spec_; }
+
+ private:
+  void check_inputs(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
+                    const torch::Tensor& text_mask) const;
+
+  UNetSpec spec_;
+  torch::nn::Conv2d conv_in_{nullptr}, conv_out_{nullptr};
+  torch::nn::GroupNorm conv_norm_out_{nullptr};
+  std::shared_ptr<unet_detail::TimestepEmbedding> time_embedding_;
+  std::vector<std::shared_ptr<unet_detail::Stage>> down_, up_;
+  std::shared_ptr<unet_detail::Stage> mid_;
+};
+TORCH_MODULE(UNet);
+
+}  // namespace dtrainer::models

@@ -1,0 +1,101 @@
+#include "dtrainer/models/unet.h"
+
+#include <torch/torch.h>
+
+#include "dtrainer/core/error.h"
+#include "dtrainer/models/unet_plan.h"
+#include "tallied_ops.h"
+#include "unet_blocks.h"
+
+namespace dtrainer::models {
+
+using namespace unet_detail;
+
+UNetImpl::UNetImpl(const UNetSpec& spec) : spec_(spec) {
+  const UNetPlan plan = plan_unet(spec);  // validates
+  const Act act = spec.layout == UNetLayout::kDeepFloydIF ? Act::kGELU : Act::kSiLU;
+  const int64_t C = spec.model_channels;
+  conv_in_ = register_module("conv_in", torch::nn::Conv2d(torch::nn::Conv2dOptions(spec.in_channels, C, 3).padding(1)));
+  time_embedding_ = register_module("time_embedding", std::make_shared<TimestepEmbedding>(C, spec.time_embed_dim(), act));
+  torch::nn::ModuleList down, up;
+  for (const auto& st : plan.down) {
+    down_.push_back(std::make_shared<Stage>(st, spec));
+    down->push_back(down_.back());
+  }
+  register_module("down_blocks", down);
+  mid_ = register_module("mid_block", std::make_shared<Stage>(plan.mid, spec));
+  for (const auto& st : plan.up) {
+    up_.push_back(std::make_shared<Stage>(st, spec));
+    up->push_back(up_.back());
+  }
+  register_module("up_blocks", up);
+  conv_norm_out_ = register_module("conv_norm_out", torch::nn::GroupNorm(torch::nn::GroupNormOptions(spec.norm_groups, C).eps(1e-5)));
+  conv_out_ = register_module("conv_out", torch::nn::Conv2d(torch::nn::Conv2dOptions(C, spec.out_channels, 3).padding(1)));
+}
+
+static std::string shape_of(const torch::Tensor& t) {
+  std::string s = "[";
+  for (int64_t i = 0; i < t.dim(); ++i) s += (i ? "," : "") + std::to_string(t.size(i));
+  return s + "]";
+}
+
+void UNetImpl::check_inputs(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& text,
+                            const torch::Tensor& mask) const {
+  const int64_t factor = int64_t{1} << (spec_.num_levels() - 1);
+  if (!x.defined() || x.dim() != 4 || x.size(1) != spec_.in_channels)
+    throw Error("x_t", "expected [B, " + std::to_string(spec_.in_channels) + ", H, W], got " +
+                           (x.defined() ? shape_of(x) : std::string("an undefined tensor")));
+  if (x.size(2) % factor || x.size(3) % factor)
+    throw Error("x_t", "spatial size " + std::to_string(x.size(2)) + "x" + std::to_string(x.size(3)) +
+                           " is not divisible by 2^(levels-1) = " + std::to_string(factor));
+  const int64_t B = x.size(0);
+  if (!t.defined() || t.dim() != 1 || t.size(0) != B)
+    throw Error("t", "expected [" + std::to_string(B) + "], got " + (t.defined() ? shape_of(t) : std::string("undefined")));
+  if (!text.defined() || text.dim() != 3 || text.size(0) != B || text.size(2) != spec_.context_dim)
+    throw Error("text", "expected [" + std::to_string(B) + ", T, " + std::to_string(spec_.context_dim) + "], got " +
+                            (text.defined() ? shape_of(text) : std::string("undefined")));
+  if (mask.defined()) {
+    if (mask.dim() != 2 || mask.size(0) != B || mask.size(1) != text.size(1) || mask.scalar_type() != torch::kBool)
+      throw Error("text_mask", "expected bool [" + std::to_string(B) + ", " + std::to_string(text.size(1)) + "], got " +
+                                   shape_of(mask) + " " + std::string(c10::toString(mask.scalar_type())));
+    if (!mask.any(1).all().item<bool>())
+      throw Error("text_mask", "a sample has no real token (every row needs at least one true)");
+  }
+}
+
+torch::Tensor UNetImpl::forward(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
+                                const torch::Tensor& text_mask) {
+  check_inputs(x_t, t, text, text_mask);
+  const Act act = spec_.layout == UNetLayout::kDeepFloydIF ? Act::kGELU : Act::kSiLU;
+  const torch::Tensor temb =
+      time_embedding_->forward(timestep_features(t, spec_.model_channels).to(conv_in_->weight.dtype()));
+
+  torch::Tensor h = ops::conv(conv_in_, x_t);
+  std::vector<torch::Tensor> skips{h};
+  for (auto& st : down_) {
+    for (size_t j = 0; j < st->resnets.size(); ++j) {
+      h = st->resnets[j]->forward(h, temb);
+      if (j < st->attentions.size()) h = st->attentions[j]->forward(h, text, text_mask);
+      skips.push_back(h);
+    }
+    for (auto& s : st->samplers) {
+      h = s->forward(h, temb);
+      skips.push_back(h);
+    }
+  }
+  h = mid_->resnets[0]->forward(h, temb);
+  for (auto& a : mid_->attentions) h = a->forward(h, text, text_mask);
+  h = mid_->resnets[1]->forward(h, temb);
+  for (auto& st : up_) {
+    for (size_t j = 0; j < st->resnets.size(); ++j) {
+      h = torch::cat({h, skips.back()}, 1);
+      skips.pop_back();
+      h = st->resnets[j]->forward(h, temb);
+      if (j < st->attentions.size()) h = st->attentions[j]->forward(h, text, text_mask);
+    }
+    for (auto& s : st->samplers) h = s->forward(h, temb);
+  }
+  return ops::conv(conv_out_, activate(act, ops::norm(conv_norm_out_, h)));
+}
+
+}  // namespace dtrainer::models

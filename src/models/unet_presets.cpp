@@ -1,0 +1,86 @@
+#include "dtrainer/models/unet_presets.h"
+
+#include "dtrainer/core/error.h"
+
+namespace dtrainer::models {
+namespace {
+
+// SD2 family: attention at levels 0-2 with TD 1, a plain deepest level, and a depth-1 transformer
+// in the mid block (the mid block does not follow the deepest level here).
+UNetSpec sd2(const std::string& name, int64_t channels) {
+  UNetSpec s;
+  s.name = name;
+  s.layout = UNetLayout::kStableDiffusion;
+  s.model_channels = channels;
+  s.channel_mult = {1, 2, 4, 4};
+  s.num_res_blocks = {2};
+  s.transformer_depth = {1, 1, 1, 0};
+  s.mid_transformer_depth = 1;
+  return s;
+}
+
+// DeepFloyd-IF family: 3 res blocks per level, attention at the first three levels, attention mid.
+UNetSpec if_xl(const std::string& name, int64_t channels) {
+  UNetSpec s;
+  s.name = name;
+  s.layout = UNetLayout::kDeepFloydIF;
+  s.model_channels = channels;
+  s.channel_mult = {1, 2, 3, 4};
+  s.num_res_blocks = {3};
+  s.transformer_depth = {1, 1, 1, 0};
+  s.mid_transformer_depth = 1;
+  return s;
+}
+
+// SDXL family: three levels, no attention at level 0, mid block depth = deepest level's TD.
+UNetSpec sdxl(const std::string& name, int64_t channels, std::vector<int64_t> td) {
+  UNetSpec s;
+  s.name = name;
+  s.layout = UNetLayout::kStableDiffusion;
+  s.model_channels = channels;
+  s.channel_mult = {1, 2, 4};
+  s.num_res_blocks = {2};
+  s.transformer_depth = std::move(td);
+  s.mid_transformer_depth = -1;
+  return s;
+}
+
+}  // namespace
+
+const std::vector<UNetSpec>& unet_presets() {
+  static const std::vector<UNetSpec> presets = {
+      sd2("sd2", 320),
+      sd2("sd2-c512", 512),
+      if_xl("if-xl-c512", 512),
+      if_xl("if-xl-c704", 704),
+      sdxl("sdxl", 320, {0, 2, 10}),
+      sdxl("sdxl-c128", 128, {0, 2, 10}),
+      sdxl("sdxl-c192", 192, {0, 2, 10}),
+      sdxl("sdxl-c384", 384, {0, 2, 10}),
+      sdxl("sdxl-td2", 320, {0, 2, 2}),
+      sdxl("sdxl-td4", 320, {0, 2, 4}),
+      sdxl("sdxl-td12", 320, {0, 2, 12}),
+      sdxl("sdxl-td14", 320, {0, 2, 14}),
+      sdxl("sdxl-td4_4", 320, {0, 4, 4}),
+      sdxl("sdxl-td4_8", 320, {0, 4, 8}),
+      sdxl("sdxl-td4_12", 320, {0, 4, 12}),
+      sdxl("sdxl-c384-td4_12", 384, {0, 4, 12}),
+  };
+  return presets;
+}
+
+bool is_unet_preset(const std::string& name) {
+  for (const auto& p : unet_presets())
+    if (p.name == name) return true;
+  return false;
+}
+
+UNetSpec unet_preset(const std::string& name) {
+  for (const auto& p : unet_presets())
+    if (p.name == name) return p;
+  std::string known;
+  for (const auto& p : unet_presets()) known += (known.empty() ? "" : ", ") + p.name;
+  throw Error("model", "unknown UNet preset '" + name + "' (known: " + known + ")");
+}
+
+}  // namespace dtrainer::models

@@ -1,0 +1,88 @@
+// dtmodel as a user runs it: JSON contract, consistency with the library, errors and exit codes.
+#include <catch2/catch.hpp>
+
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "dtrainer/models/unet_cost.h"
+#include "dtrainer/models/unet_presets.h"
+
+using dtrainer::models::count_unet;
+using dtrainer::models::unet_preset;
+using dtrainer::models::unet_presets;
+
+namespace {
+struct Result {
+  int status;
+  std::string out;
+};
+Result run(const std::string& args) {
+  const std::string cmd = std::string(DTMODEL_PATH) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+}  // namespace
+
+TEST_CASE("dtmodel list --json has every preset with the required keys") {
+  const Result r = run("list --json");
+  REQUIRE(r.status == 0);
+  const auto arr = nlohmann::json::parse(r.out);
+  REQUIRE(arr.size() == unet_presets().size());
+  for (const auto& o : arr) {
+    for (const char* key : {"name", "params", "macs_linear_conv", "flops", "macs_transformer"}) {
+      INFO(o.dump() << " key " << key);
+      CHECK(o.contains(key));
+    }
+    const auto c = count_unet(unet_preset(o["name"]), {32, 32, 77});
+    CHECK(o["params"].get<int64_t>() == c.num_params);
+    CHECK(o["flops"].get<int64_t>() == c.total.flops());
+  }
+}
+
+TEST_CASE("dtmodel describe applies overrides and resolution") {
+  const Result r = run("describe sdxl --json --resolution 512 --transformer-depth 0,4,4 --context-dim 768");
+  REQUIRE(r.status == 0);
+  const auto o = nlohmann::json::parse(r.out);
+  auto spec = unet_preset("sdxl-td4_4");
+  spec.context_dim = 768;
+  const auto c = count_unet(spec, {64, 64, 77});
+  CHECK(o["params"].get<int64_t>() == c.num_params);
+  CHECK(o["macs_linear_conv"].get<int64_t>() == c.total.macs_linear_conv);
+  CHECK(o["macs_transformer"].get<int64_t>() == c.transformer.macs_linear_conv + c.transformer.macs_attention);
+  CHECK(o["latent"] == nlohmann::json::array({4, 64, 64}));
+  CHECK(o["stages"].size() == c.stages.size());
+  CHECK(o["fields"]["transformer_depth"] == "0,4,4");
+}
+
+TEST_CASE("dtmodel describe prints a readable report") {
+  const Result r = run("describe sd2");
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.out, Catch::Contains("parameters          865910724"));
+  CHECK_THAT(r.out, Catch::Contains("macs_linear_conv") && Catch::Contains("mid_block"));
+}
+
+TEST_CASE("dtmodel errors name the problem and exit non-zero") {
+  Result r = run("describe nosuch");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.out, Catch::Contains("unknown UNet preset 'nosuch'"));
+  r = run("describe sdxl --channel-mult 1,2");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.out, Catch::Contains("model.transformer_depth: has 3 entries but channel_mult has 2 levels"));
+  r = run("describe sdxl --resolution 100");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.out, Catch::Contains("--resolution"));
+  r = run("describe sdxl --model-channels abc");
+  CHECK(r.status != 0);
+  r = run("");
+  CHECK(r.status != 0);
+}
