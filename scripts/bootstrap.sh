@@ -36,7 +36,6 @@ packages=(
   libtrilinos-kokkos-dev             # Kokkos host kernels
   catch2 libcli11-dev nlohmann-json3-dev libspdlog-dev
   libceres-dev libeigen3-dev libpng-dev
-  python3 python3-numpy              # independent reference checks in tests
 )
 
 if (( do_deps )); then

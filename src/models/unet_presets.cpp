@@ -5,44 +5,33 @@
 namespace dtrainer::models {
 namespace {
 
+UNetSpec preset(const std::string& name, UNetLayout layout, int64_t channels, std::vector<int64_t> channel_mult,
+                int64_t res_blocks, std::vector<int64_t> transformer_depth, int64_t mid_depth) {
+  UNetSpec s;
+  s.name = name;
+  s.layout = layout;
+  s.model_channels = channels;
+  s.channel_mult = std::move(channel_mult);
+  s.num_res_blocks = {res_blocks};
+  s.transformer_depth = std::move(transformer_depth);
+  s.mid_transformer_depth = mid_depth;
+  return s;
+}
+
 // SD2 family: attention at levels 0-2 with TD 1, a plain deepest level, and a depth-1 transformer
 // in the mid block (the mid block does not follow the deepest level here).
 UNetSpec sd2(const std::string& name, int64_t channels) {
-  UNetSpec s;
-  s.name = name;
-  s.layout = UNetLayout::kStableDiffusion;
-  s.model_channels = channels;
-  s.channel_mult = {1, 2, 4, 4};
-  s.num_res_blocks = {2};
-  s.transformer_depth = {1, 1, 1, 0};
-  s.mid_transformer_depth = 1;
-  return s;
+  return preset(name, UNetLayout::kStableDiffusion, channels, {1, 2, 4, 4}, 2, {1, 1, 1, 0}, 1);
 }
 
 // DeepFloyd-IF family: 3 res blocks per level, attention at the first three levels, attention mid.
 UNetSpec if_xl(const std::string& name, int64_t channels) {
-  UNetSpec s;
-  s.name = name;
-  s.layout = UNetLayout::kDeepFloydIF;
-  s.model_channels = channels;
-  s.channel_mult = {1, 2, 3, 4};
-  s.num_res_blocks = {3};
-  s.transformer_depth = {1, 1, 1, 0};
-  s.mid_transformer_depth = 1;
-  return s;
+  return preset(name, UNetLayout::kDeepFloydIF, channels, {1, 2, 3, 4}, 3, {1, 1, 1, 0}, 1);
 }
 
-// SDXL family: three levels, no attention at level 0, mid block depth = deepest level's TD.
+// SDXL family: three levels, no attention at level 0, mid block depth = deepest level's TD (-1).
 UNetSpec sdxl(const std::string& name, int64_t channels, std::vector<int64_t> td) {
-  UNetSpec s;
-  s.name = name;
-  s.layout = UNetLayout::kStableDiffusion;
-  s.model_channels = channels;
-  s.channel_mult = {1, 2, 4};
-  s.num_res_blocks = {2};
-  s.transformer_depth = std::move(td);
-  s.mid_transformer_depth = -1;
-  return s;
+  return preset(name, UNetLayout::kStableDiffusion, channels, {1, 2, 4}, 2, std::move(td), -1);
 }
 
 }  // namespace
