@@ -3,10 +3,12 @@
 if(DT_USE_CCACHE)
   find_program(DT_CCACHE ccache)
   if(DT_CCACHE)
-    # The sloppiness settings let ccache cache translation units that use precompiled headers.
+    # The sloppiness settings let ccache cache translation units that use precompiled headers;
+    # the base dir makes paths relative, so a fresh clone elsewhere (as CI makes) hits the cache.
     set(CMAKE_CXX_COMPILER_LAUNCHER
         ${CMAKE_COMMAND} -E env
         "CCACHE_SLOPPINESS=pch_defines,time_macros,include_file_mtime,include_file_ctime"
+        "CCACHE_BASEDIR=${PROJECT_SOURCE_DIR}" CCACHE_NOHASHDIR=1
         ${DT_CCACHE})
   endif()
 endif()
