@@ -17,6 +17,8 @@ UNetImpl::UNetImpl(const UNetSpec& spec) : spec_(spec) {
   const int64_t C = spec.model_channels;
   conv_in_ = register_module("conv_in", torch::nn::Conv2d(torch::nn::Conv2dOptions(spec.in_channels, C, 3).padding(1)));
   time_embedding_ = register_module("time_embedding", std::make_shared<TimestepEmbedding>(C, spec.time_embed_dim(), act));
+  if (spec.control_conditioning)
+    control_embedding_ = register_module("control_embedding", ControlEmbedding(spec.control_feature_dim, spec.time_embed_dim()));
   torch::nn::ModuleList down, up;
   for (const auto& st : plan.down) {
     down_.push_back(std::make_shared<Stage>(st, spec));
@@ -64,11 +66,18 @@ void UNetImpl::check_inputs(const torch::Tensor& x, const torch::Tensor& t, cons
 }
 
 torch::Tensor UNetImpl::forward(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
-                                const torch::Tensor& text_mask) {
+                                const torch::Tensor& text_mask, const ControlInputs* controls) {
   check_inputs(x_t, t, text, text_mask);
+  if (controls && !spec_.control_conditioning)
+    throw Error("controls", "this model was built without control_conditioning");
   const Act act = spec_.layout == UNetLayout::kDeepFloydIF ? Act::kGELU : Act::kSiLU;
-  const torch::Tensor temb =
+  torch::Tensor temb =
       time_embedding_->forward(timestep_features(t, spec_.model_channels).to(conv_in_->weight.dtype()));
+  if (controls) {
+    if (controls->high.defined() && controls->high.size(0) != x_t.size(0))
+      throw Error("controls.high", "batch size differs from x_t's");
+    temb = temb + control_embedding_->forward(*controls);  // [S2]: c_emb joins the time embedding
+  }
 
   torch::Tensor h = ops::conv(conv_in_, x_t);
   std::vector<torch::Tensor> skips{h};

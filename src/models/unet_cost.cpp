@@ -32,6 +32,14 @@ class Counter {
     begin("time_embedding", -1);
     linear("time_embedding.linear_1", C, temb, 1, true);
     linear("time_embedding.linear_2", temb, temb, 1, true);
+    if (spec_.control_conditioning) {  // [S2] control embedding, see models/control_embedding.h
+      begin("control_embedding", -1);
+      const int64_t fd = spec_.control_feature_dim;
+      linear("control_embedding.high.linear_1", 4 * fd, temb, 1, true);
+      linear("control_embedding.high.linear_2", temb, temb, 1, true);
+      linear("control_embedding.low.linear_1", 2 * fd, temb, 1, true);
+      linear("control_embedding.low.linear_2", temb, temb, 1, true);
+    }
     for (const auto& st : plan_.down) stage(st, false);
     stage(plan_.mid, true);
     for (const auto& st : plan_.up) stage(st, false);

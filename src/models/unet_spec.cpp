@@ -16,9 +16,7 @@ const char* to_string(UNetLayout layout) {
 }
 
 UNetLayout parse_unet_layout(const std::string& field, const std::string& text) {
-  if (text == "sd") return UNetLayout::kStableDiffusion;
-  if (text == "if") return UNetLayout::kDeepFloydIF;
-  throw Error(field, "expected 'sd' (diffusers/SDXL layout) or 'if' (DeepFloyd-IF layout), got '" + text + "'");
+  return parse_choice<UNetLayout>(field, text, {{"sd", UNetLayout::kStableDiffusion}, {"if", UNetLayout::kDeepFloydIF}});
 }
 
 int64_t UNetSpec::res_blocks(int64_t level) const {
@@ -61,6 +59,8 @@ void UNetSpec::validate() const {
   if (norm_groups < 1) fail("norm_groups", "must be positive");
   if (ff_mult < 1) fail("ff_mult", "must be positive");
   if (time_embed_mult < 1) fail("time_embed_mult", "must be positive");
+  if (control_feature_dim < 2 || control_feature_dim % 2 != 0)
+    fail("control_feature_dim", "must be a positive even number");
   if (model_channels % 2 != 0) fail("model_channels", "must be even (sinusoidal timestep features)");
   const int64_t factor = int64_t{1} << (levels - 1);
   if (sample_size < 1 || sample_size % factor != 0)
@@ -102,6 +102,8 @@ const std::vector<UNetField>& unet_fields() {
       {"use_linear_projection", "transformer proj_in/proj_out as Linear (true) or 1x1 conv (false)"},
       {"ff_mult", "feed-forward inner width multiplier"},
       {"time_embed_mult", "time embedding width as a multiple of C"},
+      {"control_conditioning", "[S2] control conditions (crop, flip, aspect, original size) added to the time embedding"},
+      {"control_feature_dim", "sinusoidal features per control scalar"},
   };
   return fields;
 }
@@ -134,6 +136,8 @@ void set_unet_field(UNetSpec& s, const std::string& key, const std::string& v) {
   else if (key == "use_linear_projection") s.use_linear_projection = parse_bool(f, v);
   else if (key == "ff_mult") s.ff_mult = parse_int(f, v);
   else if (key == "time_embed_mult") s.time_embed_mult = parse_int(f, v);
+  else if (key == "control_conditioning") s.control_conditioning = parse_bool(f, v);
+  else if (key == "control_feature_dim") s.control_feature_dim = parse_int(f, v);
   else {
     std::string known;
     for (const auto& field : unet_fields()) known += (known.empty() ? "" : ", ") + field.key;
@@ -158,6 +162,8 @@ std::string get_unet_field(const UNetSpec& s, const std::string& key) {
   if (key == "use_linear_projection") return s.use_linear_projection ? "true" : "false";
   if (key == "ff_mult") return std::to_string(s.ff_mult);
   if (key == "time_embed_mult") return std::to_string(s.time_embed_mult);
+  if (key == "control_conditioning") return s.control_conditioning ? "true" : "false";
+  if (key == "control_feature_dim") return std::to_string(s.control_feature_dim);
   throw Error("model." + key, "unknown UNet field");
 }
 

@@ -27,3 +27,11 @@ TEST_CASE("parse_int and parse_bool reject trailing garbage and unknown words") 
   CHECK_THROWS_WITH(parse_bool("model.use_linear_projection", "maybe"),
                     "model.use_linear_projection: expected true or false, got 'maybe'");
 }
+
+TEST_CASE("parse_choice maps names and lists the accepted ones on error") {
+  enum class Fruit { kApple, kPear };
+  const std::vector<std::pair<const char*, Fruit>> table = {{"apple", Fruit::kApple}, {"pear", Fruit::kPear}};
+  CHECK(parse_choice<Fruit>("f", "pear", table) == Fruit::kPear);
+  CHECK_THROWS_WITH(parse_choice<Fruit>("menu.fruit", "plum", table),
+                    "menu.fruit: expected one of apple, pear; got 'plum'");
+}

@@ -4,7 +4,10 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
+
+#include "dtrainer/core/error.h"
 
 namespace dtrainer {
 
@@ -13,5 +16,17 @@ bool parse_bool(const std::string& field, const std::string& text);
 // Comma-separated integers; whitespace around items is ignored. Empty text gives an empty list.
 std::vector<int64_t> parse_int_list(const std::string& field, const std::string& text);
 std::string format_int_list(const std::vector<int64_t>& values);
+
+// One of a fixed set of names, e.g. parse_choice(field, "eps", {{"eps", Target::kEps}, ...}).
+// The error lists the accepted names.
+template <typename T>
+T parse_choice(const std::string& field, const std::string& text, const std::vector<std::pair<const char*, T>>& choices) {
+  std::string names;
+  for (const auto& [name, value] : choices) {
+    if (text == name) return value;
+    names += (names.empty() ? "" : ", ") + std::string(name);
+  }
+  throw Error(field, "expected one of " + names + "; got '" + text + "'");
+}
 
 }  // namespace dtrainer

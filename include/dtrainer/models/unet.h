@@ -12,6 +12,7 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include "dtrainer/models/control_embedding.h"
 #include "dtrainer/models/unet_spec.h"
 
 namespace dtrainer::models {
@@ -28,10 +29,11 @@ class UNetImpl : public torch::nn::Module {
 
   // x_t [B, in_channels, H, W] (H, W divisible by 2^(levels-1)), t [B] timesteps (any real dtype),
   // text [B, T, context_dim] token embeddings, text_mask [B, T] bool (true = real token; optional,
-  // every row needs at least one true). Returns the prediction [B, out_channels, H, W].
-  // Bad shapes throw dtrainer::Error naming the argument.
+  // every row needs at least one true), controls: [S2] control conditions — only for a model built
+  // with control_conditioning; nullptr there means "controls dropped" (the null condition).
+  // Returns the prediction [B, out_channels, H, W]. Bad inputs throw dtrainer::Error naming them.
   torch::Tensor forward(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
-                        const torch::Tensor& text_mask = torch::Tensor());
+                        const torch::Tensor& text_mask = torch::Tensor(), const ControlInputs* controls = nullptr);
 
   const UNetSpec& spec() const { return spec_; }
 
@@ -45,6 +47,7 @@ class UNetImpl : public torch::nn::Module {
   std::shared_ptr<unet_detail::TimestepEmbedding> time_embedding_;
   std::vector<std::shared_ptr<unet_detail::Stage>> down_, up_;
   std::shared_ptr<unet_detail::Stage> mid_;
+  ControlEmbedding control_embedding_{nullptr};
 };
 TORCH_MODULE(UNet);
 

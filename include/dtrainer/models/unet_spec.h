@@ -33,6 +33,8 @@ struct UNetSpec {
   bool use_linear_projection = true;                 // Transformer2DModel proj_in/out: Linear or 1x1 conv
   int64_t ff_mult = 4;                               // GEGLU feed-forward inner width = ff_mult * channels
   int64_t time_embed_mult = 4;                       // time embedding width = time_embed_mult * C
+  bool control_conditioning = false;                 // [S2] control embedding added to the time embedding
+  int64_t control_feature_dim = 256;                 // sinusoidal features per control scalar
 
   int64_t num_levels() const { return static_cast<int64_t>(channel_mult.size()); }
   int64_t level_channels(int64_t level) const { return model_channels * channel_mult.at(level); }

@@ -1,0 +1,27 @@
+#pragma once
+// Fixed 2-D sin-cos positional embeddings (DiT / MAE style) with [S2]'s resolution transfer.
+
+#include <cstdint>
+#include <string>
+
+#include <torch/types.h>
+
+namespace dtrainer::diffusion {
+
+enum class PosEmbedGrid {
+  kResampled,    // [S2]: positions linspace(0, n / scale, n): the grid keeps its extent as n grows
+  kExtrapolate,  // plain arange(n): new positions beyond the trained range
+};
+PosEmbedGrid parse_pos_embed_grid(const std::string& field, const std::string& text);
+
+// Embedding of an h x w token grid, [h * w, dim] in row-major token order (row outer).
+// The first dim/2 channels encode the column, the last dim/2 the row; each half is
+// [sin(p w_k), cos(p w_k)] with w_k = 10000^(-k / (dim/4)), k = 0..dim/4-1. dim % 4 == 0.
+// `scale` = grid size / the grid size the model was trained at (1 at the training resolution).
+torch::Tensor sincos_pos_embed_2d(int64_t dim, int64_t h, int64_t w, double scale = 1.0,
+                                  PosEmbedGrid grid = PosEmbedGrid::kResampled);
+
+// The 1-D positions the grid mode uses for n tokens at `scale`.
+torch::Tensor pos_embed_positions(int64_t n, double scale, PosEmbedGrid grid);
+
+}  // namespace dtrainer::diffusion

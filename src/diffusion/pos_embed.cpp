@@ -1,0 +1,38 @@
+#include "dtrainer/diffusion/pos_embed.h"
+
+#include <torch/torch.h>
+
+#include "dtrainer/core/error.h"
+#include "dtrainer/core/parse.h"
+
+namespace dtrainer::diffusion {
+
+PosEmbedGrid parse_pos_embed_grid(const std::string& field, const std::string& text) {
+  return parse_choice<PosEmbedGrid>(field, text, {{"resampled", PosEmbedGrid::kResampled}, {"extrapolate", PosEmbedGrid::kExtrapolate}});
+}
+
+torch::Tensor pos_embed_positions(int64_t n, double scale, PosEmbedGrid grid) {
+  if (grid == PosEmbedGrid::kExtrapolate) return torch::arange(n, torch::kFloat64);
+  return torch::linspace(0.0, static_cast<double>(n) / scale, n, torch::kFloat64);  // [S2] same extent
+}
+
+static torch::Tensor embed_1d(int64_t dim, const torch::Tensor& pos) {
+  const torch::Tensor k = torch::arange(dim / 2, torch::kFloat64) / (dim / 2.0);
+  const torch::Tensor omega = torch::pow(10000.0, -k);        // [dim/2]
+  const torch::Tensor args = pos.unsqueeze(1) * omega.unsqueeze(0);  // [n, dim/2]
+  return torch::cat({torch::sin(args), torch::cos(args)}, 1);
+}
+
+torch::Tensor sincos_pos_embed_2d(int64_t dim, int64_t h, int64_t w, double scale, PosEmbedGrid grid) {
+  if (dim < 4 || dim % 4 != 0) throw Error("pos_embed.dim", "must be a positive multiple of 4, got " + std::to_string(dim));
+  if (h < 1 || w < 1) throw Error("pos_embed.grid", "needs at least one row and column");
+  if (!(scale > 0)) throw Error("pos_embed.scale", "must be positive");
+  const torch::Tensor rows = pos_embed_positions(h, scale, grid), cols = pos_embed_positions(w, scale, grid);
+  const torch::Tensor col_emb = embed_1d(dim / 2, cols);  // [w, dim/2]
+  const torch::Tensor row_emb = embed_1d(dim / 2, rows);  // [h, dim/2]
+  const torch::Tensor c = col_emb.unsqueeze(0).expand({h, w, dim / 2});
+  const torch::Tensor r = row_emb.unsqueeze(1).expand({h, w, dim / 2});
+  return torch::cat({c, r}, 2).reshape({h * w, dim}).to(torch::kFloat32);
+}
+
+}  // namespace dtrainer::diffusion
