@@ -36,7 +36,7 @@ packages=(
   libtrilinos-kokkos-dev             # Kokkos host kernels
   catch2 libcli11-dev nlohmann-json3-dev libspdlog-dev
   libceres-dev libeigen3-dev libpng-dev
-  python3 python3-numpy              # independent numpy references run by the diffusion tests
+  python3 python3-numpy python3-h5py # independent references: numpy maths, h5py-written shards
 )
 
 if (( do_deps )); then

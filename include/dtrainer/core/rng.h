@@ -18,6 +18,10 @@ enum class RngPurpose : uint64_t {
   kModelInit = 7,
   kDataOrder = 8,
   kAugment = 9,
+  kSynthesis = 10,
+  kCaptionChoice = 11,
+  kFlip = 12,
+  kDatasetMix = 13,
 };
 
 // SplitMix64 finaliser: a bijective 64-bit mix.

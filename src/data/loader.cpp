@@ -1,0 +1,243 @@
+#include "dtrainer/data/loader.h"
+
+#include <chrono>
+
+#include <torch/torch.h>
+
+#include "dtrainer/core/error.h"
+#include "dtrainer/core/rng.h"
+#include "dtrainer/data/shard_reader.h"
+#include "dtrainer/data/validate.h"
+
+namespace dtrainer::data {
+
+// One shard set: its shards and the first image index of each (images of all shards concatenated).
+struct Loader::Dataset {
+  std::string dir;
+  std::vector<ShardReader> shards;
+  std::vector<int64_t> first;  // prefix sums, size shards + 1
+  int64_t size() const { return first.back(); }
+  std::pair<const ShardReader*, int64_t> locate(int64_t index) const {
+    const auto it = std::upper_bound(first.begin(), first.end(), index);
+    const size_t s = static_cast<size_t>(it - first.begin()) - 1;
+    return {&shards[s], index - first[s]};
+  }
+};
+
+nlohmann::json LoaderState::to_json() const {
+  return {{"version", 1}, {"next_batch", next_batch}, {"seed", seed}, {"global_batch", global_batch},
+          {"dataset_sizes", dataset_sizes}, {"weights", weights}};
+}
+
+LoaderState LoaderState::from_json(const nlohmann::json& j) {
+  try {
+    if (j.at("version").get<int>() != 1) throw Error("loader state", "unknown version");
+    LoaderState s;
+    s.next_batch = j.at("next_batch").get<int64_t>();
+    s.seed = j.at("seed").get<uint64_t>();
+    s.global_batch = j.at("global_batch").get<int64_t>();
+    s.dataset_sizes = j.at("dataset_sizes").get<std::vector<int64_t>>();
+    s.weights = j.at("weights").get<std::vector<double>>();
+    return s;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error("loader state", std::string("malformed: ") + e.what());
+  }
+}
+
+Loader::Loader(LoaderConfig config) : config_(std::move(config)) {
+  if (config_.dirs.empty()) throw Error("data.dirs", "no shard directory given");
+  if (!(config_.p_synthetic_caption >= 0 && config_.p_synthetic_caption <= 1))
+    throw Error("data.p_synthetic_caption", "must be a probability");
+  if (config_.synthetic_top_k < 1) throw Error("data.synthetic_top_k", "must be at least 1");
+  if (config_.prefetch < 0) throw Error("data.prefetch", "must be >= 0");
+  std::string ref_file;
+  std::vector<int64_t> sizes;
+  for (const auto& dir : config_.dirs) {
+    auto ds = std::make_unique<Dataset>();
+    ds->dir = dir;
+    ds->first = {0};
+    for (const auto& f : list_shards(dir)) {
+      ds->shards.emplace_back(f);
+      const ShardReader& s = ds->shards.back();
+      if (ref_file.empty()) {
+        ref_file = f;
+        latent_shape_ = s.latent_shape();
+        text_dim_ = s.header().text_dim;
+      } else if (s.latent_shape() != latent_shape_ || s.header().text_dim != text_dim_) {
+        throw Error(f, "latent shape / text_dim differ from " + ref_file + "'s: all shards of a run must match");
+      }
+      if (s.header().max_tokens > config_.padding.max_tokens)
+        throw Error(f, "has captions of up to " + std::to_string(s.header().max_tokens) + " tokens but text is padded to " +
+                           std::to_string(config_.padding.max_tokens));
+      ds->first.push_back(ds->first.back() + s.num_images());
+    }
+    sizes.push_back(ds->size());
+    datasets_.push_back(std::move(ds));
+  }
+  order_ = std::make_unique<GlobalOrder>(sizes, config_.weights, config_.global_batch, config_.seed);
+  order_->rank_slice(0, config_.rank, config_.world);  // validates rank / world / divisibility
+  start();
+}
+
+Loader::~Loader() { stop(); }
+
+int64_t Loader::dataset_size(int64_t d) const { return datasets_.at(d)->size(); }
+
+Batch Loader::load_batch(int64_t g) const {
+  const std::vector<SampleRef> refs = order_->rank_slice(g, config_.rank, config_.world);
+  const int64_t C = latent_shape_[0], H = latent_shape_[1], W = latent_shape_[2];
+  Batch out;
+  out.step = g;
+  std::vector<torch::Tensor> latents, prompts;
+  std::vector<float> high, low;
+  std::vector<int64_t> nouns;
+  std::vector<uint8_t> synthetic;
+  for (const SampleRef& r : refs) {
+    const auto [shard, local] = datasets_[r.dataset]->locate(r.index);
+    try {
+      torch::Tensor latent = shard->read_latent(local).to(torch::kFloat32);
+      if (!torch::isfinite(latent).all().item<bool>()) throw Error(shard->path(), "image " + std::to_string(local) + ": latent has NaN or Inf values");
+      // Caption: the original, or with probability p one of the top-k synthetic captions.
+      StreamRng pick(stream_key(config_.seed, RngPurpose::kCaptionChoice, g, r.id));
+      const int64_t count = shard->caption_count(local);
+      int64_t k = 0;
+      if (count > 1 && pick.uniform() < config_.p_synthetic_caption) {
+        const int64_t top = std::min(config_.synthetic_top_k, count - 1);
+        k = 1 + std::min(top - 1, static_cast<int64_t>(pick.uniform() * top));
+      }
+      const int64_t caption = shard->first_caption(local) + k;
+      torch::Tensor tokens = shard->read_tokens(caption).to(torch::kFloat32);
+      if (!torch::isfinite(tokens).all().item<bool>())
+        throw Error(shard->path(), "image " + std::to_string(local) + ": caption " + std::to_string(caption) + " has NaN or Inf tokens");
+      // [S2] flip conditioning: the latent is mirrored and the flag becomes a control input.
+      const bool flip = config_.random_flip &&
+                        StreamRng(stream_key(config_.seed, RngPurpose::kFlip, g, r.id)).uniform() < 0.5;
+      if (flip) latent = latent.flip({2});
+      const auto size = shard->original_size(local);
+      const auto crop = shard->crop(local);
+      latents.push_back(latent);
+      prompts.push_back(tokens);
+      high.insert(high.end(), {float(crop[0]), float(crop[1]), flip ? 1.0f : 0.0f, float(size[1]) / float(size[0])});
+      low.insert(low.end(), {float(size[0]), float(size[1])});
+      nouns.push_back(shard->caption_nouns(caption));
+      synthetic.push_back(k > 0);
+      out.sample_ids.push_back(r.id);
+      out.datasets.push_back(r.dataset);
+      out.bytes_read += C * H * W * element_bytes(shard->latent_dtype()) +
+                        shard->token_length(caption) * text_dim_ * element_bytes(shard->token_dtype());
+    } catch (const Error& e) {
+      if (!config_.skip_bad_samples) throw;
+      ++out.skipped;
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    skipped_ += out.skipped;
+  }
+  if (latents.empty())
+    throw Error("data", "every sample of batch " + std::to_string(g) + " on rank " + std::to_string(config_.rank) + " was skipped");
+  const int64_t b = static_cast<int64_t>(latents.size());
+  out.latents = torch::stack(latents);
+  const diffusion::PaddedText padded = diffusion::pad_text(prompts, config_.padding, out.sample_ids, g);
+  out.text = padded.tokens;
+  out.text_mask = padded.mask;
+  out.controls_high = torch::from_blob(high.data(), {b, 4}, torch::kFloat32).clone();
+  out.controls_low = torch::from_blob(low.data(), {b, 2}, torch::kFloat32).clone();
+  out.caption_nouns = torch::tensor(nouns, torch::kInt64);
+  out.synthetic_caption = torch::tensor(std::vector<int64_t>(synthetic.begin(), synthetic.end())).to(torch::kBool);
+  return out;
+}
+
+void Loader::start() {
+  stopping_ = false;
+  error_ = nullptr;
+  queue_.clear();
+  produce_batch_ = next_batch_;
+  if (config_.prefetch > 0) worker_ = std::thread([this] { produce(); });
+}
+
+void Loader::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+void Loader::produce() {
+  torch::NoGradGuard no_grad;
+  while (true) {
+    int64_t g;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      cv_.wait(lock, [&] { return stopping_ || static_cast<int64_t>(queue_.size()) < config_.prefetch; });
+      if (stopping_) return;
+      g = produce_batch_++;
+    }
+    try {
+      Batch b = load_batch(g);
+      std::lock_guard<std::mutex> lock(mutex_);
+      queue_.push_back(std::move(b));
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      error_ = std::current_exception();
+      cv_.notify_all();
+      return;
+    }
+    cv_.notify_all();
+  }
+}
+
+Batch Loader::next() {
+  const auto t0 = std::chrono::steady_clock::now();
+  Batch b;
+  if (config_.prefetch == 0) {
+    b = load_batch(next_batch_);
+  } else {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait(lock, [&] { return !queue_.empty() || error_; });
+    if (queue_.empty() && error_) std::rethrow_exception(error_);
+    b = std::move(queue_.front());
+    queue_.pop_front();
+    cv_.notify_all();
+  }
+  ++next_batch_;
+  data_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return b;
+}
+
+LoaderState Loader::state() const {
+  LoaderState s;
+  s.next_batch = next_batch_;
+  s.seed = config_.seed;
+  s.global_batch = config_.global_batch;
+  s.dataset_sizes = order_->dataset_sizes();
+  s.weights = config_.weights.empty() ? std::vector<double>(datasets_.size(), 1.0) : config_.weights;
+  return s;
+}
+
+void Loader::restore(const LoaderState& s) {
+  const LoaderState mine = state();
+  if (s.seed != mine.seed) throw Error("loader state", "seed " + std::to_string(s.seed) + " differs from the run's " + std::to_string(mine.seed));
+  if (s.global_batch != mine.global_batch)
+    throw Error("loader state", "global batch " + std::to_string(s.global_batch) + " differs from the run's " + std::to_string(mine.global_batch));
+  if (s.dataset_sizes != mine.dataset_sizes) throw Error("loader state", "the datasets' sizes differ from the ones the state was saved with");
+  if (s.weights != mine.weights) throw Error("loader state", "the mixing weights differ from the ones the state was saved with");
+  stop();
+  next_batch_ = s.next_batch;
+  start();
+}
+
+double Loader::take_data_wait_s() {
+  const double w = data_wait_s_;
+  data_wait_s_ = 0;
+  return w;
+}
+
+int64_t Loader::skipped_samples() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return skipped_;
+}
+
+}  // namespace dtrainer::data

@@ -1,0 +1,266 @@
+// dtdata — write, inspect, validate, summarise and benchmark dtrainer's HDF5 latent shards.
+//
+//   dtdata synth --kind shapes|latents --out DIR --images N [--seed S] [...]
+//   dtdata inspect PATH [--sample I]
+//   dtdata validate PATH [--skip-bad-samples] [--json]     exit 0 only when every shard is sound
+//   dtdata stats DIR [--json]
+//   dtdata bench DIR [--json] [--batch B] [--seconds S]
+// Exit codes: 0 success, 1 validation found problems, 2 bad input or error.
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "dtrainer/core/error.h"
+#include "dtrainer/data/loader.h"
+#include "dtrainer/data/shard_reader.h"
+#include "dtrainer/data/synthesize.h"
+#include "dtrainer/data/validate.h"
+
+using namespace dtrainer;
+using namespace dtrainer::data;
+using nlohmann::ordered_json;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<std::string> shard_files(const std::string& path) {
+  if (fs::is_regular_file(path)) return {path};
+  return list_shards(path);
+}
+
+int run_synth(SynthConfig c, const std::string& latent_dtype, const std::string& token_dtype) {
+  c.write.latent_dtype = parse_element_type("--latent-dtype", latent_dtype);
+  c.write.token_dtype = parse_element_type("--token-dtype", token_dtype);
+  const auto t0 = std::chrono::steady_clock::now();
+  const SynthReport r = synthesize(c);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("wrote %lld images, %lld captions in %zu shard(s) under %s (%.1f s)\n", static_cast<long long>(r.images),
+              static_cast<long long>(r.captions), r.shards.size(), c.out_dir.c_str(), s);
+  if (!r.eval_prompts.empty()) std::printf("held-out evaluation prompts: %s\n", r.eval_prompts.c_str());
+  return 0;
+}
+
+int run_inspect(const std::string& path, int64_t sample) {
+  for (const auto& f : shard_files(path)) {
+    const ShardReader s(f);
+    const auto& h = s.header();
+    std::printf("%s\n  schema_version %lld, latent_space %s, latent_encoder %s, text_encoder %s\n", f.c_str(),
+                static_cast<long long>(h.schema_version), h.latent_space.c_str(), h.latent_encoder.c_str(), h.text_encoder.c_str());
+    std::printf("  images %lld, captions %lld, latents [%lld, %lld, %lld] %s, tokens D=%lld (max %lld) %s, caption text: %s\n",
+                static_cast<long long>(s.num_images()), static_cast<long long>(s.num_captions()),
+                static_cast<long long>(s.latent_shape()[0]), static_cast<long long>(s.latent_shape()[1]),
+                static_cast<long long>(s.latent_shape()[2]), to_string(s.latent_dtype()), static_cast<long long>(h.text_dim),
+                static_cast<long long>(h.max_tokens), to_string(s.token_dtype()), s.has_caption_text() ? "yes" : "no");
+    if (sample >= 0 && sample < s.num_images()) {
+      const auto texts = s.caption_texts();
+      const auto size = s.original_size(sample), crop = s.crop(sample);
+      std::printf("  image %lld: original %lldx%lld, crop (%lld, %lld), source %s\n", static_cast<long long>(sample),
+                  static_cast<long long>(size[0]), static_cast<long long>(size[1]), static_cast<long long>(crop[0]),
+                  static_cast<long long>(crop[1]), s.source_names()[s.source(sample)].c_str());
+      for (int64_t k = 0; k < s.caption_count(sample); ++k) {
+        const int64_t j = s.first_caption(sample) + k;
+        std::printf("    %s %lld tokens, %lld nouns: %s\n", k == 0 ? "original " : ("synthetic" + std::to_string(k)).c_str(),
+                    static_cast<long long>(s.token_length(j)), static_cast<long long>(s.caption_nouns(j)),
+                    texts.empty() ? "(no text stored)" : texts[j].c_str());
+      }
+    }
+  }
+  return 0;
+}
+
+int run_validate(const std::string& path, bool skip_bad, bool json) {
+  ValidationReport r = fs::is_regular_file(path) ? validate_shard(path) : validate_directory(path);
+  int64_t sample_level = 0;
+  for (const auto& p : r.problems) sample_level += p.image >= 0;
+  const bool file_level = static_cast<int64_t>(r.problems.size()) > sample_level;
+  const bool ok = !r.files.empty() && !file_level && (sample_level == 0 || skip_bad);
+  if (json) {
+    ordered_json j;
+    j["ok"] = ok;
+    j["files"] = r.files.size();
+    j["images"] = r.images;
+    j["captions"] = r.captions;
+    ordered_json probs = ordered_json::array();
+    for (const auto& p : r.problems) probs.push_back({{"file", p.file}, {"image", p.image}, {"problem", p.what}});
+    j["problems"] = probs;
+    j["skipped_samples"] = skip_bad ? sample_level : 0;
+    std::cout << j.dump(2) << "\n";
+  } else {
+    for (const auto& p : r.problems) std::fprintf(stderr, "dtdata: %s\n", p.message().c_str());
+    if (skip_bad && sample_level > 0)
+      std::printf("%lld bad sample(s) would be skipped (--skip-bad-samples)\n", static_cast<long long>(sample_level));
+    std::printf("%s: %zu shard(s), %lld images, %lld captions, %zu problem(s)\n", ok ? "OK" : "INVALID", r.files.size(),
+                static_cast<long long>(r.images), static_cast<long long>(r.captions), r.problems.size());
+  }
+  return ok ? 0 : 1;
+}
+
+int run_stats(const std::string& path, bool json) {
+  int64_t images = 0, captions = 0, tokens = 0, d_original = 0, d_all = 0, bytes = 0;
+  std::map<int64_t, int64_t> hist;  // token length bucket (8 wide) -> captions
+  std::map<std::string, int64_t> sources;
+  const auto files = shard_files(path);
+  for (const auto& f : files) {
+    const ShardReader s(f);
+    images += s.num_images();
+    captions += s.num_captions();
+    bytes += static_cast<int64_t>(fs::file_size(f));
+    for (int64_t i = 0; i < s.num_images(); ++i) {
+      d_original += s.caption_nouns(s.first_caption(i));
+      sources[s.source_names()[s.source(i)]] += 1;
+    }
+    for (int64_t j = 0; j < s.num_captions(); ++j) {
+      tokens += s.token_length(j);
+      d_all += s.caption_nouns(j);
+      hist[(s.token_length(j) - 1) / 8 * 8 + 1] += 1;
+    }
+  }
+  if (json) {
+    ordered_json h = ordered_json::object();
+    for (const auto& [lo, n] : hist) h[std::to_string(lo) + "-" + std::to_string(lo + 7)] = n;
+    ordered_json j = {{"files", files.size()}, {"bytes", bytes}, {"images", images}, {"captions", captions},
+                      {"captions_per_image", double(captions) / images}, {"mean_tokens", double(tokens) / captions},
+                      {"image_noun_pairs_original", d_original}, {"image_noun_pairs_all_captions", d_all},
+                      {"token_length_histogram", h}, {"sources", sources}};
+    std::cout << j.dump(2) << "\n";
+    return 0;
+  }
+  std::printf("%zu shard(s), %.1f MB: %lld images, %lld captions (%.2f per image), %.1f tokens per caption\n", files.size(),
+              bytes / 1e6, static_cast<long long>(images), static_cast<long long>(captions), double(captions) / images,
+              double(tokens) / captions);
+  std::printf("image-noun pairs D: %lld with original captions, %lld over all captions\n", static_cast<long long>(d_original),
+              static_cast<long long>(d_all));
+  std::printf("token lengths:\n");
+  for (const auto& [lo, n] : hist)
+    std::printf("  %3lld-%-3lld %8lld %s\n", static_cast<long long>(lo), static_cast<long long>(lo + 7), static_cast<long long>(n),
+                std::string(std::min<int64_t>(60, 60 * n / std::max<int64_t>(1, captions)), '#').c_str());
+  for (const auto& [name, n] : sources) std::printf("source %s: %lld images\n", name.c_str(), static_cast<long long>(n));
+  return 0;
+}
+
+// Sequential read of every file with large read() calls: the I/O ceiling the loader is held to.
+double raw_read_mb_per_s(const std::vector<std::string>& files, int64_t* total_bytes) {
+  std::vector<char> buf(8 << 20);
+  int64_t bytes = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (const auto& f : files) {
+    std::ifstream in(f, std::ios::binary);
+    while (in.read(buf.data(), static_cast<std::streamsize>(buf.size())) || in.gcount() > 0) bytes += in.gcount();
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  *total_bytes = bytes;
+  return bytes / 1e6 / s;
+}
+
+int run_bench(const std::string& dir, bool json, int64_t batch, double seconds, const std::string& padding) {
+  at::set_num_threads(1);  // the loader's figure is for one core
+  const auto files = list_shards(dir);
+  int64_t file_bytes = 0;
+  raw_read_mb_per_s(files, &file_bytes);  // warm the page cache: both figures then read from memory
+  const double raw = raw_read_mb_per_s(files, &file_bytes);
+  LoaderConfig c;
+  c.dirs = {dir};
+  c.global_batch = batch;
+  c.prefetch = 0;  // synchronous: measures the loading work itself, on one core
+  c.padding.policy = diffusion::parse_text_padding("--padding", padding);
+  Loader loader(c);
+  loader.next();  // first batch: permutation and caches
+  int64_t samples = 0, bytes = 0, batches = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  double s = 0;
+  while (s < seconds) {
+    const Batch b = loader.next();
+    samples += b.latents.size(0);
+    bytes += b.bytes_read;
+    ++batches;
+    s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  }
+  const double sps = samples / s, mbps = bytes / 1e6 / s;
+  if (json) {
+    ordered_json j = {{"samples_per_s", sps}, {"loader_mb_per_s", mbps}, {"raw_read_mb_per_s", raw},
+                      {"loader_fraction_of_raw", mbps / raw}, {"batch", batch}, {"batches", batches}, {"seconds", s},
+                      {"padding", padding}, {"files", files.size()}, {"file_bytes", file_bytes}, {"threads", 1}};
+    std::cout << j.dump(2) << "\n";
+  } else {
+    std::printf("raw sequential read: %.0f MB/s (%zu files, %.1f MB, page cache warm)\n", raw, files.size(), file_bytes / 1e6);
+    std::printf("loader (1 thread, batch %lld, %s padding): %.0f samples/s, %.0f MB/s read = %.0f%% of raw (%lld batches, %.1f s)\n",
+                static_cast<long long>(batch), padding.c_str(), sps, mbps, 100 * mbps / raw, static_cast<long long>(batches), s);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"dtdata: write, inspect, validate, summarise and benchmark HDF5 latent shards (format v1, see data/README.md)"};
+  app.require_subcommand(1);
+  app.footer("Exit codes: 0 success, 1 validation found problems, 2 bad input or error.");
+
+  SynthConfig synth;
+  std::string latent_dtype = "float32", token_dtype = "float16";
+  CLI::App* s = app.add_subcommand("synth", "write a synthetic dataset: shapes (compositional) or latents (benchmark-sized)");
+  s->add_option("--kind", synth.kind, "shapes | latents")->capture_default_str();
+  s->add_option("--out", synth.out_dir, "output directory")->required();
+  s->add_option("--images", synth.images, "number of images")->capture_default_str();
+  s->add_option("--seed", synth.seed, "random seed")->capture_default_str();
+  s->add_option("--images-per-shard", synth.images_per_shard, "images per shard file")->capture_default_str();
+  s->add_option("--image-size", synth.image_size, "shapes: image side in pixels")->capture_default_str();
+  s->add_option("--latent-size", synth.latent_size, "latents: latent side")->capture_default_str();
+  s->add_option("--captions", synth.captions, "latents: captions per image")->capture_default_str();
+  s->add_option("--text-dim", synth.text_dim, "token embedding width D")->capture_default_str();
+  s->add_option("--max-tokens", synth.max_tokens, "longest caption T")->capture_default_str();
+  s->add_option("--eval-prompts", synth.eval_prompts, "shapes: held-out evaluation prompts")->capture_default_str();
+  s->add_option("--latent-dtype", latent_dtype, "float32 | float16 | bfloat16")->capture_default_str();
+  s->add_option("--token-dtype", token_dtype, "float32 | float16 | bfloat16")->capture_default_str();
+  s->add_option("--chunk-rows", synth.write.chunk_rows, "0 = contiguous datasets; > 0 = chunks of this many rows")->capture_default_str();
+  s->add_option("--gzip", synth.write.gzip_level, "gzip level 1-9 for chunked datasets (0 = off)")->capture_default_str();
+  s->add_flag("--force", synth.force, "replace shards already in --out");
+
+  std::string path;
+  int64_t sample = 0;
+  CLI::App* in = app.add_subcommand("inspect", "print a shard's attributes, datasets and one sample's captions");
+  in->add_option("path", path, "shard file or directory")->required();
+  in->add_option("--sample", sample, "image whose captions to print (-1: none)")->capture_default_str();
+
+  bool skip_bad = false, json = false;
+  CLI::App* v = app.add_subcommand("validate", "check every shard's structure and values; exit 0 only when all are sound");
+  v->add_option("path", path, "shard file or directory")->required();
+  v->add_flag("--skip-bad-samples", skip_bad, "accept bad samples (reported and counted) as training with this flag would");
+  v->add_flag("--json", json, "print a JSON report");
+
+  CLI::App* st = app.add_subcommand("stats", "images, captions, token-length histogram, image-noun pairs D");
+  st->add_option("path", path, "shard file or directory")->required();
+  st->add_flag("--json", json, "print JSON");
+
+  int64_t batch = 256;
+  double seconds = 5;
+  std::string padding = "zero";
+  CLI::App* b = app.add_subcommand("bench", "loader samples/s and MB/s against the raw sequential read bandwidth");
+  b->add_option("path", path, "shard directory")->required();
+  b->add_flag("--json", json, "print JSON");
+  b->add_option("--batch", batch, "samples per batch")->capture_default_str();
+  b->add_option("--seconds", seconds, "how long to run the loader")->capture_default_str();
+  b->add_option("--padding", padding, "zero | replicate | noisy_replicate")->capture_default_str();
+
+  CLI11_PARSE(app, argc, argv);
+  try {
+    if (*s) return run_synth(synth, latent_dtype, token_dtype);
+    if (*in) return run_inspect(path, sample);
+    if (*v) return run_validate(path, skip_bad, json);
+    if (*st) return run_stats(path, json);
+    if (*b) return run_bench(path, json, batch, seconds, padding);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "dtdata: error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}
