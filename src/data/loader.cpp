@@ -50,6 +50,7 @@ Loader::Loader(LoaderConfig config) : config_(std::move(config)) {
     throw Error("data.p_synthetic_caption", "must be a probability");
   if (config_.synthetic_top_k < 1) throw Error("data.synthetic_top_k", "must be at least 1");
   if (config_.prefetch < 0) throw Error("data.prefetch", "must be >= 0");
+  if (config_.workers < 1) throw Error("data.workers", "must be at least 1");
   std::string ref_file;
   std::vector<int64_t> sizes;
   for (const auto& dir : config_.dirs) {
@@ -85,75 +86,121 @@ int64_t Loader::dataset_size(int64_t d) const { return datasets_.at(d)->size(); 
 
 Batch Loader::load_batch(int64_t g) const {
   const std::vector<SampleRef> refs = order_->rank_slice(g, config_.rank, config_.world);
-  const int64_t C = latent_shape_[0], H = latent_shape_[1], W = latent_shape_[2];
+  const int64_t C = latent_shape_[0], H = latent_shape_[1], W = latent_shape_[2], b = static_cast<int64_t>(refs.size());
   Batch out;
   out.step = g;
-  std::vector<torch::Tensor> latents, prompts;
-  std::vector<float> high, low;
-  std::vector<int64_t> nouns;
-  std::vector<uint8_t> synthetic;
-  for (const SampleRef& r : refs) {
+  // Raw values go straight into one batch buffer in the first shard's dtype; the batch is then
+  // converted, checked and flipped with a handful of whole-batch operations.
+  const auto [shard0, local0] = datasets_[refs[0].dataset]->locate(refs[0].index);
+  torch::Tensor raw = torch::empty({b, C, H, W}, torch_dtype(shard0->latent_dtype()));
+  std::vector<torch::Tensor> prompts(b);
+  std::vector<float> high(4 * b), low(2 * b);
+  std::vector<int64_t> nouns(b), flipped;
+  std::vector<uint8_t> synthetic(b);
+  std::vector<std::pair<const ShardReader*, int64_t>> where(b);
+  std::vector<bool> unreadable(b, false);
+  for (int64_t i = 0; i < b; ++i) {
+    const SampleRef& r = refs[i];
     const auto [shard, local] = datasets_[r.dataset]->locate(r.index);
+    where[i] = {shard, local};
+    out.sample_ids.push_back(r.id);
+    out.datasets.push_back(r.dataset);
+    // Caption: the original, or with probability p one of the top-k synthetic captions.
+    StreamRng pick(stream_key(config_.seed, RngPurpose::kCaptionChoice, g, r.id));
+    const int64_t count = shard->caption_count(local);
+    int64_t k = 0;
+    if (count > 1 && pick.uniform() < config_.p_synthetic_caption) {
+      const int64_t top = std::min(config_.synthetic_top_k, count - 1);
+      k = 1 + std::min(top - 1, static_cast<int64_t>(pick.uniform() * top));
+    }
+    const int64_t caption = shard->first_caption(local) + k;
     try {
-      torch::Tensor latent = shard->read_latent(local).to(torch::kFloat32);
-      if (!torch::isfinite(latent).all().item<bool>()) throw Error(shard->path(), "image " + std::to_string(local) + ": latent has NaN or Inf values");
-      // Caption: the original, or with probability p one of the top-k synthetic captions.
-      StreamRng pick(stream_key(config_.seed, RngPurpose::kCaptionChoice, g, r.id));
-      const int64_t count = shard->caption_count(local);
-      int64_t k = 0;
-      if (count > 1 && pick.uniform() < config_.p_synthetic_caption) {
-        const int64_t top = std::min(config_.synthetic_top_k, count - 1);
-        k = 1 + std::min(top - 1, static_cast<int64_t>(pick.uniform() * top));
-      }
-      const int64_t caption = shard->first_caption(local) + k;
-      torch::Tensor tokens = shard->read_tokens(caption).to(torch::kFloat32);
-      if (!torch::isfinite(tokens).all().item<bool>())
-        throw Error(shard->path(), "image " + std::to_string(local) + ": caption " + std::to_string(caption) + " has NaN or Inf tokens");
-      // [S2] flip conditioning: the latent is mirrored and the flag becomes a control input.
-      const bool flip = config_.random_flip &&
-                        StreamRng(stream_key(config_.seed, RngPurpose::kFlip, g, r.id)).uniform() < 0.5;
-      if (flip) latent = latent.flip({2});
-      const auto size = shard->original_size(local);
-      const auto crop = shard->crop(local);
-      latents.push_back(latent);
-      prompts.push_back(tokens);
-      high.insert(high.end(), {float(crop[0]), float(crop[1]), flip ? 1.0f : 0.0f, float(size[1]) / float(size[0])});
-      low.insert(low.end(), {float(size[0]), float(size[1])});
-      nouns.push_back(shard->caption_nouns(caption));
-      synthetic.push_back(k > 0);
-      out.sample_ids.push_back(r.id);
-      out.datasets.push_back(r.dataset);
+      if (shard->latent_dtype() == shard0->latent_dtype()) shard->read_latent_into(local, raw[i].data_ptr());
+      else raw[i].copy_(shard->read_latent(local));
+      prompts[i] = shard->read_tokens(caption);
+      if (!torch::isfinite(prompts[i]).all().item<bool>())
+        throw Error(shard->path(), "image " + std::to_string(local) + ": caption " + std::to_string(caption) +
+                                       " has NaN or Inf token embeddings");
+    } catch (const Error&) {
+      if (!config_.skip_bad_samples) throw;
+      unreadable[i] = true;
+      raw[i].fill_(0);
+      prompts[i] = torch::zeros({1, text_dim_});
+    }
+    // [S2] flip conditioning: the latent is mirrored and the flag becomes a control input.
+    const bool flip = config_.random_flip && StreamRng(stream_key(config_.seed, RngPurpose::kFlip, g, r.id)).uniform() < 0.5;
+    if (flip) flipped.push_back(i);
+    const auto size = shard->original_size(local);
+    const auto crop = shard->crop(local);
+    high[4 * i + 0] = static_cast<float>(crop[0]);
+    high[4 * i + 1] = static_cast<float>(crop[1]);
+    high[4 * i + 2] = flip ? 1.0f : 0.0f;
+    high[4 * i + 3] = static_cast<float>(size[1]) / static_cast<float>(size[0]);
+    low[2 * i + 0] = static_cast<float>(size[0]);
+    low[2 * i + 1] = static_cast<float>(size[1]);
+    nouns[i] = shard->caption_nouns(caption);
+    synthetic[i] = k > 0;
+    if (!unreadable[i])
       out.bytes_read += C * H * W * element_bytes(shard->latent_dtype()) +
                         shard->token_length(caption) * text_dim_ * element_bytes(shard->token_dtype());
-    } catch (const Error& e) {
-      if (!config_.skip_bad_samples) throw;
-      ++out.skipped;
+  }
+  torch::Tensor latents = raw.to(torch::kFloat32);
+  if (!flipped.empty()) {
+    const torch::Tensor idx = torch::tensor(flipped, torch::kInt64);
+    latents.index_copy_(0, idx, latents.index_select(0, idx).flip({3}));
+  }
+  const diffusion::PaddedText padded = diffusion::pad_text(prompts, config_.padding, out.sample_ids, g);
+  // One finite check of the latents per batch (tokens were checked as read); a bad sample is named
+  // (or dropped with skip_bad_samples).
+  const torch::Tensor ok = torch::isfinite(latents).flatten(1).all(1);
+  std::vector<int64_t> keep;
+  const auto ok_acc = ok.accessor<bool, 1>();
+  for (int64_t i = 0; i < b; ++i) {
+    if (ok_acc[i] && !unreadable[i]) {
+      keep.push_back(i);
+      continue;
     }
+    if (!config_.skip_bad_samples)
+      throw Error(where[i].first->path(), "image " + std::to_string(where[i].second) + ": latent has NaN or Inf values");
+    ++out.skipped;
   }
   {
     std::lock_guard<std::mutex> lock(mutex_);
     skipped_ += out.skipped;
   }
-  if (latents.empty())
+  if (keep.empty())
     throw Error("data", "every sample of batch " + std::to_string(g) + " on rank " + std::to_string(config_.rank) + " was skipped");
-  const int64_t b = static_cast<int64_t>(latents.size());
-  out.latents = torch::stack(latents);
-  const diffusion::PaddedText padded = diffusion::pad_text(prompts, config_.padding, out.sample_ids, g);
+  out.latents = latents;
   out.text = padded.tokens;
   out.text_mask = padded.mask;
   out.controls_high = torch::from_blob(high.data(), {b, 4}, torch::kFloat32).clone();
   out.controls_low = torch::from_blob(low.data(), {b, 2}, torch::kFloat32).clone();
   out.caption_nouns = torch::tensor(nouns, torch::kInt64);
   out.synthetic_caption = torch::tensor(std::vector<int64_t>(synthetic.begin(), synthetic.end())).to(torch::kBool);
+  if (static_cast<int64_t>(keep.size()) < b) {  // drop the skipped samples everywhere
+    const torch::Tensor idx = torch::tensor(keep, torch::kInt64);
+    for (torch::Tensor* t : {&out.latents, &out.text, &out.text_mask, &out.controls_high, &out.controls_low,
+                             &out.caption_nouns, &out.synthetic_caption})
+      *t = t->index_select(0, idx);
+    std::vector<int64_t> ids, ds;
+    for (int64_t i : keep) {
+      ids.push_back(out.sample_ids[i]);
+      ds.push_back(out.datasets[i]);
+    }
+    out.sample_ids = ids;
+    out.datasets = ds;
+  }
   return out;
 }
 
 void Loader::start() {
   stopping_ = false;
   error_ = nullptr;
-  queue_.clear();
+  error_batch_ = -1;
+  ready_.clear();
   produce_batch_ = next_batch_;
-  if (config_.prefetch > 0) worker_ = std::thread([this] { produce(); });
+  if (config_.prefetch > 0)
+    for (int64_t w = 0; w < config_.workers; ++w) workers_.emplace_back([this] { produce(); });
 }
 
 void Loader::stop() {
@@ -162,7 +209,9 @@ void Loader::stop() {
     stopping_ = true;
   }
   cv_.notify_all();
-  if (worker_.joinable()) worker_.join();
+  for (auto& t : workers_)
+    if (t.joinable()) t.join();
+  workers_.clear();
 }
 
 void Loader::produce() {
@@ -171,19 +220,21 @@ void Loader::produce() {
     int64_t g;
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      cv_.wait(lock, [&] { return stopping_ || static_cast<int64_t>(queue_.size()) < config_.prefetch; });
-      if (stopping_) return;
+      // At most `prefetch` batches ahead of the consumer (built or being built).
+      cv_.wait(lock, [&] { return stopping_ || error_ || produce_batch_ - next_batch_ < config_.prefetch; });
+      if (stopping_ || error_) return;
       g = produce_batch_++;
     }
     try {
       Batch b = load_batch(g);
       std::lock_guard<std::mutex> lock(mutex_);
-      queue_.push_back(std::move(b));
+      ready_.emplace(g, std::move(b));
     } catch (...) {
       std::lock_guard<std::mutex> lock(mutex_);
-      error_ = std::current_exception();
-      cv_.notify_all();
-      return;
+      if (!error_ || g < error_batch_) {
+        error_ = std::current_exception();
+        error_batch_ = g;
+      }
     }
     cv_.notify_all();
   }
@@ -196,13 +247,18 @@ Batch Loader::next() {
     b = load_batch(next_batch_);
   } else {
     std::unique_lock<std::mutex> lock(mutex_);
-    cv_.wait(lock, [&] { return !queue_.empty() || error_; });
-    if (queue_.empty() && error_) std::rethrow_exception(error_);
-    b = std::move(queue_.front());
-    queue_.pop_front();
-    cv_.notify_all();
+    // Batches arrive in order; an error surfaces when the batch it belongs to is due.
+    cv_.wait(lock, [&] { return ready_.count(next_batch_) || (error_ && error_batch_ == next_batch_); });
+    auto it = ready_.find(next_batch_);
+    if (it == ready_.end()) std::rethrow_exception(error_);
+    b = std::move(it->second);
+    ready_.erase(it);
   }
-  ++next_batch_;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++next_batch_;
+  }
+  cv_.notify_all();
   data_wait_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return b;
 }

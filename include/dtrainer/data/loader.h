@@ -6,7 +6,7 @@
 
 #include <condition_variable>
 #include <cstdint>
-#include <deque>
+#include <map>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -35,7 +35,8 @@ struct LoaderConfig {
   int64_t synthetic_top_k = 5;       // ...chosen uniformly among the top k (1 = the top-1 variant)
   bool random_flip = true;           // horizontal flips with p = 0.5, flag in controls_high[:, 2]
   diffusion::TextPaddingConfig padding;
-  int64_t prefetch = 2;              // batches prepared ahead by a background thread; 0 = synchronous
+  int64_t prefetch = 2;              // batches prepared ahead in the background; 0 = synchronous
+  int64_t workers = 1;               // background threads building batches (delivered in order)
   bool skip_bad_samples = false;     // drop (and count) unreadable or non-finite samples instead of failing
 };
 
@@ -103,10 +104,11 @@ class Loader {
   int64_t produce_batch_ = 0;   // next batch the producer builds
   mutable std::mutex mutex_;
   std::condition_variable cv_;
-  std::deque<Batch> queue_;
+  std::map<int64_t, Batch> ready_;  // built batches by index, waiting for next()
   std::exception_ptr error_;
+  int64_t error_batch_ = -1;
   bool stopping_ = false;
-  std::thread worker_;
+  std::vector<std::thread> workers_;
   double data_wait_s_ = 0;
   mutable int64_t skipped_ = 0;
 };

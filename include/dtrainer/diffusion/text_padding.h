@@ -26,7 +26,7 @@ struct TextPaddingConfig {
 };
 
 struct PaddedText {
-  torch::Tensor tokens;  // [B, T, D]
+  torch::Tensor tokens;  // [B, T, D] float32 (prompts of any float dtype are converted)
   torch::Tensor mask;    // [B, T] bool, true = attend
 };
 
