@@ -54,7 +54,7 @@ ValidationReport validate_shard(const std::string& path) {
       if (size[0] < 1 || size[1] < 1) r.problems.push_back({path, img, "original_size must be positive"});
     }
   } catch (const Error& e) {
-    r.problems.push_back({path, -1, e.what()});
+    r.problems.push_back({path, -1, e.where() == path ? e.detail() : e.what()});
   }
   return r;
 }
