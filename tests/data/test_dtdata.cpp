@@ -8,19 +8,15 @@
 #include <torch/torch.h>
 
 #include "data_test_util.h"
+#include "run_process.h"
 #include "dtrainer/data/shard_writer.h"
 
 using namespace dtrainer;
 
 namespace {
 std::pair<int, std::string> run(const std::string& args) {
-  FILE* p = popen((std::string(DTDATA_PATH) + " " + args + " 2>&1").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  const auto r = test::run_process(std::string(DTDATA_PATH) + " " + args);
+  return {r.status, r.out};
 }
 }  // namespace
 

@@ -1,12 +1,12 @@
 // dtmodel as a user runs it: JSON contract, consistency with the library, errors and exit codes.
 #include <catch2/catch.hpp>
 
-#include <sys/wait.h>
-
 #include <cstdio>
 #include <string>
 
 #include <nlohmann/json.hpp>
+
+#include "run_process.h"
 
 #include "dtrainer/models/unet_cost.h"
 #include "dtrainer/models/unet_presets.h"
@@ -21,15 +21,8 @@ struct Result {
   std::string out;
 };
 Result run(const std::string& args) {
-  const std::string cmd = std::string(DTMODEL_PATH) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+  const auto r = dtrainer::test::run_process(std::string(DTMODEL_PATH) + " " + args);
+  return {r.status, r.out};
 }
 }  // namespace
 
