@@ -1,0 +1,135 @@
+// Pareto frontiers and power laws.
+#include <catch2/catch.hpp>
+
+#include <Kokkos_Core.hpp>
+#include <glog/logging.h>
+
+#include <cmath>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "dtrainer/analysis/power_fit.h"
+#include "dtrainer/analysis/table.h"
+#include "dtrainer/core/error.h"
+#include "dtrainer/core/rng.h"
+#include "run_process.h"
+
+using namespace dtrainer;
+using namespace dtrainer::analysis;
+
+namespace {
+struct KokkosSession {
+  KokkosSession() {
+    Kokkos::initialize();
+    FLAGS_minloglevel = 2;  // Ceres' glog warnings (line-search details) would bury the test log
+  }
+  ~KokkosSession() { Kokkos::finalize(); }
+};
+KokkosSession kokkos_session;
+
+std::string scratch(const std::string& name) { return "/tmp/dtrainer-fitlaws-" + std::to_string(getpid()) + "-" + name; }
+}  // namespace
+
+TEST_CASE("Pareto frontiers keep the best score reached so far (max) or the lowest loss (min)") {
+  const std::vector<double> x = {1, 2, 2, 3, 4, 5}, y = {0.5, 0.4, 0.6, 0.55, 0.7, 0.7};
+  CHECK(pareto_frontier(x, y, Frontier::kMax) == std::vector<size_t>{0, 2, 4});
+  CHECK(pareto_frontier(x, y, Frontier::kMin) == std::vector<size_t>{0, 1});
+  CHECK(pareto_frontier(x, y, Frontier::kNone).size() == 6);
+}
+
+TEST_CASE("an exact power law is recovered exactly; noisy ones within their bootstrap intervals") {
+  std::vector<double> x, y;
+  for (double v : {1e2, 1e3, 1e4, 1e5}) x.push_back(v), y.push_back(0.47 * std::pow(v, 0.02));
+  const PowerFit f = fit_power(x, y);
+  CHECK(f.a == Approx(0.47).epsilon(1e-10));
+  CHECK(f.b == Approx(0.02).margin(1e-12));
+  CHECK(f.r2 == Approx(1.0));
+  // [S1]-like compute law with 1% noise on 40 points.
+  StreamRng rng(5);
+  x.clear(), y.clear();
+  for (int i = 0; i < 40; ++i) {
+    const double c = std::pow(10.0, 2 + 4.0 * i / 39);
+    x.push_back(c);
+    y.push_back(0.47 * std::pow(c, 0.02) * std::exp(0.01 * rng.normal()));
+  }
+  const PowerFit g = fit_power(x, y);
+  const PowerBootstrap b = bootstrap_power(x, y, g, 400, 9);
+  INFO("b = " << g.b << " [" << b.b.lo << ", " << b.b.hi << "]");
+  CHECK(b.b.lo <= 0.02);
+  CHECK(0.02 <= b.b.hi);
+  CHECK(b.a.lo <= 0.47);
+  CHECK(0.47 <= b.a.hi);
+  // Saturating form recovers an offset law y = 1.5 + 2 x^-0.3.
+  std::vector<double> sx, sy;
+  for (double v = 1; v < 1e4; v *= 2) sx.push_back(v), sy.push_back(1.5 + 2 * std::pow(v, -0.3));
+  const SaturatingFit s = fit_saturating(sx, sy);
+  CHECK(s.c == Approx(1.5).epsilon(1e-4));
+  CHECK(s.a == Approx(2.0).epsilon(1e-4));
+  CHECK(s.b == Approx(-0.3).epsilon(1e-4));
+}
+
+TEST_CASE("bad tables: missing column, non-numeric or non-positive cells, too few points") {
+  const std::string path = scratch("bad.csv");
+  std::ofstream(path) << "compute,score,name\n1e3,0.5,a\n1e4,abc,b\n\"1e5\",0.6,\"c, d\"\n";
+  const Table t = read_csv(path);
+  CHECK(t.rows[2][2] == "c, d");
+  CHECK_THROWS_WITH(t.numeric("tifa"), Catch::Contains("no column 'tifa'") && Catch::Contains("compute, score, name"));
+  CHECK_THROWS_WITH(t.numeric("score"), Catch::Contains("row 2, column score") && Catch::Contains("'abc'"));
+  CHECK(t.numeric("compute") == std::vector<double>{1e3, 1e4, 1e5});
+  CHECK_THROWS_WITH(fit_power({1, 2, 3}, {1, 0, 2}), Catch::Contains("point 2, y"));
+  CHECK_THROWS_WITH(fit_power({1, 2}, {1, 2}), Catch::Contains("at least 3 points"));
+  std::ofstream(scratch("ragged.csv")) << "a,b\n1,2\n3\n";
+  CHECK_THROWS_WITH(read_csv(scratch("ragged.csv")), Catch::Contains("row 2") && Catch::Contains("1 fields"));
+  CHECK_THROWS_WITH(read_csv(scratch("missing.csv")), Catch::Contains("cannot open"));
+}
+
+TEST_CASE("fitlaws CLI: power and chinchilla JSON keys, SVG plot, run directories, errors") {
+  const std::string csv = scratch("law.csv");
+  {
+    std::ofstream f(csv);
+    f << "C,S\n";
+    for (int i = 0; i < 12; ++i) f << std::pow(10.0, 1 + i * 0.3) << "," << 0.47 * std::pow(10.0, (1 + i * 0.3) * 0.02) * (i % 3 == 1 ? 0.97 : 1.0) << "\n";
+  }
+  auto r = test::run_process(std::string(FITLAWS_PATH) + " power --data " + csv + " --x C --y S --frontier max --json --bootstrap 50 --plot " + scratch("p.svg"));
+  REQUIRE(r.status == 0);
+  auto j = nlohmann::json::parse(r.out);
+  for (const char* k : {"a", "b", "r2", "ci"}) CHECK(j.contains(k));
+  CHECK(j["frontier_points"].get<int>() == 8);  // the 4 points dipped by 3% are dominated
+  CHECK(j["b"].get<double>() == Approx(0.02).margin(1e-9));
+  std::ifstream svg(scratch("p.svg"));
+  const std::string text((std::istreambuf_iterator<char>(svg)), std::istreambuf_iterator<char>());
+  CHECK_THAT(text, Catch::StartsWith("<svg") && Catch::Contains("Pareto frontier") && Catch::Contains("<polyline"));
+
+  // Run directories: metrics.jsonl records with the trainer's keys.
+  const std::string runs = scratch("runs");
+  std::vector<std::string> dirs;
+  for (int i = 0; i < 6; ++i) {
+    const std::string d = runs + "/run" + std::to_string(i);
+    std::filesystem::create_directories(d);
+    const double N = 1e8 * (1 + i), D = 1e9 * (6 - i), C = 6 * N * D / 1e9;
+    std::ofstream(d + "/metrics.jsonl") << "{\"step\": 1, \"loss\": 9.0, \"params\": " << N << ", \"compute_gflops\": 1, \"image_noun_pairs\": 1}\n"
+                                        << "{\"step\": 2, \"loss\": " << 2 + 100 / std::pow(N, 0.3) + 300 / std::pow(D, 0.3)
+                                        << ", \"params\": " << N << ", \"compute_gflops\": " << C << ", \"image_noun_pairs\": " << D << "}\n";
+    dirs.push_back(d);
+  }
+  std::string args;
+  for (const auto& d : dirs) args += " " + d;
+  r = test::run_process(std::string(FITLAWS_PATH) + " power --runs" + args + " --x C --y loss --frontier min --json");
+  CHECK(r.status == 0);
+  CHECK(nlohmann::json::parse(r.out)["points"] == 6);
+
+  r = test::run_process(std::string(FITLAWS_PATH) + " chinchilla --data " + DT_CHINCHILLA_CSV +
+                        " --n 'Model Size' --flops 'Training FLOP' --loss loss --drop-worst 5 --json");
+  REQUIRE(r.status == 0);
+  j = nlohmann::json::parse(r.out);
+  for (const char* k : {"E", "A", "B", "alpha", "beta", "objective"}) CHECK(j.contains(k));
+  CHECK(j["objective"].get<double>() <= 1.0183e-3);
+
+  r = test::run_process(std::string(FITLAWS_PATH) + " power --data " + csv + " --x C --y nope");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.out, Catch::Contains("no column 'nope'"));
+  r = test::run_process(std::string(FITLAWS_PATH) + " chinchilla --data " + csv + " --n C --loss S");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.out, Catch::Contains("--d COL or --flops COL"));
+}
