@@ -5,6 +5,7 @@
 
 #include <Kokkos_Core.hpp>
 #include <ceres/ceres.h>
+#include <glog/logging.h>
 
 #include "dtrainer/core/error.h"
 #include "dtrainer/core/rng.h"
@@ -186,6 +187,11 @@ ComputeOptimal compute_optimal(const ChinchillaParams& p, double C) {
   o.tokens_per_param = o.D / o.N;
   o.loss = p.predict(o.N, o.D);
   return o;
+}
+
+void quiet_solver_logging() {
+  FLAGS_minloglevel = 2;
+  FLAGS_logtostderr = true;
 }
 
 }  // namespace dtrainer::analysis

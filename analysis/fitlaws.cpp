@@ -15,7 +15,6 @@
 #include <numeric>
 
 #include <CLI/CLI.hpp>
-#include <glog/logging.h>
 #include <nlohmann/json.hpp>
 
 #include "dtrainer/analysis/chinchilla_fit.h"
@@ -216,9 +215,7 @@ int run_power(const Input& in, const std::string& xcol, const std::string& ycol,
 
 int main(int argc, char** argv) {
   Kokkos::ScopeGuard kokkos(argc, argv);
-  FLAGS_minloglevel = 2;  // Ceres logs through glog: keep its warnings off the user's terminal
-  FLAGS_logtostderr = true;
-  google::InitGoogleLogging(argv[0]);
+  quiet_solver_logging();
   CLI::App app{"fitlaws: scaling-law fits (power laws on Pareto frontiers, Chinchilla form) with bootstrap uncertainty"};
   app.require_subcommand(1);
   Input in;

@@ -3,7 +3,6 @@
 #include <catch2/catch.hpp>
 
 #include <Kokkos_Core.hpp>
-#include <glog/logging.h>
 
 #include <algorithm>
 #include <cmath>
@@ -21,7 +20,7 @@ namespace {
 struct KokkosSession {
   KokkosSession() {
     Kokkos::initialize();
-    FLAGS_minloglevel = 2;  // Ceres' glog warnings (line-search details) would bury the test log
+    quiet_solver_logging();  // Ceres' glog warnings (line-search details) would bury the test log
   }
   ~KokkosSession() { Kokkos::finalize(); }
 };

@@ -2,7 +2,6 @@
 #include <catch2/catch.hpp>
 
 #include <Kokkos_Core.hpp>
-#include <glog/logging.h>
 
 #include <cmath>
 #include <fstream>
@@ -22,7 +21,7 @@ namespace {
 struct KokkosSession {
   KokkosSession() {
     Kokkos::initialize();
-    FLAGS_minloglevel = 2;  // Ceres' glog warnings (line-search details) would bury the test log
+    quiet_solver_logging();  // Ceres' glog warnings (line-search details) would bury the test log
   }
   ~KokkosSession() { Kokkos::finalize(); }
 };

@@ -67,4 +67,8 @@ struct ComputeOptimal {
 };
 ComputeOptimal compute_optimal(const ChinchillaParams& p, double C);
 
+// Ceres logs line-search details through glog as warnings; programs call this once to show
+// errors only (process-wide, hence the programs' choice, not the fits').
+void quiet_solver_logging();
+
 }  // namespace dtrainer::analysis
