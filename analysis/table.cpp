@@ -61,7 +61,7 @@ static std::vector<std::string> split_csv_line(const std::string& line, const st
 
 Table read_csv(const std::string& path) {
   std::ifstream in(path);
-  if (!in) throw Error(path, "cannot open");
+  if (!in) throw Error(path, "cannot open (missing file?)");
   Table t;
   t.source = path;
   std::string line;
