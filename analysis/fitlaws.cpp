@@ -1,9 +1,9 @@
 // fitlaws — scaling-law fits for dtrainer studies.
 //
 //   fitlaws chinchilla (--data FILE | --runs DIR...) --n COL (--d COL | --flops COL) --loss COL
-//                      [--drop-worst K] [--bootstrap B] [--seed S] [--json] [--plot FILE.svg]
+//                      [--drop-worst K] [--bootstrap B] [--seed S] [--json] [--plot FILE.svg|png]
 //   fitlaws power (--data FILE | --runs DIR...) --x COL --y COL [--frontier max|min|none]
-//                 [--saturating] [--bootstrap B] [--seed S] [--json] [--plot FILE.svg]
+//                 [--saturating] [--bootstrap B] [--seed S] [--json] [--plot FILE.svg|png]
 // With --runs, the columns are run, N, C (GFLOPs), D (image-noun pairs), step and --metric.
 
 #include <Kokkos_Core.hpp>
@@ -148,7 +148,7 @@ int run_chinchilla(const Input& in, const std::string& ncol, const std::string& 
     if (with_boot) pl.band(grid, lo, hi, "#1f77b4", "95% bootstrap band");
     pl.points(C, d.loss, "#888888", 2.5, "runs");
     pl.line(grid, fit_loss, "#1f77b4", 2, "compute-optimal L(C)");
-    pl.write_svg(plot);
+    pl.write(plot);
     if (!json) std::printf("\nplot: %s\n", plot.c_str());
   }
   return 0;
@@ -205,7 +205,7 @@ int run_power(const Input& in, const std::string& xcol, const std::string& ycol,
     pl.points(x, y, "#aaaaaa", 3, "all points");
     pl.points(fx, fy, "#000000", 4, "Pareto frontier");
     pl.line(grid, curve, "#d62728", 2, "power-law fit");
-    pl.write_svg(plot);
+    pl.write(plot);
     if (!json) std::printf("plot: %s\n", plot.c_str());
   }
   return 0;
@@ -234,7 +234,7 @@ int main(int argc, char** argv) {
   ch->add_option("--bootstrap", boot, "bootstrap resamples for standard errors and intervals (0 = none)")->capture_default_str();
   ch->add_option("--seed", seed, "bootstrap seed")->capture_default_str();
   ch->add_flag("--json", json, "print JSON");
-  ch->add_option("--plot", plot, "write an SVG plot");
+  ch->add_option("--plot", plot, "write a plot: FILE.svg or FILE.png");
 
   CLI::App* pw = app.add_subcommand("power", "fit y = a x^b on the Pareto frontier of (x, y)");
   add_input_options(pw, in);
@@ -245,10 +245,12 @@ int main(int argc, char** argv) {
   pw->add_option("--bootstrap", boot, "bootstrap resamples (0 = none)")->capture_default_str();
   pw->add_option("--seed", seed, "bootstrap seed")->capture_default_str();
   pw->add_flag("--json", json, "print JSON");
-  pw->add_option("--plot", plot, "write an SVG plot");
+  pw->add_option("--plot", plot, "write a plot: FILE.svg or FILE.png");
 
   CLI11_PARSE(app, argc, argv);
   try {
+    auto ends = [&](const char* e) { return plot.size() > 4 && plot.compare(plot.size() - 4, 4, e) == 0; };
+    if (!plot.empty() && !ends(".svg") && !ends(".png")) throw Error(plot, "--plot writes .svg or .png files");
     if (*ch) return run_chinchilla(in, ncol, dcol, fcol, lcol, drop, boot, seed, json, plot);
     return run_power(in, xcol, ycol, frontier, saturating, boot, seed, json, plot);
   } catch (const Error& e) {

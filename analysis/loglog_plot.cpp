@@ -10,6 +10,9 @@
 
 #include "dtrainer/core/error.h"
 
+#include <cairo.h>
+#include <librsvg/rsvg.h>
+
 namespace dtrainer::analysis {
 
 LogLogPlot::LogLogPlot(std::string title, std::string x_label, std::string y_label)
@@ -50,9 +53,8 @@ std::string tick_label(double decade) {
 }
 }  // namespace
 
-void LogLogPlot::write_svg(const std::string& path) const {
-  if (path.size() < 4 || path.substr(path.size() - 4) != ".svg")
-    throw Error(path, "plots are written as SVG: give a file name ending in .svg");
+std::string LogLogPlot::svg() const {
+  const std::string path = "--plot";
   double xmin = std::numeric_limits<double>::infinity(), xmax = -xmin, ymin = xmin, ymax = -xmin;
   for (const auto& s : series_)
     for (size_t i = 0; i < s.x.size(); ++i) {
@@ -132,13 +134,41 @@ void LogLogPlot::write_svg(const std::string& path) const {
     ly += 20;
   }
   o << "</svg>\n";
+  return o.str();
+}
+
+void LogLogPlot::write(const std::string& path) const {
+  auto ends_with = [&](const char* ext) { return path.size() > 4 && path.compare(path.size() - 4, 4, ext) == 0; };
+  const bool png = ends_with(".png");
+  if (!png && !ends_with(".svg")) throw Error(path, "plots are written as .svg or .png: give a file name with one of those endings");
+  const std::string text = svg();
   const std::string tmp = path + ".tmp";
-  {
+  if (png) {
+    GError* err = nullptr;
+    RsvgHandle* h = rsvg_handle_new_from_data(reinterpret_cast<const guint8*>(text.data()), text.size(), &err);
+    if (!h) throw Error(path, std::string("cannot render the plot: ") + (err ? err->message : "librsvg failed"));
+    double w = 0, hgt = 0;
+    rsvg_handle_get_intrinsic_size_in_pixels(h, &w, &hgt);
+    cairo_surface_t* surface = cairo_image_surface_create(CAIRO_FORMAT_ARGB32, static_cast<int>(w), static_cast<int>(hgt));
+    cairo_t* cr = cairo_create(surface);
+    const RsvgRectangle viewport{0, 0, w, hgt};
+    const bool ok = rsvg_handle_render_document(h, cr, &viewport, &err);
+    const cairo_status_t st = ok ? cairo_surface_write_to_png(surface, tmp.c_str()) : CAIRO_STATUS_WRITE_ERROR;
+    cairo_destroy(cr);
+    cairo_surface_destroy(surface);
+    g_object_unref(h);
+    if (!ok || st != CAIRO_STATUS_SUCCESS) {
+      std::remove(tmp.c_str());
+      throw Error(path, "cannot write the PNG");
+    }
+  } else {
     std::ofstream f(tmp);
-    f << o.str();
+    f << text;
     if (!f) throw Error(path, "cannot write");
   }
-  std::filesystem::rename(tmp, path);
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) throw Error(path, "cannot write: " + ec.message());
 }
 
 }  // namespace dtrainer::analysis

@@ -99,6 +99,15 @@ TEST_CASE("fitlaws CLI: power and chinchilla JSON keys, SVG plot, run directorie
   std::ifstream svg(scratch("p.svg"));
   const std::string text((std::istreambuf_iterator<char>(svg)), std::istreambuf_iterator<char>());
   CHECK_THAT(text, Catch::StartsWith("<svg") && Catch::Contains("Pareto frontier") && Catch::Contains("<polyline"));
+  r = test::run_process(std::string(FITLAWS_PATH) + " power --data " + csv + " --x C --y S --plot " + scratch("p.png"));
+  REQUIRE(r.status == 0);
+  std::ifstream png(scratch("p.png"), std::ios::binary);
+  char sig[8] = {};
+  png.read(sig, 8);
+  CHECK(std::string(sig, 8) == std::string("\x89PNG\r\n\x1a\n", 8));
+  r = test::run_process(std::string(FITLAWS_PATH) + " power --data " + csv + " --x C --y S --plot " + scratch("p.pdf"));
+  CHECK(r.status == 2);
+  CHECK_THAT(r.out, Catch::Contains("--plot writes .svg or .png"));
 
   // Run directories: metrics.jsonl records with the trainer's keys.
   const std::string runs = scratch("runs");

@@ -16,8 +16,10 @@ class LogLogPlot {
             const std::string& label);
   void band(const std::vector<double>& x, const std::vector<double>& lo, const std::vector<double>& hi,
             const std::string& color, const std::string& label);
-  // Writes the SVG atomically; throws Error(path) when it cannot, or when the path does not end in .svg.
-  void write_svg(const std::string& path) const;
+  // Writes the plot atomically as SVG (path ends in .svg) or PNG (.png, the same SVG rendered by
+  // librsvg); throws Error(path) for other endings or when it cannot write.
+  void write(const std::string& path) const;
+  std::string svg() const;
 
  private:
   struct Series {
