@@ -1,0 +1,141 @@
+#include "dtrainer/dist/mpi_communicator.h"
+
+#include <functional>
+
+#include <torch/torch.h>
+
+#include "dtrainer/core/error.h"
+
+namespace dtrainer::dist {
+namespace {
+
+// An MPI request plus what to do once it completes (copy back a staging buffer, divide for avg).
+class MpiWork final : public Work {
+ public:
+  MpiWork(std::vector<torch::Tensor> keep_alive, std::function<void()> finish)
+      : keep_(std::move(keep_alive)), finish_(std::move(finish)) {}
+  MPI_Request* request() { return &request_; }
+  void wait() override {
+    if (done_) return;
+    if (MPI_Wait(&request_, MPI_STATUS_IGNORE) != MPI_SUCCESS) throw Error("communicator", "MPI_Wait failed");
+    if (finish_) finish_();
+    done_ = true;
+  }
+  ~MpiWork() override {
+    if (!done_) MPI_Wait(&request_, MPI_STATUS_IGNORE);  // never leave MPI writing into freed memory
+  }
+
+ private:
+  MPI_Request request_ = MPI_REQUEST_NULL;
+  std::vector<torch::Tensor> keep_;
+  std::function<void()> finish_;
+  bool done_ = false;
+};
+
+// The tensor MPI actually moves: itself for native types, an fp32 copy for bf16 / fp16.
+struct Wire {
+  torch::Tensor data;
+  MPI_Datatype type;
+  bool staged;
+};
+
+void check(const torch::Tensor& t, const char* what) {
+  if (!t.defined() || !t.device().is_cpu()) throw Error(std::string("communicator.") + what, "the MPI backend needs CPU tensors");
+  if (!t.is_contiguous()) throw Error(std::string("communicator.") + what, "tensor must be contiguous");
+}
+
+Wire wire(const torch::Tensor& t, const char* what) {
+  check(t, what);
+  switch (t.scalar_type()) {
+    case torch::kFloat32: return {t, MPI_FLOAT, false};
+    case torch::kFloat64: return {t, MPI_DOUBLE, false};
+    case torch::kInt64: return {t, MPI_INT64_T, false};
+    case torch::kInt32: return {t, MPI_INT32_T, false};
+    case torch::kBFloat16:
+    case torch::kFloat16: return {t.to(torch::kFloat32), MPI_FLOAT, true};
+    default: throw Error(std::string("communicator.") + what, std::string("unsupported dtype ") + c10::toString(t.scalar_type()));
+  }
+}
+
+int count(const torch::Tensor& t) {
+  if (t.numel() > std::numeric_limits<int>::max()) throw Error("communicator", "message larger than 2^31 elements");
+  return static_cast<int>(t.numel());
+}
+
+class MpiCommunicator final : public Communicator {
+ public:
+  explicit MpiCommunicator(MPI_Comm comm) : comm_(comm) {
+    MPI_Comm_rank(comm_, &rank_);
+    MPI_Comm_size(comm_, &world_);
+  }
+  int rank() const override { return rank_; }
+  int world() const override { return world_; }
+  const char* backend() const override { return "mpi"; }
+
+  std::shared_ptr<Work> all_reduce(torch::Tensor t, ReduceOp op, bool async) override {
+    Wire w = wire(t, "all_reduce");
+    const int world = world_;
+    auto work = std::make_shared<MpiWork>(std::vector<torch::Tensor>{t, w.data}, [t, w, op, world]() mutable {
+      if (op == ReduceOp::kAvg) w.data.div_(world);
+      if (w.staged) t.copy_(w.data);
+    });
+    if (MPI_Iallreduce(MPI_IN_PLACE, w.data.data_ptr(), count(w.data), w.type, MPI_SUM, comm_, work->request()) != MPI_SUCCESS)
+      throw Error("communicator.all_reduce", "MPI_Iallreduce failed");
+    return finish(work, async);
+  }
+
+  std::shared_ptr<Work> reduce_scatter(torch::Tensor in, torch::Tensor out, ReduceOp op, bool async) override {
+    if (in.numel() != out.numel() * world_)
+      throw Error("communicator.reduce_scatter", "input has " + std::to_string(in.numel()) + " elements, expected world x output = " +
+                                                     std::to_string(out.numel() * world_));
+    Wire wi = wire(in, "reduce_scatter"), wo = wire(out, "reduce_scatter");
+    const int world = world_;
+    auto work = std::make_shared<MpiWork>(std::vector<torch::Tensor>{in, out, wi.data, wo.data}, [out, wo, op, world]() mutable {
+      if (op == ReduceOp::kAvg) wo.data.div_(world);
+      if (wo.staged) out.copy_(wo.data);
+    });
+    if (MPI_Ireduce_scatter_block(wi.data.data_ptr(), wo.data.data_ptr(), count(wo.data), wi.type, MPI_SUM, comm_, work->request()) != MPI_SUCCESS)
+      throw Error("communicator.reduce_scatter", "MPI_Ireduce_scatter_block failed");
+    return finish(work, async);
+  }
+
+  std::shared_ptr<Work> all_gather(torch::Tensor in, torch::Tensor out, bool async) override {
+    if (out.numel() != in.numel() * world_)
+      throw Error("communicator.all_gather", "output has " + std::to_string(out.numel()) + " elements, expected world x input = " +
+                                                 std::to_string(in.numel() * world_));
+    Wire wi = wire(in, "all_gather"), wo = wire(out, "all_gather");
+    auto work = std::make_shared<MpiWork>(std::vector<torch::Tensor>{in, out, wi.data, wo.data}, [out, wo]() mutable {
+      if (wo.staged) out.copy_(wo.data);
+    });
+    if (MPI_Iallgather(wi.data.data_ptr(), count(wi.data), wi.type, wo.data.data_ptr(), count(wi.data), wo.type, comm_, work->request()) != MPI_SUCCESS)
+      throw Error("communicator.all_gather", "MPI_Iallgather failed");
+    return finish(work, async);
+  }
+
+  std::shared_ptr<Work> broadcast(torch::Tensor t, int root, bool async) override {
+    if (root < 0 || root >= world_) throw Error("communicator.broadcast", "root " + std::to_string(root) + " is not a rank");
+    Wire w = wire(t, "broadcast");
+    auto work = std::make_shared<MpiWork>(std::vector<torch::Tensor>{t, w.data}, [t, w]() mutable {
+      if (w.staged) t.copy_(w.data);
+    });
+    if (MPI_Ibcast(w.data.data_ptr(), count(w.data), w.type, root, comm_, work->request()) != MPI_SUCCESS)
+      throw Error("communicator.broadcast", "MPI_Ibcast failed");
+    return finish(work, async);
+  }
+
+  void barrier() override { MPI_Barrier(comm_); }
+
+ private:
+  static std::shared_ptr<Work> finish(std::shared_ptr<MpiWork> w, bool async) {
+    if (!async) w->wait();
+    return w;
+  }
+  MPI_Comm comm_;
+  int rank_ = 0, world_ = 1;
+};
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm comm) { return std::make_unique<MpiCommunicator>(comm); }
+
+}  // namespace dtrainer::dist

@@ -1,0 +1,53 @@
+#include "dtrainer/dist/mpi_runtime.h"
+
+#include <cstdio>
+
+#include "dtrainer/core/error.h"
+#include "dtrainer/core/log.h"
+
+namespace dtrainer::dist {
+
+MpiRuntime::MpiRuntime(int* argc, char*** argv) {
+  int initialised = 0;
+  MPI_Initialized(&initialised);
+  if (!initialised) {
+    int provided = 0;
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+      throw Error("mpi", "MPI_Init_thread failed");
+    if (provided < MPI_THREAD_FUNNELED) throw Error("mpi", "the MPI library does not support MPI_THREAD_FUNNELED");
+    owns_ = true;
+  }
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &world_);
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node_comm_);
+  MPI_Comm_rank(node_comm_, &local_rank_);
+  MPI_Comm_size(node_comm_, &local_world_);
+}
+
+MpiRuntime::~MpiRuntime() {
+  if (node_comm_ != MPI_COMM_NULL) MPI_Comm_free(&node_comm_);
+  int finalised = 0;
+  MPI_Finalized(&finalised);
+  if (owns_ && !finalised) MPI_Finalize();
+}
+
+void MpiRuntime::abort_job(const std::string& message, int code) const {
+  std::fprintf(stderr, "rank %d: %s\n", rank_, message.c_str());
+  std::fflush(stderr);
+  MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);  // MPI_Abort does not return; this is for the type system
+}
+
+int run_ranks(int* argc, char*** argv, const std::function<int(MpiRuntime&)>& body) {
+  MpiRuntime runtime(argc, argv);
+  set_log_rank(runtime.rank(), runtime.world());
+  try {
+    return body(runtime);
+  } catch (const std::exception& e) {
+    runtime.abort_job(std::string("error: ") + e.what());
+  } catch (...) {
+    runtime.abort_job("error: unknown exception");
+  }
+}
+
+}  // namespace dtrainer::dist
