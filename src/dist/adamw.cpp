@@ -58,7 +58,6 @@ void adamw_step(torch::Tensor param, const torch::Tensor& grad, torch::Tensor m,
   const float* gp = grad.data_ptr<float>();
   float* mp = m.data_ptr<float>();
   float* vp = v.data_ptr<float>();
-  c10::BFloat16* cp = bf16_copy.defined() ? bf16_copy.data_ptr<c10::BFloat16>() : nullptr;
   Kokkos::parallel_for("adamw_step", Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, n), [=](int64_t i) {
     const float g = gp[i] * scale;
     const float mi = b1 * mp[i] + (1 - b1) * g;
@@ -68,8 +67,8 @@ void adamw_step(torch::Tensor param, const torch::Tensor& grad, torch::Tensor m,
     mp[i] = mi;
     vp[i] = vi;
     p[i] = pi;
-    if (cp) cp[i] = c10::BFloat16(pi);
   });
+  if (bf16_copy.defined()) bf16_copy.copy_(param);  // a separate vectorised pass keeps the update loop branch-free
 }
 
 void ema_update(torch::Tensor ema, const torch::Tensor& param, double decay) {

@@ -1,6 +1,6 @@
 #pragma once
-// The MPI backend of Communicator: CPU tensors, non-blocking MPI collectives (MPI_Iallreduce,
-// MPI_Ireduce_scatter_block, MPI_Iallgather, MPI_Ibcast) behind Work handles.
+// The MPI backend of Communicator: CPU tensors; synchronous calls use the blocking MPI
+// collectives, asynchronous ones the non-blocking MPI_I* variants behind Work handles.
 
 #include <mpi.h>
 

@@ -1,0 +1,158 @@
+// dtbench — performance benchmarks.
+//
+//   mpirun -n 2 dtbench comm [--json] [--min-bytes B] [--max-bytes B] [--iters N]
+//       each collective from 1 KiB to 256 MiB (fp32), in the style of nccl-tests: time, algorithm
+//       bandwidth and bus bandwidth through dtrainer's Communicator and through the raw MPI call
+//       on the same buffers.
+//   dtbench optim [--json] [--elements N]
+//       the fused AdamW update's effective GB/s next to a memcpy moving the same bytes.
+
+#include <Kokkos_Core.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <vector>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "dtrainer/core/error.h"
+#include "dtrainer/dist/adamw.h"
+#include "dtrainer/dist/mpi_communicator.h"
+#include "dtrainer/dist/mpi_runtime.h"
+
+using namespace dtrainer;
+using namespace dtrainer::dist;
+using nlohmann::ordered_json;
+
+namespace {
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// Median seconds of `iters` timed runs of f (after 2 warm-up runs), synchronised across ranks.
+template <typename F>
+double time_collective(MPI_Comm comm, int iters, F&& f) {
+  for (int i = 0; i < 2; ++i) f();
+  std::vector<double> t;
+  for (int i = 0; i < iters; ++i) {
+    MPI_Barrier(comm);
+    const double t0 = now();
+    f();
+    double dt = now() - t0, worst = 0;
+    MPI_Allreduce(&dt, &worst, 1, MPI_DOUBLE, MPI_MAX, comm);  // a collective takes as long as its slowest rank
+    t.push_back(worst);
+  }
+  std::sort(t.begin(), t.end());
+  return t[t.size() / 2];
+}
+
+int run_comm(MpiRuntime& rt, bool json, int64_t min_bytes, int64_t max_bytes, int iters) {
+  auto comm = make_mpi_communicator(rt.comm());
+  const int W = rt.world();
+  ordered_json rows = ordered_json::array();
+  if (!json && rt.rank() == 0)
+    std::printf("# dtbench comm: %d ranks, fp32, median of %d runs; busbw as nccl-tests (allreduce x 2(n-1)/n, "
+                "reduce_scatter/all_gather x (n-1)/n)\n# %-14s %12s %11s %11s %11s %11s %7s\n",
+                W, iters, "op", "bytes", "time_us", "busbw_GB/s", "mpi_us", "mpi_busbw", "ratio");
+  for (int64_t bytes = min_bytes; bytes <= max_bytes; bytes *= 4) {
+    const int64_t n = std::max<int64_t>(W, bytes / 4 / W * W);  // divisible by the ranks
+    torch::Tensor full = torch::ones({n}), part = torch::ones({n / W});
+    struct Op {
+      const char* name;
+      double factor;  // busbw = algbw x factor
+    };
+    for (const Op op : {Op{"all_reduce", 2.0 * (W - 1) / W}, Op{"reduce_scatter", double(W - 1) / W},
+                        Op{"all_gather", double(W - 1) / W}, Op{"broadcast", 1.0}}) {
+      const std::string name = op.name;
+      const double ours = time_collective(rt.comm(), iters, [&] {
+        if (name == "all_reduce") comm->all_reduce(full, ReduceOp::kSum);
+        else if (name == "reduce_scatter") comm->reduce_scatter(full, part, ReduceOp::kSum);
+        else if (name == "all_gather") comm->all_gather(part, full);
+        else comm->broadcast(full, 0);
+      });
+      const double raw = time_collective(rt.comm(), iters, [&] {
+        if (name == "all_reduce") MPI_Allreduce(MPI_IN_PLACE, full.data_ptr(), static_cast<int>(n), MPI_FLOAT, MPI_SUM, rt.comm());
+        else if (name == "reduce_scatter")
+          MPI_Reduce_scatter_block(full.data_ptr(), part.data_ptr(), static_cast<int>(n / W), MPI_FLOAT, MPI_SUM, rt.comm());
+        else if (name == "all_gather")
+          MPI_Allgather(part.data_ptr(), static_cast<int>(n / W), MPI_FLOAT, full.data_ptr(), static_cast<int>(n / W), MPI_FLOAT, rt.comm());
+        else MPI_Bcast(full.data_ptr(), static_cast<int>(n), MPI_FLOAT, 0, rt.comm());
+      });
+      const double size = 4.0 * n, bus = size / ours * op.factor / 1e9, raw_bus = size / raw * op.factor / 1e9;
+      if (rt.rank() == 0) {
+        if (json)
+          rows.push_back({{"op", name}, {"bytes", size}, {"time_us", ours * 1e6}, {"busbw_gb_s", bus}, {"mpi_time_us", raw * 1e6},
+                          {"mpi_busbw_gb_s", raw_bus}, {"ratio", raw / ours}});
+        else
+          std::printf("  %-14s %12.0f %11.1f %11.2f %11.1f %11.2f %7.2f\n", name.c_str(), size, ours * 1e6, bus, raw * 1e6, raw_bus, raw / ours);
+      }
+    }
+  }
+  if (json && rt.rank() == 0) std::cout << ordered_json({{"ranks", W}, {"iters", iters}, {"results", rows}}).dump(2) << "\n";
+  return 0;
+}
+
+int run_optim(bool json, int64_t n, int iters) {
+  at::set_num_threads(1);
+  torch::Tensor p = torch::randn({n}), g = torch::randn({n}), m = torch::zeros({n}), v = torch::zeros({n});
+  torch::Tensor copy = torch::empty({n}, torch::kBFloat16);
+  AdamWConfig c;
+  std::vector<double> t_opt, t_copy;
+  // The update reads p, g, m, v (16 B) and writes p, m, v, bf16 copy (14 B): 30 B per element.
+  const double bytes = 30.0 * n;
+  std::vector<char> src(static_cast<size_t>(bytes / 2)), dst(src.size());  // memcpy reads and writes bytes/2 each
+  for (int i = 0; i < iters + 1; ++i) {
+    double t0 = now();
+    adamw_step(p, g, m, v, i + 1, c, 1.0, copy);
+    if (i > 0) t_opt.push_back(now() - t0);
+    t0 = now();
+    std::memcpy(dst.data(), src.data(), src.size());
+    if (i > 0) t_copy.push_back(now() - t0);
+  }
+  std::sort(t_opt.begin(), t_opt.end());
+  std::sort(t_copy.begin(), t_copy.end());
+  const double opt = bytes / t_opt[t_opt.size() / 2] / 1e9, cp = bytes / t_copy[t_copy.size() / 2] / 1e9;
+  if (json)
+    std::cout << ordered_json({{"elements", n}, {"bytes_per_step", bytes}, {"adamw_gb_s", opt}, {"memcpy_gb_s", cp},
+                               {"fraction_of_memcpy", opt / cp}, {"backend", Kokkos::DefaultHostExecutionSpace::name()}})
+                     .dump(2)
+              << "\n";
+  else
+    std::printf("fused AdamW (%s): %.2f GB/s effective (30 B/element, %lld elements); memcpy of the same bytes: %.2f GB/s -> %.0f%%\n",
+                Kokkos::DefaultHostExecutionSpace::name(), opt, static_cast<long long>(n), cp, 100 * opt / cp);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Kokkos::ScopeGuard kokkos(argc, argv);
+  CLI::App app{"dtbench: communication and optimizer benchmarks"};
+  app.require_subcommand(1);
+  bool json = false;
+  int64_t min_bytes = 1024, max_bytes = 256ll << 20, elements = 64ll << 20;
+  int iters = 10;
+  CLI::App* c = app.add_subcommand("comm", "collectives through the Communicator vs raw MPI (run under mpirun)");
+  c->add_flag("--json", json, "print JSON (rank 0)");
+  c->add_option("--min-bytes", min_bytes, "smallest message")->capture_default_str();
+  c->add_option("--max-bytes", max_bytes, "largest message")->capture_default_str();
+  c->add_option("--iters", iters, "timed runs per size (median reported)")->capture_default_str();
+  CLI::App* o = app.add_subcommand("optim", "fused AdamW bandwidth vs memcpy");
+  o->add_flag("--json", json, "print JSON");
+  o->add_option("--elements", elements, "parameters in the flat shard")->capture_default_str();
+  o->add_option("--iters", iters, "timed steps (median reported)")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (*o) {
+    try {
+      return run_optim(json, elements, iters);
+    } catch (const Error& e) {
+      std::fprintf(stderr, "dtbench: error: %s\n", e.what());
+      return 2;
+    }
+  }
+  return run_ranks(&argc, &argv, [&](MpiRuntime& rt) { return run_comm(rt, json, min_bytes, max_bytes, iters); });
+}
