@@ -8,17 +8,13 @@
 #include "dtrainer/core/error.h"
 #include "dtrainer/dist/mpi_communicator.h"
 #include "dtrainer/dist/mpi_runtime.h"
+#include "mpi_test_runtime.h"
 
 using namespace dtrainer;
 using namespace dtrainer::dist;
 
 namespace {
-int fake_argc = 0;
-char** fake_argv = nullptr;
-MpiRuntime& runtime() {
-  static MpiRuntime rt(&fake_argc, &fake_argv);
-  return rt;
-}
+MpiRuntime& runtime() { return test::mpi_runtime(); }
 Communicator& comm() {
   static std::unique_ptr<Communicator> c = make_mpi_communicator(runtime().comm());
   return *c;

@@ -7,6 +7,7 @@
 
 #include "dtrainer/dist/mpi_communicator.h"
 #include "dtrainer/dist/mpi_runtime.h"
+#include "mpi_test_runtime.h"
 #include "dtrainer/dist/sharded_params.h"
 #include "dtrainer/models/unet.h"
 #include "models/unet_test_specs.h"
@@ -15,12 +16,7 @@ using namespace dtrainer;
 using namespace dtrainer::dist;
 
 namespace {
-int fake_argc = 0;
-char** fake_argv = nullptr;
-MpiRuntime& runtime() {
-  static MpiRuntime rt(&fake_argc, &fake_argv);
-  return rt;
-}
+MpiRuntime& runtime() { return test::mpi_runtime(); }
 
 models::UNetSpec tiny_spec() {
   models::UNetSpec s = test::scaled_down("sdxl-c128");
