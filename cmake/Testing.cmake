@@ -12,8 +12,9 @@ if(DT_NCORES EQUAL 0)
   set(DT_NCORES 1)
 endif()
 
-# One object file holds Catch2's main(): compiled once, linked by every test.
-add_library(dt_catch_main OBJECT ${PROJECT_SOURCE_DIR}/tests/catch_main.cpp)
+# One object file holds Catch2's main(): generated, compiled once, linked by every test.
+file(WRITE ${PROJECT_BINARY_DIR}/catch_main.cpp "#define CATCH_CONFIG_MAIN\n#include <catch2/catch.hpp>\n")
+add_library(dt_catch_main OBJECT ${PROJECT_BINARY_DIR}/catch_main.cpp)
 target_link_libraries(dt_catch_main PUBLIC Catch2::Catch2)
 
 function(_dt_test_executable name)

@@ -2,7 +2,7 @@
 // synthetic data drawn from known laws.
 #include <catch2/catch.hpp>
 
-#include <Kokkos_Core.hpp>
+#include "kokkos_session.h"
 
 #include <algorithm>
 #include <cmath>
@@ -17,14 +17,7 @@ using namespace dtrainer;
 using namespace dtrainer::analysis;
 
 namespace {
-struct KokkosSession {
-  KokkosSession() {
-    Kokkos::initialize();
-    quiet_solver_logging();  // Ceres' glog warnings (line-search details) would bury the test log
-  }
-  ~KokkosSession() { Kokkos::finalize(); }
-};
-KokkosSession kokkos_session;
+const bool kokkos_ready = (test::ensure_kokkos_session(), true);
 
 // The 245 extracted Chinchilla runs, D = FLOP / (6 N), the 5 highest-loss runs dropped -> 240.
 ChinchillaData chinchilla_points() {

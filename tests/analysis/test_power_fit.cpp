@@ -1,7 +1,7 @@
 // Pareto frontiers and power laws.
 #include <catch2/catch.hpp>
 
-#include <Kokkos_Core.hpp>
+#include "kokkos_session.h"
 
 #include <cmath>
 #include <fstream>
@@ -18,14 +18,7 @@ using namespace dtrainer;
 using namespace dtrainer::analysis;
 
 namespace {
-struct KokkosSession {
-  KokkosSession() {
-    Kokkos::initialize();
-    quiet_solver_logging();  // Ceres' glog warnings (line-search details) would bury the test log
-  }
-  ~KokkosSession() { Kokkos::finalize(); }
-};
-KokkosSession kokkos_session;
+const bool kokkos_ready = (test::ensure_kokkos_session(), true);
 
 std::string scratch(const std::string& name) { return "/tmp/dtrainer-fitlaws-" + std::to_string(getpid()) + "-" + name; }
 }  // namespace
