@@ -4,6 +4,7 @@
 #include "kokkos_session.h"
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 
 #include <nlohmann/json.hpp>
@@ -20,7 +21,19 @@ using namespace dtrainer::analysis;
 namespace {
 const bool kokkos_ready = (test::ensure_kokkos_session(), true);
 
-std::string scratch(const std::string& name) { return "/tmp/dtrainer-fitlaws-" + std::to_string(getpid()) + "-" + name; }
+// Scratch files of this process, removed at exit.
+struct Scratch {
+  std::filesystem::path dir = std::filesystem::temp_directory_path() / ("dtrainer-fitlaws-" + std::to_string(getpid()));
+  Scratch() { std::filesystem::create_directories(dir); }
+  ~Scratch() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+};
+std::string scratch(const std::string& name) {
+  static Scratch s;
+  return (s.dir / name).string();
+}
 }  // namespace
 
 TEST_CASE("Pareto frontiers keep the best score reached so far (max) or the lowest loss (min)") {

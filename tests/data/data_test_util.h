@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 #include <torch/torch.h>
 
@@ -13,11 +14,26 @@
 
 namespace dtrainer::test {
 
-// A fresh, empty directory under the system temp dir, unique to this process and name.
+// Removes the scratch directories this process made when it exits.
+struct ScratchCleanup {
+  std::vector<std::filesystem::path> dirs;
+  ~ScratchCleanup() {
+    std::error_code ec;
+    for (const auto& d : dirs) std::filesystem::remove_all(d, ec);
+  }
+};
+inline ScratchCleanup& scratch_cleanup() {
+  static ScratchCleanup c;
+  return c;
+}
+
+// A fresh, empty directory under the system temp dir, unique to this process and name; removed
+// when the test process exits.
 inline std::string scratch_dir(const std::string& name) {
   const auto p = std::filesystem::temp_directory_path() / ("dtrainer-test-" + std::to_string(getpid()) + "-" + name);
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
+  scratch_cleanup().dirs.push_back(p);
   return p.string();
 }
 
