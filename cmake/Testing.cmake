@@ -1,7 +1,7 @@
 # Test helpers: every test is a Catch2 executable registered with ctest.
 #
-#   dt_add_test(NAME SOURCES src... [LIBS lib...] [LABELS l...])
-#       one process.
+#   dt_add_test(NAME SOURCES src... [LIBS lib...] [LABELS l...] [OWN_MAIN])
+#       one process. OWN_MAIN: the sources define main() (e.g. a test that is also its own fixture).
 #   dt_add_mpi_test(NAME SOURCES src... [LIBS lib...] [RANKS n...] [LABELS l...])
 #       the same executable run under mpirun once per entry in RANKS (default: 2 4); runs with more
 #       ranks than this machine has cores get --oversubscribe. Test names: NAME_np<n>.
@@ -18,15 +18,23 @@ add_library(dt_catch_main OBJECT ${PROJECT_BINARY_DIR}/catch_main.cpp)
 target_link_libraries(dt_catch_main PUBLIC Catch2::Catch2)
 
 function(_dt_test_executable name)
-  cmake_parse_arguments(T "" "" "SOURCES;LIBS;LABELS" ${ARGN})
-  add_executable(${name} ${T_SOURCES} $<TARGET_OBJECTS:dt_catch_main>)
+  cmake_parse_arguments(T "OWN_MAIN" "" "SOURCES;LIBS;LABELS" ${ARGN})
+  if(T_OWN_MAIN)
+    add_executable(${name} ${T_SOURCES})
+  else()
+    add_executable(${name} ${T_SOURCES} $<TARGET_OBJECTS:dt_catch_main>)
+  endif()
   target_link_libraries(${name} PRIVATE Catch2::Catch2 dt_warnings ${T_LIBS})
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
 endfunction()
 
 function(dt_add_test name)
-  cmake_parse_arguments(T "" "" "SOURCES;LIBS;LABELS" ${ARGN})
-  _dt_test_executable(${name} SOURCES ${T_SOURCES} LIBS ${T_LIBS})
+  cmake_parse_arguments(T "OWN_MAIN" "" "SOURCES;LIBS;LABELS" ${ARGN})
+  set(own "")
+  if(T_OWN_MAIN)
+    set(own OWN_MAIN)
+  endif()
+  _dt_test_executable(${name} ${own} SOURCES ${T_SOURCES} LIBS ${T_LIBS})
   add_test(NAME ${name} COMMAND ${name})
   set_tests_properties(${name} PROPERTIES LABELS "${T_LABELS}")
 endfunction()

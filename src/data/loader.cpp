@@ -91,7 +91,7 @@ Batch Loader::load_batch(int64_t g) const {
   out.step = g;
   // Raw values go straight into one batch buffer in the first shard's dtype; the batch is then
   // converted, checked and flipped with a handful of whole-batch operations.
-  const auto [shard0, local0] = datasets_[refs[0].dataset]->locate(refs[0].index);
+  const ShardReader* shard0 = datasets_[refs[0].dataset]->locate(refs[0].index).first;
   torch::Tensor raw = torch::empty({b, C, H, W}, torch_dtype(shard0->latent_dtype()));
   std::vector<torch::Tensor> prompts(b);
   std::vector<float> high(4 * b), low(2 * b);

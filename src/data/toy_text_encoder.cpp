@@ -47,12 +47,13 @@ torch::Tensor ToyTextEncoder::encode(const std::string& text) const {
   const std::vector<std::string> toks = tokenize(text);
   const int64_t L = static_cast<int64_t>(toks.size());
   std::vector<float> data(L * dim_);
+  std::vector<double> freq(dim_);
+  for (int64_t d = 0; d < dim_; ++d) freq[d] = std::pow(10000.0, -static_cast<double>(d / 2 * 2) / dim_);
   for (int64_t p = 0; p < L; ++p) {
     StreamRng word(stream_key(seed_, RngPurpose::kSynthesis, fnv1a(toks[p]), 0));
     for (int64_t d = 0; d < dim_; ++d) {
       // token identity ~ N(0, 1) plus a sin-cos position signal of amplitude 0.5
-      const double freq = std::pow(10000.0, -static_cast<double>(d / 2 * 2) / dim_);
-      const double pos = (d % 2 == 0) ? std::sin(p * freq) : std::cos(p * freq);
+      const double pos = (d % 2 == 0) ? std::sin(p * freq[d]) : std::cos(p * freq[d]);
       data[p * dim_ + d] = static_cast<float>(word.normal() + 0.5 * pos);
     }
   }

@@ -10,6 +10,7 @@
 #include "dtrainer/models/op_tally.h"
 #include "dtrainer/models/unet.h"
 #include "dtrainer/models/unet_cost.h"
+#include "models/tallied_ops.h"  // private header under test (src/ is on this test's include path)
 #include "unet_test_specs.h"
 
 using namespace dtrainer;
@@ -163,8 +164,6 @@ TEST_CASE("bad inputs are rejected with the argument named") {
                     Catch::Contains("text_mask: a sample has no real token"));
   CHECK_THROWS_WITH(net->forward(in.x, in.t, in.text, torch::ones({2, 4})), Catch::StartsWith("text_mask: expected bool"));
 }
-
-#include "../../src/models/tallied_ops.h"
 
 TEST_CASE("masked GroupNorm equals GroupNorm on the real tokens alone") {
   torch::manual_seed(3);
