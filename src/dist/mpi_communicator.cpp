@@ -21,6 +21,16 @@ class MpiWork final : public Work {
     if (finish_) finish_();
     done_ = true;
   }
+  bool test() override {
+    if (done_) return true;
+    int flag = 0;
+    if (MPI_Test(&request_, &flag, MPI_STATUS_IGNORE) != MPI_SUCCESS) throw Error("communicator", "MPI_Test failed");
+    if (flag) {
+      if (finish_) finish_();
+      done_ = true;
+    }
+    return done_;
+  }
   ~MpiWork() override {
     if (!done_) MPI_Wait(&request_, MPI_STATUS_IGNORE);  // never leave MPI writing into freed memory
   }
@@ -64,9 +74,22 @@ int count(const torch::Tensor& t) {
 
 class MpiCommunicator final : public Communicator {
  public:
-  explicit MpiCommunicator(MPI_Comm comm) : comm_(comm) {
+  // owned: comm_ was made by duplicate() and is freed with this object.
+  MpiCommunicator(MPI_Comm comm, bool owned) : comm_(comm), owned_(owned) {
     MPI_Comm_rank(comm_, &rank_);
     MPI_Comm_size(comm_, &world_);
+  }
+  ~MpiCommunicator() override {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (owned_ && !finalized) MPI_Comm_free(&comm_);
+  }
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+  std::unique_ptr<Communicator> duplicate() const override {
+    MPI_Comm dup = MPI_COMM_NULL;
+    if (MPI_Comm_dup(comm_, &dup) != MPI_SUCCESS) throw Error("communicator", "MPI_Comm_dup failed");
+    return std::make_unique<MpiCommunicator>(dup, true);
   }
   int rank() const override { return rank_; }
   int world() const override { return world_; }
@@ -138,11 +161,12 @@ class MpiCommunicator final : public Communicator {
     return w;
   }
   MPI_Comm comm_;
+  bool owned_ = false;
   int rank_ = 0, world_ = 1;
 };
 
 }  // namespace
 
-std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm comm) { return std::make_unique<MpiCommunicator>(comm); }
+std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm comm) { return std::make_unique<MpiCommunicator>(comm, false); }
 
 }  // namespace dtrainer::dist

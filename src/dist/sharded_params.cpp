@@ -1,5 +1,9 @@
 #include "dtrainer/dist/sharded_params.h"
 
+#include <algorithm>
+
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
 #include "dtrainer/core/error.h"
@@ -8,83 +12,351 @@
 namespace dtrainer::dist {
 
 ShardingStrategy parse_sharding_strategy(const std::string& field, const std::string& text) {
-  return parse_choice<ShardingStrategy>(
-      field, text, {{"replicate", ShardingStrategy::kReplicate}, {"zero1", ShardingStrategy::kZero1}, {"zero2", ShardingStrategy::kZero2}});
+  return parse_choice<ShardingStrategy>(field, text,
+                                        {{"replicate", ShardingStrategy::kReplicate},
+                                         {"zero1", ShardingStrategy::kZero1},
+                                         {"zero2", ShardingStrategy::kZero2},
+                                         {"zero3", ShardingStrategy::kZero3}});
 }
 
-ShardedParameters::ShardedParameters(torch::nn::Module& module, Communicator* comm, ShardingStrategy strategy, AdamWConfig config)
-    : comm_(comm), strategy_(strategy), config_(config) {
+const char* sharding_strategy_name(ShardingStrategy s) {
+  switch (s) {
+    case ShardingStrategy::kReplicate: return "replicate";
+    case ShardingStrategy::kZero1: return "zero1";
+    case ShardingStrategy::kZero2: return "zero2";
+    case ShardingStrategy::kZero3: return "zero3";
+  }
+  return "?";
+}
+
+// One unit's flat state. Flat layout: the parameters back to back in units()' order, then zeros up
+// to `padded`; rank r owns elements [r * shard, (r + 1) * shard).
+struct ShardedParameters::Unit {
+  std::string name;
+  std::vector<torch::Tensor> params;
+  std::vector<std::vector<int64_t>> shapes;
+  std::vector<int64_t> offsets, numels;  // (under zero3 the parameters themselves are empty most of the time)
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
+  std::vector<uintptr_t> hook_keys;
+  int64_t numel = 0, padded = 0, shard = 0;
+  torch::Tensor full;    // [padded] the parameters; under zero3 only while gathered
+  torch::Tensor master;  // what this rank updates: replicate full; zero1/2 its slice of full; zero3 its own [shard]
+  torch::Tensor grad;    // replicate/zero1: [padded] packed and all-reduced; zero2/3: [shard] accumulated
+  torch::Tensor m, v, ema;
+  std::vector<bool> arrived;  // this round's gradient has arrived for parameter i
+  size_t n_arrived = 0;
+  bool launched = false;  // reduced in this round
+  int gathered = 0;       // zero3: runs in progress that need the full parameters
+};
+
+// An in-flight reduction of one unit: reduce-scatter (zero2/3) lands in `recv` and is added to the
+// unit's gradient shard when complete; all-reduce works in place.
+struct ShardedParameters::Reduction {
+  size_t unit;
+  std::shared_ptr<Work> work;
+  torch::Tensor send, recv;
+};
+
+// Fires after a parameter's gradient has been accumulated into .grad.
+class ShardedParameters::GradReadyHook final : public torch::autograd::FunctionPostHook {
+ public:
+  GradReadyHook(ShardedParameters* owner, size_t unit, size_t param) : owner_(owner), unit_(unit), param_(param) {}
+  torch::autograd::variable_list operator()(const torch::autograd::variable_list& outputs,
+                                            const torch::autograd::variable_list& inputs) override {
+    if (!inputs.empty() && inputs[0].defined()) owner_->on_grad_ready(unit_, param_);
+    return outputs;
+  }
+
+ private:
+  ShardedParameters* owner_;
+  size_t unit_, param_;
+};
+
+ShardedParameters::ShardedParameters(models::UnitModel& model, Communicator* comm, ShardingConfig config)
+    : model_(model), comm_(comm), config_(config) {
   rank_ = comm ? comm->rank() : 0;
   world_ = comm ? comm->world() : 1;
-  params_ = module.parameters();
-  for (const auto& p : params_) {
-    if (p.scalar_type() != torch::kFloat32) throw Error("sharding", "parameters must be fp32 masters");
-    numel_ += p.numel();
-  }
-  padded_ = (numel_ + world_ - 1) / world_ * world_;
-  shard_ = padded_ / world_;
-  flat_ = torch::zeros({padded_});
-  flat_grad_ = torch::zeros({padded_});
-  int64_t offset = 0;
+  if (comm) grad_comm_ = comm->duplicate();
+  const bool zero3 = config_.strategy == ShardingStrategy::kZero3;
   torch::NoGradGuard no_grad;
-  for (auto& p : params_) {  // move each parameter into the flat buffer and make it a view of it
-    torch::Tensor view = flat_.narrow(0, offset, p.numel()).view(p.sizes());
-    view.copy_(p);
-    p.set_data(view);
-    offset += p.numel();
+  const std::vector<models::ModelUnit> units = model.units();
+  for (size_t ui = 0; ui < units.size(); ++ui) {
+    auto u = std::make_unique<Unit>();
+    u->name = units[ui].name;
+    u->params = units[ui].parameters;
+    for (const auto& p : u->params) {
+      if (p.scalar_type() != torch::kFloat32) throw Error("sharding", "unit " + u->name + ": parameters must be fp32 masters");
+      if (!p.requires_grad()) throw Error("sharding", "unit " + u->name + ": every parameter must require grad");
+      u->offsets.push_back(u->numel);
+      u->numels.push_back(p.numel());
+      u->shapes.push_back(p.sizes().vec());
+      u->numel += p.numel();
+    }
+    // The accumulators record the parameters' shapes: create them (and hold them, so autograd
+    // keeps using these) while the parameters still have their real shapes.
+    for (size_t i = 0; i < u->params.size(); ++i) {
+      u->accumulators.push_back(torch::autograd::impl::grad_accumulator(u->params[i]));
+      u->hook_keys.push_back(u->accumulators.back()->add_post_hook(std::make_unique<GradReadyHook>(this, ui, i)));
+    }
+    u->padded = (u->numel + world_ - 1) / world_ * world_;
+    u->shard = u->padded / world_;
+    u->full = torch::zeros({u->padded});
+    for (size_t i = 0; i < u->params.size(); ++i)
+      u->full.narrow(0, u->offsets[i], u->params[i].numel()).copy_(u->params[i].reshape({-1}));
+    const bool whole = config_.strategy == ShardingStrategy::kReplicate;
+    if (zero3) {
+      u->master = u->full.narrow(0, rank_ * u->shard, u->shard).clone();
+      release(*u);  // parameters exist only while the unit runs
+    } else {
+      for (size_t i = 0; i < u->params.size(); ++i)  // the module's tensors become views of the flat buffer
+        u->params[i].set_data(u->full.narrow(0, u->offsets[i], u->params[i].numel()).view(u->shapes[i]));
+      u->master = whole ? u->full : u->full.narrow(0, rank_ * u->shard, u->shard);
+    }
+    const int64_t state = whole ? u->padded : u->shard;
+    u->grad = torch::zeros({config_.strategy == ShardingStrategy::kZero2 || zero3 ? u->shard : u->padded});
+    u->m = torch::zeros({state});
+    u->v = torch::zeros({state});
+    if (config_.ema_decay > 0) u->ema = u->master.clone();
+    u->arrived.assign(u->params.size(), false);
+    units_.push_back(std::move(u));
   }
-  const int64_t state = strategy_ == ShardingStrategy::kReplicate ? padded_ : shard_;
-  m_ = torch::zeros({state});
-  v_ = torch::zeros({state});
+  for (size_t i = units_.size(); i-- > 0;) launch_order_.push_back(i);
+  model_.set_unit_runner(this);
 }
 
-void ShardedParameters::zero_grad() {
-  for (auto& p : params_)
-    if (p.grad().defined()) p.mutable_grad().zero_();
+ShardedParameters::~ShardedParameters() {
+  try {
+    for (auto& r : in_flight_)
+      if (r->work) r->work->wait();
+  } catch (...) {  // a destructor must not throw; the job is failing anyway
+  }
+  for (auto& u : units_)
+    for (size_t i = 0; i < u->accumulators.size(); ++i) u->accumulators[i]->del_post_hook(u->hook_keys[i]);
+  if (model_.unit_runner() == this) model_.set_unit_runner(nullptr);
+}
+
+bool ShardedParameters::reduces_each_micro_batch() const {
+  return config_.strategy == ShardingStrategy::kZero2 || config_.strategy == ShardingStrategy::kZero3;
+}
+
+torch::Tensor ShardedParameters::run(size_t index, const Fn& fn, const std::vector<torch::Tensor>& inputs) {
+  if (index >= units_.size()) throw Error("sharding", "unit index " + std::to_string(index) + " out of range");
+  const bool zero3 = config_.strategy == ShardingStrategy::kZero3;
+  if (zero3 || config_.activation_checkpointing)
+    return models::run_checkpointed(index, fn, inputs, zero3 ? static_cast<models::CheckpointHooks*>(this) : nullptr);
+  return fn(inputs);
+}
+
+void ShardedParameters::before_run(size_t unit, bool) { gather(*units_[unit]); }
+void ShardedParameters::after_run(size_t unit, bool) { release(*units_[unit]); }
+
+void ShardedParameters::gather(Unit& u) {
+  if (u.gathered++ > 0) return;
+  torch::NoGradGuard no_grad;
+  u.full = torch::empty({u.padded});
+  if (comm_) comm_->all_gather(u.master, u.full);
+  else u.full.copy_(u.master);
+  for (size_t i = 0; i < u.params.size(); ++i)
+    u.params[i].set_data(u.full.narrow(0, u.offsets[i], u.numels[i]).view(u.shapes[i]));
+}
+
+void ShardedParameters::release(Unit& u) {
+  if (u.gathered > 0 && --u.gathered > 0) return;
+  for (auto& p : u.params) p.set_data(torch::empty({0}));  // same dtype and device: the accumulator stays
+  u.full = torch::Tensor();
+}
+
+void ShardedParameters::on_grad_ready(size_t unit, size_t param) {
+  if (!sync_ && !reduces_each_micro_batch()) return;  // accumulating locally
+  Unit& u = *units_[unit];
+  if (u.launched || u.arrived[param]) return;  // (a parameter used twice in one round: its hook fires twice)
+  u.arrived[param] = true;
+  round_open_ = true;
+  if (++u.n_arrived == u.params.size()) launch_ready_units();
+}
+
+// Launch, in launch order, every unit whose gradients are complete, stopping at the first that is
+// not: every rank then issues the same reductions in the same order.
+void ShardedParameters::launch_ready_units() {
+  while (next_launch_ < launch_order_.size()) {
+    Unit& u = *units_[launch_order_[next_launch_]];
+    if (u.n_arrived != u.params.size()) break;
+    launch(launch_order_[next_launch_++]);
+  }
+  for (auto& r : in_flight_)
+    if (r->work) r->work->test();  // let MPI move what is already under way
+}
+
+void ShardedParameters::launch(size_t unit) {
+  Unit& u = *units_[unit];
+  torch::NoGradGuard no_grad;
+  const bool scatter = reduces_each_micro_batch();
+  torch::Tensor send = scatter ? torch::empty({u.padded}) : u.grad;
+  for (size_t i = 0; i < u.params.size(); ++i) {  // pack (a parameter without a gradient counts as zeros)
+    torch::Tensor dst = send.narrow(0, u.offsets[i], u.numels[i]);
+    torch::Tensor& g = u.params[i].mutable_grad();
+    if (g.defined()) dst.copy_(g.reshape({-1}));
+    else dst.zero_();
+    g = torch::Tensor();  // the packed copy is the gradient now
+  }
+  send.narrow(0, u.numel, u.padded - u.numel).zero_();
+  auto r = std::make_unique<Reduction>();
+  r->unit = unit;
+  r->send = send;
+  if (scatter) {
+    r->recv = torch::empty({u.shard});
+    if (grad_comm_) r->work = grad_comm_->reduce_scatter(send, r->recv, ReduceOp::kAvg, true);
+    else r->recv.copy_(send);
+  } else if (grad_comm_) {
+    r->work = grad_comm_->all_reduce(send, ReduceOp::kAvg, true);
+  }
+  u.launched = true;
+  std::fill(u.arrived.begin(), u.arrived.end(), false);
+  u.n_arrived = 0;
+  in_flight_.push_back(std::move(r));
+}
+
+void ShardedParameters::finish_reductions() {
+  for (auto& r : in_flight_) {
+    if (r->work) r->work->wait();
+    if (r->recv.defined()) units_[r->unit]->grad.add_(r->recv);
+  }
+  in_flight_.clear();
+}
+
+void ShardedParameters::close_round() {
+  if (!round_open_) return;
+  // Units whose gradients did not all arrive (unused parameters) are reduced now, in order.
+  for (; next_launch_ < launch_order_.size(); ++next_launch_) launch(launch_order_[next_launch_]);
+  next_launch_ = 0;
+  for (auto& u : units_) u->launched = false;
+  round_open_ = false;
+}
+
+void ShardedParameters::backward(const torch::Tensor& loss, bool last_micro_batch) {
+  sync_ = last_micro_batch;
+  if (sync_ || reduces_each_micro_batch()) round_open_ = true;
+  loss.backward();
+  close_round();
+  if (!sync_ && reduces_each_micro_batch()) finish_reductions();  // the packed buffers go now
+  sync_ = true;
 }
 
 double ShardedParameters::step(double max_grad_norm, double grad_scale) {
+  close_round();  // (a caller that ran loss.backward() itself: what backward() would have launched)
+  finish_reductions();
   ++step_;
-  // 1. Gradients into the flat buffer (missing gradients count as zeros).
-  int64_t offset = 0;
-  for (const auto& p : params_) {
-    torch::Tensor dst = flat_grad_.narrow(0, offset, p.numel());
-    if (p.grad().defined()) dst.copy_(p.grad().reshape({-1}));
-    else dst.zero_();
-    offset += p.numel();
+  torch::NoGradGuard no_grad;
+  // The gradient each rank updates with: the whole reduced gradient (replicate), its slice (zero1),
+  // or its reduced shard (zero2/3).
+  std::vector<torch::Tensor> grads;
+  for (auto& u : units_) {
+    grads.push_back(config_.strategy == ShardingStrategy::kZero1 ? u->grad.narrow(0, rank_ * u->shard, u->shard) : u->grad);
   }
-  // 2. Reduce: every rank the average (replicate, zero1), or only its shard of it (zero2).
-  torch::Tensor grad;  // the gradient this rank updates with
-  const torch::Tensor my_params = strategy_ == ShardingStrategy::kReplicate ? flat_ : flat_.narrow(0, rank_ * shard_, shard_);
-  if (strategy_ == ShardingStrategy::kZero2) {
-    grad = torch::empty({shard_});
-    if (comm_) comm_->reduce_scatter(flat_grad_, grad, ReduceOp::kAvg);
-    else grad.copy_(flat_grad_);
-  } else {
-    if (comm_) comm_->all_reduce(flat_grad_, ReduceOp::kAvg);
-    grad = strategy_ == ShardingStrategy::kReplicate ? flat_grad_ : flat_grad_.narrow(0, rank_ * shard_, shard_);
-  }
-  // 3. Global norm: replicate holds the full gradient; the zero strategies sum their shards' squares.
-  const double norm = strategy_ == ShardingStrategy::kReplicate ? global_grad_norm({grad}, nullptr) * grad_scale
-                                                                : global_grad_norm({grad}, comm_) * grad_scale;
-  // 4. Update this rank's part, then share the new parameters.
-  torch::Tensor target = my_params;
-  if (!target.is_contiguous()) throw Error("sharding", "internal: shard not contiguous");
-  adamw_step(target, grad.contiguous(), m_, v_, step_, config_, grad_scale * clip_factor(norm, max_grad_norm));
-  if (strategy_ != ShardingStrategy::kReplicate && comm_) {
-    const torch::Tensor mine = my_params.clone();
-    comm_->all_gather(mine, flat_);
+  const bool whole = config_.strategy == ShardingStrategy::kReplicate;
+  const double norm = global_grad_norm(grads, whole ? nullptr : comm_) * grad_scale;
+  const double scale = grad_scale * clip_factor(norm, max_grad_norm);
+  for (size_t i = 0; i < units_.size(); ++i) {
+    Unit& u = *units_[i];
+    adamw_step(u.master, grads[i], u.m, u.v, step_, config_.adamw, scale);
+    if (u.ema.defined()) ema_update(u.ema, u.master, config_.ema_decay);
+    if (!whole && config_.strategy != ShardingStrategy::kZero3) {
+      if (comm_) comm_->all_gather(u.master.clone(), u.full);  // (all_gather may not alias its input)
+    }
+    u.grad.zero_();
   }
   return norm;
 }
 
+void ShardedParameters::zero_grad() {
+  finish_reductions();
+  for (auto& u : units_) {
+    for (auto& p : u->params) p.mutable_grad() = torch::Tensor();
+    u->grad.zero_();
+    std::fill(u->arrived.begin(), u->arrived.end(), false);
+    u->n_arrived = 0;
+    u->launched = false;
+  }
+  next_launch_ = 0;
+  round_open_ = false;
+}
+
 ShardedMemory ShardedParameters::memory() const {
   ShardedMemory m;
-  m.padded_elements = padded_;
-  m.param_bytes = 4 * padded_;
-  m.grad_bytes = 4 * padded_;  // the flat gradient buffer is full-size under every strategy so far
-  m.optimizer_state_bytes = 4 * (m_.numel() + v_.numel());
+  for (const auto& u : units_) {
+    m.padded_elements += u->padded;
+    m.param_bytes += 4 * (config_.strategy == ShardingStrategy::kZero3 ? u->master.numel() : u->full.numel());
+    m.grad_bytes += 4 * u->grad.numel();
+    m.optimizer_state_bytes += 4 * (u->m.numel() + u->v.numel());
+    if (u->ema.defined()) m.ema_bytes += 4 * u->ema.numel();
+    if (config_.strategy == ShardingStrategy::kZero2 || config_.strategy == ShardingStrategy::kZero3)
+      m.transient_unit_bytes = std::max(m.transient_unit_bytes, 4 * u->padded);
+  }
   return m;
+}
+
+UnitShard ShardedParameters::unit_shard(size_t i) const {
+  const Unit& u = *units_.at(i);
+  UnitShard s{u.name, u.numel, u.padded, u.shard, {}, {}, {}, {}};
+  const bool whole = config_.strategy == ShardingStrategy::kReplicate;
+  auto mine = [&](const torch::Tensor& t) { return whole ? t.narrow(0, rank_ * u.shard, u.shard) : t; };
+  s.params = mine(u.master);
+  s.m = mine(u.m);
+  s.v = mine(u.v);
+  if (u.ema.defined()) s.ema = mine(u.ema);
+  return s;
+}
+
+void ShardedParameters::load_unit(size_t i, const torch::Tensor& params, const torch::Tensor& m, const torch::Tensor& v,
+                                  const torch::Tensor& ema) {
+  Unit& u = *units_.at(i);
+  for (const auto* t : {&params, &m, &v})
+    if (!t->defined() || t->numel() != u.numel)
+      throw Error("sharding", "unit " + u.name + ": state has " + std::to_string(t->defined() ? t->numel() : 0) +
+                                  " elements, the model's unit has " + std::to_string(u.numel));
+  if (u.ema.defined() && (!ema.defined() || ema.numel() != u.numel))
+    throw Error("sharding", "unit " + u.name + ": EMA is on but the state has no EMA of the right size");
+  torch::NoGradGuard no_grad;
+  const bool whole = config_.strategy == ShardingStrategy::kReplicate;
+  // Padded full-length copy, then this rank's part of it.
+  auto padded = [&](const torch::Tensor& t) {
+    torch::Tensor p = torch::zeros({u.padded});
+    p.narrow(0, 0, u.numel).copy_(t.reshape({-1}).to(torch::kFloat32));
+    return whole ? p : p.narrow(0, rank_ * u.shard, u.shard);
+  };
+  if (config_.strategy == ShardingStrategy::kZero3) u.master.copy_(padded(params));
+  else {
+    torch::Tensor p = torch::zeros({u.padded});
+    p.narrow(0, 0, u.numel).copy_(params.reshape({-1}));
+    u.full.copy_(p);
+  }
+  u.m.copy_(padded(m));
+  u.v.copy_(padded(v));
+  if (u.ema.defined()) u.ema.copy_(padded(ema));
+}
+
+torch::Tensor ShardedParameters::gather_unit(size_t i, bool ema) const {
+  const Unit& u = *units_.at(i);
+  if (ema && !u.ema.defined()) throw Error("sharding", "gather_unit: EMA is off");
+  const torch::Tensor& mine = ema ? u.ema : u.master;
+  if (config_.strategy == ShardingStrategy::kReplicate) return mine.narrow(0, 0, u.numel).clone();
+  if (!ema && config_.strategy != ShardingStrategy::kZero3) return u.full.narrow(0, 0, u.numel).clone();
+  torch::Tensor full = torch::empty({u.padded});
+  if (comm_) comm_->all_gather(mine.contiguous(), full);
+  else full.copy_(mine);
+  return full.narrow(0, 0, u.numel).clone();
+}
+
+void ShardedParameters::swap_ema() {
+  torch::NoGradGuard no_grad;
+  for (auto& u : units_) {
+    if (!u->ema.defined()) throw Error("sharding", "swap_ema: EMA is off (ema_decay = 0)");
+    torch::Tensor tmp = u->master.clone();
+    u->master.copy_(u->ema);
+    u->ema.copy_(tmp);
+    if (config_.strategy == ShardingStrategy::kZero1 || config_.strategy == ShardingStrategy::kZero2)
+      if (comm_) comm_->all_gather(u->master.clone(), u->full);
+  }
 }
 
 }  // namespace dtrainer::dist

@@ -1,7 +1,9 @@
-// Sharded training is the same mathematics as one process: 5 AdamW steps of a small UNet with the
-// global batch split over the ranks give the parameters of one process taking the full-batch
-// steps with LibTorch's own torch::optim::AdamW — for every strategy.
+// Sharded training is the same mathematics as one process: AdamW steps of a small UNet with the
+// global batch split over the ranks (and over micro-batches) give the parameters of one process
+// taking the full-batch steps with LibTorch's own torch::optim::AdamW — for every strategy.
 #include <catch2/catch.hpp>
+
+#include <map>
 
 #include <torch/torch.h>
 
@@ -49,53 +51,137 @@ AdamWConfig adamw() {
   c.weight_decay = 0.03;
   return c;
 }
-}  // namespace
 
-TEST_CASE("replicate, zero1 and zero2 on N ranks equal one process's full-batch AdamW steps") {
-  auto comm = make_mpi_communicator(runtime().comm());
-  const int W = comm->world(), r = comm->rank();
-  const int64_t G = 4;  // divisible by 2 and 4 ranks
-  const int64_t b = G / W;
+ShardingConfig config(ShardingStrategy strategy, bool checkpointing = false) {
+  ShardingConfig c;
+  c.strategy = strategy;
+  c.adamw = adamw();
+  c.activation_checkpointing = checkpointing;
+  return c;
+}
 
-  // Reference: one process, full batch, torch::optim::AdamW.
+// The reference: one process, the full batch, LibTorch's own AdamW.
+std::map<std::string, torch::Tensor> reference_parameters(int64_t G, int steps) {
   torch::manual_seed(11);
   models::UNet ref(tiny_spec());
   torch::optim::AdamW opt(ref->parameters(), torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).eps(kEps).weight_decay(0.03));
-  for (int step = 0; step < 5; ++step) {
+  for (int step = 0; step < steps; ++step) {
     const Data d = global_batch(G, step);
     opt.zero_grad();
     torch::mse_loss(ref->forward(d.x, d.t, d.text), d.target).backward();
     opt.step();
   }
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& p : ref->named_parameters()) out[p.key()] = p.value().detach().clone();
+  return out;
+}
 
-  for (ShardingStrategy strategy : {ShardingStrategy::kReplicate, ShardingStrategy::kZero1, ShardingStrategy::kZero2}) {
-    INFO("strategy " << static_cast<int>(strategy) << " on " << W << " ranks");
+// Every parameter, gathered unit by unit (zero3 keeps none between steps), checked against the
+// reference's parameter of the same name. names: parameter TensorImpl -> name.
+void check_against_reference(const ShardedParameters& sharded, const std::vector<models::ModelUnit>& units,
+                             const std::map<const c10::TensorImpl*, std::string>& names,
+                             const std::map<std::string, torch::Tensor>& want) {
+  for (size_t u = 0; u < units.size(); ++u) {
+    const torch::Tensor flat = sharded.gather_unit(u);
+    int64_t offset = 0;
+    for (const auto& p : units[u].parameters) {
+      const std::string& name = names.at(p.unsafeGetTensorImpl());
+      INFO(name);
+      const torch::Tensor& ref = want.at(name);
+      CHECK(torch::allclose(flat.narrow(0, offset, ref.numel()).view(ref.sizes()), ref, 1e-5, 1e-6));
+      offset += ref.numel();
+    }
+    CHECK(offset == flat.numel());
+  }
+}
+
+std::map<const c10::TensorImpl*, std::string> parameter_names(models::UNet& net) {
+  std::map<const c10::TensorImpl*, std::string> out;
+  for (const auto& p : net->named_parameters()) out[p.value().unsafeGetTensorImpl()] = p.key();
+  return out;
+}
+}  // namespace
+
+TEST_CASE("replicate, zero1, zero2 and zero3 on N ranks equal one process's full-batch AdamW steps") {
+  auto comm = make_mpi_communicator(runtime().comm());
+  const int W = comm->world(), r = comm->rank();
+  const int64_t G = 4;  // divisible by 2 and 4 ranks
+  const int64_t b = G / W;
+  const auto want = reference_parameters(G, 5);
+
+  struct Case {
+    ShardingStrategy strategy;
+    bool checkpointing;
+  };
+  for (Case c : {Case{ShardingStrategy::kReplicate, false}, Case{ShardingStrategy::kZero1, false},
+                 Case{ShardingStrategy::kZero2, false}, Case{ShardingStrategy::kZero3, false},
+                 Case{ShardingStrategy::kReplicate, true}}) {
+    INFO(sharding_strategy_name(c.strategy) << (c.checkpointing ? " + activation checkpointing" : "") << " on " << W
+                                            << " ranks");
     torch::manual_seed(11);
     models::UNet net(tiny_spec());
-    ShardedParameters sharded(*net, comm.get(), strategy, adamw());
+    std::map<std::string, std::vector<int64_t>> shapes;
+    for (const auto& p : net->named_parameters()) shapes[p.key()] = p.value().sizes().vec();
+    const auto units = net->units();
+    ShardedParameters sharded(*net, comm.get(), config(c.strategy, c.checkpointing));
     for (int step = 0; step < 5; ++step) {
       const Data d = global_batch(G, step);
       const auto mine = torch::indexing::Slice(r * b, (r + 1) * b);
-      sharded.zero_grad();
       // Each rank's loss is the mean over its micro-batch; averaging gradients over ranks gives
       // the full-batch mean (equal micro-batches).
-      torch::mse_loss(net->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})), d.target.index({mine})).backward();
+      sharded.backward(torch::mse_loss(net->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})), d.target.index({mine})));
       sharded.step();
     }
-    const auto got = net->named_parameters(), want = ref->named_parameters();
-    for (const auto& p : want) {
-      INFO(p.key());
-      CHECK(torch::allclose(got[p.key()], p.value(), 1e-5, 1e-6));
+    if (c.strategy == ShardingStrategy::kZero3) {  // between steps a rank holds no full parameter
+      for (const auto& p : net->parameters()) CHECK(p.numel() == 0);
     }
-    // Memory: optimizer state is total / N under zero1 and zero2, padded to a multiple of N.
+    const auto name_of = parameter_names(net);
+    check_against_reference(sharded, units, name_of, want);
+    // Memory: every unit is padded to a multiple of N; state is total / N under zero1-3, and so are
+    // gradients under zero2-3 and parameters under zero3.
     const ShardedMemory mem = sharded.memory();
-    int64_t numel = 0;
-    for (const auto& p : net->parameters()) numel += p.numel();
-    CHECK(mem.padded_elements % W == 0);
-    CHECK(mem.padded_elements - numel < W);
-    CHECK(mem.param_bytes == 4 * mem.padded_elements);
-    CHECK(mem.optimizer_state_bytes ==
-          (strategy == ShardingStrategy::kReplicate ? 8 * mem.padded_elements : 8 * mem.padded_elements / W));
+    int64_t padded = 0;
+    for (size_t u = 0; u < units.size(); ++u) {
+      const UnitShard s = sharded.unit_shard(u);
+      int64_t n = 0;
+      for (const auto& p : units[u].parameters) n += c10::multiply_integers(shapes.at(name_of.at(p.unsafeGetTensorImpl())));
+      CHECK(s.numel == n);
+      CHECK(s.padded == (n + W - 1) / W * W);
+      CHECK(s.shard * W == s.padded);
+      padded += s.padded;
+    }
+    const bool sharded_state = c.strategy != ShardingStrategy::kReplicate;
+    const bool sharded_grads = c.strategy == ShardingStrategy::kZero2 || c.strategy == ShardingStrategy::kZero3;
+    CHECK(mem.padded_elements == padded);
+    CHECK(mem.optimizer_state_bytes == 8 * (sharded_state ? padded / W : padded));
+    CHECK(mem.grad_bytes == 4 * (sharded_grads ? padded / W : padded));
+    CHECK(mem.param_bytes == 4 * (c.strategy == ShardingStrategy::kZero3 ? padded / W : padded));
+  }
+}
+
+TEST_CASE("gradient accumulation: two micro-batches per rank equal the full batch, for every strategy") {
+  auto comm = make_mpi_communicator(runtime().comm());
+  const int W = comm->world(), r = comm->rank();
+  const int64_t G = 2 * W, b = 1;  // two micro-batches of one sample per rank
+  const auto want = reference_parameters(G, 3);
+  for (ShardingStrategy strategy : {ShardingStrategy::kReplicate, ShardingStrategy::kZero1, ShardingStrategy::kZero2,
+                                    ShardingStrategy::kZero3}) {
+    INFO(sharding_strategy_name(strategy) << " on " << W << " ranks");
+    torch::manual_seed(11);
+    models::UNet net(tiny_spec());
+    const auto name_of = parameter_names(net);
+    const auto units = net->units();
+    ShardedParameters sharded(*net, comm.get(), config(strategy));
+    for (int step = 0; step < 3; ++step) {
+      const Data d = global_batch(G, step);
+      for (int k = 0; k < 2; ++k) {  // rank r's samples: r * 2 + k
+        const auto mine = torch::indexing::Slice(r * 2 + k, r * 2 + k + b);
+        sharded.backward(torch::mse_loss(net->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})), d.target.index({mine})),
+                         /*last_micro_batch=*/k == 1);
+      }
+      sharded.step(0.0, 0.5);
+    }
+    check_against_reference(sharded, units, name_of, want);
   }
 }
 
@@ -103,16 +189,22 @@ TEST_CASE("gradient clipping uses the global norm across ranks") {
   auto comm = make_mpi_communicator(runtime().comm());
   torch::manual_seed(3);
   models::UNet net(tiny_spec());
-  ShardedParameters sharded(*net, comm.get(), ShardingStrategy::kZero2, adamw());
+  // The norm of the averaged gradient, computed independently first: all-reduce each grad and sum squares.
   const Data d = global_batch(comm->world(), 0);
   const auto mine = torch::indexing::Slice(comm->rank(), comm->rank() + 1);
   torch::mse_loss(net->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})), d.target.index({mine})).backward();
-  // The norm of the averaged gradient, computed independently: all-reduce each grad and sum squares.
   double sq = 0;
   for (const auto& p : net->parameters()) {
     torch::Tensor g = p.grad().clone();
     comm->all_reduce(g, ReduceOp::kAvg);
     sq += g.to(torch::kFloat64).pow(2).sum().item<double>();
+    p.mutable_grad() = torch::Tensor();
   }
-  CHECK(sharded.step(1e-3) == Approx(std::sqrt(sq)).epsilon(1e-5));
+  for (ShardingStrategy strategy : {ShardingStrategy::kZero2, ShardingStrategy::kZero3}) {
+    torch::manual_seed(3);
+    models::UNet fresh(tiny_spec());
+    ShardedParameters sharded(*fresh, comm.get(), config(strategy));
+    sharded.backward(torch::mse_loss(fresh->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})), d.target.index({mine})));
+    CHECK(sharded.step(1e-3) == Approx(std::sqrt(sq)).epsilon(1e-5));
+  }
 }

@@ -15,6 +15,9 @@ class Work {
  public:
   virtual ~Work() = default;
   virtual void wait() = 0;  // blocks until the operation's result is in place; idempotent
+  // Drives progress without blocking (MPI moves non-blocking collectives only inside MPI calls);
+  // true once complete. wait() is still needed to finish (it copies back, divides for kAvg).
+  virtual bool test() = 0;
 };
 
 class Communicator {
@@ -33,6 +36,10 @@ class Communicator {
   virtual std::shared_ptr<Work> all_gather(torch::Tensor in, torch::Tensor out, bool async = false) = 0;
   virtual std::shared_ptr<Work> broadcast(torch::Tensor t, int root, bool async = false) = 0;
   virtual void barrier() = 0;
+  // A communicator over the same ranks whose operations are ordered independently of this one's
+  // (MPI_Comm_dup): collectives must be issued in the same order on every rank per communicator,
+  // so two streams of operations whose interleaving may differ between ranks need two of them.
+  virtual std::unique_ptr<Communicator> duplicate() const = 0;
 };
 
 }  // namespace dtrainer::dist

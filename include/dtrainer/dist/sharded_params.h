@@ -1,60 +1,142 @@
 #pragma once
-// Flat-parameter sharding in the spirit of PyTorch FSDP: a module's parameters move into one flat
-// fp32 buffer (padded to a multiple of the world size; the module's tensors become views into it),
-// and the optimizer state is sharded over ranks:
+// Flat-parameter sharding in the spirit of PyTorch FSDP. Each unit of the model (one block; see
+// models/unit_runner.h) gets its own flat fp32 buffer, padded to a multiple of the world size and
+// split into one contiguous shard per rank; the module's parameters become views into it.
 //   replicate  every rank keeps everything; gradients all-reduced (DDP)
-//   zero1      optimizer state (m, v) sharded; gradients all-reduced; params all-gathered after the step
-//   zero2      + gradients reduce-scattered (each rank receives only its reduced shard; the local
-//              flat gradient buffer is still full-size: per-bucket reduction during backward, which
-//              would free it, is not built yet)
-// (zero3 — parameters sharded too, gathered per unit for forward and backward — is not built yet.)
+//   zero1      + optimizer state (m, v) sharded; parameters all-gathered after the update
+//   zero2      + gradients reduce-scattered: each rank keeps only its shard of the reduced gradient
+//   zero3      + parameters sharded: a unit's full parameters exist only while it runs — gathered
+//              just before its forward, freed after, gathered again to recompute it in backward
+//              (activation checkpointing through models::run_checkpointed), freed again
+// Gradient reduction is bucketed by unit and asynchronous: as soon as backward has produced all
+// of a unit's gradients (autograd post-hooks on the parameters' gradient accumulators), that
+// unit's reduction starts, and it overlaps the rest of backward. Units are launched in a fixed
+// order (reverse forward order) on every rank, as MPI requires, on a communicator of their own.
 
 #include <cstdint>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include <torch/nn/module.h>
 #include <torch/types.h>
 
 #include "dtrainer/dist/adamw.h"
 #include "dtrainer/dist/communicator.h"
+#include "dtrainer/models/checkpointed_unit.h"
+#include "dtrainer/models/unit_runner.h"
+
+namespace torch::autograd {
+struct Node;
+}
 
 namespace dtrainer::dist {
 
-enum class ShardingStrategy { kReplicate, kZero1, kZero2 };
+enum class ShardingStrategy { kReplicate, kZero1, kZero2, kZero3 };
 ShardingStrategy parse_sharding_strategy(const std::string& field, const std::string& text);
+const char* sharding_strategy_name(ShardingStrategy s);
 
-struct ShardedMemory {
-  int64_t param_bytes = 0;            // fp32 parameters held by this rank
-  int64_t grad_bytes = 0;             // fp32 flat gradient buffer held by this rank
-  int64_t optimizer_state_bytes = 0;  // m and v held by this rank
-  int64_t padded_elements = 0;        // total flat elements including padding
+struct ShardingConfig {
+  ShardingStrategy strategy = ShardingStrategy::kReplicate;
+  AdamWConfig adamw;
+  bool activation_checkpointing = false;  // recompute every unit in backward (always on under zero3)
+  double ema_decay = 0;                   // > 0: keep a sharded EMA of the weights
 };
 
-class ShardedParameters {
- public:
-  // Takes over `module`'s parameters (all ranks must pass identically initialised modules, e.g.
-  // built after the same seed). comm may be null for a single process.
-  ShardedParameters(torch::nn::Module& module, Communicator* comm, ShardingStrategy strategy, AdamWConfig config);
+// Per-rank persistent bytes (what the strategy keeps between steps), and the largest transient
+// per-unit buffer (a gathered unit under zero3, a unit's packed gradient under zero2/3).
+struct ShardedMemory {
+  int64_t param_bytes = 0;            // fp32 parameters held by this rank
+  int64_t grad_bytes = 0;             // fp32 gradient buffers held by this rank
+  int64_t optimizer_state_bytes = 0;  // m and v held by this rank
+  int64_t ema_bytes = 0;              // EMA weights held by this rank
+  int64_t transient_unit_bytes = 0;   // largest per-unit buffer that exists only while in use
+  int64_t padded_elements = 0;        // total flat elements including every unit's padding
+};
 
-  // After backward: reduce the gradients, clip to max_grad_norm (<= 0: off), update, and make the
-  // module's parameters current on every rank. grad_scale multiplies the gradients first (e.g.
-  // 1 / accumulation steps). Returns the global gradient norm before clipping.
+// One unit's share of the state, as a checkpoint sees it: flat fp32 tensors of `shard` elements
+// covering flat elements [rank * shard, (rank + 1) * shard) of the unit's padded buffer.
+struct UnitShard {
+  std::string name;
+  int64_t numel = 0, padded = 0, shard = 0;
+  torch::Tensor params, m, v, ema;  // ema undefined when off
+};
+
+class ShardedParameters : public models::UnitRunner, private models::CheckpointHooks {
+ public:
+  // Takes over `model`'s parameters (every rank must pass an identically initialised model) and
+  // installs itself as the model's unit runner. comm may be null for a single process.
+  ShardedParameters(models::UnitModel& model, Communicator* comm, ShardingConfig config);
+  ~ShardedParameters() override;
+  ShardedParameters(const ShardedParameters&) = delete;
+  ShardedParameters& operator=(const ShardedParameters&) = delete;
+
+  // loss.backward() for one micro-batch, then the launch of any reduction still due. Pass
+  // last_micro_batch = false for all but the last micro-batch of an accumulation: replicate and
+  // zero1 then keep accumulating locally (no communication); zero2 and zero3 reduce-scatter every
+  // micro-batch into their gradient shards (their full gradients are never kept).
+  void backward(const torch::Tensor& loss, bool last_micro_batch = true);
+  // After the last backward: finish the reductions, clip to max_grad_norm (<= 0: off), update,
+  // update the EMA, and make the parameters current. grad_scale multiplies the gradients first
+  // (1 / accumulation steps). Returns the global gradient norm (after grad_scale, before clipping).
+  // Gradients are cleared for the next step.
   double step(double max_grad_norm = 0.0, double grad_scale = 1.0);
   void zero_grad();
+  void set_lr(double lr) { config_.adamw.lr = lr; }
 
   ShardedMemory memory() const;
   int64_t steps() const { return step_; }
-  ShardingStrategy strategy() const { return strategy_; }
+  void set_steps(int64_t s) { step_ = s; }
+  ShardingStrategy strategy() const { return config_.strategy; }
+  const ShardingConfig& config() const { return config_; }
+  int rank() const { return rank_; }
+  int world() const { return world_; }
+
+  // Checkpoint access. unit_shard(u) is this rank's share (views, not copies — copy before the next
+  // step). load_unit(u, ...) sets the unit's full state from full-length (numel) tensors; every
+  // rank must pass the same values. Under zero3 and for EMA the full state is only ever built one
+  // unit at a time.
+  size_t num_units() const { return units_.size(); }
+  UnitShard unit_shard(size_t u) const;
+  void load_unit(size_t u, const torch::Tensor& params, const torch::Tensor& m, const torch::Tensor& v,
+                 const torch::Tensor& ema);
+  // The unit's full parameters (or EMA weights), numel elements, on every rank (a collective).
+  torch::Tensor gather_unit(size_t u, bool ema = false) const;
+  // Copy the EMA weights into the model's parameters (or back): for sampling with the EMA.
+  // Collective; the model is usable until swap back.
+  void swap_ema();
+
+  // models::UnitRunner
+  torch::Tensor run(size_t index, const Fn& fn, const std::vector<torch::Tensor>& inputs) override;
 
  private:
-  std::vector<torch::Tensor> params_;  // the module's parameters (views into flat_)
-  torch::Tensor flat_, flat_grad_, m_, v_;
-  int64_t numel_ = 0, padded_ = 0, shard_ = 0, rank_ = 0, world_ = 1;
-  Communicator* comm_;
-  ShardingStrategy strategy_;
-  AdamWConfig config_;
+  struct Unit;
+  struct Reduction;
+  class GradReadyHook;
+
+  // models::CheckpointHooks: gather / free around a zero3 unit's runs.
+  void before_run(size_t unit, bool recompute) override;
+  void after_run(size_t unit, bool recompute) override;
+
+  void on_grad_ready(size_t unit, size_t param);
+  void launch_ready_units();
+  void launch(size_t unit);
+  void finish_reductions();
+  void close_round();
+  void gather(Unit& u);
+  void release(Unit& u);
+  bool reduces_each_micro_batch() const;
+
+  models::UnitModel& model_;
+  Communicator* comm_;                      // parameters: gathers, norms (issued in forward order)
+  std::unique_ptr<Communicator> grad_comm_;  // gradient reductions (issued in launch order)
+  ShardingConfig config_;
+  int rank_ = 0, world_ = 1;
+  std::vector<std::unique_ptr<Unit>> units_;
+  std::vector<std::unique_ptr<Reduction>> in_flight_;
+  std::vector<size_t> launch_order_;  // unit indices, reverse forward order
+  size_t next_launch_ = 0;            // position in launch_order_ of the next unit to launch
+  bool sync_ = true;                  // this micro-batch's gradients are to be reduced
+  bool round_open_ = false;           // a backward's reductions have begun and not all launched
   int64_t step_ = 0;
 };
 

@@ -4,6 +4,9 @@
 // "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight".
 
 #include <memory>
+#include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <torch/nn/module.h>
@@ -14,6 +17,7 @@
 
 #include "dtrainer/models/control_embedding.h"
 #include "dtrainer/models/unet_spec.h"
+#include "dtrainer/models/unit_runner.h"
 
 namespace dtrainer::models {
 
@@ -22,7 +26,10 @@ struct TimestepEmbedding;
 struct Stage;
 }  // namespace unet_detail
 
-class UNetImpl : public torch::nn::Module {
+// Units (models/unit_runner.h), in forward order: "time_embedding" (with the control embedding),
+// "conv_in", every res block, transformer stack and sampler under its diffusers name, "conv_out"
+// (with conv_norm_out).
+class UNetImpl : public torch::nn::Module, public UnitModel {
  public:
   // Validates the spec (throws dtrainer::Error naming the field) and builds every layer.
   explicit UNetImpl(const UNetSpec& spec);
@@ -36,6 +43,7 @@ class UNetImpl : public torch::nn::Module {
                         const torch::Tensor& text_mask = torch::Tensor(), const ControlInputs* controls = nullptr);
 
   const UNetSpec& spec() const { return spec_; }
+  std::vector<ModelUnit> units() override;
 
  private:
   void check_inputs(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
@@ -48,6 +56,9 @@ class UNetImpl : public torch::nn::Module {
   std::vector<std::shared_ptr<unet_detail::Stage>> down_, up_;
   std::shared_ptr<unet_detail::Stage> mid_;
   ControlEmbedding control_embedding_{nullptr};
+  // Unit i's name and modules; unit_of_ maps each block to its unit index.
+  std::vector<std::pair<std::string, std::vector<std::shared_ptr<torch::nn::Module>>>> units_;
+  std::unordered_map<const torch::nn::Module*, size_t> unit_of_;
 };
 TORCH_MODULE(UNet);
 
