@@ -84,6 +84,17 @@ double Objective::loss_weight(double snr, double flow_t) const {
 }
 
 NoisedBatch Objective::make_batch(const torch::Tensor& x0, const std::vector<int64_t>& ids, int64_t step) const {
+  return build_batch(x0, ids, step, -1.0);
+}
+
+NoisedBatch Objective::make_eval_batch(const torch::Tensor& x0, const std::vector<int64_t>& ids, double unit_t) const {
+  if (!(unit_t > 0.0 && unit_t < 1.0)) throw Error("eval timestep", "unit time must lie in (0, 1)");
+  return build_batch(x0, ids, kEvalStep, unit_t);
+}
+
+NoisedBatch Objective::build_batch(const torch::Tensor& x0, const std::vector<int64_t>& ids, int64_t step,
+                                   double fixed_unit_t) const {
+  const bool fixed = fixed_unit_t > 0.0;
   const int64_t B = x0.size(0);
   if (static_cast<int64_t>(ids.size()) != B)
     throw Error("sample_ids", "has " + std::to_string(ids.size()) + " ids for a batch of " + std::to_string(B));
@@ -96,14 +107,15 @@ NoisedBatch Objective::make_batch(const torch::Tensor& x0, const std::vector<int
     noise[i] = draw_noise(sample_shape, ids[i], step);
     double flow_t = 0;
     if (flow) {
-      flow_t = draw_flow_time(ids[i], step);
+      flow_t = fixed ? fixed_unit_t : draw_flow_time(ids[i], step);
       coef_x0[i] = 1.0 - flow_t;
       coef_eps[i] = flow_t;
       snr[i] = std::pow((1.0 - flow_t) / flow_t, 2);
       t_model[i] = flow_t * config_.flow_time_scale;
       t_unit[i] = flow_t;
     } else {
-      const int64_t t = draw_timestep(ids[i], step);
+      const int64_t t = fixed ? std::llround(fixed_unit_t * static_cast<double>(schedule_.size() - 1))
+                              : draw_timestep(ids[i], step);
       const double a = schedule_.abar(t);
       coef_x0[i] = std::sqrt(a);
       coef_eps[i] = std::sqrt(1.0 - a);
@@ -112,9 +124,9 @@ NoisedBatch Objective::make_batch(const torch::Tensor& x0, const std::vector<int
       t_unit[i] = static_cast<double>(t) / (schedule_.size() - 1);
     }
     weight[i] = loss_weight(snr[i], flow_t);
-    keep_text[i] = StreamRng(stream_key(config_.seed, RngPurpose::kTextDropout, step, ids[i])).uniform() >= config_.p_drop_text;
-    keep_control[i] =
-        StreamRng(stream_key(config_.seed, RngPurpose::kControlDropout, step, ids[i])).uniform() >= config_.p_drop_control;
+    keep_text[i] = fixed || StreamRng(stream_key(config_.seed, RngPurpose::kTextDropout, step, ids[i])).uniform() >= config_.p_drop_text;
+    keep_control[i] = fixed || StreamRng(stream_key(config_.seed, RngPurpose::kControlDropout, step, ids[i])).uniform() >=
+                                   config_.p_drop_control;
   }
   auto column = [&](const std::vector<double>& v) {
     std::vector<int64_t> shape(x0.dim(), 1);

@@ -1,6 +1,7 @@
 #include "dtrainer/dist/sharded_params.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
@@ -245,7 +246,6 @@ void ShardedParameters::backward(const torch::Tensor& loss, bool last_micro_batc
 double ShardedParameters::step(double max_grad_norm, double grad_scale) {
   close_round();  // (a caller that ran loss.backward() itself: what backward() would have launched)
   finish_reductions();
-  ++step_;
   torch::NoGradGuard no_grad;
   // The gradient each rank updates with: the whole reduced gradient (replicate), its slice (zero1),
   // or its reduced shard (zero2/3).
@@ -255,6 +255,11 @@ double ShardedParameters::step(double max_grad_norm, double grad_scale) {
   }
   const bool whole = config_.strategy == ShardingStrategy::kReplicate;
   const double norm = global_grad_norm(grads, whole ? nullptr : comm_) * grad_scale;
+  if (!std::isfinite(norm)) {  // every rank sees the same norm: all skip the update together
+    for (auto& u : units_) u->grad.zero_();
+    return norm;
+  }
+  ++step_;
   const double scale = grad_scale * clip_factor(norm, max_grad_norm);
   for (size_t i = 0; i < units_.size(); ++i) {
     Unit& u = *units_[i];
@@ -338,13 +343,24 @@ void ShardedParameters::load_unit(size_t i, const torch::Tensor& params, const t
 torch::Tensor ShardedParameters::gather_unit(size_t i, bool ema) const {
   const Unit& u = *units_.at(i);
   if (ema && !u.ema.defined()) throw Error("sharding", "gather_unit: EMA is off");
-  const torch::Tensor& mine = ema ? u.ema : u.master;
-  if (config_.strategy == ShardingStrategy::kReplicate) return mine.narrow(0, 0, u.numel).clone();
   if (!ema && config_.strategy != ShardingStrategy::kZero3) return u.full.narrow(0, 0, u.numel).clone();
+  return gather_full(u, ema ? u.ema : u.master);
+}
+
+// `mine` is this rank's part of a unit-sized flat tensor (the whole of it under replicate).
+torch::Tensor ShardedParameters::gather_full(const Unit& u, const torch::Tensor& mine) const {
+  if (config_.strategy == ShardingStrategy::kReplicate) return mine.narrow(0, 0, u.numel).clone();
   torch::Tensor full = torch::empty({u.padded});
   if (comm_) comm_->all_gather(mine.contiguous(), full);
   else full.copy_(mine);
   return full.narrow(0, 0, u.numel).clone();
+}
+
+UnitShard ShardedParameters::gather_unit_state(size_t i) const {
+  const Unit& u = *units_.at(i);
+  UnitShard s{u.name, u.numel, u.padded, u.numel, gather_unit(i), gather_full(u, u.m), gather_full(u, u.v), {}};
+  if (u.ema.defined()) s.ema = gather_full(u, u.ema);
+  return s;
 }
 
 void ShardedParameters::swap_ema() {

@@ -61,6 +61,10 @@ class Objective {
 
   // x0 [B, ...] clean latents; sample_ids [B] their global ids; step the optimizer step.
   NoisedBatch make_batch(const torch::Tensor& x0, const std::vector<int64_t>& sample_ids, int64_t step) const;
+  // For held-out evaluation: every sample at the same unit time unit_t in (0, 1) (DDPM index
+  // round(unit_t (T - 1)), or flow t = unit_t), noise keyed by kEvalStep, nothing dropped.
+  static constexpr int64_t kEvalStep = -1;
+  NoisedBatch make_eval_batch(const torch::Tensor& x0, const std::vector<int64_t>& sample_ids, double unit_t) const;
   // Weighted loss: mean over the batch of weight * mean squared error of the sample.
   torch::Tensor loss(const torch::Tensor& prediction, const NoisedBatch& batch) const;
   // Loss weight for one sample of signal-to-noise `snr` (flow: its t, for the min-SNR factor).
@@ -75,7 +79,8 @@ class Objective {
   torch::Tensor draw_noise(at::IntArrayRef shape, int64_t sample_id, int64_t step) const;  // fp32 CPU
 
  private:
-  double draw_unit(int64_t sample_id, int64_t step) const;  // u in (0,1) per the sampling rule
+  double draw_unit(int64_t sample_id, int64_t step) const;
+  NoisedBatch build_batch(const torch::Tensor& x0, const std::vector<int64_t>& ids, int64_t step, double fixed_unit_t) const;  // u in (0,1) per the sampling rule
   ObjectiveConfig config_;
   NoiseSchedule schedule_;
 };

@@ -78,7 +78,8 @@ class ShardedParameters : public models::UnitRunner, private models::CheckpointH
   // After the last backward: finish the reductions, clip to max_grad_norm (<= 0: off), update,
   // update the EMA, and make the parameters current. grad_scale multiplies the gradients first
   // (1 / accumulation steps). Returns the global gradient norm (after grad_scale, before clipping).
-  // Gradients are cleared for the next step.
+  // Gradients are cleared for the next step. A non-finite norm (on any rank: the norm is global)
+  // skips the update: nothing changes, steps() does not advance, the caller decides what next.
   double step(double max_grad_norm = 0.0, double grad_scale = 1.0);
   void zero_grad();
   void set_lr(double lr) { config_.adamw.lr = lr; }
@@ -101,6 +102,9 @@ class ShardedParameters : public models::UnitRunner, private models::CheckpointH
                  const torch::Tensor& ema);
   // The unit's full parameters (or EMA weights), numel elements, on every rank (a collective).
   torch::Tensor gather_unit(size_t u, bool ema = false) const;
+  // The unit's full state (params, m, v, ema; numel elements each) on every rank (a collective):
+  // what a world-size-independent checkpoint stores.
+  UnitShard gather_unit_state(size_t u) const;
   // Copy the EMA weights into the model's parameters (or back): for sampling with the EMA.
   // Collective; the model is usable until swap back.
   void swap_ema();
@@ -123,6 +127,7 @@ class ShardedParameters : public models::UnitRunner, private models::CheckpointH
   void finish_reductions();
   void close_round();
   void gather(Unit& u);
+  torch::Tensor gather_full(const Unit& u, const torch::Tensor& mine) const;
   void release(Unit& u);
   bool reduces_each_micro_batch() const;
 

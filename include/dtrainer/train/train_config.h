@@ -1,0 +1,100 @@
+#pragma once
+// Everything a training run is configured by. Every field is a command-line option and a key of
+// the TOML file given with --config (flat keys, snake_case: `global_batch = 2048`); the command
+// line overrides the file. The defaults are the quickstart: synthetic shapes, a tiny UNet, two
+// CPU ranks, a few minutes.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace dtrainer::train {
+
+struct TrainConfig {
+  // Run
+  std::string name = "quickstart";
+  std::string run_dir;  // default runs/<name>
+  int64_t steps = 400;
+  uint64_t seed = 0;
+  int64_t log_every = 10;
+  int64_t eval_every = 100;   // held-out loss on a fixed timestep grid; 0 = only at the end
+  int64_t ckpt_every = 200;   // 0 = only at the end (and on preemption)
+  int64_t keep_ckpts = 2;
+  int64_t sample_every = 0;   // 0 = only at the end
+  std::string resume = "auto";  // auto | none | PATH
+  bool dry_run = false;
+  int64_t threads = 0;        // per rank; 0 = cores / ranks on this node
+  int64_t max_bad_steps = 5;  // abort after this many consecutive non-finite steps
+  double peak_tflops = 0;     // per rank, for MFU; 0 = measure a fp32 matmul at start-up
+
+  // Model
+  std::string model = "sdxl-c128";
+  std::vector<std::string> model_set = {"model_channels=32", "channel_mult=1,2", "transformer_depth=0,1",
+                                        "num_res_blocks=1", "head_dim=16", "norm_groups=8"};
+  std::string sharding = "replicate";
+  bool activation_checkpointing = false;
+
+  // Data
+  std::vector<std::string> data = {"synthetic:shapes"};  // shard dirs, or synthetic:shapes (built in <run_dir>/data)
+  std::vector<double> data_weights;
+  std::vector<std::string> eval_data;  // held-out shard dirs; synthetic data gets its own
+  int64_t synthetic_images = 4096;
+  int64_t global_batch = 32;
+  int64_t micro_batch = 0;  // per rank; 0 = global_batch / ranks (no accumulation)
+  int64_t workers = 1;
+  int64_t prefetch = 2;
+  double p_synthetic_caption = 0.5;
+  int64_t synthetic_top_k = 5;
+  bool random_flip = true;
+  std::string text_padding = "zero";
+  int64_t max_tokens = 77;
+
+  // Optimizer
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  int64_t warmup_steps = 20;
+  std::string lr_schedule = "constant";  // constant | cosine
+  double min_lr_ratio = 0.0;             // cosine ends at lr * min_lr_ratio
+  double max_grad_norm = 1.0;            // <= 0: no clipping
+  double ema_decay = 0.999;              // 0 = no EMA
+
+  // Diffusion
+  std::string target = "eps";              // eps | v | flow
+  std::string loss_weighting = "none";     // none | sigma_inv_sq | min_snr
+  std::string timestep_sampling = "uniform";  // uniform | logit_normal
+  std::string beta_schedule = "scaled_linear";
+  int64_t num_timesteps = 1000;
+  bool zero_terminal_snr = false;
+  double p_drop_text = 0.1;
+  double p_drop_control = 0.0;
+  bool control_conditioning = false;
+
+  // Samples
+  int64_t sample_count = 8;
+  int64_t sample_steps = 50;
+  double guidance_scale = 3.0;
+};
+
+// Registers every field as an option (grouped for --help), plus --config FILE. Values the options
+// check (ranges, choices) fail at parse time naming the option.
+void add_train_options(CLI::App& app, TrainConfig& config);
+
+// Parses argv into config: --config FILE is read first (unknown keys are errors naming the key and
+// the file), then the command line. Throws CLI::ParseError (also for --help) or dtrainer::Error.
+void parse_train_config(CLI::App& app, int argc, const char* const* argv);
+
+// Cross-field checks the options cannot express (global batch vs ranks and micro-batch, ...);
+// throws Error naming the field. `world` is the number of ranks.
+void validate_train_config(const TrainConfig& config, int world);
+
+// The fully resolved configuration as TOML that --config reads back.
+std::string train_config_toml(const CLI::App& app);
+
+}  // namespace dtrainer::train

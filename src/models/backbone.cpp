@@ -1,0 +1,89 @@
+#include "dtrainer/models/backbone.h"
+
+#include <map>
+#include <sstream>
+
+#include <torch/torch.h>
+
+#include "dtrainer/core/error.h"
+#include "dtrainer/models/unet.h"
+#include "dtrainer/models/unet_cost.h"
+#include "dtrainer/models/unet_presets.h"
+
+namespace dtrainer::models {
+namespace {
+
+class UNetBackbone final : public Backbone {
+ public:
+  explicit UNetBackbone(const UNetSpec& spec) : net_(spec) {}
+  torch::Tensor forward(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
+                        const torch::Tensor& text_mask, const ControlInputs* controls) override {
+    return net_->forward(x_t, t, text, text_mask, controls);
+  }
+  torch::nn::Module& module() override { return *net_; }
+  UnitModel& unit_model() override { return *net_; }
+
+ private:
+  UNet net_;
+};
+
+void require_known(const std::string& preset) {
+  if (!is_unet_preset(preset)) throw Error("model", "unknown preset '" + preset + "' (dtmodel list shows them)");
+}
+
+}  // namespace
+
+BackboneInputs preset_inputs(const std::string& preset) {
+  require_known(preset);
+  const UNetSpec s = unet_preset(preset);
+  return {s.in_channels, s.sample_size, s.context_dim, 77};
+}
+
+BackboneSpec resolve_backbone(const std::string& preset, const std::vector<std::string>& overrides,
+                              const BackboneInputs& inputs, bool control_conditioning) {
+  require_known(preset);
+  BackboneSpec out;
+  out.inputs = inputs;
+  UNetSpec& spec = out.unet;
+  spec = unet_preset(preset);
+  std::map<std::string, std::string> set;
+  for (const auto& kv : overrides) {
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos) throw Error("model_set", "'" + kv + "' is not key=value");
+    set[kv.substr(0, eq)] = kv.substr(eq + 1);
+    set_unet_field(spec, kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  // The data decides these; an explicit override must agree.
+  const std::map<std::string, int64_t> from_data = {{"in_channels", inputs.latent_channels},
+                                                    {"out_channels", inputs.latent_channels},
+                                                    {"sample_size", inputs.latent_size},
+                                                    {"context_dim", inputs.text_dim}};
+  for (const auto& [key, value] : from_data) {
+    if (set.count(key) && set[key] != std::to_string(value))
+      throw Error("model_set", key + "=" + set[key] + " contradicts the data (" + std::to_string(value) + ")");
+    set_unet_field(spec, key, std::to_string(value));
+  }
+  if (control_conditioning) spec.control_conditioning = true;
+  count_unet(spec, {inputs.latent_size, inputs.latent_size, inputs.text_len});  // validates
+  return out;
+}
+
+BackboneCost backbone_cost(const BackboneSpec& b) {
+  const UNetCost c = count_unet(b.unet, {b.inputs.latent_size, b.inputs.latent_size, b.inputs.text_len});
+  return {c.num_params, c.total.macs_linear_conv, c.total.macs_attention, c.total.activation_elems};
+}
+
+std::string backbone_summary(const BackboneSpec& b) {
+  const UNetSpec& s = b.unet;
+  std::ostringstream o;
+  o << "UNet " << s.name << " (" << to_string(s.layout) << "): C " << s.model_channels << ", channel_mult [";
+  for (size_t i = 0; i < s.channel_mult.size(); ++i) o << (i ? "," : "") << s.channel_mult[i];
+  o << "], transformer_depth [";
+  for (size_t i = 0; i < s.transformer_depth.size(); ++i) o << (i ? "," : "") << s.transformer_depth[i];
+  o << "], context_dim " << s.context_dim << ", input " << s.in_channels << "x" << s.sample_size << "x" << s.sample_size;
+  return o.str();
+}
+
+std::unique_ptr<Backbone> build_backbone(const BackboneSpec& spec) { return std::make_unique<UNetBackbone>(spec.unet); }
+
+}  // namespace dtrainer::models

@@ -1,0 +1,211 @@
+#include "dtrainer/train/checkpoint.h"
+
+#include <hdf5.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include <torch/torch.h>
+
+#include "dtrainer/core/error.h"
+#include "dtrainer/data/hdf5_lock.h"
+
+namespace fs = std::filesystem;
+
+namespace dtrainer::train {
+namespace {
+
+std::string step_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step_%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+void fsync_path(const fs::path& p) {
+  FILE* f = std::fopen(p.c_str(), "rb");
+  if (f) {
+    fsync(fileno(f));
+    std::fclose(f);
+  }
+}
+
+void write_text(const fs::path& p, const std::string& text) {
+  std::ofstream out(p, std::ios::binary);
+  out << text;
+  out.close();
+  if (!out) throw Error(p.string(), "cannot write");
+  fsync_path(p);
+}
+
+// Every complete checkpoint under root, oldest first.
+std::vector<std::pair<int64_t, fs::path>> complete_checkpoints(const fs::path& root) {
+  std::vector<std::pair<int64_t, fs::path>> out;
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return out;
+  const std::regex name("step_([0-9]+)");
+  for (const auto& e : fs::directory_iterator(root)) {
+    std::smatch m;
+    const std::string n = e.path().filename().string();
+    if (e.is_directory() && std::regex_match(n, m, name) && fs::exists(e.path() / "COMPLETE"))
+      out.emplace_back(std::stoll(m[1]), e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+struct H5File {
+  hid_t id = -1;
+  ~H5File() {
+    if (id >= 0) H5Fclose(id);
+  }
+};
+
+void write_vector(hid_t file, const std::string& name, const torch::Tensor& t, const std::string& where) {
+  const torch::Tensor c = t.contiguous().to(torch::kFloat32);
+  const hsize_t n = static_cast<hsize_t>(c.numel());
+  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+  H5Pset_create_intermediate_group(lcpl, 1);
+  hid_t space = H5Screate_simple(1, &n, nullptr);
+  hid_t dset = H5Dcreate2(file, name.c_str(), H5T_IEEE_F32LE, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+  herr_t rc = dset >= 0 ? H5Dwrite(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, c.data_ptr<float>()) : -1;
+  if (dset >= 0) H5Dclose(dset);
+  H5Sclose(space);
+  H5Pclose(lcpl);
+  if (rc < 0) throw Error(where, "cannot write dataset " + name);
+}
+
+torch::Tensor read_vector(hid_t file, const std::string& name, int64_t numel, const std::string& where) {
+  if (H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0) throw Error(where, "missing dataset " + name);
+  hid_t dset = H5Dopen2(file, name.c_str(), H5P_DEFAULT);
+  hid_t space = H5Dget_space(dset);
+  hsize_t n = 0;
+  const int rank = H5Sget_simple_extent_ndims(space);
+  if (rank == 1) H5Sget_simple_extent_dims(space, &n, nullptr);
+  H5Sclose(space);
+  if (rank != 1 || static_cast<int64_t>(n) != numel) {
+    H5Dclose(dset);
+    throw Error(where, "dataset " + name + " has " + std::to_string(n) + " elements, the model's unit has " + std::to_string(numel) +
+                           " (a checkpoint of a different model?)");
+  }
+  torch::Tensor t = torch::empty({numel});
+  const herr_t rc = H5Dread(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr<float>());
+  H5Dclose(dset);
+  if (rc < 0) throw Error(where, "cannot read dataset " + name);
+  return t;
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& root_s, int64_t step, const dist::ShardedParameters& params,
+                            const nlohmann::json& meta, int64_t keep) {
+  const fs::path root(root_s);
+  const fs::path final_dir = root / step_name(step);
+  const fs::path tmp = root / (".tmp-" + step_name(step));
+  const bool writer = params.rank() == 0;
+  // Rank 0 decides whether this step is already saved (a resumed run reaching its own start).
+  bool exists = writer && fs::exists(final_dir / "COMPLETE");
+  if (writer) {
+    fs::create_directories(root);
+    for (const auto& e : fs::directory_iterator(root))  // leftovers of a run killed mid-save
+      if (e.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove_all(e.path());
+    if (!exists) fs::create_directories(tmp);
+  }
+  H5File file;
+  const std::string h5 = (tmp / "state.h5").string();
+  if (writer && !exists) {
+    std::lock_guard<std::mutex> lock(data::hdf5_mutex());
+    file.id = H5Fcreate(h5.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (file.id < 0) throw Error(h5, "cannot create the checkpoint file");
+  }
+  // Gather unit by unit (every rank takes part); rank 0 writes. Peak memory: one unit's state.
+  nlohmann::json units = nlohmann::json::array();
+  for (size_t u = 0; u < params.num_units(); ++u) {
+    const dist::UnitShard s = params.gather_unit_state(u);
+    units.push_back({{"name", s.name}, {"numel", s.numel}});
+    if (!writer || exists) continue;
+    std::lock_guard<std::mutex> lock(data::hdf5_mutex());
+    const std::string g = "units/" + s.name + "/";
+    write_vector(file.id, g + "params", s.params, h5);
+    write_vector(file.id, g + "m", s.m, h5);
+    write_vector(file.id, g + "v", s.v, h5);
+    if (s.ema.defined()) write_vector(file.id, g + "ema", s.ema, h5);
+  }
+  if (writer && !exists) {
+    {
+      std::lock_guard<std::mutex> lock(data::hdf5_mutex());
+      if (H5Fclose(file.id) < 0) throw Error(h5, "cannot close the checkpoint file");
+      file.id = -1;
+    }
+    fsync_path(h5);
+    nlohmann::json m = meta;
+    m["step"] = step;
+    m["saved_by_world_size"] = params.world();
+    m["units"] = units;
+    m["optimizer_steps"] = params.steps();
+    write_text(tmp / "meta.json", m.dump(2));
+    write_text(tmp / "COMPLETE", "step " + std::to_string(step) + "\n");
+    fs::rename(tmp, final_dir);
+    fsync_path(root);
+    auto all = complete_checkpoints(root);
+    for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) fs::remove_all(all[i].second);
+  }
+  return final_dir.string();
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& root) {
+  auto all = complete_checkpoints(root);
+  if (all.empty()) return std::nullopt;
+  return all.back().second.string();
+}
+
+nlohmann::json load_checkpoint(const std::string& dir_s, dist::ShardedParameters& params) {
+  const fs::path dir(dir_s);
+  if (!fs::exists(dir / "COMPLETE")) throw Error(dir_s, "not a complete checkpoint (no COMPLETE marker)");
+  nlohmann::json meta;
+  {
+    std::ifstream in(dir / "meta.json");
+    if (!in) throw Error((dir / "meta.json").string(), "cannot open");
+    try {
+      in >> meta;
+    } catch (const std::exception& e) {
+      throw Error((dir / "meta.json").string(), std::string("not valid JSON: ") + e.what());
+    }
+  }
+  const std::string h5 = (dir / "state.h5").string();
+  if (!meta.contains("units") || meta["units"].size() != params.num_units())
+    throw Error(h5, "the checkpoint has " + std::to_string(meta.value("units", nlohmann::json::array()).size()) +
+                        " units, the model " + std::to_string(params.num_units()) + " (a different model?)");
+  H5File file;
+  {
+    std::lock_guard<std::mutex> lock(data::hdf5_mutex());
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // failures become our errors, not HDF5's stack dumps
+    file.id = H5Fopen(h5.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  }
+  if (file.id < 0) throw Error(h5, "cannot open the checkpoint file");
+  for (size_t u = 0; u < params.num_units(); ++u) {
+    const dist::UnitShard mine = params.unit_shard(u);
+    if (meta["units"][u].value("name", "") != mine.name)
+      throw Error(h5, "unit " + std::to_string(u) + " is '" + meta["units"][u].value("name", "") + "' in the checkpoint, '" +
+                          mine.name + "' in the model");
+    torch::Tensor p, m, v, ema;
+    {
+      std::lock_guard<std::mutex> lock(data::hdf5_mutex());
+      const std::string g = "units/" + mine.name + "/";
+      p = read_vector(file.id, g + "params", mine.numel, h5);
+      m = read_vector(file.id, g + "m", mine.numel, h5);
+      v = read_vector(file.id, g + "v", mine.numel, h5);
+      if (mine.ema.defined()) {
+        if (H5Lexists(file.id, (g + "ema").c_str(), H5P_DEFAULT) > 0) ema = read_vector(file.id, g + "ema", mine.numel, h5);
+        else ema = p.clone();  // a checkpoint saved without EMA: the EMA starts from the weights
+      }
+    }
+    params.load_unit(u, p, m, v, ema);
+  }
+  params.set_steps(meta.value("optimizer_steps", int64_t{0}));
+  return meta;
+}
+
+}  // namespace dtrainer::train

@@ -1,0 +1,682 @@
+#include "dtrainer/train/trainer.h"
+
+#include <dlfcn.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "dtrainer/core/error.h"
+#include "dtrainer/core/log.h"
+#include "dtrainer/data/loader.h"
+#include "dtrainer/data/shard_reader.h"
+#include "dtrainer/data/synthesize.h"
+#include "dtrainer/data/validate.h"
+#include "dtrainer/diffusion/guidance.h"
+#include "dtrainer/diffusion/objective.h"
+#include "dtrainer/diffusion/sampler.h"
+#include "dtrainer/diffusion/schedule.h"
+#include "dtrainer/dist/mpi_communicator.h"
+#include "dtrainer/dist/mpi_runtime.h"
+#include "dtrainer/dist/sharded_params.h"
+#include "dtrainer/models/backbone.h"
+#include "dtrainer/train/checkpoint.h"
+#include "dtrainer/train/image_grid.h"
+#include "dtrainer/train/lr_schedule.h"
+#include "dtrainer/train/preemption.h"
+#include "dtrainer/train/train_config.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace dtrainer::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// The synthetic dataset's fixed shape (known without generating it, for dry runs).
+constexpr int64_t kSyntheticImageSize = 32;
+constexpr int64_t kSyntheticTextDim = 256;
+constexpr int64_t kSyntheticEvalImages = 256;
+
+// ---- Threads ---------------------------------------------------------------------------------
+
+// OpenBLAS sizes its own pool (at::set_num_threads does not reach it); it is found at run time
+// so that a system whose BLAS is not OpenBLAS still works.
+void set_compute_threads(int64_t threads) {
+  at::set_num_threads(static_cast<int>(threads));
+  using SetThreads = void (*)(int);
+  if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(static_cast<int>(threads));
+}
+
+// ---- Scalar reductions (raw MPI: a few doubles) ---------------------------------------------
+
+std::vector<double> all_reduce(std::vector<double> v, MPI_Op op) {
+  MPI_Allreduce(MPI_IN_PLACE, v.data(), static_cast<int>(v.size()), MPI_DOUBLE, op, MPI_COMM_WORLD);
+  return v;
+}
+
+// ---- Data ------------------------------------------------------------------------------------
+
+struct DataPlan {
+  std::vector<std::string> train_dirs, eval_dirs;
+  std::vector<std::string> synthetic;  // dirs to synthesize (train, eval)
+  bool found = true;                   // shapes known from the data (false: dry run without data)
+  bool pixels = false;                 // pixel-space data: samples become PNG grids
+  models::BackboneInputs inputs;
+};
+
+DataPlan plan_data(const TrainConfig& c, const fs::path& run_dir) {
+  DataPlan p;
+  bool synthetic = false;
+  for (const auto& d : c.data) {
+    if (d == "synthetic:shapes") {
+      synthetic = true;
+      p.train_dirs.push_back((run_dir / "data" / "shapes").string());
+    } else {
+      p.train_dirs.push_back(d);
+    }
+  }
+  p.eval_dirs = c.eval_data;
+  if (p.eval_dirs.empty() && synthetic) p.eval_dirs.push_back((run_dir / "data" / "shapes-eval").string());
+  if (synthetic && c.data.size() == 1) {
+    p.pixels = true;
+    p.inputs = {3, kSyntheticImageSize, kSyntheticTextDim, c.max_tokens};
+    return p;
+  }
+  // Real data: the first shard's header and shapes decide (every dataset must agree; the loader checks).
+  const std::string& dir = p.train_dirs.front();
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    p.found = false;
+    return p;
+  }
+  const auto shards = data::list_shards(dir);
+  if (shards.empty()) throw Error(dir, "no shards (*.h5) in the data directory");
+  data::ShardReader reader(shards.front());
+  p.pixels = reader.header().latent_space == "pixels";
+  const auto shape = reader.latent_shape();
+  if (shape.size() != 3 || shape[1] != shape[2]) throw Error(shards.front(), "latents must be [C, H, H]");
+  p.inputs = {shape[0], shape[1], reader.header().text_dim, c.max_tokens};
+  return p;
+}
+
+// Rank 0 writes the synthetic datasets once (a later run reuses them); the others wait.
+void synthesize_if_needed(const TrainConfig& c, const DataPlan& p, int rank) {
+  bool synthetic = false;
+  for (const auto& d : c.data) synthetic |= d == "synthetic:shapes";
+  if (!synthetic) return;
+  if (rank == 0) {
+    auto make = [&](const std::string& dir, int64_t images, uint64_t seed) {
+      if (fs::exists(fs::path(dir) / "eval_prompts.json")) return;  // written last: the set is whole
+      data::SynthConfig s;
+      s.kind = "shapes";
+      s.out_dir = dir;
+      s.images = images;
+      s.images_per_shard = std::min<int64_t>(images, 2048);
+      s.seed = seed;
+      s.image_size = kSyntheticImageSize;
+      s.text_dim = kSyntheticTextDim;
+      s.force = true;
+      log_info("synthesizing " + std::to_string(images) + " shapes images into " + dir);
+      data::synthesize(s);
+    };
+    make(p.train_dirs.front(), c.synthetic_images, c.seed);
+    if (c.eval_data.empty()) make(p.eval_dirs.front(), kSyntheticEvalImages, c.seed + 1000003);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// ---- Peak for MFU ----------------------------------------------------------------------------
+
+double measure_peak_tflops() {
+  const int64_t n = 1024;
+  torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
+  torch::mm(a, b);  // warm-up
+  int iters = 0;
+  const auto t0 = Clock::now();
+  while (seconds_since(t0) < 0.3 || iters < 2) {
+    torch::mm(a, b);
+    ++iters;
+  }
+  return 2.0 * n * n * n * iters / seconds_since(t0) / 1e12;
+}
+
+// ---- Plan (dry run and start-up) -------------------------------------------------------------
+
+struct Plan {
+  models::BackboneSpec backbone;
+  models::BackboneCost cost;
+  int64_t world = 1, per_rank = 0, micro = 0, accumulation = 1;
+  int64_t train_flops_per_sample = 0;  // 3 x forward FLOPs, all MACs (for TFLOP/s and MFU)
+  double gflops_per_sample_s1 = 0;     // [S1]: 3 x 2 x linear/conv MACs, in GFLOPs (compute C)
+};
+
+Plan make_plan(const TrainConfig& c, const DataPlan& d, int world) {
+  Plan p;
+  const models::BackboneInputs inputs = d.found ? d.inputs : models::preset_inputs(c.model);
+  p.backbone = models::resolve_backbone(c.model, c.model_set, inputs, c.control_conditioning);
+  p.cost = models::backbone_cost(p.backbone);
+  p.world = world;
+  p.per_rank = c.global_batch / world;
+  p.micro = c.micro_batch ? c.micro_batch : p.per_rank;
+  p.accumulation = p.per_rank / p.micro;
+  p.train_flops_per_sample = 3 * 2 * (p.cost.macs_linear_conv + p.cost.macs_attention);
+  p.gflops_per_sample_s1 = 3.0 * 2.0 * static_cast<double>(p.cost.macs_linear_conv) / 1e9;
+  return p;
+}
+
+std::string human_bytes(double b) {
+  const char* unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int i = 0;
+  while (b >= 1024 && i < 4) {
+    b /= 1024;
+    ++i;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f %s", b, unit[i]);
+  return buf;
+}
+
+std::string describe_plan(const TrainConfig& c, const DataPlan& d, const Plan& p) {
+  const double N = static_cast<double>(p.cost.params), W = static_cast<double>(p.world);
+  // Per-rank bytes by strategy: fp32 params, grads, m + v, EMA; activations of one micro-batch
+  // (every op's output kept for backward; with checkpointing about one block's worth).
+  double params = 4 * N, grads = 4 * N, state = 8 * N, ema = c.ema_decay > 0 ? 4 * N : 0;
+  if (c.sharding != "replicate") state /= W, ema /= W;
+  if (c.sharding == "zero2" || c.sharding == "zero3") grads /= W;
+  if (c.sharding == "zero3") params /= W;
+  const bool ckpt = c.activation_checkpointing || c.sharding == "zero3";
+  const double act = 4.0 * static_cast<double>(p.cost.activation_elems) * static_cast<double>(p.micro) * (ckpt ? 0.1 : 1.0);
+  std::ostringstream o;
+  o << "dtrainer plan\n"
+    << "  model        " << models::backbone_summary(p.backbone) << "\n"
+    << "  parameters   " << p.cost.params << " (" << N / 1e6 << " M)\n"
+    << "  data         ";
+  for (const auto& dir : d.train_dirs) o << dir << " ";
+  o << (d.found ? "" : "(not found: shapes taken from the preset)") << "\n"
+    << "  batch        global " << c.global_batch << " = " << p.world << " ranks x micro-batch " << p.micro
+    << " x accumulation " << p.accumulation << "\n"
+    << "  sharding     " << c.sharding << (ckpt ? " + activation checkpointing" : "") << "\n"
+    << "  memory/rank  params " << human_bytes(params) << ", grads " << human_bytes(grads) << ", AdamW state "
+    << human_bytes(state) << ", EMA " << human_bytes(ema) << ", activations ~" << human_bytes(act) << " => ~"
+    << human_bytes(params + grads + state + ema + act) << "\n"
+    << "  FLOPs/step   " << static_cast<double>(p.train_flops_per_sample) * c.global_batch << " (fwd+bwd, all MACs x 2)\n"
+    << "  steps        " << c.steps << " (warm-up " << c.warmup_steps << ", " << c.lr_schedule << " lr " << c.lr << ")\n"
+    << "  compute C    " << p.gflops_per_sample_s1 * c.global_batch * c.steps << " GFLOPs ([S1]: 3 x 2 x linear/conv MACs x samples)\n";
+  return o.str();
+}
+
+// ---- Metrics file ----------------------------------------------------------------------------
+
+// Keeps the records up to `step` (a resumed run rewrites what the interrupted one logged after
+// its checkpoint), atomically.
+void truncate_metrics(const fs::path& path, int64_t step) {
+  if (!fs::exists(path)) return;
+  std::ifstream in(path);
+  std::ostringstream kept;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    try {
+      if (json::parse(line).value("step", int64_t{0}) <= step) kept << line << "\n";
+    } catch (const std::exception&) {  // a torn last line of a killed run
+    }
+  }
+  const fs::path tmp = path.string() + ".tmp";
+  std::ofstream(tmp) << kept.str();
+  fs::rename(tmp, path);
+}
+
+// ---- The trainer -----------------------------------------------------------------------------
+
+class Trainer {
+ public:
+  Trainer(const TrainConfig& c, std::string config_toml, dist::MpiRuntime& rt, const fs::path& run_dir, const DataPlan& data,
+          const Plan& plan)
+      : c_(c), toml_(std::move(config_toml)), rt_(rt), run_(run_dir), data_(data), plan_(plan) {}
+
+  int run();
+
+ private:
+  void build();
+  void resume();
+  double train_step(const data::Batch& batch, int64_t step, double& grad_norm, bool& finite);
+  void evaluate(int64_t step);
+  void sample(int64_t step);
+  void checkpoint(int64_t step);
+  json meta(int64_t step) const;
+  void write_metrics(const json& record);
+  std::pair<torch::Tensor, torch::Tensor> null_text(int64_t batch) const;
+
+  TrainConfig c_;
+  std::string toml_;
+  dist::MpiRuntime& rt_;
+  fs::path run_;
+  DataPlan data_;
+  Plan plan_;
+  std::unique_ptr<dist::Communicator> comm_;
+  std::unique_ptr<models::Backbone> model_;
+  std::unique_ptr<dist::ShardedParameters> params_;
+  std::unique_ptr<data::Loader> loader_;
+  std::unique_ptr<diffusion::Objective> objective_;
+  data::Batch eval_batch_, prompts_;
+  bool have_eval_ = false;
+  LrSchedule lr_;
+  double peak_tflops_ = 0;
+  // Counters carried through checkpoints.
+  int64_t step_ = 0, samples_ = 0, bad_in_a_row_ = 0, bad_total_ = 0;
+  double compute_gflops_ = 0, image_noun_pairs_ = 0;
+};
+
+void Trainer::build() {
+  const int W = rt_.world();
+  comm_ = dist::make_mpi_communicator(rt_.comm());
+  torch::manual_seed(c_.seed);  // identical initialisation on every rank
+  model_ = models::build_backbone(plan_.backbone);
+  dist::ShardingConfig sc;
+  sc.strategy = dist::parse_sharding_strategy("sharding", c_.sharding);
+  sc.adamw = {c_.lr, c_.beta1, c_.beta2, c_.eps, c_.weight_decay};
+  sc.activation_checkpointing = c_.activation_checkpointing;
+  sc.ema_decay = c_.ema_decay;
+  params_ = std::make_unique<dist::ShardedParameters>(model_->unit_model(), comm_.get(), sc);
+
+  data::LoaderConfig lc;
+  lc.dirs = data_.train_dirs;
+  lc.weights = c_.data_weights;
+  lc.global_batch = c_.global_batch;
+  lc.rank = rt_.rank();
+  lc.world = W;
+  lc.seed = c_.seed;
+  lc.p_synthetic_caption = c_.p_synthetic_caption;
+  lc.synthetic_top_k = c_.synthetic_top_k;
+  lc.random_flip = c_.random_flip;
+  lc.padding.policy = diffusion::parse_text_padding("text_padding", c_.text_padding);
+  lc.padding.max_tokens = c_.max_tokens;
+  lc.padding.seed = c_.seed;
+  lc.prefetch = c_.prefetch;
+  lc.workers = c_.workers;
+  loader_ = std::make_unique<data::Loader>(lc);
+
+  diffusion::ScheduleConfig sched;
+  sched.kind = diffusion::parse_beta_schedule("beta_schedule", c_.beta_schedule);
+  sched.num_timesteps = c_.num_timesteps;
+  sched.zero_terminal_snr = c_.zero_terminal_snr;
+  diffusion::ObjectiveConfig oc;
+  oc.target = diffusion::parse_target("target", c_.target);
+  oc.weighting = diffusion::parse_loss_weighting("loss_weighting", c_.loss_weighting);
+  oc.sampling = diffusion::parse_timestep_sampling("timestep_sampling", c_.timestep_sampling);
+  oc.p_drop_text = c_.p_drop_text;
+  oc.p_drop_control = c_.p_drop_control;
+  oc.seed = c_.seed;
+  objective_ = std::make_unique<diffusion::Objective>(oc, diffusion::NoiseSchedule::make(sched));
+
+  lr_ = {c_.lr, c_.warmup_steps, c_.steps, c_.lr_schedule == "cosine", c_.min_lr_ratio};
+
+  // Held-out evaluation batch (this rank's part) and the sampling prompts (the same on every rank).
+  if (!data_.eval_dirs.empty()) {
+    data::LoaderConfig ec = lc;
+    ec.dirs = data_.eval_dirs;
+    ec.weights.clear();
+    ec.p_synthetic_caption = 0;
+    ec.random_flip = false;
+    ec.prefetch = 0;
+    ec.workers = 1;
+    data::Loader probe(ec);  // (global_batch below needs the set's size)
+    int64_t n = 0;
+    for (size_t i = 0; i < ec.dirs.size(); ++i) n += probe.dataset_size(static_cast<int64_t>(i));
+    ec.global_batch = std::max<int64_t>(W, std::min<int64_t>(64, n) / W * W);
+    eval_batch_ = data::Loader(ec).load_batch(0);
+    ec.rank = 0;
+    ec.world = 1;
+    ec.global_batch = std::max<int64_t>(1, std::min<int64_t>(c_.sample_count, n));
+    prompts_ = data::Loader(ec).load_batch(0);
+    have_eval_ = true;
+  } else {
+    log_warn("no eval_data: held-out loss and sample prompts are off (set eval_data to held-out shards)");
+  }
+  peak_tflops_ = c_.peak_tflops > 0 ? c_.peak_tflops : measure_peak_tflops();
+}
+
+void Trainer::resume() {
+  const fs::path ckpt_root = run_ / "ckpt";
+  std::optional<std::string> from;
+  if (c_.resume == "auto") from = latest_checkpoint(ckpt_root.string());
+  else if (c_.resume != "none") from = c_.resume;
+  if (!from) return;
+  const json m = load_checkpoint(*from, *params_);
+  step_ = m.at("trainer").at("step").get<int64_t>();
+  samples_ = m["trainer"]["samples"].get<int64_t>();
+  compute_gflops_ = m["trainer"]["compute_gflops"].get<double>();
+  image_noun_pairs_ = m["trainer"]["image_noun_pairs"].get<double>();
+  bad_total_ = m["trainer"]["bad_steps"].get<int64_t>();
+  loader_->restore(data::LoaderState::from_json(m.at("loader")));
+  if (rt_.rank() == 0) truncate_metrics(run_ / "metrics.jsonl", step_);
+  log_info("resumed from " + *from + " at step " + std::to_string(step_) + " (saved by " +
+           std::to_string(m.value("saved_by_world_size", 0)) + " ranks, now " + std::to_string(rt_.world()) + ")");
+}
+
+json Trainer::meta(int64_t step) const {
+  return {{"trainer",
+           {{"step", step},
+            {"samples", samples_},
+            {"compute_gflops", compute_gflops_},
+            {"image_noun_pairs", image_noun_pairs_},
+            {"bad_steps", bad_total_}}},
+          {"loader", loader_->state().to_json()},
+          {"seed", c_.seed},
+          {"config_toml", toml_}};
+}
+
+void Trainer::checkpoint(int64_t step) {
+  const auto t0 = Clock::now();
+  const std::string dir = save_checkpoint((run_ / "ckpt").string(), step, *params_, meta(step), c_.keep_ckpts);
+  log_info("checkpoint " + dir + " (" + std::to_string(seconds_since(t0)).substr(0, 5) + " s)");
+}
+
+void Trainer::write_metrics(const json& record) {
+  if (rt_.rank() != 0) return;
+  std::ofstream out(run_ / "metrics.jsonl", std::ios::app);
+  out << record.dump() << "\n";
+}
+
+// The null text of classifier-free guidance: one zero token (data-independent; the model learns
+// what "no caption" means from the dropped samples).
+std::pair<torch::Tensor, torch::Tensor> Trainer::null_text(int64_t batch) const {
+  torch::Tensor text = torch::zeros({batch, c_.max_tokens, plan_.backbone.inputs.text_dim});
+  torch::Tensor mask = torch::zeros({batch, c_.max_tokens}, torch::kBool);
+  mask.select(1, 0).fill_(true);
+  return {text, mask};
+}
+
+// One optimizer step over this rank's part of the global batch, in micro-batches. Returns the
+// global mean loss; finite = loss and gradient norm finite on every rank.
+double Trainer::train_step(const data::Batch& batch, int64_t step, double& grad_norm, bool& finite) {
+  const int64_t micro = plan_.micro, accumulation = plan_.accumulation;
+  double loss_sum = 0;
+  for (int64_t k = 0; k < accumulation; ++k) {
+    const auto rows = torch::indexing::Slice(k * micro, (k + 1) * micro);
+    const torch::Tensor x0 = batch.latents.index({rows});
+    const std::vector<int64_t> ids(batch.sample_ids.begin() + k * micro, batch.sample_ids.begin() + (k + 1) * micro);
+    const diffusion::NoisedBatch nb = objective_->make_batch(x0, ids, step - 1);
+    torch::Tensor text = batch.text.index({rows}), mask = batch.text_mask.index({rows});
+    if (c_.p_drop_text > 0) {
+      auto [nt, nm] = null_text(micro);
+      const torch::Tensor keep = nb.keep_text;
+      text = torch::where(keep.view({-1, 1, 1}), text, nt);
+      mask = torch::where(keep.view({-1, 1}), mask, nm);
+    }
+    models::ControlInputs controls;
+    if (c_.control_conditioning) {
+      controls.high = batch.controls_high.index({rows});
+      controls.low = batch.controls_low.index({rows});
+      std::vector<float> gamma(micro);
+      for (int64_t i = 0; i < micro; ++i) gamma[i] = static_cast<float>(diffusion::power_cosine_gamma(nb.t_unit[i].item<double>()));
+      controls.low_weight = torch::tensor(gamma);
+      controls.keep = nb.keep_control;
+    }
+    const torch::Tensor pred =
+        model_->forward(nb.x_t, nb.t_model, text, mask, c_.control_conditioning ? &controls : nullptr);
+    const torch::Tensor loss = objective_->loss(pred, nb);
+    params_->backward(loss, k == accumulation - 1);
+    loss_sum += loss.item<double>();
+  }
+  const double global_loss = all_reduce({loss_sum / static_cast<double>(accumulation)}, MPI_SUM)[0] / rt_.world();
+  if (!std::isfinite(global_loss)) {
+    params_->zero_grad();
+    finite = false;
+    grad_norm = std::nan("");
+    return global_loss;
+  }
+  grad_norm = params_->step(c_.max_grad_norm, 1.0 / static_cast<double>(accumulation));
+  finite = std::isfinite(grad_norm);
+  return global_loss;
+}
+
+void Trainer::evaluate(int64_t step) {
+  if (!have_eval_) return;
+  torch::NoGradGuard no_grad;
+  const std::vector<double> grid = {0.1, 0.3, 0.5, 0.7, 0.9};
+  std::vector<double> sums;
+  const int64_t n = eval_batch_.latents.size(0);
+  for (double t : grid) {
+    const diffusion::NoisedBatch nb = objective_->make_eval_batch(eval_batch_.latents, eval_batch_.sample_ids, t);
+    const torch::Tensor pred = model_->forward(nb.x_t, nb.t_model, eval_batch_.text, eval_batch_.text_mask, nullptr);
+    sums.push_back(objective_->loss(pred, nb).item<double>() * static_cast<double>(n));
+  }
+  sums.push_back(static_cast<double>(n));
+  sums = all_reduce(sums, MPI_SUM);
+  json by_t = json::object();
+  double mean = 0;
+  for (size_t i = 0; i < grid.size(); ++i) {
+    const double l = sums[i] / sums.back();
+    char key[16];
+    std::snprintf(key, sizeof key, "%.1f", grid[i]);
+    by_t[key] = l;
+    mean += l / static_cast<double>(grid.size());
+  }
+  write_metrics({{"eval", true}, {"step", step}, {"eval_loss", mean}, {"eval_loss_by_t", by_t}, {"eval_samples", sums.back()}});
+  log_info("eval step " + std::to_string(step) + ": held-out loss " + std::to_string(mean));
+}
+
+void Trainer::sample(int64_t step) {
+  if (!have_eval_ || c_.sample_count == 0) return;
+  torch::NoGradGuard no_grad;
+  const bool ema = c_.ema_decay > 0;
+  if (ema) params_->swap_ema();
+  const int64_t n = prompts_.latents.size(0);
+  const auto shape = prompts_.latents.sizes().vec();
+  std::vector<torch::Tensor> starts;
+  for (int64_t i = 0; i < n; ++i) starts.push_back(diffusion::initial_noise(at::IntArrayRef(shape).slice(1), c_.seed, i));
+  const torch::Tensor x_start = torch::stack(starts);
+  auto [nt, nm] = null_text(n);
+  diffusion::ConditionalModel cond = [&](const torch::Tensor& x, const torch::Tensor& t, bool with_text, bool) {
+    const int64_t b = x.size(0);
+    const torch::Tensor tt = t.dim() == 0 ? t.expand({b}) : t;
+    return model_->forward(x, tt.to(torch::kFloat32), with_text ? prompts_.text : nt, with_text ? prompts_.text_mask : nm, nullptr);
+  };
+  diffusion::GuidanceConfig g;
+  g.scale = c_.guidance_scale;
+  const diffusion::Denoiser denoiser = diffusion::guided_denoiser(cond, g);
+  torch::Tensor images;
+  if (objective_->config().target == diffusion::Target::kFlow) {
+    diffusion::EulerConfig e;
+    e.steps = c_.sample_steps;
+    images = diffusion::euler_flow_sample(denoiser, x_start, e);
+  } else {
+    diffusion::DdimConfig d;
+    d.steps = c_.sample_steps;
+    d.prediction = objective_->config().target;
+    d.seed = c_.seed;
+    images = diffusion::ddim_sample(objective_->schedule(), denoiser, x_start, d);
+  }
+  if (ema) params_->swap_ema();
+  if (rt_.rank() != 0) return;
+  fs::create_directories(run_ / "samples");
+  char name[64];
+  std::snprintf(name, sizeof name, "step_%08lld", static_cast<long long>(step));
+  if (data_.pixels && shape[1] == 3) {
+    // Top row: the prompts' held-out images; bottom row: samples for their captions.
+    const std::string path = (run_ / "samples" / (std::string(name) + ".png")).string();
+    write_png_grid(path, torch::cat({prompts_.latents, images}), n);
+    log_info("samples " + path + " (top: held-out images, bottom: samples for their captions)");
+  } else {
+    const std::string path = (run_ / "samples" / (std::string(name) + ".pt")).string();
+    torch::save(images, path + ".tmp");
+    fs::rename(path + ".tmp", path);
+    log_info("sample latents " + path);
+  }
+}
+
+std::string format_duration(double s) {
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%dh%02dm", static_cast<int>(s / 3600), static_cast<int>(s / 60) % 60);
+  else std::snprintf(buf, sizeof buf, "%dm%02ds", static_cast<int>(s / 60), static_cast<int>(s) % 60);
+  return buf;
+}
+
+int Trainer::run() {
+  build();
+  resume();
+  install_preemption_handlers();
+  const double N = static_cast<double>(plan_.cost.params);
+  if (step_ == 0) {
+    log_info(models::backbone_summary(plan_.backbone));
+    log_info("training " + std::to_string(c_.steps) + " steps, global batch " + std::to_string(c_.global_batch) + " on " +
+             std::to_string(rt_.world()) + " ranks, " + c_.sharding + "; run directory " + run_.string());
+  }
+  double window_time = 0, window_wait = 0, window_loss = 0;
+  int64_t window_steps = 0;
+  const auto start = Clock::now();
+  const int64_t first = step_;
+  while (step_ < c_.steps) {
+    const int64_t step = step_ + 1;
+    const auto t0 = Clock::now();
+    params_->set_lr(lr_.at(step));
+    const data::Batch batch = loader_->next();
+    double grad_norm = 0;
+    bool finite = true;
+    const double loss = train_step(batch, step, grad_norm, finite);
+    const double nouns = all_reduce({batch.caption_nouns.sum().item<double>()}, MPI_SUM)[0];
+    step_ = step;
+    samples_ += c_.global_batch;
+    compute_gflops_ += plan_.gflops_per_sample_s1 * static_cast<double>(c_.global_batch);
+    image_noun_pairs_ += nouns;
+    if (!finite) {
+      ++bad_total_;
+      if (++bad_in_a_row_ >= c_.max_bad_steps)
+        throw Error("training", std::to_string(bad_in_a_row_) + " consecutive steps with a non-finite loss or gradient (step " +
+                                    std::to_string(step) + ": loss " + std::to_string(loss) + ", grad norm " +
+                                    std::to_string(grad_norm) + ", lr " + std::to_string(lr_.at(step)) +
+                                    "); lower lr or check the data (dtdata validate)");
+      log_warn("step " + std::to_string(step) + ": non-finite loss or gradient, update skipped (" +
+               std::to_string(bad_in_a_row_) + " in a row)");
+    } else {
+      bad_in_a_row_ = 0;
+    }
+    const double dt = seconds_since(t0);
+    window_time += dt;
+    window_wait += loader_->take_data_wait_s();
+    window_loss += finite ? loss : 0;
+    ++window_steps;
+    if (step % c_.log_every == 0 || step == c_.steps) {
+      const std::vector<double> mx = all_reduce({window_time, window_wait, static_cast<double>([] {
+                                                   rusage ru{};
+                                                   getrusage(RUSAGE_SELF, &ru);
+                                                   return ru.ru_maxrss * 1024.0;
+                                                 }())},
+                                                MPI_MAX);
+      const double step_time = mx[0] / window_steps;
+      const double sps = c_.global_batch / step_time;
+      const double tflops = sps * static_cast<double>(plan_.train_flops_per_sample) / 1e12;
+      const double mfu = tflops / (peak_tflops_ * rt_.world());
+      const double mean_loss = window_loss / window_steps;
+      write_metrics({{"step", step},
+                     {"samples", samples_},
+                     {"loss", mean_loss},
+                     {"lr", lr_.at(step)},
+                     {"grad_norm", grad_norm},
+                     {"step_time_s", step_time},
+                     {"data_wait_s", mx[1] / window_steps},
+                     {"samples_per_s", sps},
+                     {"tflops_per_s", tflops},
+                     {"mfu", mfu},
+                     {"max_memory_bytes", mx[2]},
+                     {"compute_gflops", compute_gflops_},
+                     {"image_noun_pairs", image_noun_pairs_},
+                     {"params", plan_.cost.params},
+                     {"bad_steps", bad_total_}});
+      const double eta = seconds_since(start) / static_cast<double>(step - first) * static_cast<double>(c_.steps - step);
+      char line[256];
+      std::snprintf(line, sizeof line, "step %lld/%lld | loss %.4f | lr %.2e | %.1f img/s | MFU %.1f%% | ETA %s",
+                    static_cast<long long>(step), static_cast<long long>(c_.steps), mean_loss, lr_.at(step), sps, 100 * mfu,
+                    format_duration(eta).c_str());
+      log_info(line);
+      window_time = window_wait = window_loss = 0;
+      window_steps = 0;
+    }
+    (void)N;
+    if (c_.eval_every > 0 && step % c_.eval_every == 0 && step != c_.steps) evaluate(step);
+    if (c_.sample_every > 0 && step % c_.sample_every == 0 && step != c_.steps) sample(step);
+    if (c_.ckpt_every > 0 && step % c_.ckpt_every == 0 && step != c_.steps) checkpoint(step);
+    // Preemption: any rank's signal stops every rank at this boundary.
+    if (all_reduce({preemption_requested() ? 1.0 : 0.0}, MPI_MAX)[0] > 0 && step != c_.steps) {
+      checkpoint(step);
+      log_info("preempted (signal " + std::to_string(preemption_signal()) + ") at step " + std::to_string(step) +
+               ": checkpoint written; rerun with --resume auto to continue");
+      return 0;
+    }
+  }
+  evaluate(step_);
+  sample(step_);
+  checkpoint(step_);
+  log_info("done: " + std::to_string(step_) + " steps; " + (run_ / "metrics.jsonl").string());
+  return 0;
+}
+
+}  // namespace
+
+int trainer_main(int argc, char** argv) {
+  return dist::run_ranks(&argc, &argv, [&](dist::MpiRuntime& rt) -> int {
+    TrainConfig c;
+    CLI::App app{
+        "dtrainer: distributed training of text-to-image diffusion backbones.\n"
+        "  mpirun -n 2 dtrainer                        the quickstart (synthetic shapes, tiny UNet)\n"
+        "  mpirun -n 16 dtrainer --config jobs/X.toml  a configured experiment\n"
+        "Every option is also a TOML key (snake_case) for --config; the command line wins.\n"
+        "The run directory holds metrics.jsonl, config.toml, ckpt/ and samples/."};
+    add_train_options(app, c);
+    DataPlan data;
+    Plan plan;
+    fs::path run_dir;
+    try {
+      parse_train_config(app, argc, argv);
+      validate_train_config(c, rt.world());
+      run_dir = c.run_dir.empty() ? fs::path("runs") / c.name : fs::path(c.run_dir);
+      data = plan_data(c, run_dir);
+      plan = make_plan(c, data, rt.world());
+      if (!c.dry_run && c.resume == "none" && latest_checkpoint((run_dir / "ckpt").string()))
+        throw Error("resume", "none, but " + (run_dir / "ckpt").string() +
+                                  " holds checkpoints: resume them (--resume auto) or choose another --run-dir");
+      if (c.resume != "auto" && c.resume != "none" && !fs::exists(fs::path(c.resume) / "COMPLETE"))
+        throw Error("resume", c.resume + " is not a complete checkpoint directory");
+      if (!c.dry_run && !data.found) throw Error("data", data.train_dirs.front() + " does not exist");
+    } catch (const CLI::ParseError& e) {
+      const int code = app.exit(e, rt.rank() == 0 ? std::cout : std::cerr, rt.rank() == 0 ? std::cerr : std::cerr);
+      return code == 0 ? 0 : 2;  // --help: 0; anything else: a configuration error
+    } catch (const Error& e) {
+      if (rt.rank() == 0) std::cerr << "dtrainer: configuration error: " << e.what() << "\n";
+      return 2;
+    }
+    if (c.dry_run) {
+      if (rt.rank() == 0) std::cout << describe_plan(c, data, plan);
+      return 0;
+    }
+    const int64_t threads =
+        c.threads ? c.threads : std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()) / rt.local_world());
+    set_compute_threads(threads);
+    const std::string toml = train_config_toml(app);
+    if (rt.rank() == 0) {
+      fs::create_directories(run_dir);
+      std::ofstream(run_dir / "config.toml.tmp") << toml;
+      fs::rename(run_dir / "config.toml.tmp", run_dir / "config.toml");
+      std::cout << describe_plan(c, data, plan) << std::flush;
+    }
+    synthesize_if_needed(c, data, rt.rank());
+    if (c.data.size() == 1 && c.data[0] == "synthetic:shapes") data = plan_data(c, run_dir);
+    Trainer trainer(c, toml, rt, run_dir, data, plan);
+    return trainer.run();
+  });
+}
+
+}  // namespace dtrainer::train
