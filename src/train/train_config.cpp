@@ -1,6 +1,8 @@
 #include "dtrainer/train/train_config.h"
 
+#include <cstdio>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -20,19 +22,70 @@ std::string names(const std::string& snake) {
   return dashed == snake ? "--" + snake : "--" + dashed + ",--" + snake;
 }
 
+// TOML values, written so that CLI11 reads them back to the same field.
+std::string toml_value(const std::string& v) {
+  std::string out = "\"";
+  for (char ch : v) {
+    if (ch == '"' || ch == '\\') out += '\\';
+    out += ch;
+  }
+  return out + "\"";
+}
+std::string toml_value(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.17g", v);
+  return buf;
+}
+std::string toml_value(int64_t v) { return std::to_string(v); }
+std::string toml_value(uint64_t v) { return std::to_string(v); }
+std::string toml_value(bool v) { return v ? "true" : "false"; }
 template <typename T>
-CLI::Option* opt(CLI::App& app, const std::string& group, const std::string& key, T& field, const std::string& help) {
+std::string toml_value(const std::vector<T>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? ", " : "") + toml_value(v[i]);
+  return out + "]";
+}
+
+// Every field's TOML line, in registration order (filled by add_train_options through opt/flag).
+using TomlLines = std::vector<std::pair<std::string, std::function<std::string()>>>;
+
+template <typename T>
+CLI::Option* opt(CLI::App& app, const std::string& group, const std::string& key, T& field, const std::string& help,
+                 TomlLines* lines) {
+  if (lines) lines->emplace_back(key, [&field] { return toml_value(field); });
   return app.add_option(names(key), field, help)->group(group)->capture_default_str();
 }
 
-CLI::Option* flag(CLI::App& app, const std::string& group, const std::string& key, bool& field, const std::string& help) {
+CLI::Option* flag(CLI::App& app, const std::string& group, const std::string& key, bool& field, const std::string& help,
+                  TomlLines* lines) {
+  if (lines) lines->emplace_back(key, [&field] { return toml_value(field); });
   // "--key" sets it, "--key=false" / `key = false` in TOML clears it.
   return app.add_flag(names(key), field, help)->group(group)->capture_default_str();
 }
 
+void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines);
+
 }  // namespace
 
-void add_train_options(CLI::App& app, TrainConfig& c) {
+void add_train_options(CLI::App& app, TrainConfig& c) { add_options(app, c, nullptr); }
+
+std::string train_config_toml(const TrainConfig& config) {
+  TrainConfig copy = config;
+  CLI::App scratch;
+  TomlLines lines;
+  add_options(scratch, copy, &lines);
+  std::string out = "# fully resolved dtrainer configuration (dtrainer --config reads it back)\n";
+  for (const auto& [key, value] : lines) {
+    if (key == "dry_run") continue;
+    const std::string v = value();
+    if (v == "[]") continue;  // an empty list is its option's default; CLI11 cannot read `key = []`
+    out += key + " = " + v + "\n";
+  }
+  return out;
+}
+
+namespace {
+void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
   app.set_config("--config", "", "TOML file of options (flat snake_case keys); the command line overrides it")
       ->group("Run")
       ->check(CLI::ExistingFile);
@@ -41,70 +94,72 @@ void add_train_options(CLI::App& app, TrainConfig& c) {
   const CLI::Range probability(0.0, 1.0);
 
   const std::string run = "Run";
-  opt(app, run, "name", c.name, "run name; the run directory defaults to runs/<name>");
-  opt(app, run, "run_dir", c.run_dir, "run directory: metrics.jsonl, config.toml, ckpt/, samples/");
-  opt(app, run, "steps", c.steps, "optimizer steps to train for (the total, counting resumed ones)")->check(positive);
-  opt(app, run, "seed", c.seed, "seed of every random draw (initialisation, data order, noise, dropout)");
-  opt(app, run, "log_every", c.log_every, "steps between metrics records and progress lines")->check(positive);
-  opt(app, run, "eval_every", c.eval_every, "steps between held-out evaluations (0: at the end only)")->check(non_negative);
-  opt(app, run, "ckpt_every", c.ckpt_every, "steps between checkpoints (0: at the end and on preemption only)")->check(non_negative);
-  opt(app, run, "keep_ckpts", c.keep_ckpts, "complete checkpoints to keep (the oldest are deleted)")->check(positive);
-  opt(app, run, "sample_every", c.sample_every, "steps between sample grids (0: at the end only)")->check(non_negative);
-  opt(app, run, "resume", c.resume, "auto (newest complete checkpoint of the run, if any), none, or a checkpoint path");
-  flag(app, run, "dry_run", c.dry_run, "build everything, print the plan, do not train");
-  opt(app, run, "threads", c.threads, "compute threads per rank (0: cores on this node / ranks on it)")->check(non_negative);
-  opt(app, run, "max_bad_steps", c.max_bad_steps, "abort after this many consecutive steps with a non-finite loss or gradient")->check(positive);
-  opt(app, run, "peak_tflops", c.peak_tflops, "peak TFLOP/s per rank for MFU (0: measure an fp32 matmul at start-up)")->check(CLI::NonNegativeNumber);
+  opt(app, run, "name", c.name, "run name; the run directory defaults to runs/<name>", lines);
+  opt(app, run, "run_dir", c.run_dir, "run directory: metrics.jsonl, config.toml, ckpt/, samples/", lines);
+  opt(app, run, "steps", c.steps, "optimizer steps to train for (the total, counting resumed ones)", lines)->check(positive);
+  opt(app, run, "seed", c.seed, "seed of every random draw (initialisation, data order, noise, dropout)", lines);
+  opt(app, run, "log_every", c.log_every, "steps between metrics records and progress lines", lines)->check(positive);
+  opt(app, run, "eval_every", c.eval_every, "steps between held-out evaluations (0: at the end only)", lines)->check(non_negative);
+  opt(app, run, "ckpt_every", c.ckpt_every, "steps between checkpoints (0: at the end and on preemption only)", lines)->check(non_negative);
+  opt(app, run, "keep_ckpts", c.keep_ckpts, "complete checkpoints to keep (the oldest are deleted)", lines)->check(positive);
+  opt(app, run, "sample_every", c.sample_every, "steps between sample grids (0: at the end only)", lines)->check(non_negative);
+  opt(app, run, "resume", c.resume, "auto (newest complete checkpoint of the run, if any), none, or a checkpoint path", lines);
+  flag(app, run, "dry_run", c.dry_run, "build everything, print the plan, do not train", lines);
+  opt(app, run, "threads", c.threads, "compute threads per rank (0: cores on this node / ranks on it)", lines)->check(non_negative);
+  opt(app, run, "max_bad_steps", c.max_bad_steps, "abort after this many consecutive steps with a non-finite loss or gradient", lines)->check(positive);
+  opt(app, run, "peak_tflops", c.peak_tflops, "peak TFLOP/s per rank for MFU (0: measure an fp32 matmul at start-up)", lines)->check(CLI::NonNegativeNumber);
 
   const std::string model = "Model";
-  opt(app, model, "model", c.model, "backbone preset (dtmodel list)");
-  opt(app, model, "model_set", c.model_set, "preset field overrides, key=value (dtmodel describe lists the keys)");
-  opt(app, model, "sharding", c.sharding, "replicate | zero1 | zero2 | zero3")->check(CLI::IsMember({"replicate", "zero1", "zero2", "zero3"}));
-  flag(app, model, "activation_checkpointing", c.activation_checkpointing, "recompute every block in backward (always on under zero3)");
+  opt(app, model, "model", c.model, "backbone preset (dtmodel list)", lines);
+  opt(app, model, "model_set", c.model_set, "preset field overrides, key=value (dtmodel describe lists the keys)", lines);
+  opt(app, model, "sharding", c.sharding, "replicate | zero1 | zero2 | zero3", lines)->check(CLI::IsMember({"replicate", "zero1", "zero2", "zero3"}));
+  flag(app, model, "activation_checkpointing", c.activation_checkpointing, "recompute every block in backward (always on under zero3)", lines);
 
   const std::string data = "Data";
-  opt(app, data, "data", c.data, "shard directories, or synthetic:shapes (generated once in <run_dir>/data)");
-  opt(app, data, "data_weights", c.data_weights, "mixing weights of the data directories (default: equal)");
-  opt(app, data, "eval_data", c.eval_data, "held-out shard directories (synthetic data gets a held-out set of its own)");
-  opt(app, data, "synthetic_images", c.synthetic_images, "images in the synthetic dataset")->check(positive);
-  opt(app, data, "global_batch", c.global_batch, "samples per optimizer step, over all ranks")->check(positive);
-  opt(app, data, "micro_batch", c.micro_batch, "samples per rank per forward (0: global_batch / ranks); accumulation = global / (ranks x micro)")->check(non_negative);
-  opt(app, data, "workers", c.workers, "loader threads per rank")->check(positive);
-  opt(app, data, "prefetch", c.prefetch, "batches prepared ahead per rank")->check(non_negative);
-  opt(app, data, "p_synthetic_caption", c.p_synthetic_caption, "[S1] probability of a synthetic caption")->check(probability);
-  opt(app, data, "synthetic_top_k", c.synthetic_top_k, "[S1] synthetic caption chosen among the top k")->check(positive);
-  flag(app, data, "random_flip", c.random_flip, "horizontal flips (p = 0.5), flagged in the controls");
-  opt(app, data, "text_padding", c.text_padding, "zero | replicate | noisy_replicate")->check(CLI::IsMember({"zero", "replicate", "noisy_replicate"}));
-  opt(app, data, "max_tokens", c.max_tokens, "text tokens T the model attends to")->check(positive);
+  opt(app, data, "data", c.data, "shard directories, or synthetic:shapes (generated once in <run_dir>/data)", lines);
+  opt(app, data, "data_weights", c.data_weights, "mixing weights of the data directories (default: equal)", lines);
+  opt(app, data, "eval_data", c.eval_data, "held-out shard directories (synthetic data gets a held-out set of its own)", lines);
+  opt(app, data, "synthetic_images", c.synthetic_images, "images in the synthetic dataset", lines)->check(positive);
+  opt(app, data, "global_batch", c.global_batch, "samples per optimizer step, over all ranks", lines)->check(positive);
+  opt(app, data, "micro_batch", c.micro_batch, "samples per rank per forward (0: global_batch / ranks); accumulation = global / (ranks x micro)", lines)->check(non_negative);
+  opt(app, data, "workers", c.workers, "loader threads per rank", lines)->check(positive);
+  opt(app, data, "prefetch", c.prefetch, "batches prepared ahead per rank", lines)->check(non_negative);
+  opt(app, data, "p_synthetic_caption", c.p_synthetic_caption, "[S1] probability of a synthetic caption", lines)->check(probability);
+  opt(app, data, "synthetic_top_k", c.synthetic_top_k, "[S1] synthetic caption chosen among the top k", lines)->check(positive);
+  flag(app, data, "random_flip", c.random_flip, "horizontal flips (p = 0.5), flagged in the controls", lines);
+  opt(app, data, "text_padding", c.text_padding, "zero | replicate | noisy_replicate", lines)->check(CLI::IsMember({"zero", "replicate", "noisy_replicate"}));
+  opt(app, data, "max_tokens", c.max_tokens, "text tokens T the model attends to", lines)->check(positive);
 
   const std::string optim = "Optimizer";
-  opt(app, optim, "lr", c.lr, "peak learning rate")->check(CLI::PositiveNumber);
-  opt(app, optim, "beta1", c.beta1, "AdamW beta1")->check(CLI::Range(0.0, 0.999999));
-  opt(app, optim, "beta2", c.beta2, "AdamW beta2")->check(CLI::Range(0.0, 0.999999));
-  opt(app, optim, "eps", c.eps, "AdamW epsilon")->check(CLI::PositiveNumber);
-  opt(app, optim, "weight_decay", c.weight_decay, "AdamW decoupled weight decay")->check(CLI::NonNegativeNumber);
-  opt(app, optim, "warmup_steps", c.warmup_steps, "linear warm-up steps")->check(non_negative);
-  opt(app, optim, "lr_schedule", c.lr_schedule, "after warm-up: constant | cosine")->check(CLI::IsMember({"constant", "cosine"}));
-  opt(app, optim, "min_lr_ratio", c.min_lr_ratio, "cosine ends at lr x this")->check(probability);
-  opt(app, optim, "max_grad_norm", c.max_grad_norm, "global gradient-norm clipping (<= 0: off)");
-  opt(app, optim, "ema_decay", c.ema_decay, "EMA of the weights (0: off); samples use the EMA when on")->check(CLI::Range(0.0, 0.999999999));
+  opt(app, optim, "lr", c.lr, "peak learning rate", lines)->check(CLI::PositiveNumber);
+  opt(app, optim, "beta1", c.beta1, "AdamW beta1", lines)->check(CLI::Range(0.0, 0.999999));
+  opt(app, optim, "beta2", c.beta2, "AdamW beta2", lines)->check(CLI::Range(0.0, 0.999999));
+  opt(app, optim, "eps", c.eps, "AdamW epsilon", lines)->check(CLI::PositiveNumber);
+  opt(app, optim, "weight_decay", c.weight_decay, "AdamW decoupled weight decay", lines)->check(CLI::NonNegativeNumber);
+  opt(app, optim, "warmup_steps", c.warmup_steps, "linear warm-up steps", lines)->check(non_negative);
+  opt(app, optim, "lr_schedule", c.lr_schedule, "after warm-up: constant | cosine", lines)->check(CLI::IsMember({"constant", "cosine"}));
+  opt(app, optim, "min_lr_ratio", c.min_lr_ratio, "cosine ends at lr x this", lines)->check(probability);
+  opt(app, optim, "max_grad_norm", c.max_grad_norm, "global gradient-norm clipping (<= 0: off)", lines);
+  opt(app, optim, "ema_decay", c.ema_decay, "EMA of the weights (0: off); samples use the EMA when on", lines)->check(CLI::Range(0.0, 0.999999999));
 
   const std::string diff = "Diffusion";
-  opt(app, diff, "target", c.target, "eps | v | flow")->check(CLI::IsMember({"eps", "v", "flow"}));
-  opt(app, diff, "loss_weighting", c.loss_weighting, "none | sigma_inv_sq | min_snr")->check(CLI::IsMember({"none", "sigma_inv_sq", "min_snr"}));
-  opt(app, diff, "timestep_sampling", c.timestep_sampling, "uniform | logit_normal")->check(CLI::IsMember({"uniform", "logit_normal"}));
-  opt(app, diff, "beta_schedule", c.beta_schedule, "scaled_linear | linear | cosine")->check(CLI::IsMember({"scaled_linear", "linear", "cosine"}));
-  opt(app, diff, "num_timesteps", c.num_timesteps, "diffusion steps T")->check(CLI::Range(int64_t{2}, int64_t{100000}));
-  flag(app, diff, "zero_terminal_snr", c.zero_terminal_snr, "rescale the schedule to zero terminal SNR (needs target = v)");
-  opt(app, diff, "p_drop_text", c.p_drop_text, "classifier-free-guidance text dropout")->check(probability);
-  opt(app, diff, "p_drop_control", c.p_drop_control, "[S2] control-condition dropout")->check(probability);
-  flag(app, diff, "control_conditioning", c.control_conditioning, "[S2] control embedding (crop, flip, size) added to the time embedding");
+  opt(app, diff, "target", c.target, "eps | v | flow", lines)->check(CLI::IsMember({"eps", "v", "flow"}));
+  opt(app, diff, "loss_weighting", c.loss_weighting, "none | sigma_inv_sq | min_snr", lines)->check(CLI::IsMember({"none", "sigma_inv_sq", "min_snr"}));
+  opt(app, diff, "timestep_sampling", c.timestep_sampling, "uniform | logit_normal", lines)->check(CLI::IsMember({"uniform", "logit_normal"}));
+  opt(app, diff, "beta_schedule", c.beta_schedule, "scaled_linear | linear | cosine", lines)->check(CLI::IsMember({"scaled_linear", "linear", "cosine"}));
+  opt(app, diff, "num_timesteps", c.num_timesteps, "diffusion steps T", lines)->check(CLI::Range(int64_t{2}, int64_t{100000}));
+  flag(app, diff, "zero_terminal_snr", c.zero_terminal_snr, "rescale the schedule to zero terminal SNR (needs target = v)", lines);
+  opt(app, diff, "p_drop_text", c.p_drop_text, "classifier-free-guidance text dropout", lines)->check(probability);
+  opt(app, diff, "p_drop_control", c.p_drop_control, "[S2] control-condition dropout", lines)->check(probability);
+  flag(app, diff, "control_conditioning", c.control_conditioning, "[S2] control embedding (crop, flip, size) added to the time embedding", lines);
 
   const std::string samples = "Samples";
-  opt(app, samples, "sample_count", c.sample_count, "prompts sampled per grid")->check(non_negative);
-  opt(app, samples, "sample_steps", c.sample_steps, "DDIM / Euler steps")->check(positive);
-  opt(app, samples, "guidance_scale", c.guidance_scale, "classifier-free guidance scale")->check(CLI::NonNegativeNumber);
+  opt(app, samples, "sample_count", c.sample_count, "prompts sampled per grid", lines)->check(non_negative);
+  opt(app, samples, "sample_steps", c.sample_steps, "DDIM / Euler steps", lines)->check(positive);
+  opt(app, samples, "guidance_scale", c.guidance_scale, "classifier-free guidance scale", lines)->check(CLI::NonNegativeNumber);
 }
+
+}  // namespace
 
 void parse_train_config(CLI::App& app, int argc, const char* const* argv) {
   // Unknown keys in the file: checked here against the option names, so that the error names the
@@ -155,23 +210,6 @@ void validate_train_config(const TrainConfig& c, int world) {
   if (c.warmup_steps > c.steps) throw Error("warmup_steps", std::to_string(c.warmup_steps) + " exceeds steps " + std::to_string(c.steps));
   for (const auto& kv : c.model_set)
     if (kv.find('=') == std::string::npos) throw Error("model_set", "'" + kv + "' is not key=value");
-}
-
-std::string train_config_toml(const CLI::App& app) {
-  // CLI11 writes every option under its first name (dashed); TOML keys are the snake_case ones.
-  std::istringstream in(app.config_to_str(true, false));
-  std::ostringstream out;
-  out << "# fully resolved dtrainer configuration (dtrainer --config reads it back)\n";
-  for (std::string line; std::getline(in, line);) {
-    const size_t eq = line.find('=');
-    if (eq == std::string::npos || line.empty() || line[0] == '#') continue;
-    std::string key = line.substr(0, eq);
-    if (key == "config" || key == "dry-run" || key == "dry_run") continue;
-    for (char& ch : key)
-      if (ch == '-') ch = '_';
-    out << key << " = " << line.substr(eq + 1) << "\n";
-  }
-  return out.str();
 }
 
 }  // namespace dtrainer::train

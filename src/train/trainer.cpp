@@ -543,6 +543,8 @@ int Trainer::run() {
     const int64_t step = step_ + 1;
     const auto t0 = Clock::now();
     params_->set_lr(lr_.at(step));
+    // EMA warm-up: early on the average would be mostly the random initialisation.
+    if (c_.ema_decay > 0) params_->set_ema_decay(std::min(c_.ema_decay, (1.0 + step) / (10.0 + step)));
     const data::Batch batch = loader_->next();
     double grad_norm = 0;
     bool finite = true;
@@ -652,7 +654,8 @@ int trainer_main(int argc, char** argv) {
         throw Error("resume", c.resume + " is not a complete checkpoint directory");
       if (!c.dry_run && !data.found) throw Error("data", data.train_dirs.front() + " does not exist");
     } catch (const CLI::ParseError& e) {
-      const int code = app.exit(e, rt.rank() == 0 ? std::cout : std::cerr, rt.rank() == 0 ? std::cerr : std::cerr);
+      std::ostringstream quiet;  // every rank parses the same argv: rank 0 speaks for all
+      const int code = rt.rank() == 0 ? app.exit(e) : app.exit(e, quiet, quiet);
       return code == 0 ? 0 : 2;  // --help: 0; anything else: a configuration error
     } catch (const Error& e) {
       if (rt.rank() == 0) std::cerr << "dtrainer: configuration error: " << e.what() << "\n";
@@ -665,7 +668,7 @@ int trainer_main(int argc, char** argv) {
     const int64_t threads =
         c.threads ? c.threads : std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()) / rt.local_world());
     set_compute_threads(threads);
-    const std::string toml = train_config_toml(app);
+    const std::string toml = train_config_toml(c);
     if (rt.rank() == 0) {
       fs::create_directories(run_dir);
       std::ofstream(run_dir / "config.toml.tmp") << toml;

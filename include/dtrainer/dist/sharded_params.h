@@ -83,6 +83,10 @@ class ShardedParameters : public models::UnitRunner, private models::CheckpointH
   double step(double max_grad_norm = 0.0, double grad_scale = 1.0);
   void zero_grad();
   void set_lr(double lr) { config_.adamw.lr = lr; }
+  // The EMA decay of the next step (> 0 when EMA is on; the trainer warms it up).
+  void set_ema_decay(double decay) {
+    if (config_.ema_decay > 0) config_.ema_decay = decay;
+  }
 
   ShardedMemory memory() const;
   int64_t steps() const { return step_; }

@@ -18,11 +18,11 @@ struct TrainConfig {
   // Run
   std::string name = "quickstart";
   std::string run_dir;  // default runs/<name>
-  int64_t steps = 400;
+  int64_t steps = 250;
   uint64_t seed = 0;
   int64_t log_every = 10;
   int64_t eval_every = 100;   // held-out loss on a fixed timestep grid; 0 = only at the end
-  int64_t ckpt_every = 200;   // 0 = only at the end (and on preemption)
+  int64_t ckpt_every = 100;   // 0 = only at the end (and on preemption)
   int64_t keep_ckpts = 2;
   int64_t sample_every = 0;   // 0 = only at the end
   std::string resume = "auto";  // auto | none | PATH
@@ -63,7 +63,7 @@ struct TrainConfig {
   std::string lr_schedule = "constant";  // constant | cosine
   double min_lr_ratio = 0.0;             // cosine ends at lr * min_lr_ratio
   double max_grad_norm = 1.0;            // <= 0: no clipping
-  double ema_decay = 0.999;              // 0 = no EMA
+  double ema_decay = 0.999;              // 0 = no EMA; warmed up as min(decay, (1 + step) / (10 + step))
 
   // Diffusion
   std::string target = "eps";              // eps | v | flow
@@ -95,6 +95,6 @@ void parse_train_config(CLI::App& app, int argc, const char* const* argv);
 void validate_train_config(const TrainConfig& config, int world);
 
 // The fully resolved configuration as TOML that --config reads back.
-std::string train_config_toml(const CLI::App& app);
+std::string train_config_toml(const TrainConfig& config);
 
 }  // namespace dtrainer::train

@@ -1,0 +1,226 @@
+// End-to-end runs of the dtrainer binary under mpirun on a small synthetic dataset:
+//  - 2-rank zero3 and 1-rank runs of the same global batch give the same per-step losses;
+//  - stopping at step 10 and resuming gives steps 11-20 bitwise equal to an uninterrupted run,
+//    and a 2-rank checkpoint resumed on 1 rank continues it to 1e-5;
+//  - SIGTERM (to a rank) or SIGUSR1 (to mpirun) checkpoints and exits 0; a checkpoint left half-written
+//    is skipped by --resume auto;
+//  - a bad configuration exits 2 and writes nothing.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "data/data_test_util.h"
+#include "dtrainer/data/synthesize.h"
+
+extern char** environ;
+
+using namespace dtrainer;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Small shapes data, made once per test process.
+const std::string& data_root() {
+  static const std::string root = [] {
+    const std::string r = test::scratch_dir("dtrainer-data");
+    for (auto [name, images, seed] : {std::tuple<const char*, int64_t, uint64_t>{"train", 256, 1}, {"eval", 32, 2}}) {
+      data::SynthConfig s;
+      s.out_dir = r + "/" + name;
+      s.images = images;
+      s.images_per_shard = images;
+      s.seed = seed;
+      s.image_size = 16;
+      s.text_dim = 32;
+      s.max_tokens = 16;
+      s.eval_prompts = 4;
+      data::synthesize(s);
+    }
+    return r;
+  }();
+  return root;
+}
+
+std::string command(int ranks, const std::string& args) {
+  return std::string(MPIEXEC) + " --allow-run-as-root --oversubscribe -n " + std::to_string(ranks) + " " + DTRAINER_PATH +
+         " --data " + data_root() + "/train --eval-data " + data_root() + "/eval" +
+         " --model-set model_channels=16 channel_mult=1,2 transformer_depth=0,1 num_res_blocks=1 head_dim=8 norm_groups=4"
+         " --max-tokens 16 --global-batch 8 --log-every 1 --eval-every 0 --sample-count 2 --sample-steps 3"
+         " --warmup-steps 2 --threads 1 --peak-tflops 1 --workers 1 " +
+         args;
+}
+
+int run(int ranks, const std::string& args, const std::string& log) {
+  const int rc = std::system((command(ranks, args) + " > " + log + " 2>&1").c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// step -> loss of the training records in run_dir/metrics.jsonl.
+std::map<int64_t, double> losses(const std::string& run_dir) {
+  std::map<int64_t, double> out;
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (!j.contains("eval")) out[j.at("step").get<int64_t>()] = j.at("loss").get<double>();
+  }
+  return out;
+}
+
+// The uninterrupted 20-step 1-rank run every comparison uses.
+const std::map<int64_t, double>& reference_losses() {
+  static const std::map<int64_t, double> ref = [] {
+    const std::string dir = test::scratch_dir("ref");
+    REQUIRE(run(1, "--steps 20 --run-dir " + dir, dir + ".log") == 0);
+    return losses(dir);
+  }();
+  return ref;
+}
+
+}  // namespace
+
+TEST_CASE("2-rank zero3 and 1-rank runs of the same global batch give the same per-step losses") {
+  const auto& ref = reference_losses();
+  REQUIRE(ref.size() == 20);
+  const std::string dir = test::scratch_dir("zero3");
+  REQUIRE(run(2, "--steps 20 --sharding zero3 --run-dir " + dir, dir + ".log") == 0);
+  const auto got = losses(dir);
+  REQUIRE(got.size() == 20);
+  for (const auto& [step, loss] : ref) {
+    INFO("step " << step);
+    CHECK(got.at(step) == Approx(loss).epsilon(1e-5));
+  }
+  CHECK(ref.at(20) < ref.at(1));  // it learns
+}
+
+TEST_CASE("resume: steps 11-20 after a stop at 10 equal the uninterrupted run") {
+  const auto& ref = reference_losses();
+  SECTION("same rank count: bitwise") {
+    const std::string dir = test::scratch_dir("resume1");
+    REQUIRE(run(1, "--steps 10 --run-dir " + dir, dir + ".a.log") == 0);
+    REQUIRE(fs::exists(dir + "/ckpt/step_00000010/COMPLETE"));
+    REQUIRE(run(1, "--steps 20 --resume auto --run-dir " + dir, dir + ".b.log") == 0);
+    CHECK_THAT(slurp(dir + ".b.log"), Catch::Contains("resumed from"));
+    const auto got = losses(dir);
+    REQUIRE(got.size() == 20);
+    for (int64_t s = 11; s <= 20; ++s) {
+      INFO("step " << s);
+      CHECK(got.at(s) == ref.at(s));
+    }
+  }
+  SECTION("a 2-rank zero3 checkpoint resumed on 1 rank: to 1e-5") {
+    const std::string dir = test::scratch_dir("resume2to1");
+    REQUIRE(run(2, "--steps 10 --sharding zero3 --run-dir " + dir, dir + ".a.log") == 0);
+    REQUIRE(run(1, "--steps 20 --resume auto --run-dir " + dir, dir + ".b.log") == 0);
+    const auto got = losses(dir);
+    REQUIRE(got.size() == 20);
+    for (int64_t s = 11; s <= 20; ++s) {
+      INFO("step " << s);
+      CHECK(got.at(s) == Approx(ref.at(s)).epsilon(1e-5));
+    }
+  }
+}
+
+TEST_CASE("--resume auto skips a checkpoint that was being written when the run was killed") {
+  const std::string dir = test::scratch_dir("killed");
+  REQUIRE(run(1, "--steps 10 --ckpt-every 5 --run-dir " + dir, dir + ".a.log") == 0);
+  // What a kill during the next save leaves: a .tmp- directory, and (a crash between the rename
+  // and anything else cannot produce it, but a hand-copied one can) a step directory without
+  // its COMPLETE marker.
+  fs::create_directories(dir + "/ckpt/.tmp-step_00000015");
+  std::ofstream(dir + "/ckpt/.tmp-step_00000015/state.h5") << "partial";
+  fs::create_directories(dir + "/ckpt/step_00000014");
+  REQUIRE(run(1, "--steps 12 --resume auto --run-dir " + dir, dir + ".b.log") == 0);
+  CHECK_THAT(slurp(dir + ".b.log"), Catch::Contains("step_00000010") && Catch::Contains("at step 10"));
+  CHECK_FALSE(fs::exists(dir + "/ckpt/.tmp-step_00000015"));
+  CHECK(fs::exists(dir + "/ckpt/step_00000012/COMPLETE"));
+}
+
+// Starts `cmd` (exec'd by sh, so the pid is the command's), waits for 3 logged steps in run_dir,
+// sends `sig`, and returns the exit status.
+int interrupt_run(const std::string& cmd, const std::string& run_dir, int sig) {
+  pid_t pid = 0;
+  const std::string line = "exec " + cmd;
+  const char* argv[] = {"/bin/sh", "-c", line.c_str(), nullptr};
+  REQUIRE(posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char* const*>(argv), environ) == 0);
+  bool started = false;
+  for (int i = 0; i < 600 && !started; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    started = losses(run_dir).size() >= 3;
+  }
+  REQUIRE(started);
+  REQUIRE(kill(pid, sig) == 0);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return status;
+}
+
+void check_preempted(int status, const std::string& dir) {
+  INFO(slurp(dir + ".log"));
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK_THAT(slurp(dir + ".log"), Catch::Contains("preempted"));
+  const auto last = losses(dir).rbegin()->first;
+  CHECK(fs::exists(dir + "/ckpt/step_" + std::string(8 - std::to_string(last).size(), '0') + std::to_string(last) + "/COMPLETE"));
+}
+
+TEST_CASE("preemption: a signal mid-run gives a complete checkpoint of the last step and exit 0") {
+  SECTION("SIGTERM to the rank (what Slurm sends to every task)") {
+    const std::string dir = test::scratch_dir("sigterm");
+    // One rank started directly (MPI singleton): the signal reaches the rank itself.
+    std::string cmd = command(1, "--steps 100000 --run-dir " + dir);
+    cmd = cmd.substr(cmd.find(DTRAINER_PATH));
+    check_preempted(interrupt_run(cmd + " > " + dir + ".log 2>&1", dir, SIGTERM), dir);
+  }
+  SECTION("SIGUSR1 to mpirun, which forwards it to both ranks") {
+    const std::string dir = test::scratch_dir("sigusr1");
+    check_preempted(interrupt_run(command(2, "--steps 100000 --run-dir " + dir) + " > " + dir + ".log 2>&1", dir, SIGUSR1), dir);
+  }
+}
+
+TEST_CASE("a bad configuration exits 2 naming the key, and writes nothing") {
+  const std::string root = test::scratch_dir("bad");
+  const std::string toml = root + "/bad.toml";
+  std::ofstream(toml) << "global_batch = 8\nlearning_rate = 1e-4\n";
+  const std::string dir = root + "/run";
+  CHECK(run(1, "--config " + toml + " --run-dir " + dir, root + "/a.log") == 2);
+  CHECK_THAT(slurp(root + "/a.log"), Catch::Contains("learning_rate"));
+  CHECK(run(2, "--micro-batch 3 --run-dir " + dir, root + "/b.log") == 2);
+  CHECK_THAT(slurp(root + "/b.log"), Catch::Contains("micro_batch"));
+  CHECK(run(1, "--model nosuch --run-dir " + dir, root + "/c.log") == 2);
+  CHECK_THAT(slurp(root + "/c.log"), Catch::Contains("nosuch"));
+  CHECK(run(1, "--model-set channel_mult=banana --run-dir " + dir, root + "/d.log") == 2);
+  CHECK_THAT(slurp(root + "/d.log"), Catch::Contains("channel_mult"));
+  CHECK_FALSE(fs::exists(dir));
+}
+
+TEST_CASE("every job config passes --dry-run") {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(JOBS_DIR)) {
+    if (e.path().extension() != ".toml") continue;
+    ++n;
+    const std::string log = test::scratch_dir("dry") + "/log";
+    const std::string cmd = std::string(MPIEXEC) + " --allow-run-as-root -n 1 " + DTRAINER_PATH + " --config " +
+                            e.path().string() + " --dry-run --run-dir " + test::scratch_dir("dry-run") + "/r > " + log + " 2>&1";
+    const int rc = std::system(cmd.c_str());
+    INFO(e.path().string() << "\n" << slurp(log));
+    CHECK((WIFEXITED(rc) && WEXITSTATUS(rc) == 0));
+    CHECK_THAT(slurp(log), Catch::Contains("compute C") && Catch::Contains("memory/rank"));
+  }
+  CHECK(n >= 18);
+}

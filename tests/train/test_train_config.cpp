@@ -1,0 +1,111 @@
+// The trainer's configuration: TOML keys and command-line options are one set, the command line
+// wins, unknown keys and bad values are errors naming them, and the resolved config.toml reads
+// back to the same configuration. Also the learning-rate schedule's closed forms.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <fstream>
+
+#include <CLI/CLI.hpp>
+
+#include "data/data_test_util.h"
+#include "dtrainer/core/error.h"
+#include "dtrainer/train/lr_schedule.h"
+#include "dtrainer/train/train_config.h"
+
+using namespace dtrainer;
+using namespace dtrainer::train;
+
+namespace {
+std::string write_file(const std::string& name, const std::string& text) {
+  const std::string path = test::scratch_dir("config") + "/" + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+void parse(TrainConfig& c, std::vector<std::string> args) {
+  CLI::App app;
+  add_train_options(app, c);
+  args.insert(args.begin(), "dtrainer");
+  std::vector<const char*> argv;
+  for (const auto& a : args) argv.push_back(a.c_str());
+  parse_train_config(app, static_cast<int>(argv.size()), argv.data());
+}
+}  // namespace
+
+TEST_CASE("TOML keys set fields and the command line overrides them") {
+  const std::string f = write_file("a.toml", "global_batch = 64\nlr = 8e-5\nmodel_set = [\"model_channels=64\"]\nsharding = \"zero2\"\nrandom_flip = false\n");
+  TrainConfig c;
+  parse(c, {"--config", f, "--lr", "1e-4"});
+  CHECK(c.global_batch == 64);
+  CHECK(c.lr == Approx(1e-4));
+  CHECK(c.sharding == "zero2");
+  CHECK_FALSE(c.random_flip);
+  CHECK(c.model_set == std::vector<std::string>{"model_channels=64"});
+}
+
+TEST_CASE("an unknown key in the file is an error naming the key and the file") {
+  const std::string f = write_file("b.toml", "global_batch = 64\nglobal_bach = 3\n");
+  TrainConfig c;
+  try {
+    parse(c, {"--config", f});
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK_THAT(e.what(), Catch::Contains("global_bach") && Catch::Contains(f));
+  }
+}
+
+TEST_CASE("bad values are errors naming the option") {
+  TrainConfig c;
+  CHECK_THROWS_WITH(parse(c, {"--sharding", "zero4"}), Catch::Contains("sharding"));
+  CHECK_THROWS_WITH(parse(c, {"--global-batch", "0"}), Catch::Contains("global-batch"));
+  CHECK_THROWS_AS(parse(c, {"--no-such-option", "1"}), CLI::ParseError);
+  const std::string f = write_file("c.toml", "p_drop_text = 1.5\n");
+  CHECK_THROWS_WITH(parse(c, {"--config", f}), Catch::Contains("p-drop-text"));
+}
+
+TEST_CASE("cross-field validation names the field") {
+  TrainConfig c;
+  c.global_batch = 6;
+  CHECK_THROWS_WITH(validate_train_config(c, 4), Catch::Contains("global_batch"));
+  c.global_batch = 8;
+  c.micro_batch = 3;
+  CHECK_THROWS_WITH(validate_train_config(c, 2), Catch::Contains("micro_batch"));
+  c.micro_batch = 2;
+  CHECK_NOTHROW(validate_train_config(c, 2));
+  c.zero_terminal_snr = true;
+  CHECK_THROWS_WITH(validate_train_config(c, 2), Catch::Contains("zero_terminal_snr"));
+}
+
+TEST_CASE("the resolved config.toml reads back to the same configuration") {
+  TrainConfig a;
+  CLI::App app;
+  add_train_options(app, a);
+  const char* argv[] = {"dtrainer", "--lr", "3e-4", "--model-set", "model_channels=48", "channel_mult=1,2", "--sharding", "zero3",
+                        "--steps", "77", "--data", "x", "y", "--data-weights", "0.25", "0.75"};
+  parse_train_config(app, 16, argv);
+  const std::string toml = train_config_toml(a);
+  const std::string f = write_file("resolved.toml", toml);
+  TrainConfig b;
+  parse(b, {"--config", f});
+  CHECK(b.lr == Approx(3e-4));
+  CHECK(b.model_set == a.model_set);
+  CHECK(b.sharding == "zero3");
+  CHECK(b.steps == 77);
+  CHECK(b.data == std::vector<std::string>{"x", "y"});
+  CHECK(b.data_weights == a.data_weights);
+  CHECK(b.ema_decay == Approx(a.ema_decay));
+  CHECK(b.random_flip == a.random_flip);
+}
+
+TEST_CASE("learning rate: linear warm-up, then constant or cosine") {
+  LrSchedule s{2e-4, 10, 110, false, 0.0};
+  CHECK(s.at(1) == Approx(2e-5));
+  CHECK(s.at(10) == Approx(2e-4));
+  CHECK(s.at(50) == Approx(2e-4));
+  s.cosine = true;
+  s.min_ratio = 0.1;
+  CHECK(s.at(10) == Approx(2e-4));
+  CHECK(s.at(60) == Approx(2e-4 * (0.1 + 0.9 * 0.5)));  // half way: cos(pi/2) = 0
+  CHECK(s.at(110) == Approx(2e-5));
+}
