@@ -622,6 +622,7 @@ int Trainer::run() {
   evaluate(step_);
   sample(step_);
   checkpoint(step_);
+  if (rt_.rank() == 0) std::ofstream(run_ / "DONE") << "step " << step_ << "\n";  // for requeueing job scripts
   log_info("done: " + std::to_string(step_) + " steps; " + (run_ / "metrics.jsonl").string());
   return 0;
 }

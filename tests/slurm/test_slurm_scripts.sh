@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Opt-in (DTRAINER_SLURM_TESTS=1): submits slurm/train_4node.sh and slurm/sweep.sh to a real
+# Slurm cluster — ../shared/tools/local-slurm/start-local-slurm.sh starts one on this machine
+# (started here if sinfo finds none) — with CPU ranks and a tiny model, and checks the run
+# directories: a 4-node srun --mpi=pmix run, a --signal=TERM preemption that checkpoints, requeues
+# and resumes to the end, and a 2-task array sweep launched with mpirun.
+# Usage: test_slurm_scripts.sh PROJECT_ROOT DTRAINER_BIN     (exit 77 = skipped)
+set -uo pipefail
+[ "${DTRAINER_SLURM_TESTS:-0}" = 1 ] || { echo "skipped: set DTRAINER_SLURM_TESTS=1 (needs root and a local Slurm cluster)"; exit 77; }
+root=$1 bin=$2
+fail=0
+ok() { echo "PASS: $*"; }
+bad() { echo "FAIL: $*"; fail=1; }
+
+if ! sinfo -h >/dev/null 2>&1; then
+  starter=$root/../shared/tools/local-slurm/start-local-slurm.sh
+  [ -x "$starter" ] || [ -f "$starter" ] || { echo "no Slurm cluster and no $starter"; exit 1; }
+  bash "$starter" || exit 1
+fi
+[ -f /run/slurm/local-slurm.env ] && source /run/slurm/local-slurm.env
+export DTRAINER_BIN=$bin
+
+work=$(mktemp -d /tmp/dtrainer-slurm-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+tiny() {  # tiny NAME STEPS CHANNELS
+  cat > "$work/$1.toml" <<TOML
+name = "$1"
+data = ["synthetic:shapes"]
+synthetic_images = 256
+model_set = ["model_channels=$3", "channel_mult=1,2", "transformer_depth=0,1", "num_res_blocks=1", "head_dim=8", "norm_groups=4"]
+steps = $2
+global_batch = 8
+warmup_steps = 2
+log_every = 1
+eval_every = 0
+ckpt_every = 20
+sample_count = 2
+sample_steps = 3
+peak_tflops = 1
+TOML
+}
+last_step() { tail -n 50 "$1/metrics.jsonl" 2>/dev/null | grep -v '"eval"' | tail -n 1 | sed 's/.*"step":\([0-9]*\).*/\1/'; }
+
+cd "$root"
+# 1. 4 nodes x 1 rank through srun --mpi=pmix.
+tiny t1 20 16
+DTRAINER_RUN_DIR=$work/run1 sbatch --wait -N 4 --ntasks-per-node=1 -o "$work/t1-%j.out" slurm/train_4node.sh "$work/t1.toml" >/dev/null
+out=$(cat "$work"/t1-*.out)
+echo "$out" | tail -n 5
+[ -f "$work/run1/DONE" ] && [ "$(last_step "$work/run1")" = 20 ] && ok "train_4node.sh: 20 steps on 4 nodes" || bad "train_4node.sh run (see above)"
+echo "$out" | grep -q "srun --mpi=pmix" && ok "launched with srun --mpi=pmix" || bad "not launched with srun --mpi=pmix"
+echo "$out" | grep -q "no GPUs in this allocation" && ok "GPU-less allocation detected" || bad "GPU-less allocation not detected"
+echo "$out" | grep -q "on 4 ranks" && ok "4 ranks" || bad "expected 4 ranks"
+
+# 2. Preemption: --signal=TERM to the job's tasks mid-run -> checkpoint, exit 0, requeue, resume, finish.
+tiny t2 120 16
+job=$(DTRAINER_RUN_DIR=$work/run2 sbatch --parsable -N 2 --ntasks-per-node=1 -o "$work/t2-%j.out" slurm/train_4node.sh "$work/t2.toml")
+for _ in $(seq 600); do [ "$(last_step "$work/run2")" -ge 5 ] 2>/dev/null && break; sleep 0.5; done
+scancel --signal=TERM "$job"
+for _ in $(seq 900); do [ -f "$work/run2/DONE" ] && ! squeue -h -j "$job" 2>/dev/null | grep -q . && break; sleep 1; done
+out=$(cat "$work"/t2-*.out)
+echo "$out" | grep -E "preempted|requeued|resumed|complete" | head -n 6
+echo "$out" | grep -q "preempted" && ok "SIGTERM: dtrainer checkpointed and stopped" || bad "no preemption message"
+echo "$out" | grep -q "requeued" && ok "job requeued" || bad "job not requeued"
+echo "$out" | grep -q "resumed from" && ok "requeued job resumed from the checkpoint" || bad "no resume after requeue"
+[ -f "$work/run2/DONE" ] && [ "$(last_step "$work/run2")" = 120 ] && ok "preempted run finished all 120 steps" || bad "preempted run did not finish"
+
+# 3. Array sweep over two configs, mpirun inside sbatch.
+tiny s_a 10 16
+tiny s_b 10 24
+DTRAINER_LAUNCHER=mpirun sbatch --wait --array=0-1 -N 2 --ntasks-per-node=1 -o "$work/sw-%A_%a.out" slurm/sweep.sh "$work/s_a.toml" "$work/s_b.toml" >/dev/null
+n=$(ls -d runs/s_a-* runs/s_b-* 2>/dev/null | while read -r d; do [ -f "$d/DONE" ] && echo "$d"; done | wc -l)
+grep -h "mpirun" "$work"/sw-*.out | head -n 2
+[ "$n" = 2 ] && ok "sweep.sh: both array tasks trained" || bad "sweep.sh: $n of 2 array tasks finished"
+rm -rf runs/s_a-* runs/s_b-*
+exit $fail
