@@ -3,6 +3,7 @@
 //
 //   dtmodel list [--json] [--resolution R] [--text-len T] [--context-dim D]
 //   dtmodel describe NAME [--json] [--resolution R] [--batch B] [--dtype fp32|bf16] [field overrides]
+//   (UNet presets take --<field> overrides, transformer presets --set KEY=VALUE)
 
 #include <cstdio>
 #include <iostream>
@@ -13,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/models/transformer_cost.h"
 #include "dtrainer/models/unet_cost.h"
 #include "dtrainer/models/unet_presets.h"
 
@@ -53,32 +55,47 @@ std::string human(double v) {
   return buf;
 }
 
-ordered_json summary_json(const UNetSpec& spec, const UNetCost& c, const Query& q) {
+// The keys every model's summary has, UNet or transformer.
+ordered_json common_json(const std::string& name, const std::string& family, const std::string& layout, int64_t params,
+                         int64_t params_transformer, const OpCount& total, int64_t macs_transformer, const Query& q,
+                         int64_t in_channels, int64_t sample_size, int64_t text_len, int64_t context_dim) {
   ordered_json j;
-  j["name"] = spec.name;
-  j["family"] = "unet";
-  j["layout"] = to_string(spec.layout);
-  j["params"] = c.num_params;
-  j["params_transformer"] = c.params_transformer;
-  j["macs_linear_conv"] = c.total.macs_linear_conv;
-  j["macs_attention"] = c.total.macs_attention;
-  j["flops"] = c.total.flops();
-  j["macs_transformer"] = c.transformer.macs_linear_conv + c.transformer.macs_attention;
+  j["name"] = name;
+  j["family"] = family;
+  j["layout"] = layout;
+  j["params"] = params;
+  j["params_transformer"] = params_transformer;
+  j["macs_linear_conv"] = total.macs_linear_conv;
+  j["macs_attention"] = total.macs_attention;
+  j["flops"] = total.flops();
+  j["macs_transformer"] = macs_transformer;
   j["resolution"] = q.resolution;
-  j["latent"] = {spec.in_channels, spec.sample_size, spec.sample_size};
-  j["text_len"] = q.text_len;
-  j["context_dim"] = spec.context_dim;
+  j["latent"] = {in_channels, sample_size, sample_size};
+  j["text_len"] = text_len;
+  j["context_dim"] = context_dim;
+  return j;
+}
+
+// Batch, dtype and the memory they imply.
+void add_memory_json(ordered_json& j, int64_t activation_elems, int64_t params, const Query& q) {
+  const int64_t bytes = bytes_per_elem(q.dtype);
+  j["batch"] = q.batch;
+  j["dtype"] = q.dtype;
+  j["activation_elems_per_sample"] = activation_elems;
+  j["activation_bytes"] = activation_elems * q.batch * bytes;
+  j["param_bytes"] = params * bytes;
+}
+
+ordered_json summary_json(const UNetSpec& spec, const UNetCost& c, const Query& q) {
+  ordered_json j = common_json(spec.name, "unet", to_string(spec.layout), c.num_params, c.params_transformer, c.total,
+                               c.transformer.macs_linear_conv + c.transformer.macs_attention, q, spec.in_channels,
+                               spec.sample_size, q.text_len, spec.context_dim);
   return j;
 }
 
 ordered_json describe_json(const UNetSpec& spec, const UNetCost& c, const Query& q) {
   ordered_json j = summary_json(spec, c, q);
-  const int64_t bytes = bytes_per_elem(q.dtype);
-  j["batch"] = q.batch;
-  j["dtype"] = q.dtype;
-  j["activation_elems_per_sample"] = c.total.activation_elems;
-  j["activation_bytes"] = c.total.activation_elems * q.batch * bytes;
-  j["param_bytes"] = c.num_params * bytes;
+  add_memory_json(j, c.total.activation_elems, c.num_params, q);
   ordered_json fields;
   for (const auto& f : unet_fields()) fields[f.key] = get_unet_field(spec, f.key);
   fields["mid_transformer_depth_resolved"] = spec.mid_depth();
@@ -99,6 +116,55 @@ ordered_json describe_json(const UNetSpec& spec, const UNetCost& c, const Query&
   }
   j["stages"] = stages;
   return j;
+}
+
+// ---- transformers (same keys; no per-stage table: every block is the same) ----
+
+TransformerCost count_transformer_at(TransformerSpec& spec, const Query& q) {
+  if (q.resolution < 1 || q.latent_scale < 1 || q.resolution % q.latent_scale)
+    throw Error("--resolution", std::to_string(q.resolution) + " px is not divisible by --latent-scale " +
+                                    std::to_string(q.latent_scale));
+  spec.sample_size = q.resolution / q.latent_scale;
+  // class-conditional DiT reads no text
+  return count_transformer(spec, spec.family == TransformerFamily::kDiT ? 0 : q.text_len);
+}
+
+ordered_json transformer_json(const TransformerSpec& spec, const TransformerCost& c, const Query& q, bool full) {
+  ordered_json j = common_json(spec.name, to_string(spec.family), to_string(spec.family), c.num_params, c.num_params, c.total,
+                               c.total.macs_linear_conv + c.total.macs_attention, q, spec.in_channels, spec.sample_size,
+                               spec.family == TransformerFamily::kDiT ? 0 : q.text_len, spec.context_dim);
+  if (!full) return j;
+  add_memory_json(j, c.total.activation_elems, c.num_params, q);
+  ordered_json fields;
+  fields["family"] = to_string(spec.family);
+  fields["patch_size"] = spec.patch_size;
+  fields["hidden_size"] = spec.hidden_size;
+  fields["depth"] = spec.depth;
+  fields["num_heads"] = spec.num_heads;
+  fields["mlp_ratio"] = spec.mlp_ratio;
+  fields["context_dim"] = spec.context_dim;
+  fields["in_channels"] = spec.in_channels;
+  fields["learn_sigma"] = spec.learn_sigma;
+  fields["sample_size"] = spec.sample_size;
+  fields["conditioning"] = spec.conditioning;
+  fields["caption_mlp"] = spec.has_caption_mlp();
+  fields["pos_embed_grid"] = spec.pos_embed_grid;
+  j["fields"] = fields;
+  return j;
+}
+
+void print_transformer(const TransformerSpec& spec, const TransformerCost& c, const Query& q) {
+  const ordered_json j = transformer_json(spec, c, q, true);
+  std::printf("%s  (transformer, %s)\n", spec.name.c_str(), to_string(spec.family));
+  for (const auto& [k, v] : j["fields"].items()) std::printf("  %-22s %s\n", k.c_str(), v.dump().c_str());
+  std::printf("\nper sample, one forward at %lld px (%lld tokens), %lld text tokens:\n", static_cast<long long>(q.resolution),
+              static_cast<long long>(spec.tokens()), static_cast<long long>(j["text_len"].get<int64_t>()));
+  std::printf("  %-22s %lld (%s)\n", "params", static_cast<long long>(c.num_params), human(static_cast<double>(c.num_params)).c_str());
+  std::printf("  %-22s %s  [S1] convention\n", "macs_linear_conv", human(static_cast<double>(c.total.macs_linear_conv)).c_str());
+  std::printf("  %-22s %s\n", "macs_attention", human(static_cast<double>(c.total.macs_attention)).c_str());
+  std::printf("  %-22s %s  [S2] convention: 2 x all MACs\n", "flops", human(static_cast<double>(c.total.flops())).c_str());
+  std::printf("  %-22s %s for batch %lld in %s\n", "activation_bytes",
+              human(static_cast<double>(j["activation_bytes"].get<int64_t>())).c_str(), static_cast<long long>(q.batch), q.dtype.c_str());
 }
 
 void print_describe(const UNetSpec& spec, const UNetCost& c, const Query& q) {
@@ -173,7 +239,13 @@ int main(int argc, char** argv) {
   describe->add_flag("--json", json, "print one JSON object");
   add_query_options(describe, q, true);
   std::map<std::string, std::string> overrides;
-  CLI::Option_group* group = describe->add_option_group("Model fields", "override any field of the preset");
+  std::vector<std::string> transformer_set;
+  describe->add_option("--set", transformer_set, "transformer presets: field overrides KEY=VALUE (" + [] {
+    std::string k;
+    for (const auto& key : transformer_field_keys()) k += (k.empty() ? "" : ", ") + key;
+    return k;
+  }() + ")");
+  CLI::Option_group* group = describe->add_option_group("Model fields", "override any field of a UNet preset");
   for (const auto& f : unet_fields()) {
     std::string flag = "--" + f.key;
     for (char& ch : flag)
@@ -199,10 +271,30 @@ int main(int argc, char** argv) {
                       static_cast<long long>(c.num_params), c.num_params / 1e9, c.total.macs_linear_conv / 1e9,
                       c.total.flops() / 1e9);
       }
+      for (TransformerSpec spec : transformer_presets()) {
+        if (!list_context.empty()) set_transformer_field(spec, "context_dim", list_context);
+        const TransformerCost c = count_transformer_at(spec, q);
+        if (json) arr.push_back(transformer_json(spec, c, q, false));
+        else
+          std::printf("%-18s %-6s %14lld %10.3f %18.2f %12.2f\n", spec.name.c_str(), to_string(spec.family),
+                      static_cast<long long>(c.num_params), c.num_params / 1e9, c.total.macs_linear_conv / 1e9,
+                      c.total.flops() / 1e9);
+      }
       if (json) std::cout << arr.dump(2) << "\n";
       else
         std::printf("\nper sample, one forward at %lld px, %lld text tokens; `dtmodel describe NAME` for details\n",
                     static_cast<long long>(q.resolution), static_cast<long long>(q.text_len));
+    } else if (is_transformer_preset(name)) {
+      TransformerSpec spec = transformer_preset(name);
+      for (const auto& kv : transformer_set) {
+        const size_t eq = kv.find('=');
+        if (eq == std::string::npos) throw Error("--set", "'" + kv + "' is not KEY=VALUE");
+        set_transformer_field(spec, kv.substr(0, eq), kv.substr(eq + 1));
+      }
+      if (!transformer_set.empty()) spec.name += "+overrides";
+      const TransformerCost c = count_transformer_at(spec, q);
+      if (json) std::cout << transformer_json(spec, c, q, true).dump(2) << "\n";
+      else print_transformer(spec, c, q);
     } else {
       UNetSpec spec = unet_preset(name);
       bool overridden = false;

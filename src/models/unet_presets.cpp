@@ -34,6 +34,13 @@ UNetSpec sdxl(const std::string& name, int64_t channels, std::vector<int64_t> td
   return preset(name, UNetLayout::kStableDiffusion, channels, {1, 2, 4}, 2, std::move(td), -1);
 }
 
+UNetSpec tiny(const std::string& name) {
+  UNetSpec s = preset(name, UNetLayout::kStableDiffusion, 32, {1, 2}, 1, {0, 1}, -1);
+  s.head_dim = 16;
+  s.norm_groups = 8;
+  return s;
+}
+
 }  // namespace
 
 const std::vector<UNetSpec>& unet_presets() {
@@ -54,6 +61,7 @@ const std::vector<UNetSpec>& unet_presets() {
       sdxl("sdxl-td4_8", 320, {0, 4, 8}),
       sdxl("sdxl-td4_12", 320, {0, 4, 12}),
       sdxl("sdxl-c384-td4_12", 384, {0, 4, 12}),
+      tiny("unet-tiny"),  // not in [S1]: the quickstart's 1.1M-parameter SDXL-layout UNet
   };
   return presets;
 }

@@ -417,7 +417,7 @@ double Trainer::train_step(const data::Batch& batch, int64_t step, double& grad_
       mask = torch::where(keep.view({-1, 1}), mask, nm);
     }
     models::ControlInputs controls;
-    if (c_.control_conditioning) {
+    if (plan_.backbone.control_conditioning()) {
       controls.high = batch.controls_high.index({rows});
       controls.low = batch.controls_low.index({rows});
       std::vector<float> gamma(micro);
@@ -426,7 +426,7 @@ double Trainer::train_step(const data::Batch& batch, int64_t step, double& grad_
       controls.keep = nb.keep_control;
     }
     const torch::Tensor pred =
-        model_->forward(nb.x_t, nb.t_model, text, mask, c_.control_conditioning ? &controls : nullptr);
+        model_->forward(nb.x_t, nb.t_model, text, mask, plan_.backbone.control_conditioning() ? &controls : nullptr);
     const torch::Tensor loss = objective_->loss(pred, nb);
     params_->backward(loss, k == accumulation - 1);
     loss_sum += loss.item<double>();

@@ -9,10 +9,14 @@
 #include "run_process.h"
 
 #include "dtrainer/models/unet_cost.h"
+#include "dtrainer/models/transformer_cost.h"
 #include "dtrainer/models/unet_presets.h"
 
 using dtrainer::models::count_unet;
 using dtrainer::models::unet_preset;
+using dtrainer::models::count_transformer;
+using dtrainer::models::transformer_preset;
+using dtrainer::models::transformer_presets;
 using dtrainer::models::unet_presets;
 
 namespace {
@@ -30,16 +34,35 @@ TEST_CASE("dtmodel list --json has every preset with the required keys") {
   const Result r = run("list --json");
   REQUIRE(r.status == 0);
   const auto arr = nlohmann::json::parse(r.out);
-  REQUIRE(arr.size() == unet_presets().size());
+  REQUIRE(arr.size() == unet_presets().size() + transformer_presets().size());
   for (const auto& o : arr) {
     for (const char* key : {"name", "params", "macs_linear_conv", "flops", "macs_transformer"}) {
       INFO(o.dump() << " key " << key);
       CHECK(o.contains(key));
     }
-    const auto c = count_unet(unet_preset(o["name"]), {32, 32, 77});
-    CHECK(o["params"].get<int64_t>() == c.num_params);
-    CHECK(o["flops"].get<int64_t>() == c.total.flops());
+    const std::string name = o["name"];
+    if (o["family"] == "unet") {
+      const auto c = count_unet(unet_preset(name), {32, 32, 77});
+      CHECK(o["params"].get<int64_t>() == c.num_params);
+      CHECK(o["flops"].get<int64_t>() == c.total.flops());
+    } else {
+      const auto spec = transformer_preset(name);
+      const auto c = count_transformer(spec, spec.family == dtrainer::models::TransformerFamily::kDiT ? 0 : 77);
+      CHECK(o["params"].get<int64_t>() == c.num_params);
+      CHECK(o["flops"].get<int64_t>() == c.total.flops());
+    }
   }
+}
+
+TEST_CASE("dtmodel describe covers the transformers, with --set overrides") {
+  const Result r = run("describe pixart-h1152-d28 --json --set depth=14");
+  REQUIRE(r.status == 0);
+  const auto j = nlohmann::json::parse(r.out);
+  auto spec = transformer_preset("pixart-h1152-d28");
+  spec.depth = 14;
+  CHECK(j["params"].get<int64_t>() == count_transformer(spec, 77).num_params);
+  CHECK(j["fields"]["caption_mlp"] == true);
+  CHECK(run("describe mmdit-xl2 --set depht=3").status == 2);
 }
 
 TEST_CASE("dtmodel describe applies overrides and resolution") {

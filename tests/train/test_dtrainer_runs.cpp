@@ -52,17 +52,19 @@ const std::string& data_root() {
   return root;
 }
 
-std::string command(int ranks, const std::string& args) {
+const char* kTinyUNet =
+    " --model-set model_channels=16 channel_mult=1,2 transformer_depth=0,1 num_res_blocks=1 head_dim=8 norm_groups=4";
+
+std::string command(int ranks, const std::string& args, const std::string& model = kTinyUNet) {
   return std::string(MPIEXEC) + " --allow-run-as-root --oversubscribe -n " + std::to_string(ranks) + " " + DTRAINER_PATH +
-         " --data " + data_root() + "/train --eval-data " + data_root() + "/eval" +
-         " --model-set model_channels=16 channel_mult=1,2 transformer_depth=0,1 num_res_blocks=1 head_dim=8 norm_groups=4"
+         " --data " + data_root() + "/train --eval-data " + data_root() + "/eval" + model +
          " --max-tokens 16 --global-batch 8 --log-every 1 --eval-every 0 --sample-count 2 --sample-steps 3"
          " --warmup-steps 2 --threads 1 --peak-tflops 1 --workers 1 " +
          args;
 }
 
-int run(int ranks, const std::string& args, const std::string& log) {
-  const int rc = std::system((command(ranks, args) + " > " + log + " 2>&1").c_str());
+int run(int ranks, const std::string& args, const std::string& log, const std::string& model = kTinyUNet) {
+  const int rc = std::system((command(ranks, args, model) + " > " + log + " 2>&1").c_str());
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
@@ -207,6 +209,25 @@ TEST_CASE("a bad configuration exits 2 naming the key, and writes nothing") {
   CHECK(run(1, "--model-set channel_mult=banana --run-dir " + dir, root + "/d.log") == 2);
   CHECK_THAT(slurp(root + "/d.log"), Catch::Contains("channel_mult"));
   CHECK_FALSE(fs::exists(dir));
+}
+
+TEST_CASE("transformer backbones train through the same registry, zero3 included") {
+  for (const std::string model : {"pixart-h1152-d28", "mmdit-pp-xl2", "dit-xl2"}) {
+    const std::string dir = test::scratch_dir("tf-" + model);
+    std::string set = " --model " + model + " --model-set hidden_size=32 depth=2 num_heads=4";
+    if (model == "dit-xl2") set += " conditioning=text";
+    const std::string extra = model == "mmdit-pp-xl2" ? " --p-drop-control 0.2" : "";
+    INFO(model << "\n" << slurp(dir + ".log"));
+    REQUIRE(run(2, "--steps 4 --sharding zero3 --run-dir " + dir + extra, dir + ".log", set) == 0);
+    const auto l = losses(dir);
+    CHECK(l.size() == 4);
+    for (const auto& [step, loss] : l) CHECK(std::isfinite(loss));
+    CHECK(fs::exists(dir + "/samples/step_00000004.png"));
+  }
+  // A class-conditional preset cannot train on captioned data: a configuration error.
+  const std::string dir = test::scratch_dir("tf-class");
+  CHECK(run(1, "--steps 2 --run-dir " + dir + "/r", dir + ".log", " --model dit-xl2 --model-set hidden_size=32 depth=2 num_heads=4") == 2);
+  CHECK_THAT(slurp(dir + ".log"), Catch::Contains("conditioning=text"));
 }
 
 TEST_CASE("every job config passes --dry-run") {

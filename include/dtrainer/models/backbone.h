@@ -11,6 +11,7 @@
 #include <torch/types.h>
 
 #include "dtrainer/models/control_embedding.h"
+#include "dtrainer/models/transformer_spec.h"
 #include "dtrainer/models/unet_spec.h"
 #include "dtrainer/models/unit_runner.h"
 
@@ -34,9 +35,11 @@ struct BackboneInputs {
 
 // A resolved backbone: plain data, nothing allocated (dry runs of 4B-parameter models stay cheap).
 struct BackboneSpec {
-  std::string family = "unet";
+  std::string family = "unet";  // unet | transformer
   UNetSpec unet;
+  TransformerSpec transformer;
   BackboneInputs inputs;
+  bool control_conditioning() const;  // the model takes [S2] control inputs
 };
 
 class Backbone {
@@ -49,10 +52,11 @@ class Backbone {
   virtual UnitModel& unit_model() = 0;
 };
 
-// `preset` with `overrides` ("key=value", the spec's config keys) for data of shape `inputs`: in/out
-// channels, sample size and context dim come from the data; an override that contradicts the data
-// is an error naming the key. control_conditioning switches [S2]'s control embedding on. Throws
-// Error naming the preset or the key.
+// `preset` (a UNet or a transformer preset, `dtmodel list`) with `overrides` ("key=value", the
+// spec's config keys) for data of shape `inputs`: in/out channels, sample size and context dim
+// come from the data; an override that contradicts the data is an error naming the key.
+// control_conditioning switches [S2]'s control embedding on (UNets; mmDiT++ always has it, the
+// other transformers cannot). Throws Error naming the preset or the key.
 BackboneSpec resolve_backbone(const std::string& preset, const std::vector<std::string>& overrides,
                               const BackboneInputs& inputs, bool control_conditioning);
 BackboneCost backbone_cost(const BackboneSpec& spec);

@@ -10,10 +10,10 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include "dtrainer/models/control_counts.h"
+
 namespace dtrainer::models {
 
-constexpr int64_t kHighLevelControls = 4;  // phi_h: crop top, crop left, horizontal flip (0/1), aspect ratio
-constexpr int64_t kLowLevelControls = 2;   // phi_l: original image height, width
 
 struct ControlInputs {
   torch::Tensor high;        // [B, 4] phi_h

@@ -32,9 +32,8 @@ struct TrainConfig {
   double peak_tflops = 0;     // per rank, for MFU; 0 = measure a fp32 matmul at start-up
 
   // Model
-  std::string model = "sdxl-c128";
-  std::vector<std::string> model_set = {"model_channels=32", "channel_mult=1,2", "transformer_depth=0,1",
-                                        "num_res_blocks=1", "head_dim=16", "norm_groups=8"};
+  std::string model = "unet-tiny";
+  std::vector<std::string> model_set;  // key=value overrides of the preset's fields
   std::string sharding = "replicate";
   bool activation_checkpointing = false;
 

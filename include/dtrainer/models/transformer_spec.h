@@ -1,0 +1,58 @@
+#pragma once
+// The transformer family (SPEC §2.2): DiT, PixArt-α, mmDiT (SD3) and [S2]'s mmDiT++, one spec for
+// all four, on p x p latent patches. Plain data, no torch; presets in transformer_presets().
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace dtrainer::models {
+
+enum class TransformerFamily {
+  kDiT,     // adaLN-Zero blocks; class or pooled-text conditioning through the adaLN vector
+  kPixArt,  // DiT + cross-attention to the text tokens; adaLN-single; caption MLP unless D_txt == hidden
+  kMMDiT,   // two streams (image, text) with their own weights, joint attention, RMSNorm on q and k,
+            // timestep + pooled-text adaLN
+  kMMDiTPP, // [S2]: mmDiT + control conditioning; text only through attention (no pooled text)
+};
+const char* to_string(TransformerFamily f);
+TransformerFamily parse_transformer_family(const std::string& field, const std::string& text);
+
+struct TransformerSpec {
+  std::string name = "custom";
+  TransformerFamily family = TransformerFamily::kDiT;
+  int64_t patch_size = 2;
+  int64_t hidden_size = 1152;
+  int64_t depth = 28;
+  int64_t num_heads = 16;
+  int64_t mlp_ratio = 4;
+  int64_t context_dim = 1024;    // D_txt of the text tokens
+  int64_t in_channels = 4;
+  bool learn_sigma = true;       // DiT / PixArt predict a variance too: out = 2 x in (only eps is trained)
+  int64_t sample_size = 32;      // latent H = W the model is built for
+  int64_t frequency_dim = 256;   // sinusoidal timestep features
+  std::string conditioning = "text";  // DiT only: "class" (num_classes + 1 null) or "text" (pooled tokens)
+  int64_t num_classes = 1000;
+  int64_t caption_mlp = -1;      // PixArt: 1 = caption MLP, 0 = none, -1 = auto (only when D_txt != hidden)
+  int64_t control_feature_dim = 256;  // mmDiT++: sinusoidal features per control scalar
+  double pos_embed_scale = 1.0;  // grid size / training grid size ([S2] resolution transfer)
+  std::string pos_embed_grid = "resampled";  // resampled ([S2]) | extrapolate
+
+  int64_t out_channels() const { return learn_sigma ? 2 * in_channels : in_channels; }
+  int64_t head_dim() const { return hidden_size / num_heads; }
+  int64_t tokens() const { return (sample_size / patch_size) * (sample_size / patch_size); }
+  bool has_caption_mlp() const { return caption_mlp < 0 ? context_dim != hidden_size : caption_mlp == 1; }
+  bool control_conditioning() const { return family == TransformerFamily::kMMDiTPP; }
+  // Throws Error naming "model.<field>" on any inconsistency.
+  void validate() const;
+};
+
+const std::vector<TransformerSpec>& transformer_presets();
+bool is_transformer_preset(const std::string& name);
+TransformerSpec transformer_preset(const std::string& name);
+// Keys: family, patch_size, hidden_size, depth, num_heads, mlp_ratio, context_dim, in_channels,
+// learn_sigma, sample_size, conditioning, num_classes, caption_mlp, pos_embed_scale, pos_embed_grid.
+std::vector<std::string> transformer_field_keys();
+void set_transformer_field(TransformerSpec& spec, const std::string& key, const std::string& value);
+
+}  // namespace dtrainer::models

@@ -1,0 +1,112 @@
+#include "dtrainer/models/transformer_cost.h"
+
+#include "dtrainer/models/control_counts.h"
+
+namespace dtrainer::models {
+namespace {
+
+// Builds the table in the module's registration order and tallies MACs as it goes.
+struct Counter {
+  TransformerCost c;
+  void param(const std::string& name, std::vector<int64_t> shape) { c.params.push_back({name, std::move(shape)}); }
+  // A linear layer applied to `rows` vectors (tokens; 1 for per-sample vectors).
+  void linear(const std::string& name, int64_t in, int64_t out, int64_t rows, bool bias = true) {
+    param(name + ".weight", {out, in});
+    if (bias) param(name + ".bias", {out});
+    c.total.macs_linear_conv += rows * in * out;
+    c.total.activation_elems += rows * out;
+  }
+  void attention(int64_t queries, int64_t keys, int64_t width, int64_t heads) {
+    c.total.macs_attention += 2 * queries * keys * width;
+    c.total.activation_elems += heads * queries * keys + queries * width;
+  }
+};
+
+}  // namespace
+
+TransformerCost count_transformer(const TransformerSpec& s, int64_t T) {
+  s.validate();
+  Counter k;
+  const int64_t h = s.hidden_size, p = s.patch_size, N = s.tokens(), D = s.context_dim, m = s.mlp_ratio * h;
+  const int64_t out = p * p * s.out_channels(), H = s.num_heads;
+  const bool mm = s.family == TransformerFamily::kMMDiT || s.family == TransformerFamily::kMMDiTPP;
+
+  // Patch embedding: a p x p stride-p convolution.
+  k.param("x_embedder.proj.weight", {h, s.in_channels, p, p});
+  k.param("x_embedder.proj.bias", {h});
+  k.c.total.macs_linear_conv += N * s.in_channels * p * p * h;
+  k.c.total.activation_elems += N * h;
+  k.linear("t_embedder.mlp.0", s.frequency_dim, h, 1);
+  k.linear("t_embedder.mlp.2", h, h, 1);
+  switch (s.family) {
+    case TransformerFamily::kDiT:
+      if (s.conditioning == "class") k.param("y_embedder.embedding_table.weight", {s.num_classes + 1, h});
+      else k.linear("y_embedder.proj", D, h, 1);  // pooled (masked mean) text tokens
+      break;
+    case TransformerFamily::kPixArt:
+      k.linear("t_block.1", h, 6 * h, 1);
+      if (s.has_caption_mlp()) {
+        k.linear("y_embedder.y_proj.fc1", D, h, T);
+        k.linear("y_embedder.y_proj.fc2", h, h, T);
+      }
+      break;
+    case TransformerFamily::kMMDiT:
+    case TransformerFamily::kMMDiTPP:
+      k.linear("context_embedder", D, h, T);
+      if (s.family == TransformerFamily::kMMDiT) {
+        k.linear("y_embedder.mlp.0", D, h, 1);
+        k.linear("y_embedder.mlp.2", h, h, 1);
+      } else {  // [S2] control embedding (models/control_embedding.h) into the adaLN vector
+        const int64_t fd = s.control_feature_dim;
+        k.linear("control_embedding.high.linear_1", kHighLevelControls * fd, h, 1);
+        k.linear("control_embedding.high.linear_2", h, h, 1);
+        k.linear("control_embedding.low.linear_1", kLowLevelControls * fd, h, 1);
+        k.linear("control_embedding.low.linear_2", h, h, 1);
+      }
+      break;
+  }
+  for (int64_t i = 0; i < s.depth; ++i) {
+    if (!mm) {
+      const std::string b = "blocks." + std::to_string(i) + ".";
+      k.linear(b + "attn.qkv", h, 3 * h, N);
+      k.attention(N, N, h, H);
+      k.linear(b + "attn.proj", h, h, N);
+      if (s.family == TransformerFamily::kPixArt) {
+        k.linear(b + "cross_attn.q_linear", h, h, N);
+        k.linear(b + "cross_attn.kv_linear", h, 2 * h, T);
+        k.attention(N, T, h, H);
+        k.linear(b + "cross_attn.proj", h, h, N);
+      }
+      k.linear(b + "mlp.fc1", h, m, N);
+      k.linear(b + "mlp.fc2", m, h, N);
+      if (s.family == TransformerFamily::kDiT) k.linear(b + "adaLN_modulation.1", h, 6 * h, 1);
+      else k.param(b + "scale_shift_table", {6, h});
+    } else {
+      const std::string b = "joint_blocks." + std::to_string(i) + ".";
+      const bool last = i == s.depth - 1;  // SD3: the text stream of the last block only feeds attention
+      for (const char* stream : {"context_block.", "x_block."}) {
+        const bool ctx = stream[0] == 'c';
+        const int64_t rows = ctx ? T : N;
+        const bool pre_only = ctx && last;
+        const std::string sb = b + stream;
+        k.linear(sb + "adaLN_modulation.1", h, (pre_only ? 2 : 6) * h, 1);
+        k.linear(sb + "attn.qkv", h, 3 * h, rows);
+        k.param(sb + "attn.ln_q.weight", {s.head_dim()});
+        k.param(sb + "attn.ln_k.weight", {s.head_dim()});
+        if (!pre_only) {
+          k.linear(sb + "attn.proj", h, h, rows);
+          k.linear(sb + "mlp.fc1", h, m, rows);
+          k.linear(sb + "mlp.fc2", m, h, rows);
+        }
+      }
+      k.attention(N + T, N + T, h, H);
+    }
+  }
+  k.linear("final_layer.linear", h, out, N);
+  if (s.family == TransformerFamily::kPixArt) k.param("final_layer.scale_shift_table", {2, h});
+  else k.linear("final_layer.adaLN_modulation.1", h, 2 * h, 1);
+  for (const auto& e : k.c.params) k.c.num_params += e.numel();
+  return k.c;
+}
+
+}  // namespace dtrainer::models

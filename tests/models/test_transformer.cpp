@@ -1,0 +1,217 @@
+// The transformer backbones: preset counts against [S1] Table 2 and the DiT paper, the built
+// module against the analytic parameter table, forward/backward of small overrides of every
+// family, adaLN-Zero blocks starting as the identity, joint attention equal to attention over the
+// explicit concatenation, the attention fallback against a second implementation, and the
+// positional-embedding resampling at another resolution.
+#include <catch2/catch.hpp>
+
+#include <map>
+
+#include <torch/torch.h>
+
+#include "dtrainer/diffusion/pos_embed.h"
+#include "dtrainer/models/attention.h"
+#include "dtrainer/models/transformer.h"
+#include "dtrainer/models/transformer_cost.h"
+
+using namespace dtrainer;
+using namespace dtrainer::models;
+
+namespace {
+
+TransformerSpec small(const std::string& preset) {
+  TransformerSpec s = transformer_preset(preset);
+  s.hidden_size = 32;
+  s.depth = 2;
+  s.num_heads = 4;
+  s.context_dim = 24;
+  s.sample_size = 8;
+  s.frequency_dim = 16;
+  s.control_feature_dim = 8;
+  if (s.conditioning == "class") s.num_classes = 10;
+  return s;
+}
+
+// Records every unit's inputs and output.
+struct RecordingRunner : UnitRunner {
+  std::vector<std::pair<std::vector<torch::Tensor>, torch::Tensor>> calls;
+  torch::Tensor run(size_t, const Fn& fn, const std::vector<torch::Tensor>& inputs) override {
+    torch::Tensor out = fn(inputs);
+    calls.emplace_back(inputs, out);
+    return out;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("preset parameter counts match [S1] Table 2 and DiT-XL/2 (within 2%)") {
+  // [S1] Table 2: 256 px, 77 x 1024 text tokens.
+  const std::map<std::string, double> s1 = {
+      {"pixart-h1152-d28", 0.61e9}, {"pixart-h1536-d28", 1.08e9}, {"pixart-h1024-d28", 0.48e9}, {"pixart-h1024-d56", 0.95e9}};
+  for (const auto& [name, want] : s1) {
+    INFO(name);
+    const TransformerCost c = count_transformer(transformer_preset(name), 77);
+    CHECK(std::abs(static_cast<double>(c.num_params) / want - 1) < 0.02);
+  }
+  CHECK(transformer_preset("pixart-h1152-d28").has_caption_mlp());
+  CHECK_FALSE(transformer_preset("pixart-h1024-d28").has_caption_mlp());
+  // DiT-XL/2, class-conditional: 675M parameters, 118.6 GFLOPs (the paper counts multiply-adds,
+  // attention products included).
+  const TransformerCost dit = count_transformer(transformer_preset("dit-xl2"), 0);
+  CHECK(std::abs(static_cast<double>(dit.num_params) / 675e6 - 1) < 0.02);
+  const double macs = static_cast<double>(dit.total.macs_linear_conv + dit.total.macs_attention);
+  CHECK(std::abs(macs / 118.6e9 - 1) < 0.02);
+}
+
+TEST_CASE("the built transformer has exactly the analytic parameter table, for every family") {
+  for (const std::string preset : {"dit-xl2", "pixart-h1152-d28", "pixart-h1024-d28", "mmdit-xl2", "mmdit-pp-xl2"}) {
+    for (bool text_dit : {false, true}) {
+      TransformerSpec s = small(preset);
+      if (preset == "dit-xl2" && text_dit) s.conditioning = "text";
+      else if (text_dit) continue;
+      if (preset == "pixart-h1024-d28") s.context_dim = s.hidden_size;  // no caption MLP
+      INFO(preset << " " << s.conditioning);
+      DiffusionTransformer net(s);
+      std::map<std::string, std::vector<int64_t>> built, table;
+      for (const auto& p : net->named_parameters()) built[p.key()] = p.value().sizes().vec();
+      for (const auto& e : count_transformer(s, 7).params) table[e.name] = e.shape;
+      CHECK(built == table);
+      // units cover every parameter exactly once
+      size_t n = 0;
+      for (const auto& u : net->units()) n += u.parameters.size();
+      CHECK(n == net->parameters().size());
+    }
+  }
+}
+
+TEST_CASE("forward and backward of small overrides of every family") {
+  torch::manual_seed(0);
+  for (const std::string preset : {"dit-xl2", "pixart-h1152-d28", "mmdit-xl2", "mmdit-pp-xl2"}) {
+    INFO(preset);
+    TransformerSpec s = small(preset);
+    DiffusionTransformer net(s);
+    // Move the zero-initialised parts off zero so that every parameter gets a gradient.
+    {
+      torch::NoGradGuard g;
+      for (auto& p : net->parameters()) p.add_(torch::randn_like(p) * 0.02);
+    }
+    const int64_t B = 2, T = 5;
+    const torch::Tensor x = torch::randn({B, s.in_channels, 8, 8});
+    const torch::Tensor t = torch::tensor({3.0f, 900.0f});
+    const torch::Tensor text = torch::randn({B, T, s.context_dim});
+    const torch::Tensor mask = torch::tensor({1, 1, 1, 0, 0, 1, 1, 1, 1, 1}).view({B, T}).to(torch::kBool);
+    const torch::Tensor labels = torch::tensor({1, 10});  // 10 = the null class
+    ControlInputs controls{torch::rand({B, 4}), torch::rand({B, 2}) * 256, torch::rand({B}), torch::ones({B}, torch::kBool)};
+    const bool mmpp = s.family == TransformerFamily::kMMDiTPP;
+    const torch::Tensor all = net->forward_all(x, t, text, mask, mmpp ? &controls : nullptr, labels);
+    CHECK(all.sizes() == torch::IntArrayRef({B, s.out_channels(), 8, 8}));
+    const torch::Tensor y = net->forward(x, t, text, mask, mmpp ? &controls : nullptr, labels);
+    CHECK(y.sizes() == x.sizes());
+    all.pow(2).mean().backward();
+    for (const auto& p : net->named_parameters()) {
+      INFO(p.key());
+      REQUIRE(p.value().grad().defined());
+      CHECK(torch::isfinite(p.value().grad()).all().item<bool>());
+    }
+    // Text padding does not leak: changing a masked-out token changes nothing (class DiT ignores text).
+    torch::Tensor text2 = text.clone();
+    text2.index_put_({0, 4}, torch::randn({s.context_dim}) * 10);
+    if (s.conditioning != "class")
+      CHECK(torch::allclose(net->forward_all(x, t, text2, mask, mmpp ? &controls : nullptr, labels).select(0, 0), all.select(0, 0), 1e-5, 1e-5));
+  }
+}
+
+TEST_CASE("adaLN-Zero blocks start as the identity (DiT, mmDiT)") {
+  for (const std::string preset : {"dit-xl2", "mmdit-xl2"}) {
+    INFO(preset);
+    TransformerSpec s = small(preset);
+    DiffusionTransformer net(s);
+    RecordingRunner rec;
+    net->set_unit_runner(&rec);
+    const torch::Tensor x = torch::randn({2, 4, 8, 8});
+    net->forward(x, torch::tensor({5.0f, 50.0f}), torch::randn({2, 3, s.context_dim}), torch::Tensor(), nullptr,
+                 torch::tensor({0, 1}));
+    REQUIRE(rec.calls.size() == static_cast<size_t>(s.depth + 2));
+    for (int64_t b = 1; b <= s.depth; ++b) CHECK(torch::equal(rec.calls[b].second, rec.calls[b].first[0]));
+  }
+}
+
+TEST_CASE("joint attention equals attention over the explicit concatenation of the two streams") {
+  // Independent expectation: the image queries' output over [text; image] keys is the two partial
+  // attentions (over text keys only, over image keys only) merged by their softmax normalisers.
+  torch::manual_seed(1);
+  const int64_t B = 2, H = 3, T = 4, N = 6, d = 8;
+  const torch::Tensor qx = torch::randn({B, H, N, d}), kc = torch::randn({B, H, T, d}), vc = torch::randn({B, H, T, d});
+  const torch::Tensor kx = torch::randn({B, H, N, d}), vx = torch::randn({B, H, N, d}), qc = torch::randn({B, H, T, d});
+  const torch::Tensor joint = attention(torch::cat({qc, qx}, 2), torch::cat({kc, kx}, 2), torch::cat({vc, vx}, 2));
+  auto partial = [&](const torch::Tensor& k, const torch::Tensor& v) {
+    const torch::Tensor s = torch::matmul(qx, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(d));
+    return std::make_pair(torch::logsumexp(s, -1, true), attention_explicit(qx, k, v));
+  };
+  auto [l1, o1] = partial(kc, vc);
+  auto [l2, o2] = partial(kx, vx);
+  const torch::Tensor l = torch::logaddexp(l1, l2);
+  const torch::Tensor merged = torch::exp(l1 - l) * o1 + torch::exp(l2 - l) * o2;
+  CHECK(torch::allclose(joint.narrow(2, T, N), merged, 1e-5, 1e-6));
+}
+
+TEST_CASE("attention: the path in use equals an explicit per-head loop, masks included") {
+  torch::manual_seed(2);
+  const int64_t B = 2, H = 2, Nq = 5, Nk = 7, d = 4;
+  const torch::Tensor q = torch::randn({B, H, Nq, d}), k = torch::randn({B, H, Nk, d}), v = torch::randn({B, H, Nk, d});
+  torch::Tensor mask = torch::rand({B, Nk}) > 0.3;
+  mask.index_put_({torch::indexing::Slice(), 0}, true);  // every row attends somewhere
+  const torch::Tensor got = attention(q, k, v, mask);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < Nq; ++i) {
+        std::vector<double> w(Nk);
+        double mx = -1e300, sum = 0;
+        for (int64_t j = 0; j < Nk; ++j)
+          if (mask[b][j].item<bool>()) mx = std::max(mx, (q[b][h][i] * k[b][h][j]).sum().item<double>() / std::sqrt(4.0));
+        for (int64_t j = 0; j < Nk; ++j) {
+          w[j] = mask[b][j].item<bool>() ? std::exp((q[b][h][i] * k[b][h][j]).sum().item<double>() / 2.0 - mx) : 0.0;
+          sum += w[j];
+        }
+        for (int64_t c = 0; c < d; ++c) {
+          double o = 0;
+          for (int64_t j = 0; j < Nk; ++j) o += w[j] / sum * v[b][h][j][c].item<double>();
+          CHECK(got[b][h][i][c].item<double>() == Approx(o).margin(1e-5));
+        }
+      }
+  if (fused_attention_available()) CHECK(torch::allclose(got, attention_explicit(q, k, v, mask), 1e-5, 1e-6));
+}
+
+TEST_CASE("another resolution: resampled positions keep the grid's extent, extrapolated ones extend it") {
+  // Zeros through the patch embedding: the embed unit's image tokens are (conv bias +) positions.
+  TransformerSpec s = small("dit-xl2");
+  s.conditioning = "text";
+  torch::NoGradGuard g;
+  auto image_tokens = [&](DiffusionTransformer& net, int64_t size) {
+    RecordingRunner rec;
+    net->set_unit_runner(&rec);
+    net->forward(torch::zeros({1, 4, size, size}), torch::tensor({10.0f}), torch::zeros({1, 2, s.context_dim}));
+    net->set_unit_runner(nullptr);
+    const int64_t n = (size / 2) * (size / 2);
+    return rec.calls[0].second.narrow(1, 0, n).squeeze(0);  // [n, h], row-major grid
+  };
+  torch::manual_seed(3);
+  DiffusionTransformer res(s);
+  s.pos_embed_grid = "extrapolate";
+  torch::manual_seed(3);
+  DiffusionTransformer ext(s);  // same weights, other grid rule
+  const torch::Tensor r1 = image_tokens(res, 8), r2 = image_tokens(res, 16);  // 4x4 and 8x8 grids
+  const torch::Tensor e1 = image_tokens(ext, 8), e2 = image_tokens(ext, 16);
+  // At the training resolution the tokens carry the diffusion core's embeddings of either rule
+  // (token i - token 0 cancels the patch-embedding bias).
+  const torch::Tensor pr = diffusion::sincos_pos_embed_2d(s.hidden_size, 4, 4, 1.0, diffusion::PosEmbedGrid::kResampled);
+  const torch::Tensor pe = diffusion::sincos_pos_embed_2d(s.hidden_size, 4, 4, 1.0, diffusion::PosEmbedGrid::kExtrapolate);
+  CHECK(torch::allclose(r1 - r1[0], (pr - pr[0]).to(torch::kFloat32), 1e-5, 1e-5));
+  CHECK(torch::allclose(e1 - e1[0], (pe - pe[0]).to(torch::kFloat32), 1e-5, 1e-5));
+  // Resampled: the 8x8 grid spans the 4x4 grid's extent — its corners are the 4x4 grid's corners.
+  CHECK(torch::allclose(r2[0], r1[0], 1e-5, 1e-5));
+  CHECK(torch::allclose(r2[63], r1[15], 1e-5, 1e-5));
+  // Extrapolated: the 8x8 grid extends it — its first 4x4 block repeats the 4x4 grid, its corner does not.
+  CHECK(torch::allclose(e2[8 + 1], e1[4 + 1], 1e-5, 1e-5));
+  CHECK_FALSE(torch::allclose(e2[63], e1[15], 1e-3, 1e-3));
+}
