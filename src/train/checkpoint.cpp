@@ -1,8 +1,10 @@
 #include "dtrainer/train/checkpoint.h"
 
 #include <hdf5.h>
+#include <mpi.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -63,20 +65,6 @@ struct H5File {
   }
 };
 
-void write_vector(hid_t file, const std::string& name, const torch::Tensor& t, const std::string& where) {
-  const torch::Tensor c = t.contiguous().to(torch::kFloat32);
-  const hsize_t n = static_cast<hsize_t>(c.numel());
-  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-  H5Pset_create_intermediate_group(lcpl, 1);
-  hid_t space = H5Screate_simple(1, &n, nullptr);
-  hid_t dset = H5Dcreate2(file, name.c_str(), H5T_IEEE_F32LE, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
-  herr_t rc = dset >= 0 ? H5Dwrite(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, c.data_ptr<float>()) : -1;
-  if (dset >= 0) H5Dclose(dset);
-  H5Sclose(space);
-  H5Pclose(lcpl);
-  if (rc < 0) throw Error(where, "cannot write dataset " + name);
-}
-
 torch::Tensor read_vector(hid_t file, const std::string& name, int64_t numel, const std::string& where) {
   if (H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0) throw Error(where, "missing dataset " + name);
   hid_t dset = H5Dopen2(file, name.c_str(), H5P_DEFAULT);
@@ -97,6 +85,38 @@ torch::Tensor read_vector(hid_t file, const std::string& name, int64_t numel, co
   return t;
 }
 
+// One dataset per unit and kind, `numel` long; every rank writes its shard's slice
+// [rank * shard, rank * shard + shard) clipped to numel (the padding is not stored), collectively.
+void write_slices(hid_t file, const std::string& name, const dist::UnitShard& s, const torch::Tensor& mine, int rank,
+                  const std::string& where) {
+  const hsize_t n = static_cast<hsize_t>(s.numel);
+  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+  H5Pset_create_intermediate_group(lcpl, 1);
+  hid_t fspace = H5Screate_simple(1, &n, nullptr);
+  hid_t dset = H5Dcreate2(file, name.c_str(), H5T_IEEE_F32LE, fspace, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+  H5Pclose(lcpl);
+  if (dset < 0) {
+    H5Sclose(fspace);
+    throw Error(where, "cannot create dataset " + name);
+  }
+  const int64_t first = rank * s.shard;
+  const int64_t count = std::max<int64_t>(0, std::min<int64_t>(s.shard, s.numel - first));
+  const hsize_t start = static_cast<hsize_t>(std::min<int64_t>(first, s.numel)), cnt = static_cast<hsize_t>(count);
+  if (count > 0) H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, nullptr, &cnt, nullptr);
+  else H5Sselect_none(fspace);
+  hid_t mspace = H5Screate_simple(1, &cnt, nullptr);
+  if (count == 0) H5Sselect_none(mspace);
+  hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
+  H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+  const torch::Tensor data = mine.narrow(0, 0, count).contiguous();
+  const herr_t rc = H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, count > 0 ? data.data_ptr<float>() : nullptr);
+  H5Pclose(dxpl);
+  H5Sclose(mspace);
+  H5Sclose(fspace);
+  H5Dclose(dset);
+  if (rc < 0) throw Error(where, "cannot write dataset " + name);
+}
+
 }  // namespace
 
 std::string save_checkpoint(const std::string& root_s, int64_t step, const dist::ShardedParameters& params,
@@ -104,41 +124,46 @@ std::string save_checkpoint(const std::string& root_s, int64_t step, const dist:
   const fs::path root(root_s);
   const fs::path final_dir = root / step_name(step);
   const fs::path tmp = root / (".tmp-" + step_name(step));
-  const bool writer = params.rank() == 0;
-  // Rank 0 decides whether this step is already saved (a resumed run reaching its own start).
-  bool exists = writer && fs::exists(final_dir / "COMPLETE");
-  if (writer) {
+  const int rank = params.rank();
+  // Rank 0 decides whether this step is already saved (a resumed run reaching its own start) and
+  // prepares the directory; everyone learns the decision.
+  int exists = 0;
+  if (rank == 0) {
+    exists = fs::exists(final_dir / "COMPLETE") ? 1 : 0;
     fs::create_directories(root);
     for (const auto& e : fs::directory_iterator(root))  // leftovers of a run killed mid-save
       if (e.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove_all(e.path());
     if (!exists) fs::create_directories(tmp);
   }
-  H5File file;
+  MPI_Bcast(&exists, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  if (exists) return final_dir.string();
+
+  // Parallel HDF5: every rank writes its own slices of every unit, collectively. Memory: nothing
+  // beyond the shards themselves; bandwidth: every rank's.
   const std::string h5 = (tmp / "state.h5").string();
-  if (writer && !exists) {
-    std::lock_guard<std::mutex> lock(data::hdf5_mutex());
-    file.id = H5Fcreate(h5.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (file.id < 0) throw Error(h5, "cannot create the checkpoint file");
-  }
-  // Gather unit by unit (every rank takes part); rank 0 writes. Peak memory: one unit's state.
   nlohmann::json units = nlohmann::json::array();
-  for (size_t u = 0; u < params.num_units(); ++u) {
-    const dist::UnitShard s = params.gather_unit_state(u);
-    units.push_back({{"name", s.name}, {"numel", s.numel}});
-    if (!writer || exists) continue;
-    std::lock_guard<std::mutex> lock(data::hdf5_mutex());
-    const std::string g = "units/" + s.name + "/";
-    write_vector(file.id, g + "params", s.params, h5);
-    write_vector(file.id, g + "m", s.m, h5);
-    write_vector(file.id, g + "v", s.v, h5);
-    if (s.ema.defined()) write_vector(file.id, g + "ema", s.ema, h5);
-  }
-  if (writer && !exists) {
-    {
-      std::lock_guard<std::mutex> lock(data::hdf5_mutex());
-      if (H5Fclose(file.id) < 0) throw Error(h5, "cannot close the checkpoint file");
-      file.id = -1;
+  {
+    std::lock_guard<std::mutex> lock(data::hdf5_mutex());  // (the loaders' threads wait meanwhile)
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL);
+    H5File file;
+    file.id = H5Fcreate(h5.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    if (file.id < 0) throw Error(h5, "cannot create the checkpoint file");
+    for (size_t u = 0; u < params.num_units(); ++u) {
+      const dist::UnitShard s = params.unit_shard(u);
+      units.push_back({{"name", s.name}, {"numel", s.numel}});
+      const std::string g = "units/" + s.name + "/";
+      write_slices(file.id, g + "params", s, s.params, rank, h5);
+      write_slices(file.id, g + "m", s, s.m, rank, h5);
+      write_slices(file.id, g + "v", s, s.v, rank, h5);
+      if (s.ema.defined()) write_slices(file.id, g + "ema", s, s.ema, rank, h5);
     }
+    const herr_t rc = H5Fclose(file.id);
+    file.id = -1;
+    if (rc < 0) throw Error(h5, "cannot close the checkpoint file");
+  }
+  if (rank == 0) {
     fsync_path(h5);
     nlohmann::json m = meta;
     m["step"] = step;
@@ -152,6 +177,7 @@ std::string save_checkpoint(const std::string& root_s, int64_t step, const dist:
     auto all = complete_checkpoints(root);
     for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) fs::remove_all(all[i].second);
   }
+  MPI_Barrier(MPI_COMM_WORLD);  // published before anyone goes on (or exits)
   return final_dir.string();
 }
 

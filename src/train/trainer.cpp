@@ -535,8 +535,13 @@ int Trainer::run() {
     log_info("training " + std::to_string(c_.steps) + " steps, global batch " + std::to_string(c_.global_batch) + " on " +
              std::to_string(rt_.world()) + " ranks, " + c_.sharding + "; run directory " + run_.string());
   }
+  if (step_ >= c_.steps) {
+    log_info("the run is already complete at step " + std::to_string(step_) + " (" + run_.string() +
+             "); raise --steps to continue it, or use another --run-dir");
+    return 0;
+  }
   double window_time = 0, window_wait = 0, window_loss = 0;
-  int64_t window_steps = 0;
+  int64_t window_steps = 0, window_finite = 0;
   const auto start = Clock::now();
   const int64_t first = step_;
   while (step_ < c_.steps) {
@@ -569,7 +574,10 @@ int Trainer::run() {
     const double dt = seconds_since(t0);
     window_time += dt;
     window_wait += loader_->take_data_wait_s();
-    window_loss += finite ? loss : 0;
+    if (finite) {
+      window_loss += loss;
+      ++window_finite;
+    }
     ++window_steps;
     if (step % c_.log_every == 0 || step == c_.steps) {
       const std::vector<double> mx = all_reduce({window_time, window_wait, static_cast<double>([] {
@@ -582,7 +590,8 @@ int Trainer::run() {
       const double sps = c_.global_batch / step_time;
       const double tflops = sps * static_cast<double>(plan_.train_flops_per_sample) / 1e12;
       const double mfu = tflops / (peak_tflops_ * rt_.world());
-      const double mean_loss = window_loss / window_steps;
+      // (NaN, written as null, when every step of the window was skipped)
+      const double mean_loss = window_finite ? window_loss / window_finite : std::nan("");
       write_metrics({{"step", step},
                      {"samples", samples_},
                      {"loss", mean_loss},
@@ -605,7 +614,7 @@ int Trainer::run() {
                     format_duration(eta).c_str());
       log_info(line);
       window_time = window_wait = window_loss = 0;
-      window_steps = 0;
+      window_steps = window_finite = 0;
     }
     (void)N;
     if (c_.eval_every > 0 && step % c_.eval_every == 0 && step != c_.steps) evaluate(step);

@@ -195,6 +195,17 @@ TEST_CASE("preemption: a signal mid-run gives a complete checkpoint of the last 
   }
 }
 
+TEST_CASE("diverging training: non-finite steps are skipped, K in a row abort with diagnostics") {
+  const std::string dir = test::scratch_dir("nan");
+  // lr 1e12 without clipping: the weights blow up within a few steps, the loss becomes inf / NaN.
+  const int rc = run(1, "--steps 40 --lr 1e12 --max-grad-norm 0 --max-bad-steps 3 --run-dir " + dir, dir + ".log");
+  const std::string log = slurp(dir + ".log");
+  INFO(log);
+  CHECK(rc != 0);
+  CHECK_THAT(log, Catch::Contains("update skipped"));
+  CHECK_THAT(log, Catch::Contains("3 consecutive steps with a non-finite loss or gradient") && Catch::Contains("rank 0"));
+}
+
 TEST_CASE("a bad configuration exits 2 naming the key, and writes nothing") {
   const std::string root = test::scratch_dir("bad");
   const std::string toml = root + "/bad.toml";

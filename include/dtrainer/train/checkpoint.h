@@ -1,6 +1,7 @@
 #pragma once
 // Checkpoints that do not depend on the world size: every unit's full fp32 state (parameters,
-// AdamW m and v, EMA) gathered one unit at a time and written by rank 0 into one HDF5 file, beside
+// AdamW m and v, EMA) as one dataset per unit and kind in one HDF5 file, written collectively with
+// parallel HDF5 (each rank writes its own shard's slice: no gather, every rank's bandwidth), beside
 // a JSON manifest (step, loader state, counters, the resolved config). The random state is the
 // seed and the step: every draw is keyed by them (core/rng.h).
 //
@@ -19,8 +20,8 @@
 
 namespace dtrainer::train {
 
-// Collective over the ranks of `params`. Returns the published directory. keep: complete
-// checkpoints kept afterwards (older ones deleted by rank 0).
+// Collective over MPI_COMM_WORLD (the ranks of `params`). Returns the published directory. keep:
+// complete checkpoints kept afterwards (older ones deleted by rank 0).
 std::string save_checkpoint(const std::string& root, int64_t step, const dist::ShardedParameters& params,
                             const nlohmann::json& meta, int64_t keep);
 
