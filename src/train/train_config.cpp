@@ -89,8 +89,8 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
   app.set_config("--config", "", "TOML file of options (flat snake_case keys); the command line overrides it")
       ->group("Run")
       ->check(CLI::ExistingFile);
-  const CLI::Range positive(int64_t{1}, std::numeric_limits<int64_t>::max());
-  const CLI::Range non_negative(int64_t{0}, std::numeric_limits<int64_t>::max());
+  const auto& positive = CLI::PositiveNumber;
+  const auto& non_negative = CLI::NonNegativeNumber;
   const CLI::Range probability(0.0, 1.0);
 
   const std::string run = "Run";
@@ -120,6 +120,8 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
   opt(app, data, "data_weights", c.data_weights, "mixing weights of the data directories (default: equal)", lines);
   opt(app, data, "eval_data", c.eval_data, "held-out shard directories (synthetic data gets a held-out set of its own)", lines);
   opt(app, data, "synthetic_images", c.synthetic_images, "images in the synthetic dataset", lines)->check(positive);
+  opt(app, data, "synthetic_image_size", c.synthetic_image_size, "pixels per side of the synthetic images (a multiple of 8)", lines)
+      ->check(CLI::Range(int64_t{8}, int64_t{512}));
   opt(app, data, "global_batch", c.global_batch, "samples per optimizer step, over all ranks", lines)->check(positive);
   opt(app, data, "micro_batch", c.micro_batch, "samples per rank per forward (0: global_batch / ranks); accumulation = global / (ranks x micro)", lines)->check(non_negative);
   opt(app, data, "workers", c.workers, "loader threads per rank", lines)->check(positive);

@@ -45,8 +45,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// The synthetic dataset's fixed shape (known without generating it, for dry runs).
-constexpr int64_t kSyntheticImageSize = 32;
+// The synthetic dataset's text width (its shape is known without generating it, for dry runs).
 constexpr int64_t kSyntheticTextDim = 256;
 constexpr int64_t kSyntheticEvalImages = 256;
 
@@ -83,16 +82,19 @@ DataPlan plan_data(const TrainConfig& c, const fs::path& run_dir) {
   for (const auto& d : c.data) {
     if (d == "synthetic:shapes") {
       synthetic = true;
-      p.train_dirs.push_back((run_dir / "data" / "shapes").string());
+      // (size and count in the name: a run with other synthetic settings never reuses these)
+      p.train_dirs.push_back((run_dir / "data" / ("shapes-" + std::to_string(c.synthetic_image_size) + "px-" +
+                                                  std::to_string(c.synthetic_images))).string());
     } else {
       p.train_dirs.push_back(d);
     }
   }
   p.eval_dirs = c.eval_data;
-  if (p.eval_dirs.empty() && synthetic) p.eval_dirs.push_back((run_dir / "data" / "shapes-eval").string());
+  if (p.eval_dirs.empty() && synthetic)
+    p.eval_dirs.push_back((run_dir / "data" / ("shapes-" + std::to_string(c.synthetic_image_size) + "px-eval")).string());
   if (synthetic && c.data.size() == 1) {
     p.pixels = true;
-    p.inputs = {3, kSyntheticImageSize, kSyntheticTextDim, c.max_tokens};
+    p.inputs = {3, c.synthetic_image_size, kSyntheticTextDim, c.max_tokens};
     return p;
   }
   // Real data: the first shard's header and shapes decide (every dataset must agree; the loader checks).
@@ -126,7 +128,7 @@ void synthesize_if_needed(const TrainConfig& c, const DataPlan& p, int rank) {
       s.images = images;
       s.images_per_shard = std::min<int64_t>(images, 2048);
       s.seed = seed;
-      s.image_size = kSyntheticImageSize;
+      s.image_size = c.synthetic_image_size;
       s.text_dim = kSyntheticTextDim;
       s.force = true;
       log_info("synthesizing " + std::to_string(images) + " shapes images into " + dir);

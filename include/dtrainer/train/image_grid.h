@@ -1,6 +1,7 @@
 #pragma once
 // Sample grids: images [N, 3, H, W] in [-1, 1] (pixel-space data) written as one PNG of `columns`
-// tiles per row; latent samples are saved as a tensor file instead.
+// tiles per row, small images enlarged (pixel repetition) to tiles of at least 64 px; latent
+// samples are saved as a tensor file instead.
 
 #include <cstdint>
 #include <string>

@@ -18,11 +18,11 @@ struct TrainConfig {
   // Run
   std::string name = "quickstart";
   std::string run_dir;  // default runs/<name>
-  int64_t steps = 250;
+  int64_t steps = 600;
   uint64_t seed = 0;
   int64_t log_every = 10;
-  int64_t eval_every = 100;   // held-out loss on a fixed timestep grid; 0 = only at the end
-  int64_t ckpt_every = 100;   // 0 = only at the end (and on preemption)
+  int64_t eval_every = 200;   // held-out loss on a fixed timestep grid; 0 = only at the end
+  int64_t ckpt_every = 200;   // 0 = only at the end (and on preemption)
   int64_t keep_ckpts = 2;
   int64_t sample_every = 0;   // 0 = only at the end
   std::string resume = "auto";  // auto | none | PATH
@@ -42,6 +42,7 @@ struct TrainConfig {
   std::vector<double> data_weights;
   std::vector<std::string> eval_data;  // held-out shard dirs; synthetic data gets its own
   int64_t synthetic_images = 4096;
+  int64_t synthetic_image_size = 16;  // pixels per side of the synthetic shapes
   int64_t global_batch = 32;
   int64_t micro_batch = 0;  // per rank; 0 = global_batch / ranks (no accumulation)
   int64_t workers = 1;
