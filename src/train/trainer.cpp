@@ -253,7 +253,11 @@ class Trainer {
  private:
   void build();
   void resume();
-  double train_step(const data::Batch& batch, int64_t step, double& grad_norm, bool& finite);
+  struct StepResult {
+    double loss = 0, grad_norm = 0, image_noun_pairs = 0;
+    bool finite = true, preempt = false;  // preempt: some rank got SIGTERM / SIGUSR1 before this step's reduction
+  };
+  StepResult train_step(const data::Batch& batch, int64_t step);
   void evaluate(int64_t step);
   void sample(int64_t step);
   void checkpoint(int64_t step);
@@ -401,9 +405,9 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::null_text(int64_t batch) const 
   return {text, mask};
 }
 
-// One optimizer step over this rank's part of the global batch, in micro-batches. Returns the
-// global mean loss; finite = loss and gradient norm finite on every rank.
-double Trainer::train_step(const data::Batch& batch, int64_t step, double& grad_norm, bool& finite) {
+// One optimizer step over this rank's part of the global batch, in micro-batches. One all-reduce
+// carries the loss, the batch's image-noun pairs and the preemption flags of every rank.
+Trainer::StepResult Trainer::train_step(const data::Batch& batch, int64_t step) {
   const int64_t micro = plan_.micro, accumulation = plan_.accumulation;
   double loss_sum = 0;
   for (int64_t k = 0; k < accumulation; ++k) {
@@ -433,16 +437,22 @@ double Trainer::train_step(const data::Batch& batch, int64_t step, double& grad_
     params_->backward(loss, k == accumulation - 1);
     loss_sum += loss.item<double>();
   }
-  const double global_loss = all_reduce({loss_sum / static_cast<double>(accumulation)}, MPI_SUM)[0] / rt_.world();
-  if (!std::isfinite(global_loss)) {
+  const std::vector<double> sums = all_reduce(
+      {loss_sum / static_cast<double>(accumulation), batch.caption_nouns.sum().item<double>(), preemption_requested() ? 1.0 : 0.0},
+      MPI_SUM);
+  StepResult r;
+  r.loss = sums[0] / rt_.world();
+  r.image_noun_pairs = sums[1];
+  r.preempt = sums[2] > 0;
+  if (!std::isfinite(r.loss)) {
     params_->zero_grad();
-    finite = false;
-    grad_norm = std::nan("");
-    return global_loss;
+    r.finite = false;
+    r.grad_norm = std::nan("");
+    return r;
   }
-  grad_norm = params_->step(c_.max_grad_norm, 1.0 / static_cast<double>(accumulation));
-  finite = std::isfinite(grad_norm);
-  return global_loss;
+  r.grad_norm = params_->step(c_.max_grad_norm, 1.0 / static_cast<double>(accumulation));
+  r.finite = std::isfinite(r.grad_norm);
+  return r;
 }
 
 void Trainer::evaluate(int64_t step) {
@@ -553,10 +563,9 @@ int Trainer::run() {
     // EMA warm-up: early on the average would be mostly the random initialisation.
     if (c_.ema_decay > 0) params_->set_ema_decay(std::min(c_.ema_decay, (1.0 + step) / (10.0 + step)));
     const data::Batch batch = loader_->next();
-    double grad_norm = 0;
-    bool finite = true;
-    const double loss = train_step(batch, step, grad_norm, finite);
-    const double nouns = all_reduce({batch.caption_nouns.sum().item<double>()}, MPI_SUM)[0];
+    const StepResult result = train_step(batch, step);
+    const double loss = result.loss, grad_norm = result.grad_norm, nouns = result.image_noun_pairs;
+    const bool finite = result.finite;
     step_ = step;
     samples_ += c_.global_batch;
     compute_gflops_ += plan_.gflops_per_sample_s1 * static_cast<double>(c_.global_batch);
@@ -622,8 +631,8 @@ int Trainer::run() {
     if (c_.eval_every > 0 && step % c_.eval_every == 0 && step != c_.steps) evaluate(step);
     if (c_.sample_every > 0 && step % c_.sample_every == 0 && step != c_.steps) sample(step);
     if (c_.ckpt_every > 0 && step % c_.ckpt_every == 0 && step != c_.steps) checkpoint(step);
-    // Preemption: any rank's signal stops every rank at this boundary.
-    if (all_reduce({preemption_requested() ? 1.0 : 0.0}, MPI_MAX)[0] > 0 && step != c_.steps) {
+    // Preemption: any rank's signal (seen by this step's reduction) stops every rank here.
+    if (result.preempt && step != c_.steps) {
       checkpoint(step);
       log_info("preempted (signal " + std::to_string(preemption_signal()) + ") at step " + std::to_string(step) +
                ": checkpoint written; rerun with --resume auto to continue");
