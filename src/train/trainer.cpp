@@ -477,7 +477,16 @@ void Trainer::evaluate(int64_t step) {
     by_t[key] = l;
     mean += l / static_cast<double>(grid.size());
   }
-  write_metrics({{"eval", true}, {"step", step}, {"eval_loss", mean}, {"eval_loss_by_t", by_t}, {"eval_samples", sums.back()}});
+  // (with N, C, D and samples, as every record: fitlaws reads any metric with its scaling axes)
+  write_metrics({{"eval", true},
+                 {"step", step},
+                 {"samples", samples_},
+                 {"eval_loss", mean},
+                 {"eval_loss_by_t", by_t},
+                 {"eval_samples", sums.back()},
+                 {"compute_gflops", compute_gflops_},
+                 {"image_noun_pairs", image_noun_pairs_},
+                 {"params", plan_.cost.params}});
   log_info("eval step " + std::to_string(step) + ": held-out loss " + std::to_string(mean));
 }
 
