@@ -108,6 +108,21 @@ TEST_CASE("2-rank zero3 and 1-rank runs of the same global batch give the same p
     CHECK(got.at(step) == Approx(loss).epsilon(1e-5));
   }
   CHECK(ref.at(20) < ref.at(1));  // it learns
+  // Every record (training and eval) carries fitlaws's axes; compute and D only grow.
+  std::ifstream in(dir + "/metrics.jsonl");
+  double last_c = 0, last_d = 0;
+  int evals = 0;
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    INFO(line);
+    for (const char* key : {"step", "params", "compute_gflops", "image_noun_pairs", "samples"}) CHECK(j.contains(key));
+    CHECK(j["compute_gflops"].get<double>() >= last_c);
+    CHECK(j["image_noun_pairs"].get<double>() >= last_d);
+    last_c = j["compute_gflops"].get<double>();
+    last_d = j["image_noun_pairs"].get<double>();
+    evals += j.contains("eval") ? 1 : 0;
+  }
+  CHECK(evals == 1);  // eval_every 0: at the end only
 }
 
 TEST_CASE("resume: steps 11-20 after a stop at 10 equal the uninterrupted run") {
