@@ -36,6 +36,25 @@ void require_known(const std::string& preset) {
     throw Error("model", "unknown preset '" + preset + "' (dtmodel list shows them)");
 }
 
+// Applies the key=value overrides, then the fields the data decides (an explicit override of one of
+// those must agree with the data). `set_field(spec, key, value)` is the family's field setter.
+template <typename Spec, typename SetField>
+void apply_overrides(Spec& spec, const std::vector<std::string>& overrides,
+                     const std::map<std::string, int64_t>& from_data, SetField set_field) {
+  std::map<std::string, std::string> set;
+  for (const auto& kv : overrides) {
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos) throw Error("model_set", "'" + kv + "' is not key=value");
+    set[kv.substr(0, eq)] = kv.substr(eq + 1);
+    set_field(spec, kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  for (const auto& [key, value] : from_data) {
+    if (set.count(key) && set[key] != std::to_string(value))
+      throw Error("model_set", key + "=" + set[key] + " contradicts the data (" + std::to_string(value) + ")");
+    set_field(spec, key, std::to_string(value));
+  }
+}
+
 BackboneSpec resolve_transformer(const std::string& preset, const std::vector<std::string>& overrides,
                                  const BackboneInputs& inputs, bool control_conditioning) {
   BackboneSpec out;
@@ -43,20 +62,9 @@ BackboneSpec resolve_transformer(const std::string& preset, const std::vector<st
   out.inputs = inputs;
   TransformerSpec& spec = out.transformer;
   spec = transformer_preset(preset);
-  std::map<std::string, std::string> set;
-  for (const auto& kv : overrides) {
-    const size_t eq = kv.find('=');
-    if (eq == std::string::npos) throw Error("model_set", "'" + kv + "' is not key=value");
-    set[kv.substr(0, eq)] = kv.substr(eq + 1);
-    set_transformer_field(spec, kv.substr(0, eq), kv.substr(eq + 1));
-  }
-  const std::map<std::string, int64_t> from_data = {
-      {"in_channels", inputs.latent_channels}, {"sample_size", inputs.latent_size}, {"context_dim", inputs.text_dim}};
-  for (const auto& [key, value] : from_data) {
-    if (set.count(key) && set[key] != std::to_string(value))
-      throw Error("model_set", key + "=" + set[key] + " contradicts the data (" + std::to_string(value) + ")");
-    set_transformer_field(spec, key, std::to_string(value));
-  }
+  apply_overrides(spec, overrides,
+                  {{"in_channels", inputs.latent_channels}, {"sample_size", inputs.latent_size}, {"context_dim", inputs.text_dim}},
+                  set_transformer_field);
   if (spec.conditioning == "class")
     throw Error("model_set", preset + " is class-conditional; the training data carries captions: set conditioning=text");
   if (control_conditioning && !spec.control_conditioning())
@@ -89,23 +97,12 @@ BackboneSpec resolve_backbone(const std::string& preset, const std::vector<std::
   out.inputs = inputs;
   UNetSpec& spec = out.unet;
   spec = unet_preset(preset);
-  std::map<std::string, std::string> set;
-  for (const auto& kv : overrides) {
-    const size_t eq = kv.find('=');
-    if (eq == std::string::npos) throw Error("model_set", "'" + kv + "' is not key=value");
-    set[kv.substr(0, eq)] = kv.substr(eq + 1);
-    set_unet_field(spec, kv.substr(0, eq), kv.substr(eq + 1));
-  }
-  // The data decides these; an explicit override must agree.
-  const std::map<std::string, int64_t> from_data = {{"in_channels", inputs.latent_channels},
-                                                    {"out_channels", inputs.latent_channels},
-                                                    {"sample_size", inputs.latent_size},
-                                                    {"context_dim", inputs.text_dim}};
-  for (const auto& [key, value] : from_data) {
-    if (set.count(key) && set[key] != std::to_string(value))
-      throw Error("model_set", key + "=" + set[key] + " contradicts the data (" + std::to_string(value) + ")");
-    set_unet_field(spec, key, std::to_string(value));
-  }
+  apply_overrides(spec, overrides,
+                  {{"in_channels", inputs.latent_channels},
+                   {"out_channels", inputs.latent_channels},
+                   {"sample_size", inputs.latent_size},
+                   {"context_dim", inputs.text_dim}},
+                  set_unet_field);
   if (control_conditioning) spec.control_conditioning = true;
   count_unet(spec, {inputs.latent_size, inputs.latent_size, inputs.text_len});  // validates
   return out;

@@ -550,7 +550,6 @@ int Trainer::run() {
   build();
   resume();
   install_preemption_handlers();
-  const double N = static_cast<double>(plan_.cost.params);
   if (step_ == 0) {
     log_info(models::backbone_summary(plan_.backbone));
     log_info("training " + std::to_string(c_.steps) + " steps, global batch " + std::to_string(c_.global_batch) + " on " +
@@ -636,7 +635,6 @@ int Trainer::run() {
       window_time = window_wait = window_loss = 0;
       window_steps = window_finite = 0;
     }
-    (void)N;
     if (c_.eval_every > 0 && step % c_.eval_every == 0 && step != c_.steps) evaluate(step);
     if (c_.sample_every > 0 && step % c_.sample_every == 0 && step != c_.steps) sample(step);
     if (c_.ckpt_every > 0 && step % c_.ckpt_every == 0 && step != c_.steps) checkpoint(step);

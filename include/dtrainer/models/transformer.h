@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <torch/nn/module.h>
@@ -49,6 +50,8 @@ class DiffusionTransformerImpl : public torch::nn::Module, public UnitModel {
   std::shared_ptr<transformer_detail::Embed> embed_;
   std::vector<std::shared_ptr<transformer_detail::Block>> blocks_;
   std::shared_ptr<transformer_detail::FinalLayer> final_;
+  torch::Tensor pos_cache_;  // positional embedding of the last grid seen
+  std::pair<int64_t, int64_t> pos_grid_{0, 0};
 };
 TORCH_MODULE(DiffusionTransformer);
 
