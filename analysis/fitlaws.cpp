@@ -214,7 +214,7 @@ int run_power(const Input& in, const std::string& xcol, const std::string& ycol,
 }  // namespace
 
 int main(int argc, char** argv) {
-  Kokkos::ScopeGuard kokkos(argc, argv);
+  Kokkos::ScopeGuard kokkos{Kokkos::InitArguments{}};  // not argc/argv: Kokkos would claim --help and --device
   quiet_solver_logging();
   CLI::App app{"fitlaws: scaling-law fits (power laws on Pareto frontiers, Chinchilla form) with bootstrap uncertainty"};
   app.require_subcommand(1);

@@ -4,6 +4,7 @@
 # Results:
 #   Torch (TORCH_LIBRARIES), MPI::MPI_CXX, dt::hdf5 (parallel HDF5), dt::kokkos, CLI11::CLI11,
 #   Catch2::Catch2, nlohmann_json::nlohmann_json, spdlog::spdlog, Ceres::ceres, PNG::PNG
+#   DT_WITH_NCCL: ON when the NCCL communicator is built (see DT_NCCL below).
 #   DT_WITH_CUDA: ON when LibTorch was built with CUDA *and* NCCL was found (GPU code is compiled).
 
 set(DT_FOUND_SUMMARY "")
@@ -37,23 +38,42 @@ else()
   dt_found("LibTorch" "${Torch_DIR} (CPU only)")
 endif()
 
-# --- NCCL: only looked for when LibTorch has CUDA. NCCL_ROOT may point at the nvidia-nccl-cu13
-#     Python package's folder (…/site-packages/nvidia/nccl).
-set(DT_WITH_CUDA OFF)
-if(DT_TORCH_CUDA)
-  find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${NCCL_ROOT} ENV NCCL_ROOT PATH_SUFFIXES include)
-  find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS ${NCCL_ROOT} ENV NCCL_ROOT PATH_SUFFIXES lib lib64)
-  if(NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
-    set(DT_WITH_CUDA ON)
+# --- NCCL and the CUDA runtime, for the NCCL communicator (src/dist/nccl_communicator.cpp).
+#     DT_NCCL=AUTO builds it when LibTorch has CUDA and NCCL is found; ON requires it (with a
+#     CPU-only LibTorch that is a compile-and-link check of the backend: CUDA tensors cannot exist
+#     there, so its tests skip); OFF never builds it. NCCL_ROOT may point at the nvidia-nccl-cu13
+#     Python package's folder (.../site-packages/nvidia/nccl); CUDA comes from CUDAToolkit_ROOT,
+#     nvcc on PATH or /usr/local/cuda.
+set(DT_NCCL "AUTO" CACHE STRING "Build the NCCL communicator: AUTO (with CUDA-enabled LibTorch), ON (require it), OFF")
+set_property(CACHE DT_NCCL PROPERTY STRINGS AUTO ON OFF)
+set(DT_WITH_NCCL OFF)
+if(DT_NCCL STREQUAL "ON" OR (DT_NCCL STREQUAL "AUTO" AND DT_TORCH_CUDA))
+  find_package(CUDAToolkit QUIET)
+  find_path(NCCL_INCLUDE_DIR nccl.h HINTS ${NCCL_ROOT} ENV NCCL_ROOT ${CUDAToolkit_INCLUDE_DIRS} PATH_SUFFIXES include)
+  find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 HINTS ${NCCL_ROOT} ENV NCCL_ROOT ${CUDAToolkit_LIBRARY_DIR}
+               PATH_SUFFIXES lib lib64)
+  if(CUDAToolkit_FOUND AND NCCL_INCLUDE_DIR AND NCCL_LIBRARY)
+    set(DT_WITH_NCCL ON)
     add_library(dt::nccl INTERFACE IMPORTED)
     target_include_directories(dt::nccl SYSTEM INTERFACE ${NCCL_INCLUDE_DIR})
-    target_link_libraries(dt::nccl INTERFACE ${NCCL_LIBRARY})
-    dt_found("NCCL" "${NCCL_LIBRARY}")
+    target_link_libraries(dt::nccl INTERFACE ${NCCL_LIBRARY} CUDA::cudart)
+    dt_found("NCCL" "${NCCL_LIBRARY} (CUDA runtime ${CUDAToolkit_VERSION})")
+  elseif(DT_NCCL STREQUAL "ON")
+    message(FATAL_ERROR "dtrainer: DT_NCCL=ON but the CUDA runtime (found: ${CUDAToolkit_FOUND}) or NCCL "
+                        "(nccl.h: ${NCCL_INCLUDE_DIR}, library: ${NCCL_LIBRARY}) is missing.\n"
+                        "  Point -DCUDAToolkit_ROOT at the CUDA toolkit and -DNCCL_ROOT at NCCL "
+                        "(e.g. site-packages/nvidia/nccl of the nvidia-nccl-cu13 wheel).")
   else()
-    dt_found("NCCL" "not found (set NCCL_ROOT) -> GPU communicator not built")
+    dt_found("NCCL" "not found (set NCCL_ROOT) -> NCCL communicator not built")
   endif()
 else()
-  dt_found("NCCL" "not searched (LibTorch has no CUDA)")
+  dt_found("NCCL" "not searched (DT_NCCL=${DT_NCCL}, LibTorch CUDA: ${DT_TORCH_CUDA})")
+endif()
+# The CUDA training path (device code, CUDA tensors) needs both.
+if(DT_TORCH_CUDA AND DT_WITH_NCCL)
+  set(DT_WITH_CUDA ON)
+else()
+  set(DT_WITH_CUDA OFF)
 endif()
 
 # --- MPI (Open MPI)
@@ -179,6 +199,8 @@ function(dt_print_summary)
   endforeach()
   if(DT_WITH_CUDA)
     message(STATUS "dtrainer will build: CPU path + CUDA/NCCL path")
+  elseif(DT_WITH_NCCL)
+    message(STATUS "dtrainer will build: CPU path + the NCCL communicator (compile check: LibTorch has no CUDA)")
   else()
     message(STATUS "dtrainer will build: CPU path only (GPU path needs CUDA-enabled LibTorch and NCCL)")
   endif()

@@ -2,7 +2,7 @@
 #
 #   dt_add_test(NAME SOURCES src... [LIBS lib...] [LABELS l...] [OWN_MAIN])
 #       one process. OWN_MAIN: the sources define main() (e.g. a test that is also its own fixture).
-#   dt_add_mpi_test(NAME SOURCES src... [LIBS lib...] [RANKS n...] [LABELS l...])
+#   dt_add_mpi_test(NAME SOURCES src... [LIBS lib...] [RANKS n...] [LABELS l...] [OWN_MAIN])
 #       the same executable run under mpirun once per entry in RANKS (default: 2 4); runs with more
 #       ranks than this machine has cores get --oversubscribe. Test names: NAME_np<n>.
 
@@ -40,11 +40,15 @@ function(dt_add_test name)
 endfunction()
 
 function(dt_add_mpi_test name)
-  cmake_parse_arguments(T "" "" "SOURCES;LIBS;LABELS;RANKS" ${ARGN})
+  cmake_parse_arguments(T "OWN_MAIN" "" "SOURCES;LIBS;LABELS;RANKS" ${ARGN})
   if(NOT T_RANKS)
     set(T_RANKS 2 4)
   endif()
-  _dt_test_executable(${name} SOURCES ${T_SOURCES} LIBS MPI::MPI_CXX ${T_LIBS})
+  set(own "")
+  if(T_OWN_MAIN)
+    set(own OWN_MAIN)
+  endif()
+  _dt_test_executable(${name} ${own} SOURCES ${T_SOURCES} LIBS MPI::MPI_CXX ${T_LIBS})
   foreach(n IN LISTS T_RANKS)
     set(extra "")
     if(n GREATER DT_NCORES)

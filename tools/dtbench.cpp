@@ -1,9 +1,10 @@
 // dtbench — performance benchmarks.
 //
-//   mpirun -n 2 dtbench comm [--json] [--min-bytes B] [--max-bytes B] [--iters N]
+//   mpirun -n 2 dtbench comm [--json] [--backend mpi|nccl] [--min-bytes B] [--max-bytes B] [--iters N]
 //       each collective from 1 KiB to 256 MiB (fp32), in the style of nccl-tests: time, algorithm
 //       bandwidth and bus bandwidth through dtrainer's Communicator and through the raw MPI call
-//       on the same buffers.
+//       on the same buffers. --backend nccl: the NCCL backend on each rank's GPU (one rank per
+//       GPU); the raw-MPI column is left out there (Debian's Open MPI cannot read GPU memory).
 //   dtbench optim [--json] [--elements N]
 //       the fused AdamW update's effective GB/s next to a memcpy moving the same bytes.
 
@@ -14,6 +15,8 @@
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <limits>
+#include <string>
 #include <vector>
 
 #include <CLI/CLI.hpp>
@@ -22,6 +25,7 @@
 
 #include "dtrainer/core/error.h"
 #include "dtrainer/dist/adamw.h"
+#include "dtrainer/dist/local_device.h"
 #include "dtrainer/dist/mpi_communicator.h"
 #include "dtrainer/dist/mpi_runtime.h"
 
@@ -50,17 +54,23 @@ double time_collective(MPI_Comm comm, int iters, F&& f) {
   return t[t.size() / 2];
 }
 
-int run_comm(MpiRuntime& rt, bool json, int64_t min_bytes, int64_t max_bytes, int iters) {
-  auto comm = make_mpi_communicator(rt.comm());
+int run_comm(MpiRuntime& rt, bool json, const std::string& backend, int64_t min_bytes, int64_t max_bytes, int iters) {
+  torch::Device device = torch::kCPU;
+  if (backend == "nccl") {
+    device = local_device(rt);
+    if (!device.is_cuda()) throw Error("--backend nccl", "LibTorch sees no CUDA device on rank " + std::to_string(rt.rank()));
+  }
+  auto comm = make_communicator(rt, device);
+  const bool gpu = device.is_cuda();
   const int W = rt.world();
   ordered_json rows = ordered_json::array();
   if (!json && rt.rank() == 0)
-    std::printf("# dtbench comm: %d ranks, fp32, median of %d runs; busbw as nccl-tests (allreduce x 2(n-1)/n, "
+    std::printf("# dtbench comm: %d ranks, %s backend, fp32, median of %d runs; busbw as nccl-tests (allreduce x 2(n-1)/n, "
                 "reduce_scatter/all_gather x (n-1)/n)\n# %-14s %12s %11s %11s %11s %11s %7s\n",
-                W, iters, "op", "bytes", "time_us", "busbw_GB/s", "mpi_us", "mpi_busbw", "ratio");
+                W, comm->backend(), iters, "op", "bytes", "time_us", "busbw_GB/s", "mpi_us", "mpi_busbw", "ratio");
   for (int64_t bytes = min_bytes; bytes <= max_bytes; bytes *= 4) {
     const int64_t n = std::max<int64_t>(W, bytes / 4 / W * W);  // divisible by the ranks
-    torch::Tensor full = torch::ones({n}), part = torch::ones({n / W});
+    torch::Tensor full = torch::ones({n}, device), part = torch::ones({n / W}, device);
     struct Op {
       const char* name;
       double factor;  // busbw = algbw x factor
@@ -73,8 +83,9 @@ int run_comm(MpiRuntime& rt, bool json, int64_t min_bytes, int64_t max_bytes, in
         else if (name == "reduce_scatter") comm->reduce_scatter(full, part, ReduceOp::kSum);
         else if (name == "all_gather") comm->all_gather(part, full);
         else comm->broadcast(full, 0);
+        if (gpu) torch::cuda::synchronize(device.index());  // GPU collectives return once queued
       });
-      const double raw = time_collective(rt.comm(), iters, [&] {
+      const double raw = gpu ? std::numeric_limits<double>::quiet_NaN() : time_collective(rt.comm(), iters, [&] {
         if (name == "all_reduce") MPI_Allreduce(MPI_IN_PLACE, full.data_ptr(), static_cast<int>(n), MPI_FLOAT, MPI_SUM, rt.comm());
         else if (name == "reduce_scatter")
           MPI_Reduce_scatter_block(full.data_ptr(), part.data_ptr(), static_cast<int>(n / W), MPI_FLOAT, MPI_SUM, rt.comm());
@@ -130,14 +141,18 @@ int run_optim(bool json, int64_t n, int iters) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Kokkos::ScopeGuard kokkos(argc, argv);
+  Kokkos::ScopeGuard kokkos{Kokkos::InitArguments{}};  // not argc/argv: Kokkos would claim --help and --device
   CLI::App app{"dtbench: communication and optimizer benchmarks"};
   app.require_subcommand(1);
   bool json = false;
   int64_t min_bytes = 1024, max_bytes = 256ll << 20, elements = 64ll << 20;
   int iters = 10;
+  std::string backend = "mpi";
   CLI::App* c = app.add_subcommand("comm", "collectives through the Communicator vs raw MPI (run under mpirun)");
   c->add_flag("--json", json, "print JSON (rank 0)");
+  c->add_option("--backend", backend, "mpi: host memory; nccl: each rank's GPU (one rank per GPU)")
+      ->check(CLI::IsMember({"mpi", "nccl"}))
+      ->capture_default_str();
   c->add_option("--min-bytes", min_bytes, "smallest message")->capture_default_str();
   c->add_option("--max-bytes", max_bytes, "largest message")->capture_default_str();
   c->add_option("--iters", iters, "timed runs per size (median reported)")->capture_default_str();
@@ -154,5 +169,5 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  return run_ranks(&argc, &argv, [&](MpiRuntime& rt) { return run_comm(rt, json, min_bytes, max_bytes, iters); });
+  return run_ranks(&argc, &argv, [&](MpiRuntime& rt) { return run_comm(rt, json, backend, min_bytes, max_bytes, iters); });
 }

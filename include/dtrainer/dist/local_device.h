@@ -1,0 +1,22 @@
+#pragma once
+// Which device a rank computes on, and the communicator for tensors there.
+
+#include <memory>
+
+#include <torch/types.h>
+
+#include "dtrainer/dist/communicator.h"
+#include "dtrainer/dist/mpi_runtime.h"
+
+namespace dtrainer::dist {
+
+// cuda:<node-local rank> when LibTorch sees CUDA devices, else the CPU. A node running more
+// ranks than it has devices is an error naming the rank (two ranks sharing one GPU would halve
+// each other's memory and serialise their kernels).
+torch::Device local_device(const MpiRuntime& rt);
+
+// The communicator for tensors on `device`: NCCL for CUDA devices (an error if this build has no
+// NCCL), MPI for the CPU.
+std::unique_ptr<Communicator> make_communicator(const MpiRuntime& rt, const torch::Device& device);
+
+}  // namespace dtrainer::dist
