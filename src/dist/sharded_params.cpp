@@ -20,6 +20,10 @@ ShardingStrategy parse_sharding_strategy(const std::string& field, const std::st
                                          {"zero3", ShardingStrategy::kZero3}});
 }
 
+torch::ScalarType parse_compute_dtype(const std::string& field, const std::string& text) {
+  return parse_choice<torch::ScalarType>(field, text, {{"fp32", torch::kFloat32}, {"bf16", torch::kBFloat16}});
+}
+
 const char* sharding_strategy_name(ShardingStrategy s) {
   switch (s) {
     case ShardingStrategy::kReplicate: return "replicate";
@@ -40,8 +44,10 @@ struct ShardedParameters::Unit {
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
   std::vector<uintptr_t> hook_keys;
   int64_t numel = 0, padded = 0, shard = 0;
-  torch::Tensor full;    // [padded] the parameters; under zero3 only while gathered
-  torch::Tensor master;  // what this rank updates: replicate full; zero1/2 its slice of full; zero3 its own [shard]
+  torch::Tensor full;    // [padded] the parameters the model computes with (compute dtype); under zero3 only while gathered
+  torch::Tensor master;  // fp32, what this rank updates: replicate all [padded], zero1-3 its [shard]
+                         // (with fp32 compute and zero1-3 not sharded: a view of full, else its own)
+  torch::Tensor compute_shard;  // bf16 compute under zero1-3: this rank's [shard] of the copy, written by the update
   torch::Tensor grad;    // replicate/zero1: [padded] packed and all-reduced; zero2/3: [shard] accumulated
   torch::Tensor m, v, ema;
   std::vector<bool> arrived;  // this round's gradient has arrived for parameter i
@@ -77,8 +83,12 @@ ShardedParameters::ShardedParameters(models::UnitModel& model, Communicator* com
     : model_(model), comm_(comm), config_(config) {
   rank_ = comm ? comm->rank() : 0;
   world_ = comm ? comm->world() : 1;
+  if (config_.compute_dtype != torch::kFloat32 && config_.compute_dtype != torch::kBFloat16)
+    throw Error("sharding", std::string("compute dtype must be fp32 or bf16, not ") + c10::toString(config_.compute_dtype));
   if (comm) grad_comm_ = comm->duplicate();
   const bool zero3 = config_.strategy == ShardingStrategy::kZero3;
+  const bool whole = config_.strategy == ShardingStrategy::kReplicate;
+  const bool low = low_precision();
   torch::NoGradGuard no_grad;
   const std::vector<models::ModelUnit> units = model.units();
   for (size_t ui = 0; ui < units.size(); ++ui) {
@@ -93,26 +103,27 @@ ShardedParameters::ShardedParameters(models::UnitModel& model, Communicator* com
       u->shapes.push_back(p.sizes().vec());
       u->numel += p.numel();
     }
-    // The accumulators record the parameters' shapes: create them (and hold them, so autograd
-    // keeps using these) while the parameters still have their real shapes.
+    u->padded = (u->numel + world_ - 1) / world_ * world_;
+    u->shard = u->padded / world_;
+    torch::Tensor flat = torch::zeros({u->padded});  // fp32
+    for (size_t i = 0; i < u->params.size(); ++i)
+      flat.narrow(0, u->offsets[i], u->params[i].numel()).copy_(u->params[i].reshape({-1}));
+    u->full = low ? flat.to(config_.compute_dtype) : flat;
+    // The module's tensors become views of the flat buffer (in the compute dtype), and only then
+    // get their gradient accumulators: autograd drops an accumulator when a parameter's dtype
+    // changes, and it records the real shapes (zero3 empties the parameters below). They are held
+    // here so autograd keeps using these.
+    for (size_t i = 0; i < u->params.size(); ++i)
+      u->params[i].set_data(u->full.narrow(0, u->offsets[i], u->numels[i]).view(u->shapes[i]));
     for (size_t i = 0; i < u->params.size(); ++i) {
       u->accumulators.push_back(torch::autograd::impl::grad_accumulator(u->params[i]));
       u->hook_keys.push_back(u->accumulators.back()->add_post_hook(std::make_unique<GradReadyHook>(this, ui, i)));
     }
-    u->padded = (u->numel + world_ - 1) / world_ * world_;
-    u->shard = u->padded / world_;
-    u->full = torch::zeros({u->padded});
-    for (size_t i = 0; i < u->params.size(); ++i)
-      u->full.narrow(0, u->offsets[i], u->params[i].numel()).copy_(u->params[i].reshape({-1}));
-    const bool whole = config_.strategy == ShardingStrategy::kReplicate;
-    if (zero3) {
-      u->master = u->full.narrow(0, rank_ * u->shard, u->shard).clone();
-      release(*u);  // parameters exist only while the unit runs
-    } else {
-      for (size_t i = 0; i < u->params.size(); ++i)  // the module's tensors become views of the flat buffer
-        u->params[i].set_data(u->full.narrow(0, u->offsets[i], u->params[i].numel()).view(u->shapes[i]));
-      u->master = whole ? u->full : u->full.narrow(0, rank_ * u->shard, u->shard);
-    }
+    if (whole) u->master = flat;
+    else if (zero3 || low) u->master = flat.narrow(0, rank_ * u->shard, u->shard).clone();
+    else u->master = u->full.narrow(0, rank_ * u->shard, u->shard);
+    if (low && !whole) u->compute_shard = u->full.narrow(0, rank_ * u->shard, u->shard).clone();
+    if (zero3) release(*u);  // parameters exist only while the unit runs
     const int64_t state = whole ? u->padded : u->shard;
     u->grad = torch::zeros({config_.strategy == ShardingStrategy::kZero2 || zero3 ? u->shard : u->padded});
     u->m = torch::zeros({state});
@@ -154,16 +165,18 @@ void ShardedParameters::after_run(size_t unit, bool) { release(*units_[unit]); }
 void ShardedParameters::gather(Unit& u) {
   if (u.gathered++ > 0) return;
   torch::NoGradGuard no_grad;
-  u.full = torch::empty({u.padded});
-  if (comm_) comm_->all_gather(u.master, u.full);
-  else u.full.copy_(u.master);
+  u.full = torch::empty({u.padded}, torch::TensorOptions().dtype(config_.compute_dtype));
+  const torch::Tensor& mine = low_precision() ? u.compute_shard : u.master;
+  if (comm_) comm_->all_gather(mine, u.full);
+  else u.full.copy_(mine);
   for (size_t i = 0; i < u.params.size(); ++i)
     u.params[i].set_data(u.full.narrow(0, u.offsets[i], u.numels[i]).view(u.shapes[i]));
 }
 
 void ShardedParameters::release(Unit& u) {
   if (u.gathered > 0 && --u.gathered > 0) return;
-  for (auto& p : u.params) p.set_data(torch::empty({0}));  // same dtype and device: the accumulator stays
+  for (auto& p : u.params)  // same dtype and device: the accumulator stays
+    p.set_data(torch::empty({0}, torch::TensorOptions().dtype(config_.compute_dtype)));
   u.full = torch::Tensor();
 }
 
@@ -254,6 +267,7 @@ double ShardedParameters::step(double max_grad_norm, double grad_scale) {
     grads.push_back(config_.strategy == ShardingStrategy::kZero1 ? u->grad.narrow(0, rank_ * u->shard, u->shard) : u->grad);
   }
   const bool whole = config_.strategy == ShardingStrategy::kReplicate;
+  const bool low = low_precision();
   const double norm = global_grad_norm(grads, whole ? nullptr : comm_) * grad_scale;
   if (!std::isfinite(norm)) {  // every rank sees the same norm: all skip the update together
     for (auto& u : units_) u->grad.zero_();
@@ -263,10 +277,14 @@ double ShardedParameters::step(double max_grad_norm, double grad_scale) {
   const double scale = grad_scale * clip_factor(norm, max_grad_norm);
   for (size_t i = 0; i < units_.size(); ++i) {
     Unit& u = *units_[i];
-    adamw_step(u.master, grads[i], u.m, u.v, step_, config_.adamw, scale);
+    // The fused update also writes the bf16 compute copy: all of it (replicate) or this rank's shard.
+    const torch::Tensor copy = !low ? torch::Tensor() : whole ? u.full : u.compute_shard;
+    adamw_step(u.master, grads[i], u.m, u.v, step_, config_.adamw, scale, copy);
     if (u.ema.defined()) ema_update(u.ema, u.master, config_.ema_decay);
-    if (!whole && config_.strategy != ShardingStrategy::kZero3) {
-      if (comm_) comm_->all_gather(u.master.clone(), u.full);  // (all_gather may not alias its input)
+    if (!whole && config_.strategy != ShardingStrategy::kZero3) {  // zero1/2: everyone's updated shards
+      const torch::Tensor mine = low ? u.compute_shard : u.master.clone();  // (all_gather may not alias its input)
+      if (comm_) comm_->all_gather(mine, u.full);
+      else if (low) u.full.copy_(mine);
     }
     u.grad.zero_();
   }
@@ -288,14 +306,19 @@ void ShardedParameters::zero_grad() {
 
 ShardedMemory ShardedParameters::memory() const {
   ShardedMemory m;
+  const bool zero3 = config_.strategy == ShardingStrategy::kZero3;
+  const int64_t compute_bytes = c10::elementSize(config_.compute_dtype);
   for (const auto& u : units_) {
     m.padded_elements += u->padded;
-    m.param_bytes += 4 * (config_.strategy == ShardingStrategy::kZero3 ? u->master.numel() : u->full.numel());
+    // fp32 masters, plus what the model computes with when that is a separate copy: all of it
+    // (held between steps unless zero3) and this rank's shard of it.
+    if (!low_precision()) m.param_bytes += 4 * (zero3 ? u->shard : u->padded);
+    else m.param_bytes += 4 * u->master.numel() + compute_bytes * ((zero3 ? 0 : u->padded) + u->compute_shard.numel());
     m.grad_bytes += 4 * u->grad.numel();
     m.optimizer_state_bytes += 4 * (u->m.numel() + u->v.numel());
     if (u->ema.defined()) m.ema_bytes += 4 * u->ema.numel();
-    if (config_.strategy == ShardingStrategy::kZero2 || config_.strategy == ShardingStrategy::kZero3)
-      m.transient_unit_bytes = std::max(m.transient_unit_bytes, 4 * u->padded);
+    if (zero3) m.transient_unit_bytes = std::max(m.transient_unit_bytes, compute_bytes * u->padded);
+    if (reduces_each_micro_batch()) m.transient_unit_bytes = std::max(m.transient_unit_bytes, 4 * u->padded);
   }
   return m;
 }
@@ -329,21 +352,38 @@ void ShardedParameters::load_unit(size_t i, const torch::Tensor& params, const t
     p.narrow(0, 0, u.numel).copy_(t.reshape({-1}).to(torch::kFloat32));
     return whole ? p : p.narrow(0, rank_ * u.shard, u.shard);
   };
-  if (config_.strategy == ShardingStrategy::kZero3) u.master.copy_(padded(params));
-  else {
-    torch::Tensor p = torch::zeros({u.padded});
-    p.narrow(0, 0, u.numel).copy_(params.reshape({-1}));
-    u.full.copy_(p);
-  }
   u.m.copy_(padded(m));
   u.v.copy_(padded(v));
   if (u.ema.defined()) u.ema.copy_(padded(ema));
+  // Every rank has the full parameters here: no communication needed to set what the model uses.
+  torch::Tensor p = torch::zeros({u.padded});
+  p.narrow(0, 0, u.numel).copy_(params.reshape({-1}));
+  u.master.copy_(whole ? p : p.narrow(0, rank_ * u.shard, u.shard));
+  if (config_.strategy != ShardingStrategy::kZero3) u.full.copy_(p);
+  if (u.compute_shard.defined()) u.compute_shard.copy_(u.master);
+}
+
+// Makes what the model computes with equal the masters again after they changed other than by an
+// update (swap_ema): the compute copy, and under zero1/2 every rank's shard of the full
+// parameters (a collective).
+void ShardedParameters::publish(Unit& u) {
+  torch::NoGradGuard no_grad;
+  const bool low = low_precision();
+  if (low) {
+    if (config_.strategy == ShardingStrategy::kReplicate) u.full.copy_(u.master);
+    else u.compute_shard.copy_(u.master);
+  }
+  if (config_.strategy == ShardingStrategy::kZero1 || config_.strategy == ShardingStrategy::kZero2) {
+    const torch::Tensor mine = low ? u.compute_shard : u.master.clone();  // (all_gather may not alias its input)
+    if (comm_) comm_->all_gather(mine, u.full);
+    else if (low) u.full.copy_(mine);
+  }
 }
 
 torch::Tensor ShardedParameters::gather_unit(size_t i, bool ema) const {
   const Unit& u = *units_.at(i);
   if (ema && !u.ema.defined()) throw Error("sharding", "gather_unit: EMA is off");
-  if (!ema && config_.strategy != ShardingStrategy::kZero3) return u.full.narrow(0, 0, u.numel).clone();
+  if (!ema && config_.strategy != ShardingStrategy::kZero3 && !low_precision()) return u.full.narrow(0, 0, u.numel).clone();
   return gather_full(u, ema ? u.ema : u.master);
 }
 
@@ -370,8 +410,7 @@ void ShardedParameters::swap_ema() {
     torch::Tensor tmp = u->master.clone();
     u->master.copy_(u->ema);
     u->ema.copy_(tmp);
-    if (config_.strategy == ShardingStrategy::kZero1 || config_.strategy == ShardingStrategy::kZero2)
-      if (comm_) comm_->all_gather(u->master.clone(), u->full);
+    publish(*u);
   }
 }
 

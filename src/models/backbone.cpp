@@ -19,16 +19,21 @@ namespace {
 template <typename Net, typename Spec>
 class ModuleBackbone final : public Backbone {
  public:
-  explicit ModuleBackbone(const Spec& spec) : net_(spec) {}
+  explicit ModuleBackbone(const Spec& spec) : net_(spec), first_param_(net_->parameters().front()) {}
   torch::Tensor forward(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
                         const torch::Tensor& text_mask, const ControlInputs* controls) override {
-    return net_->forward(x_t, t, text, text_mask, controls);
+    // The inputs in the dtype the parameters have now (a bf16 compute copy makes them bf16; under
+    // zero3 they are empty between runs but keep their dtype), the prediction back in fp32.
+    const torch::ScalarType dt = first_param_.scalar_type();
+    const torch::Tensor text_in = text.defined() ? text.to(dt) : text;
+    return net_->forward(x_t.to(dt), t, text_in, text_mask, controls).to(torch::kFloat32);
   }
   torch::nn::Module& module() override { return *net_; }
   UnitModel& unit_model() override { return *net_; }
 
  private:
   Net net_;
+  torch::Tensor first_param_;  // (the same TensorImpl whatever set_data later puts in it)
 };
 
 void require_known(const std::string& preset) {

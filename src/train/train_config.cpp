@@ -114,6 +114,8 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
   opt(app, model, "model_set", c.model_set, "preset field overrides, key=value (dtmodel describe lists the keys)", lines);
   opt(app, model, "sharding", c.sharding, "replicate | zero1 | zero2 | zero3", lines)->check(CLI::IsMember({"replicate", "zero1", "zero2", "zero3"}));
   flag(app, model, "activation_checkpointing", c.activation_checkpointing, "recompute every block in backward (always on under zero3)", lines);
+  opt(app, model, "compute_dtype", c.compute_dtype, "fp32 | bf16: what the model computes in (bf16: a compute copy of fp32 master weights)", lines)
+      ->check(CLI::IsMember({"fp32", "bf16"}));
 
   const std::string data = "Data";
   opt(app, data, "data", c.data, "shard directories, or synthetic:shapes (generated once in <run_dir>/data)", lines);

@@ -193,14 +193,17 @@ std::string human_bytes(double b) {
 
 std::string describe_plan(const TrainConfig& c, const DataPlan& d, const Plan& p) {
   const double N = static_cast<double>(p.cost.params), W = static_cast<double>(p.world);
-  // Per-rank bytes by strategy: fp32 params, grads, m + v, EMA; activations of one micro-batch
-  // (every op's output kept for backward; with checkpointing about one block's worth).
-  double params = 4 * N, grads = 4 * N, state = 8 * N, ema = c.ema_decay > 0 ? 4 * N : 0;
+  // Per-rank bytes by strategy: fp32 params (+ a bf16 compute copy: whole unless zero3, and this
+  // rank's shard of it), grads, m + v, EMA; activations of one micro-batch (every op's output kept
+  // for backward; with checkpointing about one block's worth), in the compute dtype.
+  const bool bf16 = c.compute_dtype == "bf16";
+  double grads = 4 * N, state = 8 * N, ema = c.ema_decay > 0 ? 4 * N : 0;
   if (c.sharding != "replicate") state /= W, ema /= W;
   if (c.sharding == "zero2" || c.sharding == "zero3") grads /= W;
-  if (c.sharding == "zero3") params /= W;
+  double params = c.sharding == "zero3" ? 4 * N / W : 4 * N;
+  if (bf16) params = c.sharding == "replicate" ? 6 * N : 6 * N / W + (c.sharding == "zero3" ? 0 : 2 * N);
   const bool ckpt = c.activation_checkpointing || c.sharding == "zero3";
-  const double act = 4.0 * static_cast<double>(p.cost.activation_elems) * static_cast<double>(p.micro) * (ckpt ? 0.1 : 1.0);
+  const double act = (bf16 ? 2.0 : 4.0) * static_cast<double>(p.cost.activation_elems) * static_cast<double>(p.micro) * (ckpt ? 0.1 : 1.0);
   std::ostringstream o;
   o << "dtrainer plan\n"
     << "  model        " << models::backbone_summary(p.backbone) << "\n"
@@ -210,7 +213,8 @@ std::string describe_plan(const TrainConfig& c, const DataPlan& d, const Plan& p
   o << (d.found ? "" : "(not found: shapes taken from the preset)") << "\n"
     << "  batch        global " << c.global_batch << " = " << p.world << " ranks x micro-batch " << p.micro
     << " x accumulation " << p.accumulation << "\n"
-    << "  sharding     " << c.sharding << (ckpt ? " + activation checkpointing" : "") << "\n"
+    << "  sharding     " << c.sharding << (ckpt ? " + activation checkpointing" : "") << ", compute in " << c.compute_dtype
+    << (bf16 ? " (fp32 masters)" : "") << "\n"
     << "  memory/rank  params " << human_bytes(params) << ", grads " << human_bytes(grads) << ", AdamW state "
     << human_bytes(state) << ", EMA " << human_bytes(ema) << ", activations ~" << human_bytes(act) << " => ~"
     << human_bytes(params + grads + state + ema + act) << "\n"
@@ -295,6 +299,10 @@ void Trainer::build() {
   sc.adamw = {c_.lr, c_.beta1, c_.beta2, c_.eps, c_.weight_decay};
   sc.activation_checkpointing = c_.activation_checkpointing;
   sc.ema_decay = c_.ema_decay;
+  sc.compute_dtype = dist::parse_compute_dtype("compute_dtype", c_.compute_dtype);
+  if (sc.compute_dtype == torch::kBFloat16)  // (this trainer computes on the CPU)
+    log_warn("compute_dtype = bf16 on the CPU: LibTorch emulates bf16 there (measured ~14x slower than fp32 on the "
+             "quickstart); the compute copy is meant for GPUs");
   params_ = std::make_unique<dist::ShardedParameters>(model_->unit_model(), comm_.get(), sc);
 
   data::LoaderConfig lc;

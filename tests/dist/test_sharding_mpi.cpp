@@ -208,3 +208,124 @@ TEST_CASE("gradient clipping uses the global norm across ranks") {
     CHECK(sharded.step(1e-3) == Approx(std::sqrt(sq)).epsilon(1e-5));
   }
 }
+
+namespace {
+// The bf16 reference: one process, a bf16 copy of the model (module->to) computing, fp32 masters,
+// the copy refreshed by rounding after each step. The gradient is the fp32 mean of the bf16
+// gradients of the W slices of the batch — what W ranks compute. The update is dtrainer's
+// adamw_step (equal to torch::optim::AdamW, test_adamw): LibTorch's AdamW differs from it by an
+// fp32 ulp here and there, and in bf16 that is no longer noise — an ulp that flips the rounding
+// of a weight changes the next forward by 2^-9 relative, which Adam amplifies step by step.
+std::map<std::string, torch::Tensor> reference_bf16_parameters(int64_t G, int W, int steps) {
+  torch::manual_seed(11);
+  models::UNet ref(tiny_spec());
+  std::vector<std::string> names;
+  std::vector<torch::Tensor> masters, grads, m, v;
+  for (const auto& p : ref->named_parameters()) {
+    names.push_back(p.key());
+    masters.push_back(p.value().detach().clone().reshape({-1}));
+    m.push_back(torch::zeros_like(masters.back()));
+    v.push_back(torch::zeros_like(masters.back()));
+  }
+  ref->to(torch::kBFloat16);
+  const std::vector<torch::Tensor> params = ref->parameters();
+  const int64_t b = G / W;
+  for (int step = 0; step < steps; ++step) {
+    const Data d = global_batch(G, step);
+    grads.clear();
+    for (const auto& p : masters) grads.push_back(torch::zeros_like(p));
+    for (int k = 0; k < W; ++k) {
+      const auto slice = torch::indexing::Slice(k * b, (k + 1) * b);
+      ref->zero_grad();
+      const torch::Tensor out = ref->forward(d.x.index({slice}).to(torch::kBFloat16), d.t.index({slice}),
+                                             d.text.index({slice}).to(torch::kBFloat16));
+      torch::mse_loss(out.to(torch::kFloat32), d.target.index({slice})).backward();
+      for (size_t i = 0; i < params.size(); ++i) grads[i] += params[i].grad().to(torch::kFloat32).reshape({-1});
+    }
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < params.size(); ++i) {
+      adamw_step(masters[i], grads[i] / W, m[i], v[i], step + 1, adamw());
+      params[i].copy_(masters[i].view(params[i].sizes()));
+    }
+  }
+  std::map<std::string, torch::Tensor> out;
+  for (size_t i = 0; i < names.size(); ++i) out[names[i]] = masters[i].view(params[i].sizes());
+  return out;
+}
+}  // namespace
+
+TEST_CASE("bf16 compute copy: the model computes in bf16, fp32 masters match a bf16 reference, copies are the rounded masters") {
+  auto comm = make_mpi_communicator(runtime().comm());
+  const int W = comm->world(), r = comm->rank();
+  const int64_t G = 4, b = G / W;
+  const int steps = 3;
+  const auto want = reference_bf16_parameters(G, W, steps);
+  const auto want_fp32 = reference_parameters(G, steps);
+  // Activation checkpointing (always on under zero3) sums the gradient of an input shared by many
+  // units (the time embedding) in another order, which in bf16 rounds differently: those runs
+  // are compared with each other to fp32 precision, and with the reference as a bf16 run.
+  struct Case {
+    ShardingStrategy strategy;
+    bool checkpointing;
+  };
+  std::vector<torch::Tensor> checkpointed_masters;  // replicate + checkpointing's, unit by unit
+  for (Case c : {Case{ShardingStrategy::kReplicate, false}, Case{ShardingStrategy::kZero1, false}, Case{ShardingStrategy::kZero2, false},
+                 Case{ShardingStrategy::kReplicate, true}, Case{ShardingStrategy::kZero3, true}}) {
+    const ShardingStrategy strategy = c.strategy;
+    INFO(sharding_strategy_name(strategy) << (c.checkpointing ? " + activation checkpointing" : "") << " with a bf16 compute copy on "
+                                          << W << " ranks");
+    torch::manual_seed(11);
+    models::UNet net(tiny_spec());
+    const auto name_of = parameter_names(net);
+    const auto units = net->units();
+    ShardingConfig sc = config(strategy, c.checkpointing);
+    sc.compute_dtype = torch::kBFloat16;
+    ShardedParameters sharded(*net, comm.get(), sc);
+    for (int step = 0; step < steps; ++step) {
+      const Data d = global_batch(G, step);
+      const auto mine = torch::indexing::Slice(r * b, (r + 1) * b);
+      const torch::Tensor out =
+          net->forward(d.x.index({mine}).to(torch::kBFloat16), d.t.index({mine}), d.text.index({mine}).to(torch::kBFloat16));
+      CHECK(out.scalar_type() == torch::kBFloat16);  // the whole forward ran in bf16
+      sharded.backward(torch::mse_loss(out.to(torch::kFloat32), d.target.index({mine})));
+      sharded.step();
+    }
+    // Masters against the bf16 reference; and the run really computed in bf16: it is about as
+    // far from the fp32 reference as the bf16 reference is.
+    double diff = 0, diff_fp32 = 0, moved = 0;
+    for (size_t u = 0; u < units.size(); ++u) {
+      const torch::Tensor flat = sharded.gather_unit(u);
+      CHECK(flat.scalar_type() == torch::kFloat32);
+      int64_t offset = 0;
+      for (const auto& p : units[u].parameters) {
+        const std::string& name = name_of.at(p.unsafeGetTensorImpl());
+        const torch::Tensor& ref = want.at(name);
+        const torch::Tensor got = flat.narrow(0, offset, ref.numel()).view(ref.sizes());
+        INFO(name << ": max |difference| " << (got - ref).abs().max().item<double>());
+        if (!c.checkpointing) CHECK(torch::allclose(got, ref, 1e-4, 1e-6));
+        diff += (got - ref).pow(2).sum().item<double>();
+        diff_fp32 += (got - want_fp32.at(name)).pow(2).sum().item<double>();
+        moved += (ref - want_fp32.at(name)).pow(2).sum().item<double>();
+        if (strategy != ShardingStrategy::kZero3) {  // the module's parameter is the rounded master, bit for bit
+          CHECK(p.scalar_type() == torch::kBFloat16);
+          CHECK(torch::equal(p.detach(), got.to(torch::kBFloat16)));
+        }
+        offset += ref.numel();
+      }
+      if (c.checkpointing && strategy == ShardingStrategy::kReplicate) checkpointed_masters.push_back(flat);
+      else if (c.checkpointing) CHECK(torch::allclose(flat, checkpointed_masters[u], 1e-4, 1e-6));
+    }
+    INFO("|run - bf16 reference| = " << std::sqrt(diff) << ", |run - fp32 reference| = " << std::sqrt(diff_fp32)
+                                     << ", |bf16 reference - fp32 reference| = " << std::sqrt(moved));
+    CHECK(std::sqrt(diff) < 0.5 * std::sqrt(moved));
+    CHECK(std::sqrt(diff_fp32) > 0.5 * std::sqrt(moved));
+    // Memory: fp32 masters (all, or the shard) + the bf16 copy (all of it unless zero3) + its shard.
+    const ShardedMemory mem = sharded.memory();
+    const int64_t P = mem.padded_elements;
+    switch (strategy) {
+      case ShardingStrategy::kReplicate: CHECK(mem.param_bytes == 4 * P + 2 * P); break;
+      case ShardingStrategy::kZero3: CHECK(mem.param_bytes == 4 * P / W + 2 * P / W); break;
+      default: CHECK(mem.param_bytes == 4 * P / W + 2 * P + 2 * P / W);
+    }
+  }
+}

@@ -153,6 +153,28 @@ TEST_CASE("resume: steps 11-20 after a stop at 10 equal the uninterrupted run") 
   }
 }
 
+TEST_CASE("a bf16 compute copy trains from fp32 masters and resumes bitwise") {
+  const auto& ref = reference_losses();
+  const std::string dir = test::scratch_dir("bf16"), resumed = test::scratch_dir("bf16-resumed");
+  REQUIRE(run(1, "--steps 12 --compute-dtype bf16 --run-dir " + dir, dir + ".log") == 0);
+  CHECK_THAT(slurp(dir + ".log"), Catch::Contains("compute in bf16"));
+  const auto got = losses(dir);
+  REQUIRE(got.size() == 12);
+  // Step 1 is the initial weights' loss: bf16 rounding of the same computation, not the same bits.
+  CHECK(got.at(1) != ref.at(1));
+  CHECK(got.at(1) == Approx(ref.at(1)).epsilon(2e-2));
+  CHECK(got.at(12) < 0.8 * got.at(1));  // it learns
+  // The checkpoint holds the fp32 masters; the resumed run rounds them into the same compute copy.
+  REQUIRE(run(1, "--steps 6 --compute-dtype bf16 --run-dir " + resumed, resumed + ".a.log") == 0);
+  REQUIRE(run(1, "--steps 12 --compute-dtype bf16 --resume auto --run-dir " + resumed, resumed + ".b.log") == 0);
+  const auto again = losses(resumed);
+  REQUIRE(again.size() == 12);
+  for (int64_t s = 7; s <= 12; ++s) {
+    INFO("step " << s);
+    CHECK(again.at(s) == got.at(s));
+  }
+}
+
 TEST_CASE("--resume auto skips a checkpoint that was being written when the run was killed") {
   const std::string dir = test::scratch_dir("killed");
   REQUIRE(run(1, "--steps 10 --ckpt-every 5 --run-dir " + dir, dir + ".a.log") == 0);

@@ -8,6 +8,10 @@
 //   zero3      + parameters sharded: a unit's full parameters exist only while it runs — gathered
 //              just before its forward, freed after, gathered again to recompute it in backward
 //              (activation checkpointing through models::run_checkpointed), freed again
+// With compute_dtype = bf16 the model computes in bf16: its parameters are bf16 views of a bf16
+// compute copy, while the optimizer updates fp32 master shards and writes the copy in the same
+// fused pass; gradients arrive in bf16 and are reduced and applied in fp32. Under zero1-3 the
+// parameters travel in bf16 (half the bytes of the all-gathers).
 // Gradient reduction is bucketed by unit and asynchronous: as soon as backward has produced all
 // of a unit's gradients (autograd post-hooks on the parameters' gradient accumulators), that
 // unit's reduction starts, and it overlaps the rest of backward. Units are launched in a fixed
@@ -40,12 +44,16 @@ struct ShardingConfig {
   AdamWConfig adamw;
   bool activation_checkpointing = false;  // recompute every unit in backward (always on under zero3)
   double ema_decay = 0;                   // > 0: keep a sharded EMA of the weights
+  // What the model computes in: fp32 (the masters themselves) or bf16 (a compute copy; the model's
+  // inputs must then be bf16 too).
+  torch::ScalarType compute_dtype = torch::kFloat32;
 };
+torch::ScalarType parse_compute_dtype(const std::string& field, const std::string& text);
 
 // Per-rank persistent bytes (what the strategy keeps between steps), and the largest transient
 // per-unit buffer (a gathered unit under zero3, a unit's packed gradient under zero2/3).
 struct ShardedMemory {
-  int64_t param_bytes = 0;            // fp32 parameters held by this rank
+  int64_t param_bytes = 0;            // parameters held by this rank: fp32 masters + any bf16 compute copy
   int64_t grad_bytes = 0;             // fp32 gradient buffers held by this rank
   int64_t optimizer_state_bytes = 0;  // m and v held by this rank
   int64_t ema_bytes = 0;              // EMA weights held by this rank
@@ -131,6 +139,8 @@ class ShardedParameters : public models::UnitRunner, private models::CheckpointH
   void finish_reductions();
   void close_round();
   void gather(Unit& u);
+  void publish(Unit& u);
+  bool low_precision() const { return config_.compute_dtype != torch::kFloat32; }
   torch::Tensor gather_full(const Unit& u, const torch::Tensor& mine) const;
   void release(Unit& u);
   bool reduces_each_micro_batch() const;

@@ -36,6 +36,7 @@ struct TrainConfig {
   std::vector<std::string> model_set;  // key=value overrides of the preset's fields
   std::string sharding = "replicate";
   bool activation_checkpointing = false;
+  std::string compute_dtype = "fp32";  // fp32 | bf16 (a bf16 compute copy; masters, gradients' reduction and the update stay fp32)
 
   // Data
   std::vector<std::string> data = {"synthetic:shapes"};  // shard dirs, or synthetic:shapes (built in <run_dir>/data)
