@@ -42,7 +42,8 @@ class MpiWork final : public Work {
   bool done_ = false;
 };
 
-// The tensor MPI actually moves: itself for native types, an fp32 copy for bf16 / fp16.
+// The tensor MPI actually moves: itself for native types; for bf16 / fp16 an fp32 copy when
+// reducing, and the 16-bit values as they are when only moving data (gather, broadcast).
 struct Wire {
   torch::Tensor data;
   MPI_Datatype type;
@@ -54,7 +55,7 @@ void check(const torch::Tensor& t, const char* what) {
   if (!t.is_contiguous()) throw Error(std::string("communicator.") + what, "tensor must be contiguous");
 }
 
-Wire wire(const torch::Tensor& t, const char* what) {
+Wire wire(const torch::Tensor& t, const char* what, bool reduce = true) {
   check(t, what);
   switch (t.scalar_type()) {
     case torch::kFloat32: return {t, MPI_FLOAT, false};
@@ -62,7 +63,7 @@ Wire wire(const torch::Tensor& t, const char* what) {
     case torch::kInt64: return {t, MPI_INT64_T, false};
     case torch::kInt32: return {t, MPI_INT32_T, false};
     case torch::kBFloat16:
-    case torch::kFloat16: return {t.to(torch::kFloat32), MPI_FLOAT, true};
+    case torch::kFloat16: return reduce ? Wire{t.to(torch::kFloat32), MPI_FLOAT, true} : Wire{t, MPI_UINT16_T, false};
     default: throw Error(std::string("communicator.") + what, std::string("unsupported dtype ") + c10::toString(t.scalar_type()));
   }
 }
@@ -112,6 +113,8 @@ class MpiCommunicator final : public Communicator {
     if (in.numel() != out.numel() * world_)
       throw Error("communicator.reduce_scatter", "input has " + std::to_string(in.numel()) + " elements, expected world x output = " +
                                                      std::to_string(out.numel() * world_));
+    if (in.scalar_type() != out.scalar_type())
+      throw Error("communicator.reduce_scatter", std::string("input is ") + c10::toString(in.scalar_type()) + ", output " + c10::toString(out.scalar_type()));
     Wire wi = wire(in, "reduce_scatter"), wo = wire(out, "reduce_scatter");
     const int world = world_;
     auto work = std::make_shared<MpiWork>(std::vector<torch::Tensor>{in, out, wi.data, wo.data}, [out, wo, op, world]() mutable {
@@ -128,7 +131,9 @@ class MpiCommunicator final : public Communicator {
     if (out.numel() != in.numel() * world_)
       throw Error("communicator.all_gather", "output has " + std::to_string(out.numel()) + " elements, expected world x input = " +
                                                  std::to_string(in.numel() * world_));
-    Wire wi = wire(in, "all_gather"), wo = wire(out, "all_gather");
+    if (in.scalar_type() != out.scalar_type())
+      throw Error("communicator.all_gather", std::string("input is ") + c10::toString(in.scalar_type()) + ", output " + c10::toString(out.scalar_type()));
+    Wire wi = wire(in, "all_gather", /*reduce=*/false), wo = wire(out, "all_gather", /*reduce=*/false);
     auto work = std::make_shared<MpiWork>(std::vector<torch::Tensor>{in, out, wi.data, wo.data}, [out, wo]() mutable {
       if (wo.staged) out.copy_(wo.data);
     });
@@ -140,7 +145,7 @@ class MpiCommunicator final : public Communicator {
 
   std::shared_ptr<Work> broadcast(torch::Tensor t, int root, bool async) override {
     if (root < 0 || root >= world_) throw Error("communicator.broadcast", "root " + std::to_string(root) + " is not a rank");
-    Wire w = wire(t, "broadcast");
+    Wire w = wire(t, "broadcast", /*reduce=*/false);
     auto work = std::make_shared<MpiWork>(std::vector<torch::Tensor>{t, w.data}, [t, w]() mutable {
       if (w.staged) t.copy_(w.data);
     });

@@ -153,6 +153,8 @@ class NcclCommunicator final : public Communicator {
     if (in.numel() != out.numel() * world_)
       throw Error("communicator.reduce_scatter", "input has " + std::to_string(in.numel()) + " elements, expected world x output = " +
                                                      std::to_string(out.numel() * world_));
+    if (in.scalar_type() != out.scalar_type())
+      throw Error("communicator.reduce_scatter", std::string("input is ") + c10::toString(in.scalar_type()) + ", output " + c10::toString(out.scalar_type()));
     Wire wi = wire(in, "reduce_scatter"), wo = wire(out, "reduce_scatter");
     return launch("reduce_scatter", {in, out, wi.data, wo.data}, async,
                   [&] { return ncclReduceScatter(wi.data.data_ptr(), wo.data.data_ptr(), count(wo.data), wi.type, nccl_op(op, wi, "reduce_scatter"), comm_, stream_); },
@@ -163,6 +165,8 @@ class NcclCommunicator final : public Communicator {
     if (out.numel() != in.numel() * world_)
       throw Error("communicator.all_gather", "output has " + std::to_string(out.numel()) + " elements, expected world x input = " +
                                                  std::to_string(in.numel() * world_));
+    if (in.scalar_type() != out.scalar_type())
+      throw Error("communicator.all_gather", std::string("input is ") + c10::toString(in.scalar_type()) + ", output " + c10::toString(out.scalar_type()));
     Wire wi = wire(in, "all_gather", /*reduce=*/false), wo = wire(out, "all_gather", /*reduce=*/false);
     return launch("all_gather", {in, out}, async,
                   [&] { return ncclAllGather(wi.data.data_ptr(), wo.data.data_ptr(), count(wi.data), wi.type, comm_, stream_); }, nullptr);

@@ -129,9 +129,12 @@ TEST_CASE("a duplicate orders its collectives independently and gives the same r
   CHECK(torch::allclose(host64(b), sum_over_ranks(50, W)));
 }
 
-TEST_CASE("tensors on another device or non-contiguous ones are refused with the operation named") {
+TEST_CASE("tensors on another device, non-contiguous ones or mismatched dtypes are refused with the operation named") {
   torch::Tensor strided = torch::zeros({4, 4}, device()).t();
   CHECK_THROWS_WITH(comm().all_reduce(strided, ReduceOp::kSum), Catch::Contains("communicator.all_reduce") && Catch::Contains("contiguous"));
+  const int W = comm().world();
+  CHECK_THROWS_WITH(comm().all_gather(torch::zeros({2}, device()).to(torch::kBFloat16), torch::zeros({2 * W}, device())),
+                    Catch::Contains("communicator.all_gather") && Catch::Contains("BFloat16"));
   if (device().is_cuda()) {
     CHECK_THROWS_WITH(comm().all_reduce(torch::zeros({4}), ReduceOp::kSum), Catch::Contains("communicator.all_reduce") && Catch::Contains("CUDA"));
   }
