@@ -37,21 +37,34 @@ namespace {
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
-// Median seconds of `iters` timed runs of f (after 2 warm-up runs), synchronised across ranks.
+// Seconds of one run of f, synchronised across ranks: a collective takes as long as its slowest rank.
 template <typename F>
-double time_collective(MPI_Comm comm, int iters, F&& f) {
-  for (int i = 0; i < 2; ++i) f();
-  std::vector<double> t;
-  for (int i = 0; i < iters; ++i) {
-    MPI_Barrier(comm);
-    const double t0 = now();
-    f();
-    double dt = now() - t0, worst = 0;
-    MPI_Allreduce(&dt, &worst, 1, MPI_DOUBLE, MPI_MAX, comm);  // a collective takes as long as its slowest rank
-    t.push_back(worst);
-  }
+double time_once(MPI_Comm comm, F&& f) {
+  MPI_Barrier(comm);
+  const double t0 = now();
+  f();
+  double dt = now() - t0, worst = 0;
+  MPI_Allreduce(&dt, &worst, 1, MPI_DOUBLE, MPI_MAX, comm);
+  return worst;
+}
+
+double median(std::vector<double> t) {
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
+}
+
+// Median seconds of `iters` runs of each of a and b (after 2 warm-up runs of each). The runs
+// interleave, alternating which goes first, so a drift in the machine's load (2 ranks sharing
+// 2 busy cores) lands on both columns alike instead of on whichever block ran during it.
+template <typename A, typename B>
+std::pair<double, double> time_pair(MPI_Comm comm, int iters, A&& a, B&& b) {
+  for (int i = 0; i < 2; ++i) a(), b();
+  std::vector<double> ta, tb;
+  for (int i = 0; i < iters; ++i) {
+    if (i % 2 == 0) ta.push_back(time_once(comm, a)), tb.push_back(time_once(comm, b));
+    else tb.push_back(time_once(comm, b)), ta.push_back(time_once(comm, a));
+  }
+  return {median(ta), median(tb)};
 }
 
 int run_comm(MpiRuntime& rt, bool json, const std::string& backend, int64_t min_bytes, int64_t max_bytes, int iters) {
@@ -65,7 +78,7 @@ int run_comm(MpiRuntime& rt, bool json, const std::string& backend, int64_t min_
   const int W = rt.world();
   ordered_json rows = ordered_json::array();
   if (!json && rt.rank() == 0)
-    std::printf("# dtbench comm: %d ranks, %s backend, fp32, median of %d runs; algbw = bytes / time; busbw as nccl-tests "
+    std::printf("# dtbench comm: %d ranks, %s backend, fp32, median of %d interleaved runs; algbw = bytes / time; busbw as nccl-tests "
                 "(allreduce x 2(n-1)/n, reduce_scatter/all_gather x (n-1)/n)\n# %-14s %12s %11s %11s %11s %11s %11s %7s\n",
                 W, comm->backend(), iters, "op", "bytes", "time_us", "algbw_GB/s", "busbw_GB/s", "mpi_us", "mpi_busbw", "ratio");
   for (int64_t bytes = min_bytes; bytes <= max_bytes; bytes *= 4) {
@@ -78,21 +91,24 @@ int run_comm(MpiRuntime& rt, bool json, const std::string& backend, int64_t min_
     for (const Op op : {Op{"all_reduce", 2.0 * (W - 1) / W}, Op{"reduce_scatter", double(W - 1) / W},
                         Op{"all_gather", double(W - 1) / W}, Op{"broadcast", 1.0}}) {
       const std::string name = op.name;
-      const double ours = time_collective(rt.comm(), iters, [&] {
+      auto through_communicator = [&] {
         if (name == "all_reduce") comm->all_reduce(full, ReduceOp::kSum);
         else if (name == "reduce_scatter") comm->reduce_scatter(full, part, ReduceOp::kSum);
         else if (name == "all_gather") comm->all_gather(part, full);
         else comm->broadcast(full, 0);
         if (gpu) torch::cuda::synchronize(device.index());  // GPU collectives return once queued
-      });
-      const double raw = gpu ? std::numeric_limits<double>::quiet_NaN() : time_collective(rt.comm(), iters, [&] {
+      };
+      auto raw_mpi = [&] {
+        if (gpu) return;  // Debian's Open MPI cannot read GPU memory: no raw column for NCCL
         if (name == "all_reduce") MPI_Allreduce(MPI_IN_PLACE, full.data_ptr(), static_cast<int>(n), MPI_FLOAT, MPI_SUM, rt.comm());
         else if (name == "reduce_scatter")
           MPI_Reduce_scatter_block(full.data_ptr(), part.data_ptr(), static_cast<int>(n / W), MPI_FLOAT, MPI_SUM, rt.comm());
         else if (name == "all_gather")
           MPI_Allgather(part.data_ptr(), static_cast<int>(n / W), MPI_FLOAT, full.data_ptr(), static_cast<int>(n / W), MPI_FLOAT, rt.comm());
         else MPI_Bcast(full.data_ptr(), static_cast<int>(n), MPI_FLOAT, 0, rt.comm());
-      });
+      };
+      auto [ours, raw] = time_pair(rt.comm(), iters, through_communicator, raw_mpi);
+      if (gpu) raw = std::numeric_limits<double>::quiet_NaN();
       const double size = 4.0 * n, alg = size / ours / 1e9, bus = alg * op.factor, raw_bus = size / raw * op.factor / 1e9;
       if (rt.rank() == 0) {
         if (json)
