@@ -116,6 +116,9 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
   flag(app, model, "activation_checkpointing", c.activation_checkpointing, "recompute every block in backward (always on under zero3)", lines);
   opt(app, model, "compute_dtype", c.compute_dtype, "fp32 | bf16: what the model computes in (bf16: a compute copy of fp32 master weights)", lines)
       ->check(CLI::IsMember({"fp32", "bf16"}));
+  opt(app, model, "init_weights", c.init_weights,
+      "safetensors weights (dtckpt export) to start from instead of a random initialisation; names and shapes must match "
+      "the model; a checkpoint being resumed takes precedence", lines);
 
   const std::string data = "Data";
   opt(app, data, "data", c.data, "shard directories, or synthetic:shapes (generated once in <run_dir>/data)", lines);

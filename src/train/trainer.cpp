@@ -30,7 +30,10 @@
 #include "dtrainer/dist/mpi_runtime.h"
 #include "dtrainer/dist/sharded_params.h"
 #include "dtrainer/models/backbone.h"
-#include "dtrainer/train/checkpoint.h"
+#include "dtrainer/ckpt/checkpoint.h"
+#include "dtrainer/ckpt/safetensors.h"
+#include "dtrainer/ckpt/weights_file.h"
+#include "dtrainer/models/parameter_layout.h"
 #include "dtrainer/train/image_grid.h"
 #include "dtrainer/train/lr_schedule.h"
 #include "dtrainer/train/preemption.h"
@@ -278,6 +281,7 @@ class Trainer {
   std::unique_ptr<dist::Communicator> comm_;
   std::unique_ptr<models::Backbone> model_;
   std::unique_ptr<dist::ShardedParameters> params_;
+  std::vector<models::UnitLayout> layout_;  // where each named parameter lives in the checkpoint
   std::unique_ptr<data::Loader> loader_;
   std::unique_ptr<diffusion::Objective> objective_;
   data::Batch eval_batch_, prompts_;
@@ -294,6 +298,11 @@ void Trainer::build() {
   comm_ = dist::make_mpi_communicator(rt_.comm());
   torch::manual_seed(c_.seed);  // identical initialisation on every rank
   model_ = models::build_backbone(plan_.backbone);
+  if (!c_.init_weights.empty()) {  // (a resumed checkpoint overwrites these below)
+    ckpt::load_weights(c_.init_weights, model_->module());
+    log_info("initial weights from " + c_.init_weights);
+  }
+  layout_ = models::parameter_layout(model_->module(), model_->unit_model());
   dist::ShardingConfig sc;
   sc.strategy = dist::parse_sharding_strategy("sharding", c_.sharding);
   sc.adamw = {c_.lr, c_.beta1, c_.beta2, c_.eps, c_.weight_decay};
@@ -365,10 +374,10 @@ void Trainer::build() {
 void Trainer::resume() {
   const fs::path ckpt_root = run_ / "ckpt";
   std::optional<std::string> from;
-  if (c_.resume == "auto") from = latest_checkpoint(ckpt_root.string());
+  if (c_.resume == "auto") from = ckpt::latest_checkpoint(ckpt_root.string());
   else if (c_.resume != "none") from = c_.resume;
   if (!from) return;
-  const json m = load_checkpoint(*from, *params_);
+  const json m = ckpt::load_checkpoint(*from, *params_);
   step_ = m.at("trainer").at("step").get<int64_t>();
   samples_ = m["trainer"]["samples"].get<int64_t>();
   compute_gflops_ = m["trainer"]["compute_gflops"].get<double>();
@@ -394,7 +403,7 @@ json Trainer::meta(int64_t step) const {
 
 void Trainer::checkpoint(int64_t step) {
   const auto t0 = Clock::now();
-  const std::string dir = save_checkpoint((run_ / "ckpt").string(), step, *params_, meta(step), c_.keep_ckpts);
+  const std::string dir = ckpt::save_checkpoint((run_ / "ckpt").string(), step, *params_, layout_, meta(step), c_.keep_ckpts);
   log_info("checkpoint " + dir + " (" + std::to_string(seconds_since(t0)).substr(0, 5) + " s)");
 }
 
@@ -683,12 +692,13 @@ int trainer_main(int argc, char** argv) {
       run_dir = c.run_dir.empty() ? fs::path("runs") / c.name : fs::path(c.run_dir);
       data = plan_data(c, run_dir);
       plan = make_plan(c, data, rt.world());
-      if (!c.dry_run && c.resume == "none" && latest_checkpoint((run_dir / "ckpt").string()))
+      if (!c.dry_run && c.resume == "none" && ckpt::latest_checkpoint((run_dir / "ckpt").string()))
         throw Error("resume", "none, but " + (run_dir / "ckpt").string() +
                                   " holds checkpoints: resume them (--resume auto) or choose another --run-dir");
       if (c.resume != "auto" && c.resume != "none" && !fs::exists(fs::path(c.resume) / "COMPLETE"))
         throw Error("resume", c.resume + " is not a complete checkpoint directory");
       if (!c.dry_run && !data.found) throw Error("data", data.train_dirs.front() + " does not exist");
+      if (!c.init_weights.empty()) ckpt::SafetensorsFile{c.init_weights};  // readable and well-formed, before anything is written
     } catch (const CLI::ParseError& e) {
       std::ostringstream quiet;  // every rank parses the same argv: rank 0 speaks for all
       const int code = rt.rank() == 0 ? app.exit(e) : app.exit(e, quiet, quiet);

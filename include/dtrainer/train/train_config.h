@@ -37,6 +37,7 @@ struct TrainConfig {
   std::string sharding = "replicate";
   bool activation_checkpointing = false;
   std::string compute_dtype = "fp32";  // fp32 | bf16 (a bf16 compute copy; masters, gradients' reduction and the update stay fp32)
+  std::string init_weights;  // a safetensors file (dtckpt export) to start from instead of random weights
 
   // Data
   std::vector<std::string> data = {"synthetic:shapes"};  // shard dirs, or synthetic:shapes (built in <run_dir>/data)

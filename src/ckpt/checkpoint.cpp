@@ -1,4 +1,4 @@
-#include "dtrainer/train/checkpoint.h"
+#include "dtrainer/ckpt/checkpoint.h"
 
 #include <hdf5.h>
 #include <mpi.h>
@@ -17,7 +17,7 @@
 
 namespace fs = std::filesystem;
 
-namespace dtrainer::train {
+namespace dtrainer::ckpt {
 namespace {
 
 std::string step_name(int64_t step) {
@@ -120,8 +120,14 @@ void write_slices(hid_t file, const std::string& name, const dist::UnitShard& s,
 }  // namespace
 
 std::string save_checkpoint(const std::string& root_s, int64_t step, const dist::ShardedParameters& params,
-                            const nlohmann::json& meta, int64_t keep) {
+                            const std::vector<models::UnitLayout>& layout, const nlohmann::json& meta, int64_t keep) {
   const fs::path root(root_s);
+  if (layout.size() != params.num_units()) throw Error("save_checkpoint", "the layout does not describe the sharded units");
+  for (size_t u = 0; u < layout.size(); ++u) {
+    const dist::UnitShard s = params.unit_shard(u);
+    if (layout[u].unit != s.name || layout[u].numel != s.numel)
+      throw Error("save_checkpoint", "layout unit " + layout[u].unit + " does not match sharded unit " + s.name);
+  }
   const fs::path final_dir = root / step_name(step);
   const fs::path tmp = root / (".tmp-" + step_name(step));
   const int rank = params.rank();
@@ -170,6 +176,7 @@ std::string save_checkpoint(const std::string& root_s, int64_t step, const dist:
     m["saved_by_world_size"] = params.world();
     m["units"] = units;
     m["optimizer_steps"] = params.steps();
+    m["layout"] = layout_to_json(layout);
     write_text(tmp / "meta.json", m.dump(2));
     write_text(tmp / "COMPLETE", "step " + std::to_string(step) + "\n");
     fs::rename(tmp, final_dir);
@@ -187,51 +194,126 @@ std::optional<std::string> latest_checkpoint(const std::string& root) {
   return all.back().second.string();
 }
 
-nlohmann::json load_checkpoint(const std::string& dir_s, dist::ShardedParameters& params) {
-  const fs::path dir(dir_s);
-  if (!fs::exists(dir / "COMPLETE")) throw Error(dir_s, "not a complete checkpoint (no COMPLETE marker)");
-  nlohmann::json meta;
-  {
-    std::ifstream in(dir / "meta.json");
-    if (!in) throw Error((dir / "meta.json").string(), "cannot open");
-    try {
-      in >> meta;
-    } catch (const std::exception& e) {
-      throw Error((dir / "meta.json").string(), std::string("not valid JSON: ") + e.what());
-    }
-  }
-  const std::string h5 = (dir / "state.h5").string();
-  if (!meta.contains("units") || meta["units"].size() != params.num_units())
-    throw Error(h5, "the checkpoint has " + std::to_string(meta.value("units", nlohmann::json::array()).size()) +
-                        " units, the model " + std::to_string(params.num_units()) + " (a different model?)");
-  H5File file;
-  {
-    std::lock_guard<std::mutex> lock(data::hdf5_mutex());
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // failures become our errors, not HDF5's stack dumps
-    file.id = H5Fopen(h5.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-  }
-  if (file.id < 0) throw Error(h5, "cannot open the checkpoint file");
+nlohmann::json load_checkpoint(const std::string& dir, dist::ShardedParameters& params) {
+  const CheckpointReader ck(dir);
+  const auto units = ck.units();
+  if (units.size() != params.num_units())
+    throw Error(ck.state_file(), "the checkpoint has " + std::to_string(units.size()) + " units, the model " +
+                                     std::to_string(params.num_units()) + " (a different model?)");
   for (size_t u = 0; u < params.num_units(); ++u) {
     const dist::UnitShard mine = params.unit_shard(u);
-    if (meta["units"][u].value("name", "") != mine.name)
-      throw Error(h5, "unit " + std::to_string(u) + " is '" + meta["units"][u].value("name", "") + "' in the checkpoint, '" +
-                          mine.name + "' in the model");
-    torch::Tensor p, m, v, ema;
-    {
-      std::lock_guard<std::mutex> lock(data::hdf5_mutex());
-      const std::string g = "units/" + mine.name + "/";
-      p = read_vector(file.id, g + "params", mine.numel, h5);
-      m = read_vector(file.id, g + "m", mine.numel, h5);
-      v = read_vector(file.id, g + "v", mine.numel, h5);
-      if (mine.ema.defined()) {
-        if (H5Lexists(file.id, (g + "ema").c_str(), H5P_DEFAULT) > 0) ema = read_vector(file.id, g + "ema", mine.numel, h5);
-        else ema = p.clone();  // a checkpoint saved without EMA: the EMA starts from the weights
-      }
-    }
+    if (units[u].first != mine.name)
+      throw Error(ck.state_file(), "unit " + std::to_string(u) + " is '" + units[u].first + "' in the checkpoint, '" + mine.name +
+                                       "' in the model");
+    const torch::Tensor p = ck.read(mine.name, "params", mine.numel);
+    const torch::Tensor m = ck.read(mine.name, "m", mine.numel);
+    const torch::Tensor v = ck.read(mine.name, "v", mine.numel);
+    torch::Tensor ema;
+    if (mine.ema.defined())  // a checkpoint saved without EMA: the EMA starts from the weights
+      ema = ck.has(mine.name, "ema") ? ck.read(mine.name, "ema", mine.numel) : p.clone();
     params.load_unit(u, p, m, v, ema);
   }
-  params.set_steps(meta.value("optimizer_steps", int64_t{0}));
-  return meta;
+  params.set_steps(ck.meta().value("optimizer_steps", int64_t{0}));
+  return ck.meta();
 }
 
-}  // namespace dtrainer::train
+CheckpointReader::CheckpointReader(const std::string& dir) : dir_(dir), h5_((fs::path(dir) / "state.h5").string()) {
+  const fs::path d(dir);
+  if (!fs::is_directory(d)) throw Error(dir, "no such checkpoint directory");
+  if (!fs::exists(d / "COMPLETE")) throw Error(dir, "not a complete checkpoint (no COMPLETE marker)");
+  {
+    std::ifstream in(d / "meta.json");
+    if (!in) throw Error((d / "meta.json").string(), "cannot open");
+    try {
+      in >> meta_;
+    } catch (const std::exception& e) {
+      throw Error((d / "meta.json").string(), std::string("not valid JSON: ") + e.what());
+    }
+  }
+  if (!meta_.is_object() || !meta_.contains("units") || !meta_["units"].is_array())
+    throw Error((d / "meta.json").string(), "has no 'units' list (not a dtrainer checkpoint?)");
+  std::lock_guard<std::mutex> lock(data::hdf5_mutex());
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // failures become our errors, not HDF5's stack dumps
+  file_ = H5Fopen(h5_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (file_ < 0) throw Error(h5_, "cannot open the checkpoint file");
+}
+
+CheckpointReader::~CheckpointReader() {
+  if (file_ < 0) return;
+  std::lock_guard<std::mutex> lock(data::hdf5_mutex());
+  H5Fclose(file_);
+}
+
+int64_t CheckpointReader::step() const { return meta_.value("step", int64_t{-1}); }
+
+std::vector<std::pair<std::string, int64_t>> CheckpointReader::units() const {
+  std::vector<std::pair<std::string, int64_t>> out;
+  for (const auto& u : meta_["units"]) {
+    if (!u.is_object() || !u.contains("name") || !u.contains("numel") || !u["name"].is_string() || !u["numel"].is_number_integer())
+      throw Error(dir_ + "/meta.json", "malformed 'units' entry " + u.dump());
+    out.emplace_back(u["name"].get<std::string>(), u["numel"].get<int64_t>());
+  }
+  return out;
+}
+
+std::vector<models::UnitLayout> CheckpointReader::layout() const {
+  const std::string where = dir_ + "/meta.json";
+  if (!meta_.contains("layout"))
+    throw Error(where, "has no parameter layout (saved by a dtrainer older than dtckpt); resume it with this dtrainer and "
+                       "save again");
+  std::vector<models::UnitLayout> l = layout_from_json(meta_["layout"], where);
+  const auto u = units();
+  if (l.size() != u.size()) throw Error(where, "the layout lists " + std::to_string(l.size()) + " units, 'units' " + std::to_string(u.size()));
+  for (size_t i = 0; i < l.size(); ++i)
+    if (l[i].unit != u[i].first || l[i].numel != u[i].second)
+      throw Error(where, "layout unit " + l[i].unit + " (" + std::to_string(l[i].numel) + " elements) does not match unit " +
+                             u[i].first + " (" + std::to_string(u[i].second) + ")");
+  return l;
+}
+
+bool CheckpointReader::has(const std::string& unit, const std::string& kind) const {
+  std::lock_guard<std::mutex> lock(data::hdf5_mutex());
+  const std::string name = "units/" + unit + "/" + kind;
+  return H5Lexists(file_, "units", H5P_DEFAULT) > 0 && H5Lexists(file_, ("units/" + unit).c_str(), H5P_DEFAULT) > 0 &&
+         H5Lexists(file_, name.c_str(), H5P_DEFAULT) > 0;
+}
+
+torch::Tensor CheckpointReader::read(const std::string& unit, const std::string& kind, int64_t numel) const {
+  std::lock_guard<std::mutex> lock(data::hdf5_mutex());
+  return read_vector(file_, "units/" + unit + "/" + kind, numel, h5_);
+}
+
+nlohmann::json layout_to_json(const std::vector<models::UnitLayout>& layout) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& u : layout) {
+    nlohmann::json tensors = nlohmann::json::array();
+    for (const auto& t : u.tensors) tensors.push_back({t.name, t.shape});
+    out.push_back({{"unit", u.unit}, {"tensors", tensors}});
+  }
+  return out;
+}
+
+std::vector<models::UnitLayout> layout_from_json(const nlohmann::json& j, const std::string& where) {
+  if (!j.is_array()) throw Error(where, "'layout' is not a list");
+  std::vector<models::UnitLayout> out;
+  for (const auto& u : j) {
+    if (!u.is_object() || !u.contains("unit") || !u["unit"].is_string() || !u.contains("tensors") || !u["tensors"].is_array())
+      throw Error(where, "malformed layout entry (want {unit, tensors})");
+    models::UnitLayout l{u["unit"].get<std::string>(), {}, 0};
+    for (const auto& t : u["tensors"]) {
+      if (!t.is_array() || t.size() != 2 || !t[0].is_string() || !t[1].is_array())
+        throw Error(where, "unit " + l.unit + ": malformed tensor entry " + t.dump() + " (want [name, shape])");
+      models::TensorLayout e{t[0].get<std::string>(), {}, l.numel};
+      for (const auto& d : t[1]) {
+        if (!d.is_number_integer() || d.get<int64_t>() < 0) throw Error(where, "tensor " + e.name + ": bad shape " + t[1].dump());
+        e.shape.push_back(d.get<int64_t>());
+      }
+      l.numel += e.numel();
+      l.tensors.push_back(std::move(e));
+    }
+    out.push_back(std::move(l));
+  }
+  return out;
+}
+
+}  // namespace dtrainer::ckpt

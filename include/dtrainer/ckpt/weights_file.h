@@ -1,0 +1,44 @@
+#pragma once
+// A checkpoint's weights as one safetensors file, named after the model's parameters (for the
+// UNets: diffusers' UNet2DConditionModel names), and back: a weights file as the starting point of
+// a new run. The checkpoint's parameter layout (ckpt/checkpoint.h) names the tensors, so export
+// needs no model, reads one unit at a time, and works for any size of model.
+
+#include <cstdint>
+#include <string>
+
+#include <torch/types.h>
+
+namespace torch::nn {
+class Module;
+}
+
+namespace dtrainer::ckpt {
+
+enum class WeightsSource {
+  kAuto,    // the EMA weights when the checkpoint has them, else the trained parameters
+  kParams,  // the trained parameters (what the optimizer updates; what eval_loss measures)
+  kEma,     // the EMA of the weights (what the trainer samples with)
+};
+WeightsSource parse_weights_source(const std::string& field, const std::string& text);
+
+struct ExportOptions {
+  WeightsSource source = WeightsSource::kAuto;
+  torch::ScalarType dtype = torch::kFloat32;  // F32, BF16 or F16 in the file
+};
+
+struct ExportSummary {
+  std::string source;  // "params" or "ema"
+  int64_t step = 0, tensors = 0, elements = 0, bytes = 0;
+};
+
+// Writes `out` from the complete checkpoint `checkpoint_dir` (atomically: no file on failure).
+// The file's __metadata__ records the source checkpoint, step, weights and the run's config.
+ExportSummary export_weights(const std::string& checkpoint_dir, const std::string& out, const ExportOptions& options);
+
+// Copies the tensors of weights file `path` into `module`'s parameters (converted to their dtype).
+// The names and shapes must match the module's parameters exactly — a missing, unexpected or
+// misshapen tensor is an error naming it — and nothing is changed unless all of them match.
+void load_weights(const std::string& path, torch::nn::Module& module);
+
+}  // namespace dtrainer::ckpt

@@ -1,0 +1,86 @@
+#include "dtrainer/ckpt/weights_file.h"
+
+#include <map>
+#include <set>
+
+#include <torch/torch.h>
+
+#include "dtrainer/ckpt/checkpoint.h"
+#include "dtrainer/ckpt/safetensors.h"
+#include "dtrainer/core/error.h"
+
+namespace dtrainer::ckpt {
+
+WeightsSource parse_weights_source(const std::string& field, const std::string& text) {
+  if (text == "auto") return WeightsSource::kAuto;
+  if (text == "params") return WeightsSource::kParams;
+  if (text == "ema") return WeightsSource::kEma;
+  throw Error(field, "'" + text + "' is not one of auto, params, ema");
+}
+
+ExportSummary export_weights(const std::string& checkpoint_dir, const std::string& out, const ExportOptions& options) {
+  if (options.dtype != torch::kFloat32 && options.dtype != torch::kBFloat16 && options.dtype != torch::kFloat16)
+    throw Error("dtype", "weights are exported as F32, BF16 or F16");
+  const CheckpointReader ck(checkpoint_dir);
+  const std::vector<models::UnitLayout> layout = ck.layout();
+  bool all_ema = !layout.empty();
+  for (const auto& u : layout) all_ema = all_ema && ck.has(u.unit, "ema");
+  std::string kind;
+  switch (options.source) {
+    case WeightsSource::kAuto: kind = all_ema ? "ema" : "params"; break;
+    case WeightsSource::kParams: kind = "params"; break;
+    case WeightsSource::kEma:
+      if (!all_ema) throw Error(ck.state_file(), "has no EMA weights (the run had ema_decay = 0); export --weights params instead");
+      kind = "ema";
+      break;
+  }
+
+  ExportSummary summary;
+  summary.source = kind;
+  summary.step = ck.step();
+  std::vector<SafetensorsEntry> entries;
+  for (const auto& u : layout)
+    for (const auto& t : u.tensors) {
+      entries.push_back({t.name, options.dtype, t.shape, 0, 0});
+      summary.elements += t.numel();
+    }
+  std::map<std::string, std::string> metadata{{"format", "pt"},
+                                              {"producer", "dtrainer"},
+                                              {"checkpoint", checkpoint_dir},
+                                              {"step", std::to_string(summary.step)},
+                                              {"weights", kind}};
+  if (ck.meta().contains("config_toml") && ck.meta()["config_toml"].is_string())
+    metadata["config_toml"] = ck.meta()["config_toml"].get<std::string>();
+
+  SafetensorsWriter w(out, entries, metadata);
+  for (const auto& u : layout) {  // one unit in memory at a time
+    const torch::Tensor flat = ck.read(u.unit, kind, u.numel);
+    for (const auto& t : u.tensors) w.write(t.name, flat.narrow(0, t.offset, t.numel()).view(t.shape));
+  }
+  w.commit();
+  summary.tensors = static_cast<int64_t>(entries.size());
+  summary.bytes = w.bytes();
+  return summary;
+}
+
+void load_weights(const std::string& path, torch::nn::Module& module) {
+  const SafetensorsFile file(path);
+  const auto params = module.named_parameters(/*recurse=*/true);
+  // Check everything first: nothing changes unless the whole file fits the model.
+  std::set<std::string> expected;
+  for (const auto& p : params) {
+    expected.insert(p.key());
+    const SafetensorsEntry* e = file.find(p.key());
+    if (!e) throw Error(path, "has no tensor '" + p.key() + "', which the model has (a different model or preset?)");
+    if (e->shape != p.value().sizes().vec())
+      throw Error(path, "tensor '" + p.key() + "' has shape " + c10::str(c10::IntArrayRef(e->shape)) + ", the model's is " +
+                            c10::str(p.value().sizes()));
+    if (!c10::isFloatingType(e->dtype)) throw Error(path, "tensor '" + p.key() + "' is not floating point");
+  }
+  for (const auto& e : file.entries())
+    if (!expected.count(e.name)) throw Error(path, "tensor '" + e.name + "' is not a parameter of the model (a different model or preset?)");
+  torch::NoGradGuard no_grad;
+  for (const auto& p : params) p.value().copy_(file.read(p.key()).to(p.value().dtype()));
+}
+
+}  // namespace dtrainer::ckpt
