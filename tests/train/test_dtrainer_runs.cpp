@@ -21,57 +21,19 @@
 
 #include <nlohmann/json.hpp>
 
-#include "data/data_test_util.h"
-#include "dtrainer/data/synthesize.h"
+#include "train/dtrainer_runner.h"
 
 extern char** environ;
 
 using namespace dtrainer;
+using test::command;
+using test::data_root;
+using test::kTinyUNet;
+using test::run;
+using test::slurp;
 namespace fs = std::filesystem;
 
 namespace {
-
-// Small shapes data, made once per test process.
-const std::string& data_root() {
-  static const std::string root = [] {
-    const std::string r = test::scratch_dir("dtrainer-data");
-    for (auto [name, images, seed] : {std::tuple<const char*, int64_t, uint64_t>{"train", 256, 1}, {"eval", 32, 2}}) {
-      data::SynthConfig s;
-      s.out_dir = r + "/" + name;
-      s.images = images;
-      s.images_per_shard = images;
-      s.seed = seed;
-      s.image_size = 16;
-      s.text_dim = 32;
-      s.max_tokens = 16;
-      s.eval_prompts = 4;
-      data::synthesize(s);
-    }
-    return r;
-  }();
-  return root;
-}
-
-const char* kTinyUNet =
-    " --model-set model_channels=16 channel_mult=1,2 transformer_depth=0,1 num_res_blocks=1 head_dim=8 norm_groups=4";
-
-std::string command(int ranks, const std::string& args, const std::string& model = kTinyUNet) {
-  return std::string(MPIEXEC) + " --allow-run-as-root --oversubscribe -n " + std::to_string(ranks) + " " + DTRAINER_PATH +
-         " --data " + data_root() + "/train --eval-data " + data_root() + "/eval" + model +
-         " --max-tokens 16 --global-batch 8 --log-every 1 --eval-every 0 --sample-count 2 --sample-steps 3"
-         " --warmup-steps 2 --threads 1 --peak-tflops 1 --workers 1 " +
-         args;
-}
-
-int run(int ranks, const std::string& args, const std::string& log, const std::string& model = kTinyUNet) {
-  const int rc = std::system((command(ranks, args, model) + " > " + log + " 2>&1").c_str());
-  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
 
 // step -> loss of the training records in run_dir/metrics.jsonl.
 std::map<int64_t, double> losses(const std::string& run_dir) {
