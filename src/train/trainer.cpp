@@ -194,6 +194,13 @@ std::string human_bytes(double b) {
   return buf;
 }
 
+// Whether this run continues a checkpoint (whose weights then replace any --init-weights).
+bool resumes_checkpoint(const TrainConfig& c, const fs::path& run_dir) {
+  if (c.resume == "none") return false;
+  if (c.resume != "auto") return true;
+  return ckpt::latest_checkpoint((run_dir / "ckpt").string()).has_value();
+}
+
 std::string describe_plan(const TrainConfig& c, const DataPlan& d, const Plan& p) {
   const double N = static_cast<double>(p.cost.params), W = static_cast<double>(p.world);
   // Per-rank bytes by strategy: fp32 params (+ a bf16 compute copy: whole unless zero3, and this
@@ -298,7 +305,7 @@ void Trainer::build() {
   comm_ = dist::make_mpi_communicator(rt_.comm());
   torch::manual_seed(c_.seed);  // identical initialisation on every rank
   model_ = models::build_backbone(plan_.backbone);
-  if (!c_.init_weights.empty()) {  // (a resumed checkpoint overwrites these below)
+  if (!c_.init_weights.empty() && !resumes_checkpoint(c_, run_)) {  // (a resumed run has its own weights)
     ckpt::load_weights(c_.init_weights, model_->module());
     log_info("initial weights from " + c_.init_weights);
   }
@@ -698,7 +705,8 @@ int trainer_main(int argc, char** argv) {
       if (c.resume != "auto" && c.resume != "none" && !fs::exists(fs::path(c.resume) / "COMPLETE"))
         throw Error("resume", c.resume + " is not a complete checkpoint directory");
       if (!c.dry_run && !data.found) throw Error("data", data.train_dirs.front() + " does not exist");
-      if (!c.init_weights.empty()) ckpt::SafetensorsFile{c.init_weights};  // readable and well-formed, before anything is written
+      if (!c.init_weights.empty() && !resumes_checkpoint(c, run_dir))
+        ckpt::SafetensorsFile{c.init_weights};  // readable and well-formed, before anything is written
     } catch (const CLI::ParseError& e) {
       std::ostringstream quiet;  // every rank parses the same argv: rank 0 speaks for all
       const int code = rt.rank() == 0 ? app.exit(e) : app.exit(e, quiet, quiet);

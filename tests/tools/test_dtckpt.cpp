@@ -98,6 +98,10 @@ TEST_CASE("a run started from exported weights evaluates exactly as the run that
   REQUIRE(test::run(1, "--steps 2 --lr 1e-30 --init-weights " + dir + "/w.safetensors --run-dir " + b, b + ".log") == 0);
   CHECK_THAT(test::slurp(b + ".log"), Catch::Contains("initial weights from"));
   CHECK(eval_loss(b, 2) == Approx(eval_loss(run, 4)).epsilon(1e-6));
+  // Continuing that run resumes its own checkpoint: the weights file is no longer needed.
+  fs::rename(dir + "/w.safetensors", dir + "/moved.safetensors");
+  REQUIRE(test::run(1, "--steps 3 --lr 1e-30 --init-weights " + dir + "/w.safetensors --run-dir " + b, b + ".2.log") == 0);
+  CHECK_THAT(test::slurp(b + ".2.log"), Catch::Contains("resumed from") && !Catch::Contains("initial weights from"));
   // Without them the same run starts elsewhere (the comparison above can fail).
   const std::string c = dir + "/c";
   REQUIRE(test::run(1, "--steps 2 --lr 1e-30 --run-dir " + c, c + ".log") == 0);
