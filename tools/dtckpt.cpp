@@ -3,6 +3,9 @@
 //   dtckpt inspect PATH [--json] [--tensors]
 //       PATH: a checkpoint (runs/X/ckpt/step_N), a run directory (its newest checkpoint) or a
 //       .safetensors file. Prints step, units, parameters, what is stored, and the run's config.
+//   dtckpt validate PATH [--structure-only] [--json]
+//       every dataset present with the manifest's size, the layout consistent, values finite;
+//       exit 0 when sound, 1 with one line per problem.
 //   dtckpt export PATH --out FILE.safetensors [--weights auto|params|ema] [--dtype fp32|bf16|fp16]
 //       one safetensors file with the model's parameter names (diffusers' names for the UNets);
 //       `dtrainer --init-weights FILE` starts a run from it.
@@ -18,6 +21,7 @@
 
 #include "dtrainer/ckpt/checkpoint.h"
 #include "dtrainer/ckpt/safetensors.h"
+#include "dtrainer/ckpt/validate_checkpoint.h"
 #include "dtrainer/ckpt/weights_file.h"
 #include "dtrainer/core/error.h"
 
@@ -124,12 +128,29 @@ int inspect_checkpoint(const std::string& path, bool json, bool tensors) {
   return 0;
 }
 
+int validate(const std::string& path, bool values, bool json) {
+  const CheckpointReader ck(resolve_checkpoint(path));
+  const std::vector<std::string> problems = validate_checkpoint(ck, values);
+  if (json) {
+    std::cout << ordered_json({{"path", ck.dir()}, {"format_version", ck.format_version()}, {"values_checked", values},
+                               {"ok", problems.empty()}, {"problems", problems}})
+                     .dump(2)
+              << "\n";
+  } else {
+    for (const auto& p : problems) std::printf("%s: %s\n", ck.dir().c_str(), p.c_str());
+    std::printf("%s: %s (format %d, %zu units, %s)\n", ck.dir().c_str(), problems.empty() ? "sound" : "BROKEN", ck.format_version(),
+                ck.units().size(), values ? "structure and values checked" : "structure checked");
+  }
+  return problems.empty() ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{
       "dtckpt: inspect dtrainer checkpoints and export their weights.\n"
       "  dtckpt inspect runs/X                                  the run's newest checkpoint\n"
+      "  dtckpt validate runs/X                                 is it whole and sound?\n"
       "  dtckpt export runs/X --out model.safetensors           its weights (EMA if kept), named as the model's parameters\n"
       "  mpirun -n 2 dtrainer --init-weights model.safetensors  a new run that starts from them"};
   app.require_subcommand(1);
@@ -139,6 +160,11 @@ int main(int argc, char** argv) {
   in->add_option("PATH", path, "checkpoint directory (runs/X/ckpt/step_N), run directory, or .safetensors file")->required();
   in->add_flag("--json", json, "print JSON");
   in->add_flag("--tensors", tensors, "list every tensor: name and shape");
+  bool structure_only = false;
+  CLI::App* va = app.add_subcommand("validate", "check a checkpoint: datasets, sizes, layout, finite values (exit 1 when broken)");
+  va->add_option("PATH", path, "checkpoint directory, or a run directory (its newest checkpoint)")->required();
+  va->add_flag("--structure-only", structure_only, "check names and sizes without reading the data");
+  va->add_flag("--json", json, "print JSON");
   CLI::App* ex = app.add_subcommand("export", "a checkpoint's weights as one .safetensors file");
   ex->add_option("PATH", path, "checkpoint directory, or a run directory (its newest checkpoint)")->required();
   ex->add_option("--out,-o", out, "the .safetensors file to write (written atomically)")->required();
@@ -153,6 +179,7 @@ int main(int argc, char** argv) {
       if (fs::is_regular_file(path)) return inspect_safetensors(path, json, tensors);
       return inspect_checkpoint(path, json, tensors);
     }
+    if (*va) return validate(path, !structure_only, json);
     if (fs::exists(out) && !force) throw Error(out, "exists; pass --force to replace it");
     ExportOptions o;
     o.source = parse_weights_source("--weights", weights);

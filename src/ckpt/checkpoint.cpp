@@ -177,6 +177,8 @@ std::string save_checkpoint(const std::string& root_s, int64_t step, const dist:
     m["units"] = units;
     m["optimizer_steps"] = params.steps();
     m["layout"] = layout_to_json(layout);
+    m["format"] = "dtrainer-checkpoint";
+    m["format_version"] = kCheckpointFormatVersion;
     write_text(tmp / "meta.json", m.dump(2));
     write_text(tmp / "COMPLETE", "step " + std::to_string(step) + "\n");
     fs::rename(tmp, final_dir);
@@ -232,6 +234,13 @@ CheckpointReader::CheckpointReader(const std::string& dir) : dir_(dir), h5_((fs:
   }
   if (!meta_.is_object() || !meta_.contains("units") || !meta_["units"].is_array())
     throw Error((d / "meta.json").string(), "has no 'units' list (not a dtrainer checkpoint?)");
+  if (meta_.contains("format_version")) {
+    if (!meta_["format_version"].is_number_integer()) throw Error((d / "meta.json").string(), "format_version is not an integer");
+    version_ = meta_["format_version"].get<int>();
+    if (version_ < 1 || version_ > kCheckpointFormatVersion)
+      throw Error((d / "meta.json").string(), "checkpoint format " + std::to_string(version_) + "; this dtrainer reads formats 1 to " +
+                                                  std::to_string(kCheckpointFormatVersion) + " (written by a newer dtrainer?)");
+  }
   std::lock_guard<std::mutex> lock(data::hdf5_mutex());
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // failures become our errors, not HDF5's stack dumps
   file_ = H5Fopen(h5_.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
@@ -276,6 +285,20 @@ bool CheckpointReader::has(const std::string& unit, const std::string& kind) con
   const std::string name = "units/" + unit + "/" + kind;
   return H5Lexists(file_, "units", H5P_DEFAULT) > 0 && H5Lexists(file_, ("units/" + unit).c_str(), H5P_DEFAULT) > 0 &&
          H5Lexists(file_, name.c_str(), H5P_DEFAULT) > 0;
+}
+
+int64_t CheckpointReader::stored_length(const std::string& unit, const std::string& kind) const {
+  if (!has(unit, kind)) return -1;
+  std::lock_guard<std::mutex> lock(data::hdf5_mutex());
+  const hid_t dset = H5Dopen2(file_, ("units/" + unit + "/" + kind).c_str(), H5P_DEFAULT);
+  if (dset < 0) return -1;
+  const hid_t space = H5Dget_space(dset);
+  hsize_t n = 0;
+  const int rank = H5Sget_simple_extent_ndims(space);
+  if (rank == 1) H5Sget_simple_extent_dims(space, &n, nullptr);
+  H5Sclose(space);
+  H5Dclose(dset);
+  return rank == 1 ? static_cast<int64_t>(n) : -1;
 }
 
 torch::Tensor CheckpointReader::read(const std::string& unit, const std::string& kind, int64_t numel) const {

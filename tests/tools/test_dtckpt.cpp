@@ -3,6 +3,7 @@
 //    independent numpy/h5py reader), for params and EMA, in fp32, bf16 and fp16;
 //  - a run started from exported weights (dtrainer --init-weights) evaluates exactly as the run
 //    that saved them;
+//  - validate finds non-finite values and missing datasets by name, and refuses newer formats;
 //  - bad paths, existing outputs, missing EMA and foreign weights are refused by name.
 #include <catch2/catch.hpp>
 
@@ -145,4 +146,37 @@ TEST_CASE("dtckpt and --init-weights refuse bad input by name, exit non-zero and
   CHECK(test::run(1, "--steps 2 --init-weights " + dir + "/corrupt.safetensors --run-dir " + corrupt, corrupt + ".log") == 2);
   CHECK_THAT(test::slurp(corrupt + ".log"), Catch::Contains("corrupt.safetensors: not a safetensors file"));
   CHECK_FALSE(fs::exists(corrupt));
+}
+
+TEST_CASE("validate: a sound checkpoint passes; NaNs, missing datasets and newer formats are named") {
+  const std::string run = trained_run();
+  auto r = dtckpt("validate " + run);
+  INFO(r.out);
+  CHECK(r.status == 0);
+  CHECK_THAT(r.out, Catch::Contains("sound (format 2"));
+
+  const std::string dir = test::scratch_dir("dtckpt-validate") + "/step_00000004";
+  fs::copy(run + "/ckpt/step_00000004", dir, fs::copy_options::recursive);
+  const auto meta = nlohmann::json::parse(test::slurp(dir + "/meta.json"));
+  const std::string first = meta["units"].front()["name"], last = meta["units"].back()["name"];
+  // Break the copy with h5py: a NaN in the first unit's parameters, the last unit's v deleted.
+  const auto py = test::run_process(std::string(DT_NUMPY_PYTHON) + " -c \"import h5py, numpy; f = h5py.File('" + dir +
+                                    "/state.h5', 'r+'); f['units/" + first + "/params'][3] = numpy.nan; del f['units/" + last +
+                                    "/v']; f.close()\"");
+  INFO(py.out);
+  REQUIRE(py.status == 0);
+  r = dtckpt("validate " + dir);
+  CHECK(r.status == 1);
+  CHECK_THAT(r.out, Catch::Contains("units/" + first + "/params: 1 non-finite values") && Catch::Contains("units/" + last + "/v: missing") &&
+                        Catch::Contains("BROKEN"));
+  r = dtckpt("validate " + dir + " --structure-only");
+  CHECK(r.status == 1);
+  CHECK_THAT(r.out, Catch::Contains("/v: missing") && !Catch::Contains("non-finite"));
+
+  auto newer = meta;
+  newer["format_version"] = 99;
+  std::ofstream(dir + "/meta.json") << newer.dump();
+  r = dtckpt("validate " + dir);
+  CHECK(r.status == 2);
+  CHECK_THAT(r.out, Catch::Contains("checkpoint format 99") && Catch::Contains("newer dtrainer"));
 }

@@ -24,6 +24,9 @@
 
 namespace dtrainer::ckpt {
 
+// meta.json's "format_version": 1 (no parameter layout; meta.json had no version) or 2 (with it).
+constexpr int kCheckpointFormatVersion = 2;
+
 // Collective over MPI_COMM_WORLD (the ranks of `params`). Returns the published directory. layout:
 // the model's parameter layout (models::parameter_layout, one entry per unit of params). keep:
 // complete checkpoints kept afterwards (older ones deleted by rank 0).
@@ -50,6 +53,7 @@ class CheckpointReader {
   const std::string& state_file() const { return h5_; }
   const nlohmann::json& meta() const { return meta_; }
   int64_t step() const;
+  int format_version() const { return version_; }
   // The units as saved: name and element count, in model order.
   std::vector<std::pair<std::string, int64_t>> units() const;
   // The parameter layout (checked against the units' sizes). Throws when the checkpoint predates
@@ -57,12 +61,15 @@ class CheckpointReader {
   std::vector<models::UnitLayout> layout() const;
   // kind: params | m | v | ema. has(): whether the checkpoint stores it (ema only with EMA on).
   bool has(const std::string& unit, const std::string& kind) const;
+  // Elements stored for the unit and kind: -1 when the dataset is missing or not 1-D.
+  int64_t stored_length(const std::string& unit, const std::string& kind) const;
   // The unit's full flat fp32 data (numel elements, no padding).
   torch::Tensor read(const std::string& unit, const std::string& kind, int64_t numel) const;
 
  private:
   std::string dir_, h5_;
   nlohmann::json meta_;
+  int version_ = 1;
   int64_t file_ = -1;  // hid_t
 };
 
