@@ -24,6 +24,7 @@
 #include "dtrainer/ckpt/validate_checkpoint.h"
 #include "dtrainer/ckpt/weights_file.h"
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/format_bytes.h"
 
 using namespace dtrainer;
 using namespace dtrainer::ckpt;
@@ -46,15 +47,6 @@ std::string resolve_checkpoint(const std::string& path) {
   throw Error(path, "neither a checkpoint (step_N/ with meta.json), a run directory nor a ckpt/ directory");
 }
 
-std::string human_bytes(double b) {
-  const char* units[] = {"B", "KB", "MB", "GB", "TB"};
-  int i = 0;
-  while (b >= 1000 && i < 4) b /= 1000, ++i;
-  char buf[32];
-  std::snprintf(buf, sizeof buf, i ? "%.2f %s" : "%.0f %s", b, units[i]);
-  return buf;
-}
-
 int inspect_safetensors(const std::string& path, bool json, bool tensors) {
   const SafetensorsFile f(path);
   int64_t elements = 0;
@@ -70,7 +62,7 @@ int inspect_safetensors(const std::string& path, bool json, bool tensors) {
     return 0;
   }
   std::printf("%s: safetensors, %zu tensors, %lld elements (%.3f M), %s\n", path.c_str(), f.entries().size(),
-              static_cast<long long>(elements), elements / 1e6, human_bytes(static_cast<double>(fs::file_size(path))).c_str());
+              static_cast<long long>(elements), elements / 1e6, format_bytes(static_cast<double>(fs::file_size(path))).c_str());
   for (const auto& [k, v] : f.metadata())
     if (k != "config_toml") std::printf("  %-12s %s\n", k.c_str(), v.c_str());
   if (tensors)
@@ -85,8 +77,7 @@ int inspect_checkpoint(const std::string& path, bool json, bool tensors) {
   int64_t elements = 0;
   for (const auto& u : units) elements += u.second;
   const bool has_layout = ck.meta().contains("layout");
-  bool ema = !units.empty();
-  for (const auto& u : units) ema = ema && ck.has(u.first, "ema");
+  const bool ema = ck.has_ema();
   const auto& m = ck.meta();
   const auto trainer = m.value("trainer", nlohmann::json::object());
   if (json) {
@@ -115,7 +106,7 @@ int inspect_checkpoint(const std::string& path, bool json, bool tensors) {
               static_cast<long long>(trainer.value("samples", int64_t{0})), m.value("saved_by_world_size", 0));
   std::printf("  %zu units, %lld parameters (%.3f M); stored: params, m, v%s; state.h5 %s%s\n", units.size(),
               static_cast<long long>(elements), elements / 1e6, ema ? ", ema" : "",
-              human_bytes(static_cast<double>(fs::file_size(ck.state_file()))).c_str(),
+              format_bytes(static_cast<double>(fs::file_size(ck.state_file()))).c_str(),
               has_layout ? "" : "; no parameter layout (saved by an older dtrainer: cannot be exported)");
   if (tensors) {
     for (const auto& u : ck.layout()) {
@@ -188,7 +179,7 @@ int main(int argc, char** argv) {
     const ExportSummary s = export_weights(dir, out, o);
     std::printf("%s: %lld tensors, %lld parameters (%s weights, %s) from %s (step %lld), %s\n", out.c_str(),
                 static_cast<long long>(s.tensors), static_cast<long long>(s.elements), s.source.c_str(), dtype.c_str(), dir.c_str(),
-                static_cast<long long>(s.step), human_bytes(static_cast<double>(s.bytes)).c_str());
+                static_cast<long long>(s.step), format_bytes(static_cast<double>(s.bytes)).c_str());
     return 0;
   } catch (const Error& e) {
     std::fprintf(stderr, "dtckpt: error: %s\n", e.what());

@@ -65,18 +65,24 @@ struct H5File {
   }
 };
 
-torch::Tensor read_vector(hid_t file, const std::string& name, int64_t numel, const std::string& where) {
-  if (H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0) throw Error(where, "missing dataset " + name);
-  hid_t dset = H5Dopen2(file, name.c_str(), H5P_DEFAULT);
-  hid_t space = H5Dget_space(dset);
+// Elements of a 1-D dataset; -1 for any other rank.
+int64_t vector_length(hid_t dset) {
+  const hid_t space = H5Dget_space(dset);
   hsize_t n = 0;
   const int rank = H5Sget_simple_extent_ndims(space);
   if (rank == 1) H5Sget_simple_extent_dims(space, &n, nullptr);
   H5Sclose(space);
-  if (rank != 1 || static_cast<int64_t>(n) != numel) {
+  return rank == 1 ? static_cast<int64_t>(n) : -1;
+}
+
+torch::Tensor read_vector(hid_t file, const std::string& name, int64_t numel, const std::string& where) {
+  if (H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0) throw Error(where, "missing dataset " + name);
+  hid_t dset = H5Dopen2(file, name.c_str(), H5P_DEFAULT);
+  const int64_t n = vector_length(dset);
+  if (n != numel) {
     H5Dclose(dset);
-    throw Error(where, "dataset " + name + " has " + std::to_string(n) + " elements, the model's unit has " + std::to_string(numel) +
-                           " (a checkpoint of a different model?)");
+    throw Error(where, "dataset " + name + " has " + std::to_string(std::max<int64_t>(n, 0)) + " elements, the model's unit has " +
+                           std::to_string(numel) + " (a checkpoint of a different model?)");
   }
   torch::Tensor t = torch::empty({numel});
   const herr_t rc = H5Dread(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr<float>());
@@ -292,13 +298,16 @@ int64_t CheckpointReader::stored_length(const std::string& unit, const std::stri
   std::lock_guard<std::mutex> lock(data::hdf5_mutex());
   const hid_t dset = H5Dopen2(file_, ("units/" + unit + "/" + kind).c_str(), H5P_DEFAULT);
   if (dset < 0) return -1;
-  const hid_t space = H5Dget_space(dset);
-  hsize_t n = 0;
-  const int rank = H5Sget_simple_extent_ndims(space);
-  if (rank == 1) H5Sget_simple_extent_dims(space, &n, nullptr);
-  H5Sclose(space);
+  const int64_t n = vector_length(dset);
   H5Dclose(dset);
-  return rank == 1 ? static_cast<int64_t>(n) : -1;
+  return n;
+}
+
+bool CheckpointReader::has_ema() const {
+  const auto all = units();
+  for (const auto& u : all)
+    if (!has(u.first, "ema")) return false;
+  return !all.empty();
 }
 
 torch::Tensor CheckpointReader::read(const std::string& unit, const std::string& kind, int64_t numel) const {

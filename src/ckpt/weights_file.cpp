@@ -8,14 +8,12 @@
 #include "dtrainer/ckpt/checkpoint.h"
 #include "dtrainer/ckpt/safetensors.h"
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/parse.h"
 
 namespace dtrainer::ckpt {
 
 WeightsSource parse_weights_source(const std::string& field, const std::string& text) {
-  if (text == "auto") return WeightsSource::kAuto;
-  if (text == "params") return WeightsSource::kParams;
-  if (text == "ema") return WeightsSource::kEma;
-  throw Error(field, "'" + text + "' is not one of auto, params, ema");
+  return parse_choice<WeightsSource>(field, text, {{"auto", WeightsSource::kAuto}, {"params", WeightsSource::kParams}, {"ema", WeightsSource::kEma}});
 }
 
 ExportSummary export_weights(const std::string& checkpoint_dir, const std::string& out, const ExportOptions& options) {
@@ -23,8 +21,7 @@ ExportSummary export_weights(const std::string& checkpoint_dir, const std::strin
     throw Error("dtype", "weights are exported as F32, BF16 or F16");
   const CheckpointReader ck(checkpoint_dir);
   const std::vector<models::UnitLayout> layout = ck.layout();
-  bool all_ema = !layout.empty();
-  for (const auto& u : layout) all_ema = all_ema && ck.has(u.unit, "ema");
+  const bool all_ema = ck.has_ema();
   std::string kind;
   switch (options.source) {
     case WeightsSource::kAuto: kind = all_ema ? "ema" : "params"; break;

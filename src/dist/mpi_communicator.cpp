@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include "dtrainer/core/error.h"
+#include "collective_checks.h"
 
 namespace dtrainer::dist {
 namespace {
@@ -110,11 +111,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   std::shared_ptr<Work> reduce_scatter(torch::Tensor in, torch::Tensor out, ReduceOp op, bool async) override {
-    if (in.numel() != out.numel() * world_)
-      throw Error("communicator.reduce_scatter", "input has " + std::to_string(in.numel()) + " elements, expected world x output = " +
-                                                     std::to_string(out.numel() * world_));
-    if (in.scalar_type() != out.scalar_type())
-      throw Error("communicator.reduce_scatter", std::string("input is ") + c10::toString(in.scalar_type()) + ", output " + c10::toString(out.scalar_type()));
+    check_whole_and_part("reduce_scatter", in, out, world_, /*whole_is_input=*/true);
     Wire wi = wire(in, "reduce_scatter"), wo = wire(out, "reduce_scatter");
     const int world = world_;
     auto work = std::make_shared<MpiWork>(std::vector<torch::Tensor>{in, out, wi.data, wo.data}, [out, wo, op, world]() mutable {
@@ -128,11 +125,7 @@ class MpiCommunicator final : public Communicator {
   }
 
   std::shared_ptr<Work> all_gather(torch::Tensor in, torch::Tensor out, bool async) override {
-    if (out.numel() != in.numel() * world_)
-      throw Error("communicator.all_gather", "output has " + std::to_string(out.numel()) + " elements, expected world x input = " +
-                                                 std::to_string(in.numel() * world_));
-    if (in.scalar_type() != out.scalar_type())
-      throw Error("communicator.all_gather", std::string("input is ") + c10::toString(in.scalar_type()) + ", output " + c10::toString(out.scalar_type()));
+    check_whole_and_part("all_gather", out, in, world_, /*whole_is_input=*/false);
     Wire wi = wire(in, "all_gather", /*reduce=*/false), wo = wire(out, "all_gather", /*reduce=*/false);
     auto work = std::make_shared<MpiWork>(std::vector<torch::Tensor>{in, out, wi.data, wo.data}, [out, wo]() mutable {
       if (wo.staged) out.copy_(wo.data);

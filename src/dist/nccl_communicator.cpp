@@ -14,6 +14,7 @@
 #endif
 
 #include "dtrainer/core/error.h"
+#include "collective_checks.h"
 
 namespace dtrainer::dist {
 namespace {
@@ -150,11 +151,7 @@ class NcclCommunicator final : public Communicator {
   }
 
   std::shared_ptr<Work> reduce_scatter(torch::Tensor in, torch::Tensor out, ReduceOp op, bool async) override {
-    if (in.numel() != out.numel() * world_)
-      throw Error("communicator.reduce_scatter", "input has " + std::to_string(in.numel()) + " elements, expected world x output = " +
-                                                     std::to_string(out.numel() * world_));
-    if (in.scalar_type() != out.scalar_type())
-      throw Error("communicator.reduce_scatter", std::string("input is ") + c10::toString(in.scalar_type()) + ", output " + c10::toString(out.scalar_type()));
+    check_whole_and_part("reduce_scatter", in, out, world_, /*whole_is_input=*/true);
     Wire wi = wire(in, "reduce_scatter"), wo = wire(out, "reduce_scatter");
     return launch("reduce_scatter", {in, out, wi.data, wo.data}, async,
                   [&] { return ncclReduceScatter(wi.data.data_ptr(), wo.data.data_ptr(), count(wo.data), wi.type, nccl_op(op, wi, "reduce_scatter"), comm_, stream_); },
@@ -162,11 +159,7 @@ class NcclCommunicator final : public Communicator {
   }
 
   std::shared_ptr<Work> all_gather(torch::Tensor in, torch::Tensor out, bool async) override {
-    if (out.numel() != in.numel() * world_)
-      throw Error("communicator.all_gather", "output has " + std::to_string(out.numel()) + " elements, expected world x input = " +
-                                                 std::to_string(in.numel() * world_));
-    if (in.scalar_type() != out.scalar_type())
-      throw Error("communicator.all_gather", std::string("input is ") + c10::toString(in.scalar_type()) + ", output " + c10::toString(out.scalar_type()));
+    check_whole_and_part("all_gather", out, in, world_, /*whole_is_input=*/false);
     Wire wi = wire(in, "all_gather", /*reduce=*/false), wo = wire(out, "all_gather", /*reduce=*/false);
     return launch("all_gather", {in, out}, async,
                   [&] { return ncclAllGather(wi.data.data_ptr(), wo.data.data_ptr(), count(wi.data), wi.type, comm_, stream_); }, nullptr);

@@ -31,6 +31,7 @@
 #include "dtrainer/dist/sharded_params.h"
 #include "dtrainer/models/backbone.h"
 #include "dtrainer/ckpt/checkpoint.h"
+#include "dtrainer/core/format_bytes.h"
 #include "dtrainer/ckpt/safetensors.h"
 #include "dtrainer/ckpt/weights_file.h"
 #include "dtrainer/models/parameter_layout.h"
@@ -182,18 +183,6 @@ Plan make_plan(const TrainConfig& c, const DataPlan& d, int world) {
   return p;
 }
 
-std::string human_bytes(double b) {
-  const char* unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int i = 0;
-  while (b >= 1024 && i < 4) {
-    b /= 1024;
-    ++i;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f %s", b, unit[i]);
-  return buf;
-}
-
 // Whether this run continues a checkpoint (whose weights then replace any --init-weights).
 bool resumes_checkpoint(const TrainConfig& c, const fs::path& run_dir) {
   if (c.resume == "none") return false;
@@ -225,9 +214,9 @@ std::string describe_plan(const TrainConfig& c, const DataPlan& d, const Plan& p
     << " x accumulation " << p.accumulation << "\n"
     << "  sharding     " << c.sharding << (ckpt ? " + activation checkpointing" : "") << ", compute in " << c.compute_dtype
     << (bf16 ? " (fp32 masters)" : "") << "\n"
-    << "  memory/rank  params " << human_bytes(params) << ", grads " << human_bytes(grads) << ", AdamW state "
-    << human_bytes(state) << ", EMA " << human_bytes(ema) << ", activations ~" << human_bytes(act) << " => ~"
-    << human_bytes(params + grads + state + ema + act) << "\n"
+    << "  memory/rank  params " << format_bytes(params) << ", grads " << format_bytes(grads) << ", AdamW state "
+    << format_bytes(state) << ", EMA " << format_bytes(ema) << ", activations ~" << format_bytes(act) << " => ~"
+    << format_bytes(params + grads + state + ema + act) << "\n"
     << "  FLOPs/step   " << static_cast<double>(p.train_flops_per_sample) * c.global_batch << " (fwd+bwd, all MACs x 2)\n"
     << "  steps        " << c.steps << " (warm-up " << c.warmup_steps << ", " << c.lr_schedule << " lr " << c.lr << ")\n"
     << "  compute C    " << p.gflops_per_sample_s1 * c.global_batch * c.steps << " GFLOPs ([S1]: 3 x 2 x linear/conv MACs x samples)\n";

@@ -61,6 +61,7 @@ class CheckpointReader {
   std::vector<models::UnitLayout> layout() const;
   // kind: params | m | v | ema. has(): whether the checkpoint stores it (ema only with EMA on).
   bool has(const std::string& unit, const std::string& kind) const;
+  bool has_ema() const;  // every unit has its EMA (the run kept one)
   // Elements stored for the unit and kind: -1 when the dataset is missing or not 1-D.
   int64_t stored_length(const std::string& unit, const std::string& kind) const;
   // The unit's full flat fp32 data (numel elements, no padding).
