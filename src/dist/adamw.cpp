@@ -4,6 +4,7 @@
 
 #include <Kokkos_Core.hpp>
 #include <torch/torch.h>
+#include <torch/version.h>
 
 #include "dtrainer/core/error.h"
 
@@ -71,6 +72,53 @@ void adamw_step(torch::Tensor param, const torch::Tensor& grad, torch::Tensor m,
   if (bf16_copy.defined()) bf16_copy.copy_(param);  // a separate vectorised pass keeps the update loop branch-free
 }
 
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+bool fused_device_adamw_available() { return true; }
+#else
+bool fused_device_adamw_available() { return false; }
+#endif
+
+void adamw_step_on_device(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& grads,
+                          const std::vector<torch::Tensor>& m, const std::vector<torch::Tensor>& v, torch::Tensor step_count,
+                          const AdamWConfig& c, const torch::Tensor& grad_divisor, const torch::Tensor& skip,
+                          const std::vector<torch::Tensor>& bf16_copies) {
+  const size_t n = params.size();
+  if (grads.size() != n || m.size() != n || v.size() != n || (!bf16_copies.empty() && bf16_copies.size() != n))
+    throw Error("adamw", "adamw_step_on_device: params, grads, m, v (and bf16 copies) must come in equal numbers");
+  for (const torch::Tensor* t : {static_cast<const torch::Tensor*>(&step_count), &grad_divisor, &skip})
+    if (!t->defined() || !t->is_cuda() || t->numel() != 1 || t->scalar_type() != torch::kFloat32)
+      throw Error("adamw", "adamw_step_on_device: step_count, grad_divisor and skip must be one fp32 element on the device");
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t len = params[i].numel();
+    check_flat(params[i], len, torch::kFloat32, "param");
+    check_flat(grads[i], len, torch::kFloat32, "grad");
+    check_flat(m[i], len, torch::kFloat32, "exp_avg");
+    check_flat(v[i], len, torch::kFloat32, "exp_avg_sq");
+    if (!params[i].is_cuda()) throw Error("adamw", "adamw_step_on_device: shard " + std::to_string(i) + " is not on a CUDA device");
+    if (!bf16_copies.empty()) check_flat(bf16_copies[i], len, torch::kBFloat16, "bf16_copy");
+  }
+  torch::NoGradGuard no_grad;
+  step_count.add_(1 - skip);  // the fused kernel reads the new count for the bias corrections
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+  const std::vector<torch::Tensor> steps(n, step_count);
+  at::_fused_adamw_(params, grads, m, v, {}, steps, c.lr, c.beta1, c.beta2, c.weight_decay, c.eps, /*amsgrad=*/false,
+                    /*maximize=*/false, grad_divisor, skip);
+#else
+  // Torch ops per shard: the bias corrections from the device count, the result kept only where skip == 0.
+  const torch::Tensor keep = 1 - skip;
+  const torch::Tensor bc1 = 1 - torch::pow(c.beta1, step_count), bc2 = 1 - torch::pow(c.beta2, step_count);
+  for (size_t i = 0; i < n; ++i) {
+    const torch::Tensor g = grads[i] / grad_divisor;
+    const torch::Tensor mi = m[i] * c.beta1 + g * (1 - c.beta1), vi = v[i] * c.beta2 + g * g * (1 - c.beta2);
+    const torch::Tensor pi = params[i] * (1 - c.lr * c.weight_decay) - (c.lr / bc1) * mi / (vi.sqrt() / bc2.sqrt() + c.eps);
+    m[i].lerp_(mi, keep);
+    v[i].lerp_(vi, keep);
+    params[i].lerp_(pi, keep);
+  }
+#endif
+  for (size_t i = 0; i < bf16_copies.size(); ++i) bf16_copies[i].copy_(params[i]);
+}
+
 void ema_update(torch::Tensor ema, const torch::Tensor& param, double decay) {
   const int64_t n = param.numel();
   check_flat(ema, n, torch::kFloat32, "ema");
@@ -92,6 +140,17 @@ double global_grad_norm(const std::vector<torch::Tensor>& local_grads, Communica
   for (const auto& g : local_grads) sq += g.to(torch::kFloat64).pow(2).sum().cpu();
   if (comm) comm->all_reduce(sq, ReduceOp::kSum);
   return std::sqrt(sq.item<double>());
+}
+
+torch::Tensor global_grad_norm_on_device(const std::vector<torch::Tensor>& local_grads, Communicator* comm) {
+  if (local_grads.empty()) throw Error("adamw", "global_grad_norm_on_device: no gradients");
+  // Each shard's norm by the device's tree reduction (fp32 accumulation in a tree is accurate, unlike
+  // LibTorch 1.13's CPU loop), the squares summed in fp64.
+  torch::Tensor sq = torch::zeros({1}, local_grads.front().options().dtype(torch::kFloat64));
+  for (const auto& g : local_grads) sq += g.norm().to(torch::kFloat64).pow(2);
+  torch::Tensor sq32 = sq.to(torch::kFloat32);
+  if (comm) comm->all_reduce(sq32, ReduceOp::kSum);
+  return sq32.sqrt();
 }
 
 double clip_factor(double norm, double max_norm) {

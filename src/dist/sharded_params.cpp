@@ -82,6 +82,17 @@ class ShardedParameters::GradReadyHook final : public torch::autograd::FunctionP
 ShardedParameters::ShardedParameters(models::UnitModel& model, Communicator* comm, ShardingConfig config)
     : model_(model), comm_(comm), config_(config) {
   rank_ = comm ? comm->rank() : 0;
+  {
+    const std::vector<models::ModelUnit> probe = model.units();
+    for (const auto& unit : probe)
+      for (const auto& p : unit.parameters) {
+        if (&unit == &probe.front() && &p == &unit.parameters.front()) device_ = p.device();
+        else if (p.device() != device_)
+          throw Error("sharding", "unit " + unit.name + ": parameters on " + p.device().str() + " and " + device_.str() +
+                                      " (move the whole model to one device first)");
+      }
+  }
+  if (device_.is_cuda()) device_steps_ = torch::zeros({1}, fp32());
   world_ = comm ? comm->world() : 1;
   if (config_.compute_dtype != torch::kFloat32 && config_.compute_dtype != torch::kBFloat16)
     throw Error("sharding", std::string("compute dtype must be fp32 or bf16, not ") + c10::toString(config_.compute_dtype));
@@ -105,7 +116,7 @@ ShardedParameters::ShardedParameters(models::UnitModel& model, Communicator* com
     }
     u->padded = (u->numel + world_ - 1) / world_ * world_;
     u->shard = u->padded / world_;
-    torch::Tensor flat = torch::zeros({u->padded});  // fp32
+    torch::Tensor flat = torch::zeros({u->padded}, fp32());
     for (size_t i = 0; i < u->params.size(); ++i)
       flat.narrow(0, u->offsets[i], u->params[i].numel()).copy_(u->params[i].reshape({-1}));
     u->full = low ? flat.to(config_.compute_dtype) : flat;
@@ -125,9 +136,9 @@ ShardedParameters::ShardedParameters(models::UnitModel& model, Communicator* com
     if (low && !whole) u->compute_shard = u->full.narrow(0, rank_ * u->shard, u->shard).clone();
     if (zero3) release(*u);  // parameters exist only while the unit runs
     const int64_t state = whole ? u->padded : u->shard;
-    u->grad = torch::zeros({config_.strategy == ShardingStrategy::kZero2 || zero3 ? u->shard : u->padded});
-    u->m = torch::zeros({state});
-    u->v = torch::zeros({state});
+    u->grad = torch::zeros({config_.strategy == ShardingStrategy::kZero2 || zero3 ? u->shard : u->padded}, fp32());
+    u->m = torch::zeros({state}, fp32());
+    u->v = torch::zeros({state}, fp32());
     if (config_.ema_decay > 0) u->ema = u->master.clone();
     u->arrived.assign(u->params.size(), false);
     units_.push_back(std::move(u));
@@ -165,7 +176,7 @@ void ShardedParameters::after_run(size_t unit, bool) { release(*units_[unit]); }
 void ShardedParameters::gather(Unit& u) {
   if (u.gathered++ > 0) return;
   torch::NoGradGuard no_grad;
-  u.full = torch::empty({u.padded}, torch::TensorOptions().dtype(config_.compute_dtype));
+  u.full = torch::empty({u.padded}, fp32().dtype(config_.compute_dtype));
   const torch::Tensor& mine = low_precision() ? u.compute_shard : u.master;
   if (comm_) comm_->all_gather(mine, u.full);
   else u.full.copy_(mine);
@@ -176,7 +187,7 @@ void ShardedParameters::gather(Unit& u) {
 void ShardedParameters::release(Unit& u) {
   if (u.gathered > 0 && --u.gathered > 0) return;
   for (auto& p : u.params)  // same dtype and device: the accumulator stays
-    p.set_data(torch::empty({0}, torch::TensorOptions().dtype(config_.compute_dtype)));
+    p.set_data(torch::empty({0}, fp32().dtype(config_.compute_dtype)));
   u.full = torch::Tensor();
 }
 
@@ -205,7 +216,7 @@ void ShardedParameters::launch(size_t unit) {
   Unit& u = *units_[unit];
   torch::NoGradGuard no_grad;
   const bool scatter = reduces_each_micro_batch();
-  torch::Tensor send = scatter ? torch::empty({u.padded}) : u.grad;
+  torch::Tensor send = scatter ? torch::empty({u.padded}, fp32()) : u.grad;
   for (size_t i = 0; i < u.params.size(); ++i) {  // pack (a parameter without a gradient counts as zeros)
     torch::Tensor dst = send.narrow(0, u.offsets[i], u.numels[i]);
     torch::Tensor& g = u.params[i].mutable_grad();
@@ -218,7 +229,7 @@ void ShardedParameters::launch(size_t unit) {
   r->unit = unit;
   r->send = send;
   if (scatter) {
-    r->recv = torch::empty({u.shard});
+    r->recv = torch::empty({u.shard}, fp32());
     if (grad_comm_) r->work = grad_comm_->reduce_scatter(send, r->recv, ReduceOp::kAvg, true);
     else r->recv.copy_(send);
   } else if (grad_comm_) {
@@ -256,7 +267,57 @@ void ShardedParameters::backward(const torch::Tensor& loss, bool last_micro_batc
   sync_ = true;
 }
 
+torch::TensorOptions ShardedParameters::fp32() const { return torch::TensorOptions().dtype(torch::kFloat32).device(device_); }
+
+int64_t ShardedParameters::steps() const {
+  return device_steps_.defined() ? static_cast<int64_t>(device_steps_.item<float>()) : step_;
+}
+
+void ShardedParameters::set_steps(int64_t s) {
+  step_ = s;
+  if (device_steps_.defined()) device_steps_.fill_(static_cast<double>(s));
+}
+
+torch::Tensor ShardedParameters::step_async(double max_grad_norm, double grad_scale) {
+  if (device_.is_cuda()) return step_on_device(max_grad_norm, grad_scale);
+  return torch::full({1}, step(max_grad_norm, grad_scale), torch::kFloat32);
+}
+
+torch::Tensor ShardedParameters::step_on_device(double max_grad_norm, double grad_scale) {
+  close_round();
+  finish_reductions();
+  torch::NoGradGuard no_grad;
+  const bool whole = config_.strategy == ShardingStrategy::kReplicate;
+  const bool low = low_precision();
+  std::vector<torch::Tensor> grads, masters, ms, vs, copies;
+  for (auto& u : units_) {
+    grads.push_back(config_.strategy == ShardingStrategy::kZero1 ? u->grad.narrow(0, rank_ * u->shard, u->shard) : u->grad);
+    masters.push_back(u->master);
+    ms.push_back(u->m);
+    vs.push_back(u->v);
+    if (low) copies.push_back(whole ? u->full : u->compute_shard);
+  }
+  const torch::Tensor norm = global_grad_norm_on_device(grads, whole ? nullptr : comm_) * grad_scale;
+  const torch::Tensor skip = torch::isfinite(norm).logical_not().to(torch::kFloat32);
+  // clip_factor's min(1, max / (norm + 1e-6)) on the device; the kernel divides by the inverse.
+  torch::Tensor factor = torch::full({1}, grad_scale, fp32());
+  if (max_grad_norm > 0) factor = factor * torch::clamp_max(max_grad_norm / (norm + 1e-6), 1.0);
+  adamw_step_on_device(masters, grads, ms, vs, device_steps_, config_.adamw, 1.0 / factor, skip, copies);
+  for (size_t i = 0; i < units_.size(); ++i) {
+    Unit& u = *units_[i];
+    if (u.ema.defined()) u.ema.lerp_(u.master, (1 - config_.ema_decay) * (1 - skip));  // ema += (1-d)(p-ema), not on a skip
+    if (!whole && config_.strategy != ShardingStrategy::kZero3) {  // zero1/2: everyone's updated shards
+      const torch::Tensor mine = low ? u.compute_shard : u.master.clone();  // (all_gather may not alias its input)
+      if (comm_) comm_->all_gather(mine, u.full);
+      else if (low) u.full.copy_(mine);
+    }
+    u.grad.zero_();
+  }
+  return norm;
+}
+
 double ShardedParameters::step(double max_grad_norm, double grad_scale) {
+  if (device_.is_cuda()) return step_on_device(max_grad_norm, grad_scale).item<double>();
   close_round();  // (a caller that ran loss.backward() itself: what backward() would have launched)
   finish_reductions();
   torch::NoGradGuard no_grad;
@@ -390,7 +451,7 @@ torch::Tensor ShardedParameters::gather_unit(size_t i, bool ema) const {
 // `mine` is this rank's part of a unit-sized flat tensor (the whole of it under replicate).
 torch::Tensor ShardedParameters::gather_full(const Unit& u, const torch::Tensor& mine) const {
   if (config_.strategy == ShardingStrategy::kReplicate) return mine.narrow(0, 0, u.numel).clone();
-  torch::Tensor full = torch::empty({u.padded});
+  torch::Tensor full = torch::empty({u.padded}, fp32());
   if (comm_) comm_->all_gather(mine.contiguous(), full);
   else full.copy_(mine);
   return full.narrow(0, 0, u.numel).clone();

@@ -314,12 +314,14 @@ torch::Tensor DiffusionTransformerImpl::forward_all(const torch::Tensor& x_t, co
   // Positional embedding of this grid: the training grid at pos_embed_scale, or resampled /
   // extrapolated for another resolution ([S2]).
   const double scale = s.pos_embed_scale * static_cast<double>(gh) / static_cast<double>(s.sample_size / p);
-  // (computed once per grid size and dtype, not every step)
-  if (!pos_cache_.defined() || pos_cache_.size(0) != N || pos_grid_ != std::make_pair(gh, gw) || pos_cache_.dtype() != x_t.dtype())
+  // (computed once per grid size, dtype and device, not every step: a host-to-GPU copy per step
+  // would make each step wait for the host)
+  if (!pos_cache_.defined() || pos_cache_.size(0) != N || pos_grid_ != std::make_pair(gh, gw) || pos_cache_.dtype() != x_t.dtype() ||
+      pos_cache_.device() != x_t.device())
     pos_cache_ = diffusion::sincos_pos_embed_2d(h, gh, gw, scale, diffusion::parse_pos_embed_grid("model.pos_embed_grid", s.pos_embed_grid))
-                     .to(x_t.dtype());
+                     .to(x_t.device(), x_t.dtype());
   pos_grid_ = {gh, gw};
-  const torch::Tensor pos = pos_cache_.to(x_t.device());
+  const torch::Tensor pos = pos_cache_;
 
   // Unit 0, the embeddings, packed into one [B, N + T + 1 (+ 6), h] tensor: image tokens, text
   // tokens (width h after their embedding), the conditioning vector c, and PixArt's t0.

@@ -157,7 +157,7 @@ torch::Tensor Transformer2D::forward(const torch::Tensor& x, const torch::Tensor
   torch::Tensor h = ops::norm(norm, x);
   h = proj_in_linear ? ops::linear(proj_in_linear, to_tokens(h)) : to_tokens(ops::conv(proj_in_conv, h));
   for (auto& block : blocks) h = block->forward(h, text, mask);
-  h = proj_out_linear ? to_map(ops::linear(proj_out_linear, h)) : ops::conv(proj_out_conv, to_map(h).contiguous());
+  h = proj_out_linear ? to_map(ops::linear(proj_out_linear, h)) : ops::conv(proj_out_conv, to_map(h).contiguous(x.suggest_memory_format()));  // (keeps channels-last)
   return x + h;
 }
 

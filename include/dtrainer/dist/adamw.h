@@ -6,6 +6,7 @@
 // Debian's is Serial); CUDA tensors run the same update as torch ops.
 
 #include <cstdint>
+#include <vector>
 
 #include <torch/types.h>
 
@@ -27,11 +28,26 @@ struct AdamWConfig {
 void adamw_step(torch::Tensor param, const torch::Tensor& grad, torch::Tensor m, torch::Tensor v, int64_t step,
                 const AdamWConfig& config, double grad_scale = 1.0, torch::Tensor bf16_copy = torch::Tensor());
 
+// The same update for many flat shards on one CUDA device, without waiting for it: one
+// multi-tensor kernel (PyTorch's fused AdamW). grad_divisor (a one-element fp32 tensor on the
+// device) divides every gradient first; where skip (likewise) is non-zero the update leaves
+// everything unchanged on the device itself, so a non-finite gradient norm needs no host read.
+// step_count (one fp32 element on the device) counts the updates made: it advances by 1 - skip.
+// bf16_copies, when not empty, receive the updated params (one per shard).
+void adamw_step_on_device(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& grads,
+                          const std::vector<torch::Tensor>& m, const std::vector<torch::Tensor>& v, torch::Tensor step_count,
+                          const AdamWConfig& config, const torch::Tensor& grad_divisor, const torch::Tensor& skip,
+                          const std::vector<torch::Tensor>& bf16_copies);
+// Whether adamw_step_on_device has its fused kernel here (LibTorch >= 2.1; else torch ops per shard).
+bool fused_device_adamw_available();
+
 // ema = decay * ema + (1 - decay) * param, on flat fp32 shards.
 void ema_update(torch::Tensor ema, const torch::Tensor& param, double decay);
 
 // sqrt of the sum of squares of every rank's gradient shards (an all-reduce of one number).
 double global_grad_norm(const std::vector<torch::Tensor>& local_grads, Communicator* comm);
+// The same on the device, as a one-element fp32 tensor there (no host synchronisation).
+torch::Tensor global_grad_norm_on_device(const std::vector<torch::Tensor>& local_grads, Communicator* comm);
 // The factor that clips to max_norm: min(1, max_norm / (norm + 1e-6)); 1 when max_norm <= 0.
 double clip_factor(double norm, double max_norm);
 

@@ -88,7 +88,12 @@ class ShardedParameters : public models::UnitRunner, private models::CheckpointH
   // (1 / accumulation steps). Returns the global gradient norm (after grad_scale, before clipping).
   // Gradients are cleared for the next step. A non-finite norm (on any rank: the norm is global)
   // skips the update: nothing changes, steps() does not advance, the caller decides what next.
+  // On a CUDA device this reads the norm back (one host synchronisation); step_async does not.
   double step(double max_grad_norm = 0.0, double grad_scale = 1.0);
+  // The same without waiting for the device: returns the norm as a one-element fp32 tensor on the
+  // parameters' device, and a non-finite norm skips the update on the device itself (fused AdamW
+  // with a skip flag; the EMA is left alone too). On the CPU it is step() wrapped in a tensor.
+  torch::Tensor step_async(double max_grad_norm = 0.0, double grad_scale = 1.0);
   void zero_grad();
   void set_lr(double lr) { config_.adamw.lr = lr; }
   // The EMA decay of the next step (> 0 when EMA is on; the trainer warms it up).
@@ -97,8 +102,10 @@ class ShardedParameters : public models::UnitRunner, private models::CheckpointH
   }
 
   ShardedMemory memory() const;
-  int64_t steps() const { return step_; }
-  void set_steps(int64_t s) { step_ = s; }
+  // Updates made (a read from the device when the parameters live there).
+  int64_t steps() const;
+  void set_steps(int64_t s);
+  torch::Device device() const { return device_; }
   ShardingStrategy strategy() const { return config_.strategy; }
   const ShardingConfig& config() const { return config_; }
   int rank() const { return rank_; }
@@ -140,6 +147,8 @@ class ShardedParameters : public models::UnitRunner, private models::CheckpointH
   void close_round();
   void gather(Unit& u);
   void publish(Unit& u);
+  torch::Tensor step_on_device(double max_grad_norm, double grad_scale);
+  torch::TensorOptions fp32() const;
   bool low_precision() const { return config_.compute_dtype != torch::kFloat32; }
   torch::Tensor gather_full(const Unit& u, const torch::Tensor& mine) const;
   void release(Unit& u);
@@ -156,7 +165,9 @@ class ShardedParameters : public models::UnitRunner, private models::CheckpointH
   size_t next_launch_ = 0;            // position in launch_order_ of the next unit to launch
   bool sync_ = true;                  // this micro-batch's gradients are to be reduced
   bool round_open_ = false;           // a backward's reductions have begun and not all launched
-  int64_t step_ = 0;
+  int64_t step_ = 0;                     // updates made (host parameters)
+  torch::Device device_ = torch::kCPU;     // where every buffer lives: the model's parameters' device
+  torch::Tensor device_steps_;             // updates made, counted on the device (CUDA parameters)
 };
 
 }  // namespace dtrainer::dist

@@ -1,0 +1,153 @@
+#include "dtrainer/train/throughput_bench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include <mpi.h>
+#include <torch/torch.h>
+
+#include "dtrainer/core/error.h"
+#include "dtrainer/dist/device_stats.h"
+#include "dtrainer/dist/local_device.h"
+#include "dtrainer/dist/sharded_params.h"
+#include "dtrainer/models/backbone.h"
+#include "dtrainer/models/transformer_spec.h"
+
+namespace dtrainer::train {
+namespace {
+
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+torch::ScalarType parse_dtype(const std::string& field, const std::string& text) {
+  if (text == "bf16") return torch::kBFloat16;
+  if (text == "fp32") return torch::kFloat32;
+  throw Error(field, "'" + text + "' is not bf16 or fp32");
+}
+
+void check(const ThroughputConfig& c) {
+  if (c.micro_batch < 1) throw Error("batch", "must be at least 1");
+  if (c.resolution < 8 || c.resolution % 8 != 0) throw Error("resolution", "must be a positive multiple of 8 pixels");
+  if (c.steps < 1) throw Error("steps", "must be at least 1");
+  if (c.warmup < 0) throw Error("warmup", "must not be negative");
+  if (c.repeats < 1) throw Error("repeats", "must be at least 1");
+  parse_dtype("dtype", c.compute_dtype);
+}
+
+// The worst of the ranks' values (a step takes as long as its slowest rank).
+double max_over_ranks(double v, MPI_Comm comm) {
+  double worst = v;
+  MPI_Allreduce(&v, &worst, 1, MPI_DOUBLE, MPI_MAX, comm);
+  return worst;
+}
+
+}  // namespace
+
+double measure_matmul_tflops(const std::string& device_text, const std::string& dtype, int64_t n) {
+  const torch::Device device(device_text);
+  const auto opts = torch::TensorOptions().device(device).dtype(parse_dtype("dtype", dtype));
+  // Several operand pairs, rotated, so that repeated products do not all hit one cached operand.
+  std::vector<torch::Tensor> a, b;
+  for (int i = 0; i < 3; ++i) a.push_back(torch::randn({n, n}, opts)), b.push_back(torch::randn({n, n}, opts));
+  torch::Tensor out = torch::empty({n, n}, opts);
+  for (int i = 0; i < 3; ++i) torch::mm_out(out, a[i], b[i]);  // warm-up (library handles, clocks)
+  dist::synchronize_device(device);
+  std::vector<double> rates;
+  const int per_run = device.is_cuda() ? 20 : 2;
+  for (int r = 0; r < 5; ++r) {
+    const double t0 = now();
+    for (int i = 0; i < per_run; ++i) torch::mm_out(out, a[i % 3], b[i % 3]);
+    dist::synchronize_device(device);
+    rates.push_back(2.0 * n * n * n * per_run / (now() - t0) / 1e12);
+  }
+  return median(rates);
+}
+
+ThroughputResult measure_training_throughput(const ThroughputConfig& c, dist::MpiRuntime& rt) {
+  check(c);
+  const torch::Device device = dist::local_device(rt);
+  // The preset's own conditioning shapes; the latent grid from the resolution (latent models: the
+  // SD VAE's factor 8 and 4 channels; pixel models see the pixels).
+  models::BackboneInputs inputs = models::preset_inputs(c.model);
+  inputs.latent_size = inputs.latent_channels == 4 ? c.resolution / 8 : c.resolution;
+  std::vector<std::string> overrides = c.model_set;
+  // A class-conditional DiT benchmarks with pooled-text conditioning (the same blocks; the data
+  // path carries captions, not labels).
+  if (models::is_transformer_preset(c.model) && models::transformer_preset(c.model).conditioning == "class" &&
+      std::none_of(overrides.begin(), overrides.end(), [](const std::string& o) { return o.rfind("conditioning=", 0) == 0; }))
+    overrides.push_back("conditioning=text");
+  const models::BackboneSpec spec = models::resolve_backbone(c.model, overrides, inputs, false);
+  if (spec.control_conditioning())
+    throw Error("model", c.model + " takes [S2] control inputs, which dtbench train does not synthesise");
+  const models::BackboneCost cost = models::backbone_cost(spec);
+
+  ThroughputResult r;
+  r.model = c.model;
+  r.summary = models::backbone_summary(spec);
+  r.ranks = rt.world();
+  r.params = cost.params;
+  r.micro_batch = c.micro_batch;
+  r.latent_size = inputs.latent_size;
+  r.flops_per_image = 3.0 * 2.0 * static_cast<double>(cost.macs_linear_conv + cost.macs_attention);
+  r.device = dist::device_name(device);
+  r.device_memory_bytes = dist::device_total_memory(device);
+
+  const torch::ScalarType dtype = parse_dtype("dtype", c.compute_dtype);
+  r.peak_tflops = c.peak_tflops > 0 ? c.peak_tflops : measure_matmul_tflops(device.str(), c.compute_dtype, device.is_cuda() ? 8192 : 1024);
+
+  torch::manual_seed(1234);  // identical initialisation on every rank
+  std::unique_ptr<models::Backbone> model = models::build_backbone(spec);
+  model->module().to(device);
+  std::unique_ptr<dist::Communicator> comm = dist::make_communicator(rt, device);
+  r.backend = comm->backend();
+  dist::ShardingConfig sc;
+  sc.strategy = dist::parse_sharding_strategy("sharding", c.sharding);
+  sc.adamw = {1e-4, 0.9, 0.999, 1e-8, 0.03};
+  sc.activation_checkpointing = c.activation_checkpointing;
+  sc.compute_dtype = dtype;
+  dist::ShardedParameters params(model->unit_model(), comm.get(), sc);
+
+  // Synthetic inputs of the model's shapes, made once on the device (no host data path timed).
+  const auto f32 = torch::TensorOptions().device(device).dtype(torch::kFloat32);
+  const int64_t B = c.micro_batch, L = inputs.latent_size;
+  torch::Tensor x = torch::randn({B, inputs.latent_channels, L, L}, f32);
+  if (c.channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+  const torch::Tensor t = torch::rand({B}, f32) * 999.0;
+  const torch::Tensor text = torch::randn({B, inputs.text_len, inputs.text_dim}, f32);
+  const torch::Tensor mask = torch::ones({B, inputs.text_len}, f32.dtype(torch::kBool));
+  torch::Tensor target, loss;
+  auto train_step = [&] {
+    const torch::Tensor pred = model->forward(x, t, text, mask, nullptr);
+    if (!target.defined()) target = torch::randn_like(pred);
+    loss = (pred - target).pow(2).mean();
+    params.backward(loss);
+    params.step_async(1.0);
+  };
+
+  for (int64_t i = 0; i < c.warmup; ++i) train_step();
+  dist::synchronize_device(device);
+  MPI_Barrier(rt.comm());
+  dist::reset_peak_device_memory(device);
+  std::vector<double> step_times;
+  for (int64_t rep = 0; rep < c.repeats; ++rep) {
+    MPI_Barrier(rt.comm());
+    const double t0 = now();
+    for (int64_t i = 0; i < c.steps; ++i) train_step();  // nothing here waits for the device
+    dist::synchronize_device(device);
+    step_times.push_back(max_over_ranks((now() - t0) / static_cast<double>(c.steps), rt.comm()));
+  }
+  r.peak_memory_bytes = dist::peak_device_memory(device);
+  r.final_loss = loss.item<double>();
+  r.step_seconds = median(step_times);
+  r.images_per_second = static_cast<double>(B * rt.world()) / r.step_seconds;
+  r.tflops_per_rank = r.flops_per_image * static_cast<double>(B) / r.step_seconds / 1e12;
+  r.mfu = r.tflops_per_rank / r.peak_tflops;
+  return r;
+}
+
+}  // namespace dtrainer::train
