@@ -100,7 +100,15 @@ if(NOT HDF5_IS_PARALLEL)
 endif()
 add_library(dt::hdf5 INTERFACE IMPORTED)
 target_include_directories(dt::hdf5 SYSTEM INTERFACE ${HDF5_C_INCLUDE_DIRS})
-target_link_libraries(dt::hdf5 INTERFACE ${HDF5_C_LIBRARIES} MPI::MPI_CXX)
+# Only the HDF5 libraries themselves: h5pcc also lists what libhdf5 links (curl, crypto, sz, z),
+# which the shared library brings along and whose -dev links a machine may not have.
+set(DT_HDF5_LIBS "")
+foreach(lib IN LISTS HDF5_C_LIBRARIES)
+  if(lib MATCHES "hdf5")
+    list(APPEND DT_HDF5_LIBS ${lib})
+  endif()
+endforeach()
+target_link_libraries(dt::hdf5 INTERFACE ${DT_HDF5_LIBS} MPI::MPI_CXX)
 target_compile_definitions(dt::hdf5 INTERFACE ${HDF5_C_DEFINITIONS})
 dt_found("HDF5" "${HDF5_VERSION} (parallel)")
 
