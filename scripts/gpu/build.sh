@@ -85,6 +85,8 @@ cat > "$build/env.sh" <<ENV
 # Written by scripts/gpu/build.sh: the unpacked Debian prefix ($deps) for builds and runs.
 export OPAL_PREFIX=$P
 export PMIX_MCA_pcompress_base_silence_warning=1
+# PMIx looks for its plugins at Debian's absolute path, where the machine may have its own PMIx's.
+export PMIX_MCA_mca_base_component_path=$P/lib/x86_64-linux-gnu/pmix2/lib/pmix
 export PATH=$P/bin:\$PATH
 export LD_LIBRARY_PATH=$P/lib/x86_64-linux-gnu:$deps/lib/x86_64-linux-gnu:$P/lib/x86_64-linux-gnu/openmpi/lib:$P/lib/x86_64-linux-gnu/hdf5/openmpi:$P/lib/x86_64-linux-gnu/pmix2/lib\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
