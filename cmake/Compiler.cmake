@@ -17,8 +17,3 @@ endif()
 add_library(dt_warnings INTERFACE)
 target_compile_options(dt_warnings INTERFACE -Wall -Wextra -Wno-unused-parameter)
 
-# pip's LibTorch (2.x) exports its own copies of some libstdc++ symbols (std::filesystem among
-# them) that crash when our code binds to them (seen on an H100 machine: std::filesystem::remove_all
-# resolved into libtorch.so jumped to address 0). Naming libstdc++ before every other library puts
-# it first in the search order, so executables take those symbols from libstdc++ itself.
-add_link_options("SHELL:-Wl,--push-state,--no-as-needed -lstdc++ -Wl,--pop-state")
