@@ -73,9 +73,9 @@ void adamw_step(torch::Tensor param, const torch::Tensor& grad, torch::Tensor m,
 }
 
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
-bool fused_device_adamw_available() { return true; }
+#define DT_FUSED_DEVICE_ADAMW 1
 #else
-bool fused_device_adamw_available() { return false; }
+#define DT_FUSED_DEVICE_ADAMW 0
 #endif
 
 void adamw_step_on_device(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& grads,
@@ -97,24 +97,14 @@ void adamw_step_on_device(const std::vector<torch::Tensor>& params, const std::v
     if (!params[i].is_cuda()) throw Error("adamw", "adamw_step_on_device: shard " + std::to_string(i) + " is not on a CUDA device");
     if (!bf16_copies.empty()) check_flat(bf16_copies[i], len, torch::kBFloat16, "bf16_copy");
   }
+#if DT_FUSED_DEVICE_ADAMW
   torch::NoGradGuard no_grad;
   step_count.add_(1 - skip);  // the fused kernel reads the new count for the bias corrections
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
   const std::vector<torch::Tensor> steps(n, step_count);
   at::_fused_adamw_(params, grads, m, v, {}, steps, c.lr, c.beta1, c.beta2, c.weight_decay, c.eps, /*amsgrad=*/false,
                     /*maximize=*/false, grad_divisor, skip);
 #else
-  // Torch ops per shard: the bias corrections from the device count, the result kept only where skip == 0.
-  const torch::Tensor keep = 1 - skip;
-  const torch::Tensor bc1 = 1 - torch::pow(c.beta1, step_count), bc2 = 1 - torch::pow(c.beta2, step_count);
-  for (size_t i = 0; i < n; ++i) {
-    const torch::Tensor g = grads[i] / grad_divisor;
-    const torch::Tensor mi = m[i] * c.beta1 + g * (1 - c.beta1), vi = v[i] * c.beta2 + g * g * (1 - c.beta2);
-    const torch::Tensor pi = params[i] * (1 - c.lr * c.weight_decay) - (c.lr / bc1) * mi / (vi.sqrt() / bc2.sqrt() + c.eps);
-    m[i].lerp_(mi, keep);
-    v[i].lerp_(vi, keep);
-    params[i].lerp_(pi, keep);
-  }
+  throw Error("adamw", std::string("the device update needs LibTorch >= 2.1 (its fused AdamW); this is ") + TORCH_VERSION);
 #endif
   for (size_t i = 0; i < bf16_copies.size(); ++i) bf16_copies[i].copy_(params[i]);
 }
@@ -146,9 +136,9 @@ torch::Tensor global_grad_norm_on_device(const std::vector<torch::Tensor>& local
   if (local_grads.empty()) throw Error("adamw", "global_grad_norm_on_device: no gradients");
   // Each shard's norm by the device's tree reduction (fp32 accumulation in a tree is accurate, unlike
   // LibTorch 1.13's CPU loop), the squares summed in fp64.
-  torch::Tensor sq = torch::zeros({1}, local_grads.front().options().dtype(torch::kFloat64));
-  for (const auto& g : local_grads) sq += g.norm().to(torch::kFloat64).pow(2);
-  torch::Tensor sq32 = sq.to(torch::kFloat32);
+  std::vector<torch::Tensor> norms;
+  for (const auto& g : local_grads) norms.push_back(g.norm());
+  torch::Tensor sq32 = torch::stack(norms).to(torch::kFloat64).pow(2).sum().to(torch::kFloat32).reshape({1});
   if (comm) comm->all_reduce(sq32, ReduceOp::kSum);
   return sq32.sqrt();
 }

@@ -10,50 +10,38 @@
 #include "dtrainer/core/error.h"
 
 namespace dtrainer::dist {
-namespace {
 
-[[noreturn]] void no_cuda(const torch::Device& device) {
-  throw Error("device", device.str() + ": this build's LibTorch has no CUDA");
-}
-
-}  // namespace
-
-std::string device_name(const torch::Device& device) {
-  if (device.is_cpu()) return "cpu";
 #if DT_TORCH_CUDA
-  return at::cuda::getDeviceProperties(device.index())->name;
-#else
-  no_cuda(device);
-#endif
+std::string device_name(const torch::Device& device) {
+  return device.is_cpu() ? "cpu" : at::cuda::getDeviceProperties(device.index())->name;
 }
 
 int64_t device_total_memory(const torch::Device& device) {
-  if (device.is_cpu()) return 0;
-#if DT_TORCH_CUDA
-  return static_cast<int64_t>(at::cuda::getDeviceProperties(device.index())->totalGlobalMem);
-#else
-  no_cuda(device);
-#endif
+  return device.is_cpu() ? 0 : static_cast<int64_t>(at::cuda::getDeviceProperties(device.index())->totalGlobalMem);
 }
 
 void reset_peak_device_memory(const torch::Device& device) {
-  if (device.is_cpu()) return;
-#if DT_TORCH_CUDA
-  c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
-#else
-  no_cuda(device);
-#endif
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
 }
 
 int64_t peak_device_memory(const torch::Device& device) {
   if (device.is_cpu()) return 0;
-#if DT_TORCH_CUDA
-  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
-  return stats.allocated_bytes[0].peak;  // [0]: StatType::AGGREGATE (the enum moved namespaces across LibTorch versions)
-#else
-  no_cuda(device);
-#endif
+  // [0]: StatType::AGGREGATE (the enum moved namespaces across LibTorch versions)
+  return c10::cuda::CUDACachingAllocator::getDeviceStats(device.index()).allocated_bytes[0].peak;
 }
+#else
+namespace {
+// A CPU-only LibTorch: the CPU answers, a CUDA device is an error.
+void require_cpu(const torch::Device& device) {
+  if (!device.is_cpu()) throw Error("device", device.str() + ": this build's LibTorch has no CUDA");
+}
+}  // namespace
+
+std::string device_name(const torch::Device& device) { return require_cpu(device), "cpu"; }
+int64_t device_total_memory(const torch::Device& device) { return require_cpu(device), 0; }
+void reset_peak_device_memory(const torch::Device& device) { require_cpu(device); }
+int64_t peak_device_memory(const torch::Device& device) { return require_cpu(device), 0; }
+#endif
 
 void synchronize_device(const torch::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index());

@@ -82,16 +82,15 @@ class ShardedParameters::GradReadyHook final : public torch::autograd::FunctionP
 ShardedParameters::ShardedParameters(models::UnitModel& model, Communicator* comm, ShardingConfig config)
     : model_(model), comm_(comm), config_(config) {
   rank_ = comm ? comm->rank() : 0;
-  {
-    const std::vector<models::ModelUnit> probe = model.units();
-    for (const auto& unit : probe)
-      for (const auto& p : unit.parameters) {
-        if (&unit == &probe.front() && &p == &unit.parameters.front()) device_ = p.device();
-        else if (p.device() != device_)
-          throw Error("sharding", "unit " + unit.name + ": parameters on " + p.device().str() + " and " + device_.str() +
-                                      " (move the whole model to one device first)");
-      }
-  }
+  const std::vector<models::ModelUnit> units = model.units();
+  bool first = true;
+  for (const auto& unit : units)
+    for (const auto& p : unit.parameters) {
+      if (first) device_ = p.device(), first = false;
+      else if (p.device() != device_)
+        throw Error("sharding", "unit " + unit.name + ": parameters on " + p.device().str() + " and " + device_.str() +
+                                    " (move the whole model to one device first)");
+    }
   if (device_.is_cuda()) device_steps_ = torch::zeros({1}, fp32());
   world_ = comm ? comm->world() : 1;
   if (config_.compute_dtype != torch::kFloat32 && config_.compute_dtype != torch::kBFloat16)
@@ -101,7 +100,6 @@ ShardedParameters::ShardedParameters(models::UnitModel& model, Communicator* com
   const bool whole = config_.strategy == ShardingStrategy::kReplicate;
   const bool low = low_precision();
   torch::NoGradGuard no_grad;
-  const std::vector<models::ModelUnit> units = model.units();
   for (size_t ui = 0; ui < units.size(); ++ui) {
     auto u = std::make_unique<Unit>();
     u->name = units[ui].name;
@@ -289,9 +287,9 @@ torch::Tensor ShardedParameters::step_on_device(double max_grad_norm, double gra
   torch::NoGradGuard no_grad;
   const bool whole = config_.strategy == ShardingStrategy::kReplicate;
   const bool low = low_precision();
-  std::vector<torch::Tensor> grads, masters, ms, vs, copies;
+  const std::vector<torch::Tensor> grads = update_gradients();
+  std::vector<torch::Tensor> masters, ms, vs, copies;
   for (auto& u : units_) {
-    grads.push_back(config_.strategy == ShardingStrategy::kZero1 ? u->grad.narrow(0, rank_ * u->shard, u->shard) : u->grad);
     masters.push_back(u->master);
     ms.push_back(u->m);
     vs.push_back(u->v);
@@ -306,11 +304,7 @@ torch::Tensor ShardedParameters::step_on_device(double max_grad_norm, double gra
   for (size_t i = 0; i < units_.size(); ++i) {
     Unit& u = *units_[i];
     if (u.ema.defined()) u.ema.lerp_(u.master, (1 - config_.ema_decay) * (1 - skip));  // ema += (1-d)(p-ema), not on a skip
-    if (!whole && config_.strategy != ShardingStrategy::kZero3) {  // zero1/2: everyone's updated shards
-      const torch::Tensor mine = low ? u.compute_shard : u.master.clone();  // (all_gather may not alias its input)
-      if (comm_) comm_->all_gather(mine, u.full);
-      else if (low) u.full.copy_(mine);
-    }
+    gather_updated_shards(u);
     u.grad.zero_();
   }
   return norm;
@@ -321,12 +315,7 @@ double ShardedParameters::step(double max_grad_norm, double grad_scale) {
   close_round();  // (a caller that ran loss.backward() itself: what backward() would have launched)
   finish_reductions();
   torch::NoGradGuard no_grad;
-  // The gradient each rank updates with: the whole reduced gradient (replicate), its slice (zero1),
-  // or its reduced shard (zero2/3).
-  std::vector<torch::Tensor> grads;
-  for (auto& u : units_) {
-    grads.push_back(config_.strategy == ShardingStrategy::kZero1 ? u->grad.narrow(0, rank_ * u->shard, u->shard) : u->grad);
-  }
+  const std::vector<torch::Tensor> grads = update_gradients();
   const bool whole = config_.strategy == ShardingStrategy::kReplicate;
   const bool low = low_precision();
   const double norm = global_grad_norm(grads, whole ? nullptr : comm_) * grad_scale;
@@ -342,11 +331,7 @@ double ShardedParameters::step(double max_grad_norm, double grad_scale) {
     const torch::Tensor copy = !low ? torch::Tensor() : whole ? u.full : u.compute_shard;
     adamw_step(u.master, grads[i], u.m, u.v, step_, config_.adamw, scale, copy);
     if (u.ema.defined()) ema_update(u.ema, u.master, config_.ema_decay);
-    if (!whole && config_.strategy != ShardingStrategy::kZero3) {  // zero1/2: everyone's updated shards
-      const torch::Tensor mine = low ? u.compute_shard : u.master.clone();  // (all_gather may not alias its input)
-      if (comm_) comm_->all_gather(mine, u.full);
-      else if (low) u.full.copy_(mine);
-    }
+    gather_updated_shards(u);
     u.grad.zero_();
   }
   return norm;
@@ -434,11 +419,26 @@ void ShardedParameters::publish(Unit& u) {
     if (config_.strategy == ShardingStrategy::kReplicate) u.full.copy_(u.master);
     else u.compute_shard.copy_(u.master);
   }
-  if (config_.strategy == ShardingStrategy::kZero1 || config_.strategy == ShardingStrategy::kZero2) {
-    const torch::Tensor mine = low ? u.compute_shard : u.master.clone();  // (all_gather may not alias its input)
-    if (comm_) comm_->all_gather(mine, u.full);
-    else if (low) u.full.copy_(mine);
-  }
+  gather_updated_shards(u);
+}
+
+// zero1/2: the full parameters the model computes with, from every rank's updated shard (nothing
+// to do for replicate, which updates them in place, and zero3, which gathers before each run).
+void ShardedParameters::gather_updated_shards(Unit& u) {
+  if (config_.strategy != ShardingStrategy::kZero1 && config_.strategy != ShardingStrategy::kZero2) return;
+  const bool low = low_precision();
+  const torch::Tensor mine = low ? u.compute_shard : u.master.clone();  // (all_gather may not alias its input)
+  if (comm_) comm_->all_gather(mine, u.full);
+  else if (low) u.full.copy_(mine);
+}
+
+// The gradient each rank updates with: the whole reduced gradient (replicate), its slice (zero1),
+// or its reduced shard (zero2/3).
+std::vector<torch::Tensor> ShardedParameters::update_gradients() const {
+  std::vector<torch::Tensor> grads;
+  for (const auto& u : units_)
+    grads.push_back(config_.strategy == ShardingStrategy::kZero1 ? u->grad.narrow(0, rank_ * u->shard, u->shard) : u->grad);
+  return grads;
 }
 
 torch::Tensor ShardedParameters::gather_unit(size_t i, bool ema) const {

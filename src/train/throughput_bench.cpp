@@ -24,19 +24,13 @@ double median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-torch::ScalarType parse_dtype(const std::string& field, const std::string& text) {
-  if (text == "bf16") return torch::kBFloat16;
-  if (text == "fp32") return torch::kFloat32;
-  throw Error(field, "'" + text + "' is not bf16 or fp32");
-}
-
 void check(const ThroughputConfig& c) {
   if (c.micro_batch < 1) throw Error("batch", "must be at least 1");
   if (c.resolution < 8 || c.resolution % 8 != 0) throw Error("resolution", "must be a positive multiple of 8 pixels");
   if (c.steps < 1) throw Error("steps", "must be at least 1");
   if (c.warmup < 0) throw Error("warmup", "must not be negative");
   if (c.repeats < 1) throw Error("repeats", "must be at least 1");
-  parse_dtype("dtype", c.compute_dtype);
+  dist::parse_compute_dtype("dtype", c.compute_dtype);
 }
 
 // The worst of the ranks' values (a step takes as long as its slowest rank).
@@ -50,7 +44,7 @@ double max_over_ranks(double v, MPI_Comm comm) {
 
 double measure_matmul_tflops(const std::string& device_text, const std::string& dtype, int64_t n) {
   const torch::Device device(device_text);
-  const auto opts = torch::TensorOptions().device(device).dtype(parse_dtype("dtype", dtype));
+  const auto opts = torch::TensorOptions().device(device).dtype(dist::parse_compute_dtype("dtype", dtype));
   // Several operand pairs, rotated, so that repeated products do not all hit one cached operand.
   std::vector<torch::Tensor> a, b;
   for (int i = 0; i < 3; ++i) a.push_back(torch::randn({n, n}, opts)), b.push_back(torch::randn({n, n}, opts));
@@ -97,7 +91,7 @@ ThroughputResult measure_training_throughput(const ThroughputConfig& c, dist::Mp
   r.device = dist::device_name(device);
   r.device_memory_bytes = dist::device_total_memory(device);
 
-  const torch::ScalarType dtype = parse_dtype("dtype", c.compute_dtype);
+  const torch::ScalarType dtype = dist::parse_compute_dtype("dtype", c.compute_dtype);
   r.peak_tflops = c.peak_tflops > 0 ? c.peak_tflops : measure_matmul_tflops(device.str(), c.compute_dtype, device.is_cuda() ? 8192 : 1024);
 
   torch::manual_seed(1234);  // identical initialisation on every rank

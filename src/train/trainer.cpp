@@ -38,6 +38,7 @@
 #include "dtrainer/train/image_grid.h"
 #include "dtrainer/train/lr_schedule.h"
 #include "dtrainer/train/preemption.h"
+#include "dtrainer/train/throughput_bench.h"
 #include "dtrainer/train/train_config.h"
 
 namespace fs = std::filesystem;
@@ -142,21 +143,6 @@ void synthesize_if_needed(const TrainConfig& c, const DataPlan& p, int rank) {
     if (c.eval_data.empty()) make(p.eval_dirs.front(), kSyntheticEvalImages, c.seed + 1000003);
   }
   MPI_Barrier(MPI_COMM_WORLD);
-}
-
-// ---- Peak for MFU ----------------------------------------------------------------------------
-
-double measure_peak_tflops() {
-  const int64_t n = 1024;
-  torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n});
-  torch::mm(a, b);  // warm-up
-  int iters = 0;
-  const auto t0 = Clock::now();
-  while (seconds_since(t0) < 0.3 || iters < 2) {
-    torch::mm(a, b);
-    ++iters;
-  }
-  return 2.0 * n * n * n * iters / seconds_since(t0) / 1e12;
 }
 
 // ---- Plan (dry run and start-up) -------------------------------------------------------------
@@ -364,7 +350,7 @@ void Trainer::build() {
   } else {
     log_warn("no eval_data: held-out loss and sample prompts are off (set eval_data to held-out shards)");
   }
-  peak_tflops_ = c_.peak_tflops > 0 ? c_.peak_tflops : measure_peak_tflops();
+  peak_tflops_ = c_.peak_tflops > 0 ? c_.peak_tflops : measure_matmul_tflops("cpu", "fp32", 1024);  // (this trainer computes on the CPU)
 }
 
 void Trainer::resume() {

@@ -33,13 +33,12 @@ void adamw_step(torch::Tensor param, const torch::Tensor& grad, torch::Tensor m,
 // device) divides every gradient first; where skip (likewise) is non-zero the update leaves
 // everything unchanged on the device itself, so a non-finite gradient norm needs no host read.
 // step_count (one fp32 element on the device) counts the updates made: it advances by 1 - skip.
+// Needs LibTorch >= 2.1 (an Error otherwise).
 // bf16_copies, when not empty, receive the updated params (one per shard).
 void adamw_step_on_device(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& grads,
                           const std::vector<torch::Tensor>& m, const std::vector<torch::Tensor>& v, torch::Tensor step_count,
                           const AdamWConfig& config, const torch::Tensor& grad_divisor, const torch::Tensor& skip,
                           const std::vector<torch::Tensor>& bf16_copies);
-// Whether adamw_step_on_device has its fused kernel here (LibTorch >= 2.1; else torch ops per shard).
-bool fused_device_adamw_available();
 
 // ema = decay * ema + (1 - decay) * param, on flat fp32 shards.
 void ema_update(torch::Tensor ema, const torch::Tensor& param, double decay);

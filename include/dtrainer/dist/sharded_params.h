@@ -148,6 +148,8 @@ class ShardedParameters : public models::UnitRunner, private models::CheckpointH
   void gather(Unit& u);
   void publish(Unit& u);
   torch::Tensor step_on_device(double max_grad_norm, double grad_scale);
+  std::vector<torch::Tensor> update_gradients() const;
+  void gather_updated_shards(Unit& u);
   torch::TensorOptions fp32() const;
   bool low_precision() const { return config_.compute_dtype != torch::kFloat32; }
   torch::Tensor gather_full(const Unit& u, const torch::Tensor& mine) const;
