@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/remove_tree.h"
 #include "dtrainer/data/hdf5_lock.h"
 
 namespace fs = std::filesystem;
@@ -114,7 +115,7 @@ void write_slices(hid_t file, const std::string& name, const dist::UnitShard& s,
   if (count == 0) H5Sselect_none(mspace);
   hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
   H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
-  const torch::Tensor data = mine.narrow(0, 0, count).contiguous();
+  const torch::Tensor data = mine.narrow(0, 0, count).to(torch::kCPU).contiguous();  // (shards on a GPU: a host copy)
   const herr_t rc = H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, count > 0 ? data.data_ptr<float>() : nullptr);
   H5Pclose(dxpl);
   H5Sclose(mspace);
@@ -144,7 +145,7 @@ std::string save_checkpoint(const std::string& root_s, int64_t step, const dist:
     exists = fs::exists(final_dir / "COMPLETE") ? 1 : 0;
     fs::create_directories(root);
     for (const auto& e : fs::directory_iterator(root))  // leftovers of a run killed mid-save
-      if (e.path().filename().string().rfind(".tmp-", 0) == 0) fs::remove_all(e.path());
+      if (e.path().filename().string().rfind(".tmp-", 0) == 0) remove_tree(e.path());
     if (!exists) fs::create_directories(tmp);
   }
   MPI_Bcast(&exists, 1, MPI_INT, 0, MPI_COMM_WORLD);
@@ -190,7 +191,7 @@ std::string save_checkpoint(const std::string& root_s, int64_t step, const dist:
     fs::rename(tmp, final_dir);
     fsync_path(root);
     auto all = complete_checkpoints(root);
-    for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) fs::remove_all(all[i].second);
+    for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) remove_tree(all[i].second);
   }
   MPI_Barrier(MPI_COMM_WORLD);  // published before anyone goes on (or exits)
   return final_dir.string();

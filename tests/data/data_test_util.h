@@ -10,6 +10,7 @@
 
 #include <torch/torch.h>
 
+#include "dtrainer/core/remove_tree.h"
 #include "dtrainer/data/shard_writer.h"
 
 namespace dtrainer::test {
@@ -18,8 +19,7 @@ namespace dtrainer::test {
 struct ScratchCleanup {
   std::vector<std::filesystem::path> dirs;
   ~ScratchCleanup() {
-    std::error_code ec;
-    for (const auto& d : dirs) std::filesystem::remove_all(d, ec);
+    for (const auto& d : dirs) try_remove_tree(d);
   }
 };
 inline ScratchCleanup& scratch_cleanup() {
@@ -31,7 +31,7 @@ inline ScratchCleanup& scratch_cleanup() {
 // when the test process exits.
 inline std::string scratch_dir(const std::string& name) {
   const auto p = std::filesystem::temp_directory_path() / ("dtrainer-test-" + std::to_string(getpid()) + "-" + name);
-  std::filesystem::remove_all(p);
+  remove_tree(p);
   std::filesystem::create_directories(p);
   scratch_cleanup().dirs.push_back(p);
   return p.string();
