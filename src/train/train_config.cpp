@@ -105,9 +105,12 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
   opt(app, run, "sample_every", c.sample_every, "steps between sample grids (0: at the end only)", lines)->check(non_negative);
   opt(app, run, "resume", c.resume, "auto (newest complete checkpoint of the run, if any), none, or a checkpoint path", lines);
   flag(app, run, "dry_run", c.dry_run, "build everything, print the plan, do not train", lines);
+  opt(app, run, "device", c.device,
+      "auto | cpu | cuda: where each rank computes (auto: GPU <node-local rank> where LibTorch sees GPUs, else the CPU)", lines)
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   opt(app, run, "threads", c.threads, "compute threads per rank (0: cores on this node / ranks on it)", lines)->check(non_negative);
   opt(app, run, "max_bad_steps", c.max_bad_steps, "abort after this many consecutive steps with a non-finite loss or gradient", lines)->check(positive);
-  opt(app, run, "peak_tflops", c.peak_tflops, "peak TFLOP/s per rank for MFU (0: measure an fp32 matmul at start-up)", lines)->check(CLI::NonNegativeNumber);
+  opt(app, run, "peak_tflops", c.peak_tflops, "peak TFLOP/s per rank for MFU (0: measure a matmul at start-up: fp32 on the CPU, the compute dtype on a GPU)", lines)->check(CLI::NonNegativeNumber);
 
   const std::string model = "Model";
   opt(app, model, "model", c.model, "backbone preset (dtmodel list)", lines);

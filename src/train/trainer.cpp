@@ -26,7 +26,8 @@
 #include "dtrainer/diffusion/objective.h"
 #include "dtrainer/diffusion/sampler.h"
 #include "dtrainer/diffusion/schedule.h"
-#include "dtrainer/dist/mpi_communicator.h"
+#include "dtrainer/dist/device_stats.h"
+#include "dtrainer/dist/local_device.h"
 #include "dtrainer/dist/mpi_runtime.h"
 #include "dtrainer/dist/sharded_params.h"
 #include "dtrainer/models/backbone.h"
@@ -62,6 +63,22 @@ void set_compute_threads(int64_t threads) {
   at::set_num_threads(static_cast<int>(threads));
   using SetThreads = void (*)(int);
   if (auto fn = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) fn(static_cast<int>(threads));
+}
+
+// ---- Device --------------------------------------------------------------------------------
+
+// A host tensor on the compute device. To a GPU through pinned memory, without waiting: the copy
+// is queued behind the work already on the current stream.
+torch::Tensor to_device(const torch::Tensor& t, const torch::Device& device) {
+  if (!t.defined() || t.device() == device) return t;
+  if (device.is_cuda() && t.is_cpu()) return t.pin_memory().to(device, /*non_blocking=*/true);
+  return t.to(device);
+}
+
+diffusion::NoisedBatch to_device(diffusion::NoisedBatch b, const torch::Device& device) {
+  for (torch::Tensor* t : {&b.x_t, &b.target, &b.weight, &b.t_model, &b.t_unit, &b.snr, &b.keep_text, &b.keep_control})
+    *t = to_device(*t, device);
+  return b;
 }
 
 // ---- Scalar reductions (raw MPI: a few doubles) ---------------------------------------------
@@ -176,7 +193,7 @@ bool resumes_checkpoint(const TrainConfig& c, const fs::path& run_dir) {
   return ckpt::latest_checkpoint((run_dir / "ckpt").string()).has_value();
 }
 
-std::string describe_plan(const TrainConfig& c, const DataPlan& d, const Plan& p) {
+std::string describe_plan(const TrainConfig& c, const DataPlan& d, const Plan& p, const std::string& device) {
   const double N = static_cast<double>(p.cost.params), W = static_cast<double>(p.world);
   // Per-rank bytes by strategy: fp32 params (+ a bf16 compute copy: whole unless zero3, and this
   // rank's shard of it), grads, m + v, EMA; activations of one micro-batch (every op's output kept
@@ -196,6 +213,7 @@ std::string describe_plan(const TrainConfig& c, const DataPlan& d, const Plan& p
     << "  data         ";
   for (const auto& dir : d.train_dirs) o << dir << " ";
   o << (d.found ? "" : "(not found: shapes taken from the preset)") << "\n"
+    << "  device       " << device << "\n"
     << "  batch        global " << c.global_batch << " = " << p.world << " ranks x micro-batch " << p.micro
     << " x accumulation " << p.accumulation << "\n"
     << "  sharding     " << c.sharding << (ckpt ? " + activation checkpointing" : "") << ", compute in " << c.compute_dtype
@@ -233,20 +251,35 @@ void truncate_metrics(const fs::path& path, int64_t step) {
 
 class Trainer {
  public:
-  Trainer(const TrainConfig& c, std::string config_toml, dist::MpiRuntime& rt, const fs::path& run_dir, const DataPlan& data,
-          const Plan& plan)
-      : c_(c), toml_(std::move(config_toml)), rt_(rt), run_(run_dir), data_(data), plan_(plan) {}
+  Trainer(const TrainConfig& c, std::string config_toml, dist::MpiRuntime& rt, const torch::Device& device, const fs::path& run_dir,
+          const DataPlan& data, const Plan& plan)
+      : c_(c), toml_(std::move(config_toml)), rt_(rt), device_(device), run_(run_dir), data_(data), plan_(plan) {}
 
   int run();
 
  private:
   void build();
   void resume();
+  // A step's figures that live on the compute device: its loss (averaged over ranks) and global
+  // gradient norm, one element each. On a GPU they are read a window at a time (resolve), so the
+  // step loop never waits for the device.
+  struct PendingStep {
+    int64_t step = 0;
+    torch::Tensor loss, grad_norm;
+  };
   struct StepResult {
-    double loss = 0, grad_norm = 0, image_noun_pairs = 0;
-    bool finite = true, preempt = false;  // preempt: some rank got SIGTERM / SIGUSR1 before this step's reduction
+    PendingStep pending;
+    double image_noun_pairs = 0;
+    bool preempt = false;  // some rank got SIGTERM / SIGUSR1 before this step's reduction
+  };
+  // The steps since the last metrics record.
+  struct Window {
+    double time = 0, data_wait = 0, loss = 0;
+    int64_t steps = 0, finite = 0;
   };
   StepResult train_step(const data::Batch& batch, int64_t step);
+  void resolve();
+  void log_window(int64_t step, Clock::time_point start, int64_t first);
   void evaluate(int64_t step);
   void sample(int64_t step);
   void checkpoint(int64_t step);
@@ -257,6 +290,7 @@ class Trainer {
   TrainConfig c_;
   std::string toml_;
   dist::MpiRuntime& rt_;
+  torch::Device device_;  // where the model computes: the CPU, or this rank's GPU
   fs::path run_;
   DataPlan data_;
   Plan plan_;
@@ -270,6 +304,9 @@ class Trainer {
   bool have_eval_ = false;
   LrSchedule lr_;
   double peak_tflops_ = 0;
+  std::vector<PendingStep> pending_;  // stepped, not yet read back
+  Window window_;
+  double last_grad_norm_ = std::nan("");
   // Counters carried through checkpoints.
   int64_t step_ = 0, samples_ = 0, bad_in_a_row_ = 0, bad_total_ = 0;
   double compute_gflops_ = 0, image_noun_pairs_ = 0;
@@ -277,13 +314,14 @@ class Trainer {
 
 void Trainer::build() {
   const int W = rt_.world();
-  comm_ = dist::make_mpi_communicator(rt_.comm());
+  comm_ = dist::make_communicator(rt_, device_);
   torch::manual_seed(c_.seed);  // identical initialisation on every rank
   model_ = models::build_backbone(plan_.backbone);
   if (!c_.init_weights.empty() && !resumes_checkpoint(c_, run_)) {  // (a resumed run has its own weights)
     ckpt::load_weights(c_.init_weights, model_->module());
     log_info("initial weights from " + c_.init_weights);
   }
+  model_->module().to(device_);  // (after the weights are read: every rank moves identical values)
   layout_ = models::parameter_layout(model_->module(), model_->unit_model());
   dist::ShardingConfig sc;
   sc.strategy = dist::parse_sharding_strategy("sharding", c_.sharding);
@@ -291,7 +329,7 @@ void Trainer::build() {
   sc.activation_checkpointing = c_.activation_checkpointing;
   sc.ema_decay = c_.ema_decay;
   sc.compute_dtype = dist::parse_compute_dtype("compute_dtype", c_.compute_dtype);
-  if (sc.compute_dtype == torch::kBFloat16)  // (this trainer computes on the CPU)
+  if (sc.compute_dtype == torch::kBFloat16 && device_.is_cpu())
     log_warn("compute_dtype = bf16 on the CPU: LibTorch emulates bf16 there (measured ~14x slower than fp32 on the "
              "quickstart); the compute copy is meant for GPUs");
   params_ = std::make_unique<dist::ShardedParameters>(model_->unit_model(), comm_.get(), sc);
@@ -350,7 +388,10 @@ void Trainer::build() {
   } else {
     log_warn("no eval_data: held-out loss and sample prompts are off (set eval_data to held-out shards)");
   }
-  peak_tflops_ = c_.peak_tflops > 0 ? c_.peak_tflops : measure_matmul_tflops("cpu", "fp32", 1024);  // (this trainer computes on the CPU)
+  // MFU's denominator: the CPU's fp32 matmul rate, or a GPU's in the compute dtype.
+  peak_tflops_ = c_.peak_tflops > 0   ? c_.peak_tflops
+                 : device_.is_cuda() ? measure_matmul_tflops(device_.str(), c_.compute_dtype, 8192)
+                                     : measure_matmul_tflops("cpu", "fp32", 1024);
 }
 
 void Trainer::resume() {
@@ -384,6 +425,7 @@ json Trainer::meta(int64_t step) const {
 }
 
 void Trainer::checkpoint(int64_t step) {
+  resolve();  // (the bad-step count is saved)
   const auto t0 = Clock::now();
   const std::string dir = ckpt::save_checkpoint((run_ / "ckpt").string(), step, *params_, layout_, meta(step), c_.keep_ckpts);
   log_info("checkpoint " + dir + " (" + std::to_string(seconds_since(t0)).substr(0, 5) + " s)");
@@ -404,11 +446,14 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::null_text(int64_t batch) const 
   return {text, mask};
 }
 
-// One optimizer step over this rank's part of the global batch, in micro-batches. One all-reduce
-// carries the loss, the batch's image-noun pairs and the preemption flags of every rank.
+// One optimizer step over this rank's part of the global batch, in micro-batches. The batch is
+// prepared on the host (noise and dropout keyed per sample, as on every device) and moved to the
+// compute device; nothing here waits for the device. One MPI all-reduce carries the batch's
+// image-noun pairs and every rank's preemption flag.
 Trainer::StepResult Trainer::train_step(const data::Batch& batch, int64_t step) {
   const int64_t micro = plan_.micro, accumulation = plan_.accumulation;
-  double loss_sum = 0;
+  const bool control = plan_.backbone.control_conditioning();
+  torch::Tensor loss_sum = torch::zeros({1}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
   for (int64_t k = 0; k < accumulation; ++k) {
     const auto rows = torch::indexing::Slice(k * micro, (k + 1) * micro);
     const torch::Tensor x0 = batch.latents.index({rows});
@@ -422,47 +467,84 @@ Trainer::StepResult Trainer::train_step(const data::Batch& batch, int64_t step) 
       mask = torch::where(keep.view({-1, 1}), mask, nm);
     }
     models::ControlInputs controls;
-    if (plan_.backbone.control_conditioning()) {
-      controls.high = batch.controls_high.index({rows});
-      controls.low = batch.controls_low.index({rows});
+    if (control) {
+      controls.high = to_device(batch.controls_high.index({rows}), device_);
+      controls.low = to_device(batch.controls_low.index({rows}), device_);
       std::vector<float> gamma(micro);
       for (int64_t i = 0; i < micro; ++i) gamma[i] = static_cast<float>(diffusion::power_cosine_gamma(nb.t_unit[i].item<double>()));
-      controls.low_weight = torch::tensor(gamma);
-      controls.keep = nb.keep_control;
+      controls.low_weight = to_device(torch::tensor(gamma), device_);
+      controls.keep = to_device(nb.keep_control, device_);
     }
-    const torch::Tensor pred =
-        model_->forward(nb.x_t, nb.t_model, text, mask, plan_.backbone.control_conditioning() ? &controls : nullptr);
-    const torch::Tensor loss = objective_->loss(pred, nb);
+    const diffusion::NoisedBatch on_device = to_device(nb, device_);
+    const torch::Tensor pred = model_->forward(on_device.x_t, on_device.t_model, to_device(text, device_), to_device(mask, device_),
+                                               control ? &controls : nullptr);
+    const torch::Tensor loss = objective_->loss(pred, on_device);
     params_->backward(loss, k == accumulation - 1);
-    loss_sum += loss.item<double>();
+    loss_sum += loss.detach().to(torch::kFloat64);
   }
-  const std::vector<double> sums = all_reduce(
-      {loss_sum / static_cast<double>(accumulation), batch.caption_nouns.sum().item<double>(), preemption_requested() ? 1.0 : 0.0},
-      MPI_SUM);
   StepResult r;
-  r.loss = sums[0] / rt_.world();
-  r.image_noun_pairs = sums[1];
-  r.preempt = sums[2] > 0;
-  if (!std::isfinite(r.loss)) {
-    params_->zero_grad();
-    r.finite = false;
-    r.grad_norm = std::nan("");
-    return r;
-  }
-  r.grad_norm = params_->step(c_.max_grad_norm, 1.0 / static_cast<double>(accumulation));
-  r.finite = std::isfinite(r.grad_norm);
+  torch::Tensor loss = loss_sum / static_cast<double>(accumulation);
+  comm_->all_reduce(loss, dist::ReduceOp::kAvg);  // (on a GPU: queued on the device, not waited for)
+  const std::vector<double> sums =
+      all_reduce({batch.caption_nouns.sum().item<double>(), preemption_requested() ? 1.0 : 0.0}, MPI_SUM);
+  r.image_noun_pairs = sums[0];
+  r.preempt = sums[1] > 0;
+  // A non-finite loss makes the gradients non-finite, and a non-finite global norm skips the update
+  // on every rank (nothing changes); resolve() then counts the step as bad.
+  r.pending = {step, loss, params_->step_async(c_.max_grad_norm, 1.0 / static_cast<double>(accumulation))};
   return r;
+}
+
+// Reads the pending steps' losses and norms back (on a GPU this waits for the device, and the wait
+// counts as training time), then books them in order: a non-finite step is reported, and
+// max_bad_steps of them in a row abort the run. On the CPU every step is resolved at once; on a
+// GPU at each metrics record and before evaluation, sampling and checkpoints.
+void Trainer::resolve() {
+  if (pending_.empty()) return;
+  const auto t0 = Clock::now();
+  std::vector<torch::Tensor> figures;
+  for (const auto& p : pending_) {
+    figures.push_back(p.loss.to(torch::kFloat64).reshape({1}));
+    figures.push_back(p.grad_norm.to(torch::kFloat64).reshape({1}));
+  }
+  const torch::Tensor host = torch::cat(figures).cpu();
+  window_.time += seconds_since(t0);
+  const std::vector<PendingStep> steps = std::move(pending_);
+  pending_.clear();
+  const double* v = host.data_ptr<double>();
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const int64_t step = steps[i].step;
+    const double loss = v[2 * i], grad_norm = v[2 * i + 1];
+    last_grad_norm_ = grad_norm;
+    if (std::isfinite(loss) && std::isfinite(grad_norm)) {
+      bad_in_a_row_ = 0;
+      window_.loss += loss;
+      ++window_.finite;
+      continue;
+    }
+    ++bad_total_;
+    if (++bad_in_a_row_ >= c_.max_bad_steps)
+      throw Error("training", std::to_string(bad_in_a_row_) + " consecutive steps with a non-finite loss or gradient (step " +
+                                  std::to_string(step) + ": loss " + std::to_string(loss) + ", grad norm " +
+                                  std::to_string(grad_norm) + ", lr " + std::to_string(lr_.at(step)) +
+                                  "); lower lr or check the data (dtdata validate)");
+    log_warn("step " + std::to_string(step) + ": non-finite loss or gradient, update skipped (" + std::to_string(bad_in_a_row_) +
+             " in a row)");
+  }
 }
 
 void Trainer::evaluate(int64_t step) {
   if (!have_eval_) return;
+  resolve();
   torch::NoGradGuard no_grad;
   const std::vector<double> grid = {0.1, 0.3, 0.5, 0.7, 0.9};
   std::vector<double> sums;
   const int64_t n = eval_batch_.latents.size(0);
+  const torch::Tensor text = to_device(eval_batch_.text, device_), mask = to_device(eval_batch_.text_mask, device_);
   for (double t : grid) {
-    const diffusion::NoisedBatch nb = objective_->make_eval_batch(eval_batch_.latents, eval_batch_.sample_ids, t);
-    const torch::Tensor pred = model_->forward(nb.x_t, nb.t_model, eval_batch_.text, eval_batch_.text_mask, nullptr);
+    const diffusion::NoisedBatch nb =
+        to_device(objective_->make_eval_batch(eval_batch_.latents, eval_batch_.sample_ids, t), device_);
+    const torch::Tensor pred = model_->forward(nb.x_t, nb.t_model, text, mask, nullptr);
     sums.push_back(objective_->loss(pred, nb).item<double>() * static_cast<double>(n));
   }
   sums.push_back(static_cast<double>(n));
@@ -491,6 +573,7 @@ void Trainer::evaluate(int64_t step) {
 
 void Trainer::sample(int64_t step) {
   if (!have_eval_ || c_.sample_count == 0) return;
+  resolve();
   torch::NoGradGuard no_grad;
   const bool ema = c_.ema_decay > 0;
   if (ema) params_->swap_ema();
@@ -498,12 +581,14 @@ void Trainer::sample(int64_t step) {
   const auto shape = prompts_.latents.sizes().vec();
   std::vector<torch::Tensor> starts;
   for (int64_t i = 0; i < n; ++i) starts.push_back(diffusion::initial_noise(at::IntArrayRef(shape).slice(1), c_.seed, i));
-  const torch::Tensor x_start = torch::stack(starts);
-  auto [nt, nm] = null_text(n);
+  const torch::Tensor x_start = to_device(torch::stack(starts), device_);
+  const auto [null_t, null_m] = null_text(n);
+  const torch::Tensor nt = to_device(null_t, device_), nm = to_device(null_m, device_);
+  const torch::Tensor text = to_device(prompts_.text, device_), mask = to_device(prompts_.text_mask, device_);
   diffusion::ConditionalModel cond = [&](const torch::Tensor& x, const torch::Tensor& t, bool with_text, bool) {
     const int64_t b = x.size(0);
     const torch::Tensor tt = t.dim() == 0 ? t.expand({b}) : t;
-    return model_->forward(x, tt.to(torch::kFloat32), with_text ? prompts_.text : nt, with_text ? prompts_.text_mask : nm, nullptr);
+    return model_->forward(x, tt.to(torch::kFloat32), with_text ? text : nt, with_text ? mask : nm, nullptr);
   };
   diffusion::GuidanceConfig g;
   g.scale = c_.guidance_scale;
@@ -521,6 +606,7 @@ void Trainer::sample(int64_t step) {
     images = diffusion::ddim_sample(objective_->schedule(), denoiser, x_start, d);
   }
   if (ema) params_->swap_ema();
+  images = images.cpu();
   if (rt_.rank() != 0) return;
   fs::create_directories(run_ / "samples");
   char name[64];
@@ -545,6 +631,48 @@ std::string format_duration(double s) {
   return buf;
 }
 
+// The metrics record and progress line of the steps since the last one (resolved already).
+void Trainer::log_window(int64_t step, Clock::time_point start, int64_t first) {
+  const std::vector<double> mx = all_reduce({window_.time, window_.data_wait, static_cast<double>([] {
+                                               rusage ru{};
+                                               getrusage(RUSAGE_SELF, &ru);
+                                               return ru.ru_maxrss * 1024.0;
+                                             }()),
+                                             static_cast<double>(dist::peak_device_memory(device_))},
+                                            MPI_MAX);
+  const double steps = static_cast<double>(window_.steps);
+  const double step_time = mx[0] / steps;
+  const double sps = c_.global_batch / step_time;
+  const double tflops = sps * static_cast<double>(plan_.train_flops_per_sample) / 1e12;
+  const double mfu = tflops / (peak_tflops_ * rt_.world());
+  // (NaN, written as null, when every step of the window was skipped)
+  const double mean_loss = window_.finite ? window_.loss / static_cast<double>(window_.finite) : std::nan("");
+  json record = {{"step", step},
+                 {"samples", samples_},
+                 {"loss", mean_loss},
+                 {"lr", lr_.at(step)},
+                 {"grad_norm", last_grad_norm_},
+                 {"step_time_s", step_time},
+                 {"data_wait_s", mx[1] / steps},
+                 {"samples_per_s", sps},
+                 {"tflops_per_s", tflops},
+                 {"mfu", mfu},
+                 {"max_memory_bytes", mx[2]},
+                 {"compute_gflops", compute_gflops_},
+                 {"image_noun_pairs", image_noun_pairs_},
+                 {"params", plan_.cost.params},
+                 {"bad_steps", bad_total_}};
+  if (device_.is_cuda()) record["max_device_memory_bytes"] = mx[3];  // the allocator's peak on the busiest rank's GPU
+  write_metrics(record);
+  const double eta = seconds_since(start) / static_cast<double>(step - first) * static_cast<double>(c_.steps - step);
+  char line[256];
+  std::snprintf(line, sizeof line, "step %lld/%lld | loss %.4f | lr %.2e | %.1f img/s | MFU %.1f%% | ETA %s",
+                static_cast<long long>(step), static_cast<long long>(c_.steps), mean_loss, lr_.at(step), sps, 100 * mfu,
+                format_duration(eta).c_str());
+  log_info(line);
+  window_ = Window{};
+}
+
 int Trainer::run() {
   build();
   resume();
@@ -552,15 +680,14 @@ int Trainer::run() {
   if (step_ == 0) {
     log_info(models::backbone_summary(plan_.backbone));
     log_info("training " + std::to_string(c_.steps) + " steps, global batch " + std::to_string(c_.global_batch) + " on " +
-             std::to_string(rt_.world()) + " ranks, " + c_.sharding + "; run directory " + run_.string());
+             std::to_string(rt_.world()) + " ranks (" + dist::device_name(device_) + "), " + c_.sharding + "; run directory " +
+             run_.string());
   }
   if (step_ >= c_.steps) {
     log_info("the run is already complete at step " + std::to_string(step_) + " (" + run_.string() +
              "); raise --steps to continue it, or use another --run-dir");
     return 0;
   }
-  double window_time = 0, window_wait = 0, window_loss = 0;
-  int64_t window_steps = 0, window_finite = 0;
   const auto start = Clock::now();
   const int64_t first = step_;
   while (step_ < c_.steps) {
@@ -571,69 +698,17 @@ int Trainer::run() {
     if (c_.ema_decay > 0) params_->set_ema_decay(std::min(c_.ema_decay, (1.0 + step) / (10.0 + step)));
     const data::Batch batch = loader_->next();
     const StepResult result = train_step(batch, step);
-    const double loss = result.loss, grad_norm = result.grad_norm, nouns = result.image_noun_pairs;
-    const bool finite = result.finite;
     step_ = step;
     samples_ += c_.global_batch;
     compute_gflops_ += plan_.gflops_per_sample_s1 * static_cast<double>(c_.global_batch);
-    image_noun_pairs_ += nouns;
-    if (!finite) {
-      ++bad_total_;
-      if (++bad_in_a_row_ >= c_.max_bad_steps)
-        throw Error("training", std::to_string(bad_in_a_row_) + " consecutive steps with a non-finite loss or gradient (step " +
-                                    std::to_string(step) + ": loss " + std::to_string(loss) + ", grad norm " +
-                                    std::to_string(grad_norm) + ", lr " + std::to_string(lr_.at(step)) +
-                                    "); lower lr or check the data (dtdata validate)");
-      log_warn("step " + std::to_string(step) + ": non-finite loss or gradient, update skipped (" +
-               std::to_string(bad_in_a_row_) + " in a row)");
-    } else {
-      bad_in_a_row_ = 0;
-    }
-    const double dt = seconds_since(t0);
-    window_time += dt;
-    window_wait += loader_->take_data_wait_s();
-    if (finite) {
-      window_loss += loss;
-      ++window_finite;
-    }
-    ++window_steps;
-    if (step % c_.log_every == 0 || step == c_.steps) {
-      const std::vector<double> mx = all_reduce({window_time, window_wait, static_cast<double>([] {
-                                                   rusage ru{};
-                                                   getrusage(RUSAGE_SELF, &ru);
-                                                   return ru.ru_maxrss * 1024.0;
-                                                 }())},
-                                                MPI_MAX);
-      const double step_time = mx[0] / window_steps;
-      const double sps = c_.global_batch / step_time;
-      const double tflops = sps * static_cast<double>(plan_.train_flops_per_sample) / 1e12;
-      const double mfu = tflops / (peak_tflops_ * rt_.world());
-      // (NaN, written as null, when every step of the window was skipped)
-      const double mean_loss = window_finite ? window_loss / window_finite : std::nan("");
-      write_metrics({{"step", step},
-                     {"samples", samples_},
-                     {"loss", mean_loss},
-                     {"lr", lr_.at(step)},
-                     {"grad_norm", grad_norm},
-                     {"step_time_s", step_time},
-                     {"data_wait_s", mx[1] / window_steps},
-                     {"samples_per_s", sps},
-                     {"tflops_per_s", tflops},
-                     {"mfu", mfu},
-                     {"max_memory_bytes", mx[2]},
-                     {"compute_gflops", compute_gflops_},
-                     {"image_noun_pairs", image_noun_pairs_},
-                     {"params", plan_.cost.params},
-                     {"bad_steps", bad_total_}});
-      const double eta = seconds_since(start) / static_cast<double>(step - first) * static_cast<double>(c_.steps - step);
-      char line[256];
-      std::snprintf(line, sizeof line, "step %lld/%lld | loss %.4f | lr %.2e | %.1f img/s | MFU %.1f%% | ETA %s",
-                    static_cast<long long>(step), static_cast<long long>(c_.steps), mean_loss, lr_.at(step), sps, 100 * mfu,
-                    format_duration(eta).c_str());
-      log_info(line);
-      window_time = window_wait = window_loss = 0;
-      window_steps = window_finite = 0;
-    }
+    image_noun_pairs_ += result.image_noun_pairs;
+    pending_.push_back(result.pending);
+    window_.time += seconds_since(t0);
+    window_.data_wait += loader_->take_data_wait_s();
+    ++window_.steps;
+    const bool log_now = step % c_.log_every == 0 || step == c_.steps;
+    if (device_.is_cpu() || log_now) resolve();  // (evaluate, sample and checkpoint resolve first too)
+    if (log_now) log_window(step, start, first);
     if (c_.eval_every > 0 && step % c_.eval_every == 0 && step != c_.steps) evaluate(step);
     if (c_.sample_every > 0 && step % c_.sample_every == 0 && step != c_.steps) sample(step);
     if (c_.ckpt_every > 0 && step % c_.ckpt_every == 0 && step != c_.steps) checkpoint(step);
@@ -668,12 +743,14 @@ int trainer_main(int argc, char** argv) {
     DataPlan data;
     Plan plan;
     fs::path run_dir;
+    torch::Device device = torch::kCPU;
     try {
       parse_train_config(app, argc, argv);
       validate_train_config(c, rt.world());
       run_dir = c.run_dir.empty() ? fs::path("runs") / c.name : fs::path(c.run_dir);
       data = plan_data(c, run_dir);
       plan = make_plan(c, data, rt.world());
+      if (!c.dry_run) device = dist::select_device(rt, c.device);  // (a dry run plans on a machine without the GPUs)
       if (!c.dry_run && c.resume == "none" && ckpt::latest_checkpoint((run_dir / "ckpt").string()))
         throw Error("resume", "none, but " + (run_dir / "ckpt").string() +
                                   " holds checkpoints: resume them (--resume auto) or choose another --run-dir");
@@ -691,7 +768,7 @@ int trainer_main(int argc, char** argv) {
       return 2;
     }
     if (c.dry_run) {
-      if (rt.rank() == 0) std::cout << describe_plan(c, data, plan);
+      if (rt.rank() == 0) std::cout << describe_plan(c, data, plan, c.device + " (chosen at start-up)");
       return 0;
     }
     const int64_t threads =
@@ -702,11 +779,11 @@ int trainer_main(int argc, char** argv) {
       fs::create_directories(run_dir);
       std::ofstream(run_dir / "config.toml.tmp") << toml;
       fs::rename(run_dir / "config.toml.tmp", run_dir / "config.toml");
-      std::cout << describe_plan(c, data, plan) << std::flush;
+      std::cout << describe_plan(c, data, plan, dist::device_name(device) + (device.is_cuda() ? " (" + device.str() + " on rank 0)" : "")) << std::flush;
     }
     synthesize_if_needed(c, data, rt.rank());
     if (c.data.size() == 1 && c.data[0] == "synthetic:shapes") data = plan_data(c, run_dir);
-    Trainer trainer(c, toml, rt, run_dir, data, plan);
+    Trainer trainer(c, toml, rt, device, run_dir, data, plan);
     return trainer.run();
   });
 }

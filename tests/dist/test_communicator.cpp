@@ -11,6 +11,7 @@
 
 #include <cstdio>
 
+#include <torch/cuda.h>
 #include <torch/torch.h>
 
 #include "dtrainer/core/error.h"
@@ -151,3 +152,18 @@ int main(int argc, char** argv) {
   return Catch::Session().run(argc, argv);
 }
 #endif
+
+TEST_CASE("select_device: cpu, auto (a GPU where LibTorch sees one), cuda (an error without), anything else refused") {
+  const bool gpus = torch::cuda::device_count() > 0;
+  CHECK(select_device(runtime(), "cpu") == torch::Device(torch::kCPU));
+  const torch::Device chosen = select_device(runtime(), "auto");
+  CHECK(chosen.is_cuda() == gpus);
+  if (gpus) {
+    CHECK(chosen.index() == runtime().local_rank());
+    if (nccl_built()) CHECK(select_device(runtime(), "cuda") == chosen);
+  } else {
+    CHECK_THROWS_WITH(select_device(runtime(), "cuda"), Catch::Contains("device") && Catch::Contains("no CUDA device") &&
+                                                            Catch::Contains("rank " + std::to_string(runtime().rank())));
+  }
+  CHECK_THROWS_WITH(select_device(runtime(), "tpu"), Catch::Contains("'tpu'"));
+}

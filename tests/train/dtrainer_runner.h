@@ -39,16 +39,20 @@ inline const std::string& data_root() {
 inline const char* kTinyUNet =
     " --model-set model_channels=16 channel_mult=1,2 transformer_depth=0,1 num_res_blocks=1 head_dim=8 norm_groups=4";
 
-inline std::string command(int ranks, const std::string& args, const std::string& model = kTinyUNet) {
+// device: the trainer's --device (these runs test the trainer's logic with the CPU's exact
+// arithmetic unless a test asks for a GPU).
+inline std::string command(int ranks, const std::string& args, const std::string& model = kTinyUNet,
+                           const std::string& device = "cpu") {
   return std::string(MPIEXEC) + " --allow-run-as-root --oversubscribe -n " + std::to_string(ranks) + " " + DTRAINER_PATH +
          " --data " + data_root() + "/train --eval-data " + data_root() + "/eval" + model +
          " --max-tokens 16 --global-batch 8 --log-every 1 --eval-every 0 --sample-count 2 --sample-steps 3"
-         " --warmup-steps 2 --threads 1 --peak-tflops 1 --workers 1 " +
+         " --warmup-steps 2 --threads 1 --peak-tflops 1 --workers 1 --device " + device + " " +
          args;
 }
 
-inline int run(int ranks, const std::string& args, const std::string& log, const std::string& model = kTinyUNet) {
-  const int rc = std::system((command(ranks, args, model) + " > " + log + " 2>&1").c_str());
+inline int run(int ranks, const std::string& args, const std::string& log, const std::string& model = kTinyUNet,
+               const std::string& device = "cpu") {
+  const int rc = std::system((command(ranks, args, model, device) + " > " + log + " 2>&1").c_str());
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 

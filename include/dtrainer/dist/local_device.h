@@ -2,6 +2,7 @@
 // Which device a rank computes on, and the communicator for tensors there.
 
 #include <memory>
+#include <string>
 
 #include <torch/types.h>
 
@@ -14,6 +15,11 @@ namespace dtrainer::dist {
 // ranks than it has devices is an error naming the rank (two ranks sharing one GPU would halve
 // each other's memory and serialise their kernels).
 torch::Device local_device(const MpiRuntime& rt);
+
+// The device for a --device choice: "cpu"; "cuda" (cuda:<node-local rank>; an error naming the
+// rank when LibTorch sees no CUDA device, or the build has no NCCL); "auto" (local_device: a GPU
+// where there are GPUs, else the CPU). Anything else is an error naming the field.
+torch::Device select_device(const MpiRuntime& rt, const std::string& choice);
 
 // The communicator for tensors on `device`: NCCL for CUDA devices (an error if this build has no
 // NCCL), MPI for the CPU.

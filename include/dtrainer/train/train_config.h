@@ -27,9 +27,10 @@ struct TrainConfig {
   int64_t sample_every = 0;   // 0 = only at the end
   std::string resume = "auto";  // auto | none | PATH
   bool dry_run = false;
+  std::string device = "auto";  // auto | cpu | cuda: auto = cuda:<node-local rank> where LibTorch sees GPUs, else the CPU
   int64_t threads = 0;        // per rank; 0 = cores / ranks on this node
   int64_t max_bad_steps = 5;  // abort after this many consecutive non-finite steps
-  double peak_tflops = 0;     // per rank, for MFU; 0 = measure a fp32 matmul at start-up
+  double peak_tflops = 0;     // per rank, for MFU; 0 = measure a matmul at start-up (CPU: fp32; GPU: the compute dtype)
 
   // Model
   std::string model = "unet-tiny";
