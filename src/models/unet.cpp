@@ -104,7 +104,9 @@ void UNetImpl::check_inputs(const torch::Tensor& x, const torch::Tensor& t, cons
     if (mask.dim() != 2 || mask.size(0) != B || mask.size(1) != text.size(1) || mask.scalar_type() != torch::kBool)
       throw Error("text_mask", "expected bool [" + std::to_string(B) + ", " + std::to_string(text.size(1)) + "], got " +
                                    shape_of(mask) + " " + std::string(c10::toString(mask.scalar_type())));
-    if (!mask.any(1).all().item<bool>())
+    // (read on the host only: reading a GPU mask would stop the host for every forward; masks that
+    // pad_text made always have a real token per row)
+    if (mask.is_cpu() && !mask.any(1).all().item<bool>())
       throw Error("text_mask", "a sample has no real token (every row needs at least one true)");
   }
 }

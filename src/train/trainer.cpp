@@ -75,6 +75,13 @@ torch::Tensor to_device(const torch::Tensor& t, const torch::Device& device) {
   return t.to(device);
 }
 
+// The text mask the model gets: none when every token of the (host) mask is real (replicate
+// padding, full-length prompts), so attention can use its fastest kernel (FlashAttention takes no
+// mask); otherwise the mask, on the device.
+torch::Tensor attention_mask(const torch::Tensor& host_mask, const torch::Device& device) {
+  return host_mask.all().item<bool>() ? torch::Tensor() : to_device(host_mask, device);
+}
+
 diffusion::NoisedBatch to_device(diffusion::NoisedBatch b, const torch::Device& device) {
   for (torch::Tensor* t : {&b.x_t, &b.target, &b.weight, &b.t_model, &b.t_unit, &b.snr, &b.keep_text, &b.keep_control})
     *t = to_device(*t, device);
@@ -476,8 +483,8 @@ Trainer::StepResult Trainer::train_step(const data::Batch& batch, int64_t step) 
       controls.keep = to_device(nb.keep_control, device_);
     }
     const diffusion::NoisedBatch on_device = to_device(nb, device_);
-    const torch::Tensor pred = model_->forward(on_device.x_t, on_device.t_model, to_device(text, device_), to_device(mask, device_),
-                                               control ? &controls : nullptr);
+    const torch::Tensor pred = model_->forward(on_device.x_t, on_device.t_model, to_device(text, device_),
+                                               attention_mask(mask, device_), control ? &controls : nullptr);
     const torch::Tensor loss = objective_->loss(pred, on_device);
     params_->backward(loss, k == accumulation - 1);
     loss_sum += loss.detach().to(torch::kFloat64);
@@ -540,7 +547,7 @@ void Trainer::evaluate(int64_t step) {
   const std::vector<double> grid = {0.1, 0.3, 0.5, 0.7, 0.9};
   std::vector<double> sums;
   const int64_t n = eval_batch_.latents.size(0);
-  const torch::Tensor text = to_device(eval_batch_.text, device_), mask = to_device(eval_batch_.text_mask, device_);
+  const torch::Tensor text = to_device(eval_batch_.text, device_), mask = attention_mask(eval_batch_.text_mask, device_);
   for (double t : grid) {
     const diffusion::NoisedBatch nb =
         to_device(objective_->make_eval_batch(eval_batch_.latents, eval_batch_.sample_ids, t), device_);
@@ -583,8 +590,8 @@ void Trainer::sample(int64_t step) {
   for (int64_t i = 0; i < n; ++i) starts.push_back(diffusion::initial_noise(at::IntArrayRef(shape).slice(1), c_.seed, i));
   const torch::Tensor x_start = to_device(torch::stack(starts), device_);
   const auto [null_t, null_m] = null_text(n);
-  const torch::Tensor nt = to_device(null_t, device_), nm = to_device(null_m, device_);
-  const torch::Tensor text = to_device(prompts_.text, device_), mask = to_device(prompts_.text_mask, device_);
+  const torch::Tensor nt = to_device(null_t, device_), nm = attention_mask(null_m, device_);
+  const torch::Tensor text = to_device(prompts_.text, device_), mask = attention_mask(prompts_.text_mask, device_);
   diffusion::ConditionalModel cond = [&](const torch::Tensor& x, const torch::Tensor& t, bool with_text, bool) {
     const int64_t b = x.size(0);
     const torch::Tensor tt = t.dim() == 0 ? t.expand({b}) : t;

@@ -118,6 +118,14 @@ TEST_CASE("forward and backward of small overrides of every family") {
     text2.index_put_({0, 4}, torch::randn({s.context_dim}) * 10);
     if (s.conditioning != "class")
       CHECK(torch::allclose(net->forward_all(x, t, text2, mask, mmpp ? &controls : nullptr, labels).select(0, 0), all.select(0, 0), 1e-5, 1e-5));
+    // No mask means every token is real: the same as an all-true mask (the trainer drops those).
+    {
+      torch::NoGradGuard g;
+      const torch::Tensor ones = torch::ones({B, T}, torch::kBool);
+      const torch::Tensor with_mask = net->forward_all(x, t, text, ones, mmpp ? &controls : nullptr, labels);
+      CHECK(torch::allclose(net->forward_all(x, t, text, torch::Tensor(), mmpp ? &controls : nullptr, labels), with_mask, 1e-5, 1e-6));
+      if (s.conditioning != "class") CHECK_FALSE(torch::allclose(with_mask, all, 1e-5, 1e-6));  // (while the real mask matters)
+    }
   }
 }
 

@@ -103,6 +103,12 @@ TEST_CASE("forward + backward: output shape equals input shape, gradients reach 
     const Inputs in = make_inputs(spec, 2, 16, 16, 7);
     const torch::Tensor y = net->forward(in.x, in.t, in.text, in.mask);
     CHECK(y.sizes() == in.x.sizes());
+    {  // no mask means every token is real: the same as an all-true mask (the trainer drops those)
+      torch::NoGradGuard g;
+      const torch::Tensor a = net->forward(in.x, in.t, in.text), b = net->forward(in.x, in.t, in.text, torch::ones_like(in.mask));
+      INFO("max |difference| " << (a - b).abs().max().item<double>() << ", max |output| " << b.abs().max().item<double>());
+      CHECK(torch::allclose(a, b, 1e-5, 1e-5));  // (IF normalises text by a masked GroupNorm: rounding ~3e-6)
+    }
     CHECK(torch::isfinite(y).all().item<bool>());
     (y * torch::randn_like(y)).sum().backward();
     for (const auto& p : net->named_parameters()) {

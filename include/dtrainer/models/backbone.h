@@ -45,7 +45,8 @@ struct BackboneSpec {
 class Backbone {
  public:
   virtual ~Backbone() = default;
-  // x_t [B, C, H, W], t [B], text [B, T, D], text_mask [B, T] bool, controls nullable. Computes in
+  // x_t [B, C, H, W], t [B], text [B, T, D], text_mask [B, T] bool (undefined: every token is
+  // real, and attention runs without a mask — the fastest fused kernels), controls nullable. Computes in
   // the parameters' dtype (fp32, or bf16 under a bf16 compute copy); returns fp32.
   virtual torch::Tensor forward(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
                                 const torch::Tensor& text_mask, const ControlInputs* controls) = 0;
