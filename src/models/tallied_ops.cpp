@@ -1,10 +1,8 @@
 #include "tallied_ops.h"
 
-#include <cmath>
-#include <limits>
-
 #include <torch/torch.h>
 
+#include "dtrainer/models/attention.h"
 #include "dtrainer/models/op_tally.h"
 
 namespace dtrainer::models::ops {
@@ -57,13 +55,10 @@ torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const to
                         int64_t heads, const torch::Tensor& key_mask) {
   const int64_t B = q.size(0), nq = q.size(1), nk = k.size(1), inner = q.size(2), d = inner / heads;
   auto split = [&](const torch::Tensor& t, int64_t n) { return t.reshape({B, n, heads, d}).transpose(1, 2); };
-  const torch::Tensor qh = split(q, nq), kh = split(k, nk), vh = split(v, nk);
-  torch::Tensor scores = torch::matmul(qh, kh.transpose(-2, -1)) * (1.0 / std::sqrt(static_cast<double>(d)));
-  if (key_mask.defined())
-    scores = scores.masked_fill(key_mask.logical_not().view({B, 1, 1, nk}), -std::numeric_limits<float>::infinity());
-  const torch::Tensor probs = torch::softmax(scores, -1);
-  torch::Tensor out = torch::matmul(probs, vh);  // [B, heads, nq, d]
-  tally_detail::add(0, 2 * B * heads * nq * nk * d, probs.numel());
+  // Fused scaled-dot-product attention where LibTorch has it (FlashAttention on a GPU when there is
+  // no mask), else the explicit softmax(QK^T / sqrt(d)) V.
+  const torch::Tensor out = models::attention(split(q, nq), split(k, nk), split(v, nk), key_mask);  // [B, heads, nq, d]
+  tally_detail::add(0, 2 * B * heads * nq * nk * d, B * heads * nq * nk);
   return out.transpose(1, 2).reshape({B, nq, inner});
 }
 

@@ -18,7 +18,7 @@ torch::Tensor norm(torch::nn::LayerNorm& layer, const torch::Tensor& x);
 // or undefined mask.
 torch::Tensor masked_group_norm(torch::nn::GroupNorm& layer, const torch::Tensor& x, const torch::Tensor& mask);
 
-// Multi-head attention softmax(q k^T / sqrt(d)) v.
+// Multi-head attention softmax(q k^T / sqrt(d)) v (models::attention: fused where LibTorch has it).
 // q [B, Nq, heads*d], k and v [B, Nk, heads*d]; key_mask [B, Nk] bool (true = attend) or undefined.
 // Returns [B, Nq, heads*d].
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
