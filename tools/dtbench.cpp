@@ -199,11 +199,14 @@ int run_train(MpiRuntime& rt, const train::ThroughputConfig& c, bool json) {
                 static_cast<long long>(r.latent_size), c.sharding.c_str(), c.compute_dtype.c_str(),
                 c.activation_checkpointing ? ", activation checkpointing" : "", c.channels_last ? ", channels-last" : "",
                 r.flops_per_image / 1e9);
-    std::printf("  step %.1f ms | %.1f img/s | %.1f TFLOP/s per device | peak %.1f TFLOP/s (measured %s matmul) | MFU %.1f%% | "
-                "memory peak %s of %s | loss %.4f\n",
+    // (the device memory figures come from a GPU's caching allocator; the CPU has none)
+    const std::string memory = r.device_memory_bytes > 0 ? "memory peak " + format_bytes(static_cast<double>(r.peak_memory_bytes)) +
+                                                               " of " + format_bytes(static_cast<double>(r.device_memory_bytes)) + " | "
+                                                         : "";
+    std::printf("  step %.1f ms | %.1f img/s | %.4g TFLOP/s per device | peak %.4g TFLOP/s (measured %s matmul) | MFU %.1f%% | "
+                "%sloss %.4f\n",
                 r.step_seconds * 1e3, r.images_per_second, r.tflops_per_rank, r.peak_tflops, c.compute_dtype.c_str(), 100 * r.mfu,
-                format_bytes(static_cast<double>(r.peak_memory_bytes)).c_str(),
-                format_bytes(static_cast<double>(r.device_memory_bytes)).c_str(), r.final_loss);
+                memory.c_str(), r.final_loss);
   }
   if (!std::isfinite(r.final_loss)) {
     std::fprintf(stderr, "dtbench: error: the loss is not finite after the timed steps\n");
