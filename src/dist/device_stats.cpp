@@ -16,6 +16,19 @@ std::string device_name(const torch::Device& device) {
   return device.is_cpu() ? "cpu" : at::cuda::getDeviceProperties(device.index())->name;
 }
 
+std::string device_uuid(const torch::Device& device) {
+  if (device.is_cpu()) return "cpu";
+  const cudaUUID_t id = at::cuda::getDeviceProperties(device.index())->uuid;
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  for (char byte : id.bytes) {
+    const auto b = static_cast<unsigned char>(byte);
+    out += hex[b >> 4];
+    out += hex[b & 15];
+  }
+  return out;
+}
+
 int64_t device_total_memory(const torch::Device& device) {
   return device.is_cpu() ? 0 : static_cast<int64_t>(at::cuda::getDeviceProperties(device.index())->totalGlobalMem);
 }
@@ -38,6 +51,7 @@ void require_cpu(const torch::Device& device) {
 }  // namespace
 
 std::string device_name(const torch::Device& device) { return require_cpu(device), "cpu"; }
+std::string device_uuid(const torch::Device& device) { return require_cpu(device), "cpu"; }
 int64_t device_total_memory(const torch::Device& device) { return require_cpu(device), 0; }
 void reset_peak_device_memory(const torch::Device& device) { require_cpu(device); }
 int64_t peak_device_memory(const torch::Device& device) { return require_cpu(device), 0; }

@@ -1,22 +1,53 @@
 #include "dtrainer/dist/local_device.h"
 
+#include <algorithm>
+#include <vector>
+
 #include <torch/cuda.h>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/dist/device_stats.h"
 #include "dtrainer/dist/mpi_communicator.h"
 #include "dtrainer/dist/nccl_communicator.h"
 
 namespace dtrainer::dist {
 
+namespace {
+
+// Ranks bound to one GPU each see it as cuda:0; two of them seeing the same physical GPU (one
+// GPU, several ranks) is an error on both. A collective over the node's ranks.
+void check_own_gpu(const MpiRuntime& rt, const torch::Device& device) {
+  constexpr int kLen = 33;  // 32 hex digits and a terminator
+  char mine[kLen] = {};
+  const std::string uuid = device_uuid(device);
+  uuid.copy(mine, kLen - 1);
+  std::vector<char> all(static_cast<size_t>(rt.local_world()) * kLen, 0);
+  MPI_Allgather(mine, kLen, MPI_CHAR, all.data(), kLen, MPI_CHAR, rt.node_comm());
+  for (int r = 0; r < rt.local_world(); ++r)
+    if (r != rt.local_rank() && std::string(&all[static_cast<size_t>(r) * kLen]) == uuid)
+      throw Error("rank " + std::to_string(rt.rank()),
+                  "node-local ranks " + std::to_string(std::min(r, rt.local_rank())) + " and " +
+                      std::to_string(std::max(r, rt.local_rank())) + " see one and the same GPU (" + uuid +
+                      "); start at most one rank per GPU, or compute on the CPU (--device cpu)");
+}
+
+}  // namespace
+
 torch::Device local_device(const MpiRuntime& rt) {
   const auto devices = static_cast<int>(torch::cuda::device_count());
   if (devices == 0) return torch::kCPU;
-  if (rt.local_rank() >= devices)
-    throw Error("rank " + std::to_string(rt.rank()),
-                "node-local rank " + std::to_string(rt.local_rank()) + " of " + std::to_string(rt.local_world()) +
-                    " has no GPU: this node has " + std::to_string(devices) +
-                    "; start at most one rank per GPU, or compute on the CPU (--device cpu)");
-  return {torch::kCUDA, static_cast<c10::DeviceIndex>(rt.local_rank())};
+  // Every rank sees all of the node's GPUs (mpirun, Slurm --gpus-per-node): rank r takes GPU r.
+  if (devices >= rt.local_world()) return {torch::kCUDA, static_cast<c10::DeviceIndex>(rt.local_rank())};
+  // Every rank sees one GPU (Slurm --gpus-per-task=1, or CUDA_VISIBLE_DEVICES set per rank): its own.
+  if (devices == 1) {
+    const torch::Device own(torch::kCUDA, 0);
+    check_own_gpu(rt, own);
+    return own;
+  }
+  throw Error("rank " + std::to_string(rt.rank()),
+              "node-local rank " + std::to_string(rt.local_rank()) + " of " + std::to_string(rt.local_world()) +
+                  " has no GPU of its own: it sees " + std::to_string(devices) +
+                  "; start at most one rank per GPU, or compute on the CPU (--device cpu)");
 }
 
 torch::Device select_device(const MpiRuntime& rt, const std::string& choice) {

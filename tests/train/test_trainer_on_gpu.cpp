@@ -1,7 +1,7 @@
 // The trainer on a GPU against the same run on the CPU (1 rank each: the same data, seed and
 // batches, so the same steps up to TF32 / cuDNN rounding), a GPU checkpoint resumed on the CPU,
 // --device auto choosing the GPU, and zero3 over NCCL in bf16 training to finite losses with a
-// sample grid. Exits 77 (skipped) where LibTorch sees no CUDA device.
+// sample grid; two ranks on one GPU refused. Exits 77 (skipped) where LibTorch sees no CUDA device.
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
@@ -80,6 +80,16 @@ TEST_CASE("--device auto takes the GPU; zero3 over NCCL in bf16 trains to finite
   for (const auto& [step, rec] : r) CHECK(std::isfinite(rec.at("loss").get<double>()));
   CHECK(loss_at(r, 6) < loss_at(r, 1));
   CHECK(fs::exists(dir + "/samples/step_00000006.png"));
+}
+
+TEST_CASE("two ranks on one GPU are refused before anything is written") {
+  if (torch::cuda::device_count() != 1) return;  // (a node with more GPUs gives each rank its own)
+  const std::string dir = test::scratch_dir("shared-gpu");
+  const int rc = run(2, "--steps 2 --run-dir " + dir + "/run", dir + ".log", test::kTinyUNet, "cuda");
+  INFO(slurp(dir + ".log"));
+  CHECK(rc == 2);
+  CHECK_THAT(slurp(dir + ".log"), Catch::Contains("see one and the same GPU"));
+  CHECK_FALSE(fs::exists(dir + "/run"));
 }
 
 int main(int argc, char** argv) {

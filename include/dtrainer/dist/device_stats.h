@@ -11,6 +11,7 @@
 namespace dtrainer::dist {
 
 std::string device_name(const torch::Device& device);
+std::string device_uuid(const torch::Device& device);        // a CUDA device's UUID (32 hex digits); the CPU: "cpu"
 int64_t device_total_memory(const torch::Device& device);  // bytes; 0 on the CPU
 void reset_peak_device_memory(const torch::Device& device);
 int64_t peak_device_memory(const torch::Device& device);   // bytes allocated at most since the reset; 0 on the CPU

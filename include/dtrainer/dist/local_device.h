@@ -11,9 +11,10 @@
 
 namespace dtrainer::dist {
 
-// cuda:<node-local rank> when LibTorch sees CUDA devices, else the CPU. A node running more
-// ranks than it has devices is an error naming the rank (two ranks sharing one GPU would halve
-// each other's memory and serialise their kernels).
+// The CPU when LibTorch sees no CUDA device; cuda:<node-local rank> when each rank sees all of the
+// node's GPUs; cuda:0 when each rank sees one (bound per task), after checking over the node's
+// ranks that no two see the same GPU. Ranks sharing a GPU, or more ranks than GPUs, are an error
+// naming the rank (two ranks on one GPU would halve each other's memory and serialise their kernels).
 torch::Device local_device(const MpiRuntime& rt);
 
 // The device for a --device choice: "cpu"; "cuda" (cuda:<node-local rank>; an error naming the

@@ -21,8 +21,9 @@ class MpiRuntime {
   int rank() const { return rank_; }
   int world() const { return world_; }
   int local_rank() const { return local_rank_; }    // rank among the processes of this node
-  int local_world() const { return local_world_; }  // processes on this node (devices: cuda:local_rank)
+  int local_world() const { return local_world_; }  // processes on this node (one GPU each: dist/local_device.h)
   MPI_Comm comm() const { return MPI_COMM_WORLD; }
+  MPI_Comm node_comm() const { return node_comm_; }  // the processes of this node
 
   // Prints "rank R: <message>" to stderr and aborts the whole job with `code` (MPI_Abort makes
   // mpirun stop every rank). For errors that escape a program's main loop.
