@@ -16,4 +16,3 @@ endif()
 # Warnings for our own code only (dependency headers are included as SYSTEM).
 add_library(dt_warnings INTERFACE)
 target_compile_options(dt_warnings INTERFACE -Wall -Wextra -Wno-unused-parameter)
-

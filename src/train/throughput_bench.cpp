@@ -44,6 +44,7 @@ double max_over_ranks(double v, MPI_Comm comm) {
 
 double measure_matmul_tflops(const std::string& device_text, const std::string& dtype, int64_t n) {
   const torch::Device device(device_text);
+  if (n <= 0) n = device.is_cuda() ? 8192 : 1024;
   const auto opts = torch::TensorOptions().device(device).dtype(dist::parse_compute_dtype("dtype", dtype));
   // Several operand pairs, rotated, so that repeated products do not all hit one cached operand.
   std::vector<torch::Tensor> a, b;
@@ -87,12 +88,12 @@ ThroughputResult measure_training_throughput(const ThroughputConfig& c, dist::Mp
   r.params = cost.params;
   r.micro_batch = c.micro_batch;
   r.latent_size = inputs.latent_size;
-  r.flops_per_image = 3.0 * 2.0 * static_cast<double>(cost.macs_linear_conv + cost.macs_attention);
+  r.flops_per_image = static_cast<double>(cost.training_flops());
   r.device = dist::device_name(device);
   r.device_memory_bytes = dist::device_total_memory(device);
 
   const torch::ScalarType dtype = dist::parse_compute_dtype("dtype", c.compute_dtype);
-  r.peak_tflops = c.peak_tflops > 0 ? c.peak_tflops : measure_matmul_tflops(device.str(), c.compute_dtype, device.is_cuda() ? 8192 : 1024);
+  r.peak_tflops = c.peak_tflops > 0 ? c.peak_tflops : measure_matmul_tflops(device.str(), c.compute_dtype);
 
   torch::manual_seed(1234);  // identical initialisation on every rank
   std::unique_ptr<models::Backbone> model = models::build_backbone(spec);

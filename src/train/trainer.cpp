@@ -82,9 +82,10 @@ torch::Tensor attention_mask(const torch::Tensor& host_mask, const torch::Device
   return host_mask.all().item<bool>() ? torch::Tensor() : to_device(host_mask, device);
 }
 
+// The parts of a noised batch the model and the loss read on the device (x_t, t_model; target,
+// weight); the rest (t_unit, snr, the dropout flags) is used on the host and stays there.
 diffusion::NoisedBatch to_device(diffusion::NoisedBatch b, const torch::Device& device) {
-  for (torch::Tensor* t : {&b.x_t, &b.target, &b.weight, &b.t_model, &b.t_unit, &b.snr, &b.keep_text, &b.keep_control})
-    *t = to_device(*t, device);
+  for (torch::Tensor* t : {&b.x_t, &b.target, &b.weight, &b.t_model}) *t = to_device(*t, device);
   return b;
 }
 
@@ -188,7 +189,7 @@ Plan make_plan(const TrainConfig& c, const DataPlan& d, int world) {
   p.per_rank = c.global_batch / world;
   p.micro = c.micro_batch ? c.micro_batch : p.per_rank;
   p.accumulation = p.per_rank / p.micro;
-  p.train_flops_per_sample = 3 * 2 * (p.cost.macs_linear_conv + p.cost.macs_attention);
+  p.train_flops_per_sample = p.cost.training_flops();
   p.gflops_per_sample_s1 = 3.0 * 2.0 * static_cast<double>(p.cost.macs_linear_conv) / 1e9;
   return p;
 }
@@ -395,10 +396,8 @@ void Trainer::build() {
   } else {
     log_warn("no eval_data: held-out loss and sample prompts are off (set eval_data to held-out shards)");
   }
-  // MFU's denominator: the CPU's fp32 matmul rate, or a GPU's in the compute dtype.
-  peak_tflops_ = c_.peak_tflops > 0   ? c_.peak_tflops
-                 : device_.is_cuda() ? measure_matmul_tflops(device_.str(), c_.compute_dtype, 8192)
-                                     : measure_matmul_tflops("cpu", "fp32", 1024);
+  // MFU's denominator: a GPU's matmul rate in the compute dtype, the CPU's in fp32 (its bf16 is emulated).
+  peak_tflops_ = c_.peak_tflops > 0 ? c_.peak_tflops : measure_matmul_tflops(device_.str(), device_.is_cuda() ? c_.compute_dtype : "fp32");
 }
 
 void Trainer::resume() {

@@ -7,8 +7,11 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <string>
 #include <tuple>
+
+#include <nlohmann/json.hpp>
 
 #include "data/data_test_util.h"
 #include "dtrainer/data/synthesize.h"
@@ -54,6 +57,19 @@ inline int run(int ranks, const std::string& args, const std::string& log, const
                const std::string& device = "cpu") {
   const int rc = std::system((command(ranks, args, model, device) + " > " + log + " 2>&1").c_str());
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+// step -> training record of run_dir/metrics.jsonl (the evaluation records left out).
+inline std::map<int64_t, nlohmann::json> training_records(const std::string& run_dir) {
+  std::map<int64_t, nlohmann::json> out;
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("eval")) continue;
+    const auto step = j.at("step").get<int64_t>();  // read before the move below
+    out[step] = std::move(j);
+  }
+  return out;
 }
 
 inline std::string slurp(const std::string& path) {

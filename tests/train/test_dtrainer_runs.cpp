@@ -38,11 +38,7 @@ namespace {
 // step -> loss of the training records in run_dir/metrics.jsonl.
 std::map<int64_t, double> losses(const std::string& run_dir) {
   std::map<int64_t, double> out;
-  std::ifstream in(run_dir + "/metrics.jsonl");
-  for (std::string line; std::getline(in, line);) {
-    const auto j = nlohmann::json::parse(line);
-    if (!j.contains("eval")) out[j.at("step").get<int64_t>()] = j.at("loss").get<double>();
-  }
+  for (const auto& [step, record] : test::training_records(run_dir)) out[step] = record.at("loss").get<double>();
   return out;
 }
 

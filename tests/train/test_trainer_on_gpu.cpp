@@ -8,7 +8,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -23,17 +22,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// step -> training record of run_dir/metrics.jsonl.
-std::map<int64_t, nlohmann::json> records(const std::string& run_dir) {
-  std::map<int64_t, nlohmann::json> out;
-  std::ifstream in(run_dir + "/metrics.jsonl");
-  for (std::string line; std::getline(in, line);) {
-    const auto j = nlohmann::json::parse(line);
-    if (!j.contains("eval")) out[j.at("step").get<int64_t>()] = j;
-  }
-  return out;
-}
-
 double loss_at(const std::map<int64_t, nlohmann::json>& r, int64_t step) { return r.at(step).at("loss").get<double>(); }
 
 }  // namespace
@@ -44,7 +32,7 @@ TEST_CASE("a GPU run follows the CPU run step for step, and its checkpoint resum
   REQUIRE(run(1, args + cpu, cpu + ".log") == 0);
   INFO(slurp(gpu + ".log"));
   REQUIRE(run(1, args + gpu, gpu + ".log", test::kTinyUNet, "cuda") == 0);
-  const auto c = records(cpu), g = records(gpu);
+  const auto c = test::training_records(cpu), g = test::training_records(gpu);
   REQUIRE(c.size() == 12);
   REQUIRE(g.size() == 12);
   // Step 1: identical weights and batch, so only rounding differs (cuDNN may use TF32).
@@ -61,7 +49,7 @@ TEST_CASE("a GPU run follows the CPU run step for step, and its checkpoint resum
   // The GPU's step-6 checkpoint continued on the CPU: steps 7-12 follow the CPU run.
   INFO(slurp(resumed + ".log"));
   REQUIRE(run(1, "--steps 12 --resume " + gpu + "/ckpt/step_00000006 --run-dir " + resumed, resumed + ".log") == 0);
-  const auto r = records(resumed);
+  const auto r = test::training_records(resumed);
   for (int64_t s = 7; s <= 12; ++s) {
     INFO("resumed step " << s);
     CHECK(loss_at(r, s) == Approx(loss_at(c, s)).epsilon(3e-2));
@@ -75,7 +63,7 @@ TEST_CASE("--device auto takes the GPU; zero3 over NCCL in bf16 trains to finite
   INFO(log);
   REQUIRE(rc == 0);
   CHECK_THAT(log, Catch::Contains("(cuda:0 on rank 0)"));
-  const auto r = records(dir);
+  const auto r = test::training_records(dir);
   REQUIRE(r.size() == 6);
   for (const auto& [step, rec] : r) CHECK(std::isfinite(rec.at("loss").get<double>()));
   CHECK(loss_at(r, 6) < loss_at(r, 1));
