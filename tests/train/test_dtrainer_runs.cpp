@@ -148,23 +148,59 @@ TEST_CASE("--resume auto skips a checkpoint that was being written when the run 
   CHECK(fs::exists(dir + "/ckpt/step_00000012/COMPLETE"));
 }
 
-// Starts `cmd` (exec'd by sh, so the pid is the command's), waits for 3 logged steps in run_dir,
-// sends `sig`, and returns the exit status.
+// A spawned run that is stopped if the test leaves before reaping it (a failed REQUIRE throws):
+// SIGTERM first, which mpirun forwards to its ranks, then SIGKILL to the whole process group.
+// Without this, a failure left `--steps 100000` runs training in the background for good.
+class SpawnedRun {
+ public:
+  explicit SpawnedRun(const std::string& cmd) {
+    // exec'd by sh, so the pid is the command's; stdin closed, as a background group must not read a terminal
+    const std::string line = "exec " + cmd + " < /dev/null";
+    const char* argv[] = {"/bin/sh", "-c", line.c_str(), nullptr};
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attr, 0);  // own process group: mpirun and its ranks
+    const int rc = posix_spawn(&pid_, "/bin/sh", nullptr, &attr, const_cast<char* const*>(argv), environ);
+    posix_spawnattr_destroy(&attr);
+    REQUIRE(rc == 0);
+  }
+  SpawnedRun(const SpawnedRun&) = delete;
+  SpawnedRun& operator=(const SpawnedRun&) = delete;
+  ~SpawnedRun() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGTERM);
+    for (int i = 0; i < 300; ++i) {  // up to 30 s for the preemption checkpoint
+      if (waitpid(pid_, nullptr, WNOHANG) == pid_) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    kill(-pid_, SIGKILL);
+    waitpid(pid_, nullptr, WNOHANG);
+  }
+  void signal(int sig) const { REQUIRE(kill(pid_, sig) == 0); }
+  // Waits for the command and returns its wait status.
+  int wait() {
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = 0;
+    return status;
+  }
+
+ private:
+  pid_t pid_ = 0;
+};
+
+// Starts `cmd`, waits for 3 logged steps in run_dir, sends `sig`, and returns the exit status.
 int interrupt_run(const std::string& cmd, const std::string& run_dir, int sig) {
-  pid_t pid = 0;
-  const std::string line = "exec " + cmd;
-  const char* argv[] = {"/bin/sh", "-c", line.c_str(), nullptr};
-  REQUIRE(posix_spawn(&pid, "/bin/sh", nullptr, nullptr, const_cast<char* const*>(argv), environ) == 0);
+  SpawnedRun child(cmd);
   bool started = false;
   for (int i = 0; i < 600 && !started; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     started = losses(run_dir).size() >= 3;
   }
   REQUIRE(started);
-  REQUIRE(kill(pid, sig) == 0);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return status;
+  child.signal(sig);
+  return child.wait();
 }
 
 void check_preempted(int status, const std::string& dir) {
