@@ -8,7 +8,7 @@
 //   dtbench optim [--json] [--elements N]
 //       the fused AdamW update's effective GB/s next to a memcpy moving the same bytes.
 //   [mpirun -n G] dtbench train --model NAME --batch B [--resolution 256] [--sharding S]
-//       [--activation-checkpointing] [--dtype bf16|fp32] [--channels-last] [--json]
+//       [--activation-checkpointing] [--dtype bf16|fp32] [--channels-last] [--memory-limit-gib G] [--json]
 //       forward + backward + optimizer steps of a preset on each rank's device (GPU when LibTorch
 //       sees one), through the trainer's sharding and fused AdamW: img/s, TFLOP/s per device, and
 //       MFU against the device's measured matmul peak in the compute dtype (also printed).
@@ -188,6 +188,7 @@ int run_train(MpiRuntime& rt, const train::ThroughputConfig& c, bool json) {
                                {"mfu", r.mfu},
                                {"peak_memory_bytes", r.peak_memory_bytes},
                                {"device_memory_bytes", r.device_memory_bytes},
+                               {"memory_limit_gib", c.memory_limit_gib},
                                {"final_loss", r.final_loss}})
                      .dump()
               << "\n";
@@ -253,6 +254,8 @@ int main(int argc, char** argv) {
   t->add_option("--dtype", tc.compute_dtype, "compute dtype (fp32 masters either way)")->check(CLI::IsMember({"bf16", "fp32"}))->capture_default_str();
   t->add_flag("--channels-last", tc.channels_last, "NHWC activations (UNets)");
   t->add_option("--peak-tflops", tc.peak_tflops, "MFU denominator instead of the measured matmul rate");
+  t->add_option("--memory-limit-gib", tc.memory_limit_gib,
+                "cap each GPU's allocator at this many GiB: what fits on a smaller GPU (e.g. 80 on an H200)");
   t->add_flag("--json", json, "print one JSON line (rank 0)");
   CLI11_PARSE(app, argc, argv);
   if (*t) {

@@ -90,6 +90,11 @@ TEST_CASE("dtbench train: bad settings are errors naming the option") {
   c = tiny(32);
   c.sharding = "zero9";
   CHECK_THROWS_WITH(train::measure_training_throughput(c, rt), Catch::Contains("sharding"));
+  c = tiny(32);
+  c.memory_limit_gib = -1;
+  CHECK_THROWS_WITH(train::measure_training_throughput(c, rt), Catch::Contains("memory-limit-gib"));
+  c.memory_limit_gib = 80;  // a GPU's allocator cap asked of a CPU run
+  CHECK_THROWS_WITH(train::measure_training_throughput(c, rt), Catch::Contains("memory-limit-gib") && Catch::Contains("cpu"));
 }
 
 TEST_CASE("the matmul peak is a positive rate") {

@@ -26,6 +26,7 @@ struct ThroughputConfig {
   std::string compute_dtype = "bf16";    // bf16 | fp32
   bool channels_last = false;            // UNets: NHWC activations (cuDNN's fast layout in bf16)
   double peak_tflops = 0;                // > 0: use this peak instead of measuring one
+  double memory_limit_gib = 0;           // > 0: cap each GPU's allocator there (a smaller GPU's memory)
 };
 
 struct ThroughputResult {
