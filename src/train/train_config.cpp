@@ -119,6 +119,9 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
   flag(app, model, "activation_checkpointing", c.activation_checkpointing, "recompute every block in backward (always on under zero3)", lines);
   opt(app, model, "compute_dtype", c.compute_dtype, "fp32 | bf16: what the model computes in (bf16: a compute copy of fp32 master weights)", lines)
       ->check(CLI::IsMember({"fp32", "bf16"}));
+  flag(app, model, "channels_last", c.channels_last,
+       "NHWC activations: the UNet's convolutions run channels-last (on a GPU in bf16 usually faster; "
+       "dtbench train --channels-last measures it)", lines);
   opt(app, model, "init_weights", c.init_weights,
       "safetensors weights (dtckpt export) to start from instead of a random initialisation; names and shapes must match "
       "the model; a checkpoint being resumed takes precedence", lines);

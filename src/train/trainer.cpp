@@ -225,7 +225,7 @@ std::string describe_plan(const TrainConfig& c, const DataPlan& d, const Plan& p
     << "  batch        global " << c.global_batch << " = " << p.world << " ranks x micro-batch " << p.micro
     << " x accumulation " << p.accumulation << "\n"
     << "  sharding     " << c.sharding << (ckpt ? " + activation checkpointing" : "") << ", compute in " << c.compute_dtype
-    << (bf16 ? " (fp32 masters)" : "") << "\n"
+    << (bf16 ? " (fp32 masters)" : "") << (c.channels_last ? ", channels-last activations" : "") << "\n"
     << "  memory/rank  params " << format_bytes(params) << ", grads " << format_bytes(grads) << ", AdamW state "
     << format_bytes(state) << ", EMA " << format_bytes(ema) << ", activations ~" << format_bytes(act) << " => ~"
     << format_bytes(params + grads + state + ema + act) << "\n"
@@ -294,6 +294,9 @@ class Trainer {
   json meta(int64_t step) const;
   void write_metrics(const json& record);
   std::pair<torch::Tensor, torch::Tensor> null_text(int64_t batch) const;
+  // The backbone on device tensors, the latents laid out as configured (channels_last: NHWC).
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& text, const torch::Tensor& mask,
+                        const models::ControlInputs* controls) const;
 
   TrainConfig c_;
   std::string toml_;
@@ -319,6 +322,13 @@ class Trainer {
   int64_t step_ = 0, samples_ = 0, bad_in_a_row_ = 0, bad_total_ = 0;
   double compute_gflops_ = 0, image_noun_pairs_ = 0;
 };
+
+torch::Tensor Trainer::forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& text, const torch::Tensor& mask,
+                               const models::ControlInputs* controls) const {
+  // Convolutions keep the layout of their input, so NHWC latents carry it through the UNet.
+  const torch::Tensor input = c_.channels_last ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x;
+  return model_->forward(input, t, text, mask, controls);
+}
 
 void Trainer::build() {
   const int W = rt_.world();
@@ -482,8 +492,8 @@ Trainer::StepResult Trainer::train_step(const data::Batch& batch, int64_t step) 
       controls.keep = to_device(nb.keep_control, device_);
     }
     const diffusion::NoisedBatch on_device = to_device(nb, device_);
-    const torch::Tensor pred = model_->forward(on_device.x_t, on_device.t_model, to_device(text, device_),
-                                               attention_mask(mask, device_), control ? &controls : nullptr);
+    const torch::Tensor pred = forward(on_device.x_t, on_device.t_model, to_device(text, device_), attention_mask(mask, device_),
+                                       control ? &controls : nullptr);
     const torch::Tensor loss = objective_->loss(pred, on_device);
     params_->backward(loss, k == accumulation - 1);
     loss_sum += loss.detach().to(torch::kFloat64);
@@ -550,7 +560,7 @@ void Trainer::evaluate(int64_t step) {
   for (double t : grid) {
     const diffusion::NoisedBatch nb =
         to_device(objective_->make_eval_batch(eval_batch_.latents, eval_batch_.sample_ids, t), device_);
-    const torch::Tensor pred = model_->forward(nb.x_t, nb.t_model, text, mask, nullptr);
+    const torch::Tensor pred = forward(nb.x_t, nb.t_model, text, mask, nullptr);
     sums.push_back(objective_->loss(pred, nb).item<double>() * static_cast<double>(n));
   }
   sums.push_back(static_cast<double>(n));
@@ -594,7 +604,7 @@ void Trainer::sample(int64_t step) {
   diffusion::ConditionalModel cond = [&](const torch::Tensor& x, const torch::Tensor& t, bool with_text, bool) {
     const int64_t b = x.size(0);
     const torch::Tensor tt = t.dim() == 0 ? t.expand({b}) : t;
-    return model_->forward(x, tt.to(torch::kFloat32), with_text ? text : nt, with_text ? mask : nm, nullptr);
+    return forward(x, tt.to(torch::kFloat32), with_text ? text : nt, with_text ? mask : nm, nullptr);
   };
   diffusion::GuidanceConfig g;
   g.scale = c_.guidance_scale;

@@ -119,6 +119,35 @@ TEST_CASE("forward + backward: output shape equals input shape, gradients reach 
   }
 }
 
+TEST_CASE("channels-last latents: the same prediction and gradients as NCHW, and the layout carried through") {
+  // (what the trainer's channels_last does: only the input is NHWC; convolutions keep its layout)
+  for (const UNetSpec& spec : {test::small_sdxl(), test::small_if()}) {
+    INFO(to_string(spec.layout));
+    torch::manual_seed(1);
+    UNet net(spec);
+    const Inputs in = make_inputs(spec, 2, 16, 8, 5);  // non-square: a transposed view would show
+    const torch::Tensor nhwc = in.x.contiguous(torch::MemoryFormat::ChannelsLast);
+    REQUIRE_FALSE(nhwc.is_contiguous());
+    auto gradients = [&](const torch::Tensor& x) {
+      net->zero_grad();
+      const torch::Tensor y = net->forward(x, in.t, in.text, in.mask);
+      (y * torch::linspace(-1, 1, y.numel()).view_as(y)).sum().backward();
+      std::vector<torch::Tensor> g;
+      for (const auto& p : net->parameters()) g.push_back(p.grad().clone());
+      return std::make_pair(y.detach(), g);
+    };
+    const auto [y_ref, g_ref] = gradients(in.x);
+    const auto [y_cl, g_cl] = gradients(nhwc);
+    CHECK(y_cl.is_contiguous(torch::MemoryFormat::ChannelsLast));  // the output convolution ran channels-last
+    INFO("max |difference| " << (y_cl - y_ref).abs().max().item<double>());
+    CHECK(torch::allclose(y_cl, y_ref, 1e-4, 1e-5));
+    for (size_t i = 0; i < g_ref.size(); ++i) {
+      INFO("parameter " << i << ": max |difference| " << (g_cl[i] - g_ref[i]).abs().max().item<double>());
+      CHECK(torch::allclose(g_cl[i], g_ref[i], 1e-3, 1e-5));
+    }
+  }
+}
+
 TEST_CASE("an instrumented forward pass executes exactly the analytic op counts") {
   const int64_t B = 2, H = 16, W = 8, T = 5;  // non-square, to catch h/w mix-ups
   for (UNetSpec spec : {test::small_sdxl(), test::small_if(), test::scaled_down("sd2"), test::scaled_down("sdxl-td4_4")}) {

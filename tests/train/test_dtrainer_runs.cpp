@@ -83,6 +83,21 @@ TEST_CASE("2-rank zero3 and 1-rank runs of the same global batch give the same p
   CHECK(evals == 1);  // eval_every 0: at the end only
 }
 
+TEST_CASE("channels-last activations follow the NCHW run's losses") {
+  // Only the memory layout differs (and with it, possibly, the convolutions' summation order); the end-of-run
+  // evaluation and sample grid go through the same forward.
+  const auto& ref = reference_losses();
+  const std::string dir = test::scratch_dir("channels-last");
+  REQUIRE(run(1, "--steps 8 --channels-last --run-dir " + dir, dir + ".log") == 0);
+  CHECK_THAT(slurp(dir + ".log"), Catch::Contains("channels-last activations"));
+  const auto got = losses(dir);
+  REQUIRE(got.size() == 8);
+  for (const auto& [step, loss] : got) {
+    INFO("step " << step);
+    CHECK(loss == Approx(ref.at(step)).epsilon(1e-4));
+  }
+}
+
 TEST_CASE("resume: steps 11-20 after a stop at 10 equal the uninterrupted run") {
   const auto& ref = reference_losses();
   SECTION("same rank count: bitwise") {

@@ -38,6 +38,7 @@ struct TrainConfig {
   std::string sharding = "replicate";
   bool activation_checkpointing = false;
   std::string compute_dtype = "fp32";  // fp32 | bf16 (a bf16 compute copy; masters, gradients' reduction and the update stay fp32)
+  bool channels_last = false;          // NHWC latents, so the UNet's convolutions run channels-last (cuDNN's fast bf16 layout)
   std::string init_weights;  // a safetensors file (dtckpt export) to start from instead of random weights
 
   // Data
