@@ -33,6 +33,7 @@ probe() {
     cat "$log" >> "$out/max_batch.log"
     echo "$line" >> "$out/max_batch.log"
     echo "{\"batch\": $b, \"fits\": true, \"result\": $line}" >> "$out/max_batch.jsonl"
+    fitting=$line  # (each fit raises lo to b: the last one is the answer's)
     rm -f "$log"
     return 0
   fi
@@ -48,15 +49,12 @@ probe() {
   exit 3
 }
 
-lo=0 hi=$start
+# Doubling: afterwards hi does not fit, lo (0 if START did not fit) does.
+lo=0 hi=$start fitting=
 while probe "$hi" "$@"; do
   lo=$hi
   hi=$((hi * 2))
 done
-if [ "$lo" -eq 0 ]; then
-  # START itself does not fit: bisect below it.
-  hi=$start
-fi
 while [ $((hi - lo)) -gt 1 ]; do
   mid=$(((lo + hi) / 2))
   if probe "$mid" "$@"; then lo=$mid; else hi=$mid; fi
@@ -65,6 +63,6 @@ if [ "$lo" -eq 0 ]; then
   echo "max_batch.sh: $model does not train at batch 1 within $cap GiB ($*)"
   exit 1
 fi
-peak=$(grep "\"batch\": $lo, \"fits\": true" "$out/max_batch.jsonl" | tail -1 | sed -E 's/.*"peak_memory_bytes": *([0-9]+).*/\1/')
+peak=$(sed -E 's/.*"peak_memory_bytes": *([0-9]+).*/\1/' <<< "$fitting")
 echo "max_batch.sh: $model trains at micro-batch $lo per GPU within $cap GiB, not at $hi ($ranks rank(s)${*:+, $*});" \
   "peak allocated $(awk -v b="$peak" 'BEGIN { printf "%.1f GiB", b / 2^30 }')"

@@ -8,6 +8,7 @@
 #endif
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/format_bytes.h"
 
 namespace dtrainer::dist {
 
@@ -42,15 +43,6 @@ int64_t peak_device_memory(const torch::Device& device) {
   // [0]: StatType::AGGREGATE (the enum moved namespaces across LibTorch versions)
   return c10::cuda::CUDACachingAllocator::getDeviceStats(device.index()).allocated_bytes[0].peak;
 }
-
-void limit_device_memory(const torch::Device& device, int64_t bytes) {
-  if (!device.is_cuda()) throw Error("device", device.str() + " has no allocator cap (a CUDA device's)");
-  const int64_t total = device_total_memory(device);
-  if (bytes <= 0 || bytes > total)
-    throw Error("device", "memory cap of " + std::to_string(bytes) + " bytes is outside 1.." + std::to_string(total) + " (" +
-                              device_name(device) + ")");
-  c10::cuda::CUDACachingAllocator::setMemoryFraction(static_cast<double>(bytes) / static_cast<double>(total), device.index());
-}
 #else
 namespace {
 // A CPU-only LibTorch: the CPU answers, a CUDA device is an error.
@@ -64,11 +56,21 @@ std::string device_uuid(const torch::Device& device) { return require_cpu(device
 int64_t device_total_memory(const torch::Device& device) { return require_cpu(device), 0; }
 void reset_peak_device_memory(const torch::Device& device) { require_cpu(device); }
 int64_t peak_device_memory(const torch::Device& device) { return require_cpu(device), 0; }
-void limit_device_memory(const torch::Device& device, int64_t) {
-  require_cpu(device);
-  throw Error("device", "cpu has no allocator cap (a CUDA device's)");
-}
 #endif
+
+void limit_device_memory(const std::string& field, const torch::Device& device, int64_t bytes) {
+  if (!device.is_cuda()) throw Error(field, "caps a GPU's allocator; this run is on " + device.str());
+#if DT_TORCH_CUDA
+  const int64_t total = device_total_memory(device);
+  if (bytes <= 0 || bytes > total)
+    throw Error(field, format_bytes(static_cast<double>(bytes)) + " is outside what " + device_name(device) + " has (" +
+                           format_bytes(static_cast<double>(total)) + ")");
+  c10::cuda::CUDACachingAllocator::setMemoryFraction(static_cast<double>(bytes) / static_cast<double>(total), device.index());
+#else
+  (void)bytes;
+  require_cpu(device);  // (throws: this LibTorch has no CUDA)
+#endif
+}
 
 void synchronize_device(const torch::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index());
