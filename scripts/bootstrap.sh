@@ -35,6 +35,7 @@ packages=(
   libhdf5-openmpi-dev                # parallel HDF5
   libtrilinos-kokkos-dev             # Kokkos host kernels
   catch2 libcli11-dev nlohmann-json3-dev libspdlog-dev
+  libtomlplusplus-dev zlib1g-dev     # job files (TOML), checkpoint checksums
   libceres-dev libeigen3-dev libpng-dev
   librsvg2-dev libcairo2-dev         # fitlaws --plot FILE.png (the SVG rendered by librsvg)
   python3 python3-numpy python3-h5py # independent references: numpy maths, h5py-written shards

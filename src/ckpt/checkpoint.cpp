@@ -2,18 +2,27 @@
 
 #include <hdf5.h>
 #include <mpi.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
+#include <zlib.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <regex>
 
 #include <torch/torch.h>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/file_io.h"
+#include "dtrainer/core/format_bytes.h"
 #include "dtrainer/core/remove_tree.h"
+#include "dtrainer/dist/agreement.h"
+#include "dtrainer/dist/mpi_runtime.h"
 #include "dtrainer/data/hdf5_lock.h"
 
 namespace fs = std::filesystem;
@@ -27,24 +36,7 @@ std::string step_name(int64_t step) {
   return buf;
 }
 
-void fsync_path(const fs::path& p) {
-  FILE* f = std::fopen(p.c_str(), "rb");
-  if (f) {
-    fsync(fileno(f));
-    std::fclose(f);
-  }
-}
-
-void write_text(const fs::path& p, const std::string& text) {
-  std::ofstream out(p, std::ios::binary);
-  out << text;
-  out.close();
-  if (!out) throw Error(p.string(), "cannot write");
-  fsync_path(p);
-}
-
-// Every complete checkpoint under root, oldest first.
-std::vector<std::pair<int64_t, fs::path>> complete_checkpoints(const fs::path& root) {
+std::vector<std::pair<int64_t, fs::path>> complete_checkpoint_paths(const fs::path& root) {
   std::vector<std::pair<int64_t, fs::path>> out;
   std::error_code ec;
   if (!fs::is_directory(root, ec)) return out;
@@ -59,12 +51,43 @@ std::vector<std::pair<int64_t, fs::path>> complete_checkpoints(const fs::path& r
   return out;
 }
 
-struct H5File {
-  hid_t id = -1;
-  ~H5File() {
-    if (id >= 0) H5Fclose(id);
+bool same_directory(const fs::path& a, const fs::path& b) {
+  std::error_code ec;
+  return fs::equivalent(a, b, ec);
+}
+
+// CRC-32 (zlib's) of a float tensor's bytes, in pieces zlib's length type can take.
+uint32_t crc_of(const void* data, int64_t bytes, uint32_t crc = 0) {
+  const auto* p = static_cast<const Bytef*>(data);
+  while (bytes > 0) {
+    const int64_t n = std::min<int64_t>(bytes, int64_t{1} << 30);
+    crc = static_cast<uint32_t>(crc32_z(crc, p, static_cast<z_size_t>(n)));
+    p += n;
+    bytes -= n;
   }
-};
+  return crc;
+}
+
+std::string crc_text(uint32_t crc) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "crc32:%08x", crc);
+  return buf;
+}
+
+// The innermost messages of HDF5's error stack (the library's own cause: "No space left on
+// device", an MPI-IO error), for messages that say why, not only what.
+herr_t collect_h5_error(unsigned n, const H5E_error2_t* e, void* out) {
+  auto* text = static_cast<std::string*>(out);
+  if (n < 3 && e->desc && *e->desc) *text += std::string(text->empty() ? "" : "; ") + e->desc;
+  return 0;
+}
+std::string h5_cause() {
+  const int err = errno;  // (before anything else can touch it: the system's reason, when there is one)
+  std::string text;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, collect_h5_error, &text);
+  if (err == ENOSPC || err == EDQUOT || err == EIO || err == EROFS || err == EFBIG) text += (text.empty() ? "" : "; ") + errno_message(err);
+  return text.empty() ? "HDF5 gave no reason" : text;
+}
 
 // Elements of a 1-D dataset; -1 for any other rank.
 int64_t vector_length(hid_t dset) {
@@ -82,20 +105,21 @@ torch::Tensor read_vector(hid_t file, const std::string& name, int64_t numel, co
   const int64_t n = vector_length(dset);
   if (n != numel) {
     H5Dclose(dset);
-    throw Error(where, "dataset " + name + " has " + std::to_string(std::max<int64_t>(n, 0)) + " elements, the model's unit has " +
-                           std::to_string(numel) + " (a checkpoint of a different model?)");
+    throw Error(where, "dataset " + name + " has " + std::to_string(std::max<int64_t>(n, 0)) + " elements where the model's unit has " +
+                           std::to_string(numel) + " (the checkpoint's model differs from this run's)");
   }
   torch::Tensor t = torch::empty({numel});
   const herr_t rc = H5Dread(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr<float>());
   H5Dclose(dset);
-  if (rc < 0) throw Error(where, "cannot read dataset " + name);
+  if (rc < 0) throw Error(where, "cannot read dataset " + name + ": " + h5_cause());
   return t;
 }
 
-// One dataset per unit and kind, `numel` long; every rank writes its shard's slice
-// [rank * shard, rank * shard + shard) clipped to numel (the padding is not stored), collectively.
-void write_slices(hid_t file, const std::string& name, const dist::UnitShard& s, const torch::Tensor& mine, int rank,
-                  const std::string& where) {
+// This rank's slice of one unit's dataset: [rank * shard, rank * shard + shard) clipped to numel
+// (the padding is not stored). Creates the dataset and writes collectively; returns the slice's
+// CRC and byte count. Throws (locally) on failure, after releasing what it opened.
+std::pair<uint32_t, int64_t> write_slices(hid_t file, const std::string& name, const dist::UnitShard& s, const torch::Tensor& mine,
+                                          int rank, const std::string& where) {
   const hsize_t n = static_cast<hsize_t>(s.numel);
   hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
   H5Pset_create_intermediate_group(lcpl, 1);
@@ -104,7 +128,7 @@ void write_slices(hid_t file, const std::string& name, const dist::UnitShard& s,
   H5Pclose(lcpl);
   if (dset < 0) {
     H5Sclose(fspace);
-    throw Error(where, "cannot create dataset " + name);
+    throw Error(where, "cannot create dataset " + name + ": " + h5_cause());
   }
   const int64_t first = rank * s.shard;
   const int64_t count = std::max<int64_t>(0, std::min<int64_t>(s.shard, s.numel - first));
@@ -113,102 +137,295 @@ void write_slices(hid_t file, const std::string& name, const dist::UnitShard& s,
   else H5Sselect_none(fspace);
   hid_t mspace = H5Screate_simple(1, &cnt, nullptr);
   if (count == 0) H5Sselect_none(mspace);
+  // Independent raw-data I/O: each rank writes its one contiguous slice with its own write, so a
+  // failing write fails on its rank alone and returns there (a failed *collective* write leaves
+  // the other ranks inside MPI-IO for good); the metadata stays collective and consistent.
   hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
-  H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+  H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT);
   const torch::Tensor data = mine.narrow(0, 0, count).to(torch::kCPU).contiguous();  // (shards on a GPU: a host copy)
+  errno = 0;
   const herr_t rc = H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, count > 0 ? data.data_ptr<float>() : nullptr);
+  const std::string cause = rc < 0 ? h5_cause() : "";
   H5Pclose(dxpl);
   H5Sclose(mspace);
   H5Sclose(fspace);
   H5Dclose(dset);
-  if (rc < 0) throw Error(where, "cannot write dataset " + name);
+  if (rc < 0) throw Error(where, "cannot write dataset " + name + ": " + diagnose_write_failure(fs::path(where).parent_path()) + " (HDF5: " + cause + ")");
+  const int64_t bytes = count * 4;
+  return {count > 0 ? crc_of(data.data_ptr(), bytes) : 0u, bytes};
+}
+
+// Free space for `bytes` more on the file system of `dir`, or an Error saying what would help.
+void check_free_space(const fs::path& dir, int64_t bytes) {
+  struct statvfs st {};
+  if (statvfs(dir.c_str(), &st) != 0) return;  // (unknown: the writes will tell)
+  const double free_bytes = static_cast<double>(st.f_bavail) * static_cast<double>(st.f_frsize);
+  const double need = static_cast<double>(bytes) * 1.02 + (1 << 20);
+  if (free_bytes < need)
+    throw Error(dir.string(), "not enough free space for the checkpoint: it needs " + format_bytes(need) + ", the file system has " +
+                                  format_bytes(free_bytes) + " free (free space, lower keep_ckpts, or choose another --run-dir)");
+}
+
+// Moves a checkpoint aside into <root>/superseded/ (a unique name there); returns the new path.
+fs::path move_aside(const fs::path& root, const fs::path& dir) {
+  const fs::path aside_root = root / "superseded";
+  fs::create_directories(aside_root);
+  fs::path to = aside_root / dir.filename();
+  for (int i = 1; fs::exists(to); ++i) to = aside_root / (dir.filename().string() + "." + std::to_string(i));
+  fs::rename(dir, to);
+  return to;
 }
 
 }  // namespace
 
-std::string save_checkpoint(const std::string& root_s, int64_t step, const dist::ShardedParameters& params,
-                            const std::vector<models::UnitLayout>& layout, const nlohmann::json& meta, int64_t keep) {
-  const fs::path root(root_s);
-  if (layout.size() != params.num_units()) throw Error("save_checkpoint", "the layout does not describe the sharded units");
-  for (size_t u = 0; u < layout.size(); ++u) {
-    const dist::UnitShard s = params.unit_shard(u);
-    if (layout[u].unit != s.name || layout[u].numel != s.numel)
-      throw Error("save_checkpoint", "layout unit " + layout[u].unit + " does not match sharded unit " + s.name);
+std::vector<std::pair<int64_t, std::string>> complete_checkpoints(const std::string& root) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  for (const auto& [step, p] : complete_checkpoint_paths(root)) out.emplace_back(step, p.string());
+  return out;
+}
+
+namespace {
+SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedParameters& params,
+                const std::vector<models::UnitLayout>& layout, const nlohmann::json& meta, const SaveOptions& options);
+}
+
+SaveResult save_checkpoint(const std::string& root, int64_t step, const dist::ShardedParameters& params,
+                           const std::vector<models::UnitLayout>& layout, const nlohmann::json& meta, const SaveOptions& options) {
+  try {
+    return save(root, step, params, layout, meta, options);
+  } catch (const CollectiveError& e) {
+    // (what is left to resume from: every rank says the same, from the same directory listing)
+    const auto all = complete_checkpoint_paths(root);
+    const std::string left = all.empty() ? "; this run has no complete checkpoint yet"
+                                         : "; the newest complete checkpoint, " + all.back().second.string() + ", is untouched";
+    throw CollectiveError(e.where(), "checkpoint of step " + std::to_string(step) + " failed: " + e.detail() + left, e.rank(),
+                          e.failures());
   }
+}
+
+namespace {
+SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedParameters& params,
+                const std::vector<models::UnitLayout>& layout, const nlohmann::json& meta, const SaveOptions& options) {
+  const MPI_Comm comm = MPI_COMM_WORLD;
+  const fs::path root(root_s);
   const fs::path final_dir = root / step_name(step);
   const fs::path tmp = root / (".tmp-" + step_name(step));
   const int rank = params.rank();
-  // Rank 0 decides whether this step is already saved (a resumed run reaching its own start) and
-  // prepares the directory; everyone learns the decision.
-  int exists = 0;
-  if (rank == 0) {
-    exists = fs::exists(final_dir / "COMPLETE") ? 1 : 0;
+  SaveResult result;
+  result.dir = final_dir.string();
+
+  // 1. Rank 0 checks and prepares; everyone learns the outcome. Nothing is written when the step
+  //    is the resumed checkpoint itself, or when the file system cannot hold the new one.
+  int64_t bytes = 0;
+  for (size_t u = 0; u < params.num_units(); ++u) {
+    const dist::UnitShard s = params.unit_shard(u);
+    bytes += s.numel * 4 * (s.ema.defined() ? 4 : 3);
+  }
+  int already = 0;
+  const auto remove_tmp = [&] {
+    if (rank == 0) try_remove_tree(tmp);
+  };
+  try {
+  dist::agree(comm, [&] {
+    if (layout.size() != params.num_units()) throw Error("save_checkpoint", "the layout does not describe the sharded units");
+    for (size_t u = 0; u < layout.size(); ++u) {
+      const dist::UnitShard s = params.unit_shard(u);
+      if (layout[u].unit != s.name || layout[u].numel != s.numel)
+        throw Error("save_checkpoint", "layout unit " + layout[u].unit + " does not match sharded unit " + s.name);
+    }
+    if (rank != 0) return;
+    if (!options.resumed_from.empty() && fs::exists(final_dir / "COMPLETE") && same_directory(final_dir, options.resumed_from)) {
+      already = 1;
+      return;
+    }
     fs::create_directories(root);
     for (const auto& e : fs::directory_iterator(root))  // leftovers of a run killed mid-save
       if (e.path().filename().string().rfind(".tmp-", 0) == 0) remove_tree(e.path());
-    if (!exists) fs::create_directories(tmp);
+    fs::create_directories(tmp);
+    check_free_space(tmp, bytes);
+  });
+  } catch (const CollectiveError&) {
+    remove_tmp();
+    throw;
   }
-  MPI_Bcast(&exists, 1, MPI_INT, 0, MPI_COMM_WORLD);
-  if (exists) return final_dir.string();
+  MPI_Bcast(&already, 1, MPI_INT, 0, comm);
+  if (already) {
+    result.already_saved = true;
+    return result;
+  }
 
-  // Parallel HDF5: every rank writes its own slices of every unit, collectively. Memory: nothing
-  // beyond the shards themselves; bandwidth: every rank's.
+  // 2. Parallel HDF5: every rank writes its own slices of every unit, collectively (no gather:
+  //    memory beyond the shards none, bandwidth every rank's). Each collective call is followed by
+  //    an agreement, so a failure on any rank is every rank's failure at the same point.
   const std::string h5 = (tmp / "state.h5").string();
   nlohmann::json units = nlohmann::json::array();
+  std::vector<std::string> names;
+  std::vector<uint64_t> sums;  // (crc, bytes) of this rank's slice, per dataset
+  auto cleanup = [&] {
+    if (rank == 0) try_remove_tree(tmp);
+  };
   {
     std::lock_guard<std::mutex> lock(data::hdf5_mutex());  // (the loaders' threads wait meanwhile)
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL);
-    H5File file;
-    file.id = H5Fcreate(h5.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    H5Pclose(fapl);
-    if (file.id < 0) throw Error(h5, "cannot create the checkpoint file");
-    for (size_t u = 0; u < params.num_units(); ++u) {
-      const dist::UnitShard s = params.unit_shard(u);
-      units.push_back({{"name", s.name}, {"numel", s.numel}});
-      const std::string g = "units/" + s.name + "/";
-      write_slices(file.id, g + "params", s, s.params, rank, h5);
-      write_slices(file.id, g + "m", s, s.m, rank, h5);
-      write_slices(file.id, g + "v", s, s.v, rank, h5);
-      if (s.ema.defined()) write_slices(file.id, g + "ema", s, s.ema, rank, h5);
+    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+    hid_t file = -1;
+    try {
+      dist::agree(comm, [&] {
+        hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+        H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
+        file = H5Fcreate(h5.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+        H5Pclose(fapl);
+        if (file < 0) throw Error(h5, "cannot create the checkpoint file: " + h5_cause());
+      });
+      try {
+        for (size_t u = 0; u < params.num_units(); ++u) {
+          const dist::UnitShard s = params.unit_shard(u);
+          units.push_back({{"name", s.name}, {"numel", s.numel}});
+          std::vector<std::pair<const char*, const torch::Tensor*>> kinds = {{"params", &s.params}, {"m", &s.m}, {"v", &s.v}};
+          if (s.ema.defined()) kinds.push_back({"ema", &s.ema});
+          for (const auto& [kind, t] : kinds) {
+            const std::string name = "units/" + s.name + "/" + kind;
+            dist::agree(comm, [&] {
+              const auto [crc, n] = write_slices(file, name, s, *t, rank, h5);
+              names.push_back(name);
+              sums.push_back(crc);
+              sums.push_back(static_cast<uint64_t>(n));
+            });
+          }
+        }
+      } catch (const CollectiveError&) {
+        // Every rank stops here, but HDF5 cannot close a parallel file whose write failed on some
+        // ranks: its close then runs different collectives on different ranks (measured: one rank
+        // in the metadata flush's barrier, another in the truncate's broadcast) and never returns.
+        // The file is abandoned instead, and the job ends without MPI_Finalize (whose HDF5 hook
+        // would try that close again).
+        dist::abandon_collective_state("the checkpoint file " + h5 + " after a failed write");
+        throw;
+      }
+      dist::agree(comm, [&] {
+        const herr_t rc = H5Fclose(file);
+        file = -1;
+        if (rc < 0) throw Error(h5, "cannot close the checkpoint file (data not all on disk): " + h5_cause());
+      });
+    } catch (const CollectiveError&) {
+      cleanup();
+      throw;
     }
-    const herr_t rc = H5Fclose(file.id);
-    file.id = -1;
-    if (rc < 0) throw Error(h5, "cannot close the checkpoint file");
+  }
+
+  // 3. Checksums: rank 0 combines the ranks' slice CRCs in rank order (the dataset's byte order).
+  std::vector<uint64_t> all(rank == 0 ? sums.size() * static_cast<size_t>(params.world()) : 0);
+  MPI_Gather(sums.data(), static_cast<int>(sums.size()), MPI_UINT64_T, all.data(), static_cast<int>(sums.size()), MPI_UINT64_T, 0, comm);
+
+  // 4. Rank 0 publishes: manifest, COMPLETE, rename; then moves aside newer checkpoints of an
+  //    abandoned trajectory and rotates old ones.
+  try {
+    dist::agree(comm, [&] {
+      if (rank != 0) return;
+      fsync_path(h5);
+      nlohmann::json checksums = nlohmann::json::object();
+      for (size_t d = 0; d < names.size(); ++d) {
+        uint32_t crc = 0;
+        for (int r = 0; r < params.world(); ++r) {
+          const uint64_t* rs = all.data() + static_cast<size_t>(r) * sums.size();
+          crc = static_cast<uint32_t>(crc32_combine(crc, static_cast<uLong>(rs[2 * d]), static_cast<z_off_t>(rs[2 * d + 1])));
+        }
+        checksums[names[d]] = crc_text(crc);
+      }
+      nlohmann::json m = meta;
+      m["step"] = step;
+      m["saved_by_world_size"] = params.world();
+      m["units"] = units;
+      m["optimizer_steps"] = params.steps();
+      m["layout"] = layout_to_json(layout);
+      m["checksums"] = checksums;
+      m["format"] = "dtrainer-checkpoint";
+      m["format_version"] = kCheckpointFormatVersion;
+      write_file_atomic(tmp / "meta.json", m.dump(2));
+      write_file_atomic(tmp / "COMPLETE", "step " + std::to_string(step) + "\n");
+      result.bytes = static_cast<int64_t>(fs::file_size(h5));
+      if (fs::exists(final_dir)) {  // another trajectory's step_N: the new one replaces it
+        const fs::path old = root / (".old-" + step_name(step));
+        remove_tree(old);
+        fs::rename(final_dir, old);
+        std::error_code ec;
+        fs::rename(tmp, final_dir, ec);
+        if (ec) {
+          fs::rename(old, final_dir);
+          throw Error(final_dir.string(), "cannot move the new checkpoint into place: " + ec.message());
+        }
+        remove_tree(old);
+        result.replaced = true;
+      } else {
+        fs::rename(tmp, final_dir);
+      }
+      fsync_path(root);
+    });
+  } catch (const CollectiveError&) {
+    cleanup();
+    throw;
   }
   if (rank == 0) {
-    fsync_path(h5);
-    nlohmann::json m = meta;
-    m["step"] = step;
-    m["saved_by_world_size"] = params.world();
-    m["units"] = units;
-    m["optimizer_steps"] = params.steps();
-    m["layout"] = layout_to_json(layout);
-    m["format"] = "dtrainer-checkpoint";
-    m["format_version"] = kCheckpointFormatVersion;
-    write_text(tmp / "meta.json", m.dump(2));
-    write_text(tmp / "COMPLETE", "step " + std::to_string(step) + "\n");
-    fs::rename(tmp, final_dir);
-    fsync_path(root);
-    auto all = complete_checkpoints(root);
-    for (size_t i = 0; i + static_cast<size_t>(keep) < all.size(); ++i) remove_tree(all[i].second);
+    // Housekeeping after the new checkpoint is safe: a failure here loses nothing, so it is
+    // reported, not thrown.
+    try {
+      for (const auto& [s, dir] : complete_checkpoint_paths(root))
+        if (s > step) result.superseded.push_back(move_aside(root, dir).string());
+      auto kept = complete_checkpoint_paths(root);
+      for (size_t i = 0; i + static_cast<size_t>(std::max<int64_t>(options.keep, 1)) < kept.size(); ++i) {
+        remove_tree(kept[i].second);
+        result.removed.push_back(kept[i].second.string());
+      }
+    } catch (const std::exception& e) {
+      result.warnings.push_back(std::string("checkpoint rotation: ") + e.what());
+    }
   }
-  MPI_Barrier(MPI_COMM_WORLD);  // published before anyone goes on (or exits)
-  return final_dir.string();
+  MPI_Barrier(comm);  // published before anyone goes on (or exits)
+  return result;
 }
+}  // namespace
 
 std::optional<std::string> latest_checkpoint(const std::string& root) {
-  auto all = complete_checkpoints(root);
+  auto all = complete_checkpoint_paths(root);
   if (all.empty()) return std::nullopt;
   return all.back().second.string();
 }
 
-nlohmann::json load_checkpoint(const std::string& dir, dist::ShardedParameters& params) {
+namespace {
+
+// The first difference between the checkpoint's parameter layout and the model's, in words.
+std::string layout_difference(const std::vector<models::UnitLayout>& saved, const std::vector<models::UnitLayout>& model) {
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& u : model)
+    for (const auto& t : u.tensors) shapes[t.name] = t.shape;
+  size_t saved_tensors = 0;
+  for (const auto& u : saved)
+    for (const auto& t : u.tensors) {
+      ++saved_tensors;
+      const auto it = shapes.find(t.name);
+      if (it == shapes.end()) return "its tensor '" + t.name + "' is not in this run's model";
+      if (it->second != t.shape)
+        return "tensor '" + t.name + "' is " + c10::str(c10::IntArrayRef(t.shape)) + " in the checkpoint, " +
+               c10::str(c10::IntArrayRef(it->second)) + " in this run's model";
+    }
+  if (saved_tensors != shapes.size())
+    return "the checkpoint has " + std::to_string(saved_tensors) + " tensors, this run's model " + std::to_string(shapes.size());
+  return "";
+}
+
+}  // namespace
+
+nlohmann::json load_checkpoint(const std::string& dir, dist::ShardedParameters& params, const std::vector<models::UnitLayout>* model_layout) {
   const CheckpointReader ck(dir);
+  if (model_layout && ck.meta().contains("layout")) {
+    const std::string diff = layout_difference(ck.layout(), *model_layout);
+    if (!diff.empty())
+      throw Error(dir, "was saved by a different model: " + diff +
+                           " (resume it with the model settings it was saved with: model, model_set, the data's shapes)");
+  }
   const auto units = ck.units();
   if (units.size() != params.num_units())
     throw Error(ck.state_file(), "the checkpoint has " + std::to_string(units.size()) + " units, the model " +
-                                     std::to_string(params.num_units()) + " (a different model?)");
+                                     std::to_string(params.num_units()) + " (saved by a different model)");
   for (size_t u = 0; u < params.num_units(); ++u) {
     const dist::UnitShard mine = params.unit_shard(u);
     if (units[u].first != mine.name)
@@ -311,9 +528,31 @@ bool CheckpointReader::has_ema() const {
   return !all.empty();
 }
 
-torch::Tensor CheckpointReader::read(const std::string& unit, const std::string& kind, int64_t numel) const {
-  std::lock_guard<std::mutex> lock(data::hdf5_mutex());
-  return read_vector(file_, "units/" + unit + "/" + kind, numel, h5_);
+bool CheckpointReader::has_checksums() const { return meta_.contains("checksums") && meta_["checksums"].is_object(); }
+
+std::string CheckpointReader::checksum_problem(const std::string& unit, const std::string& kind, const torch::Tensor& data) const {
+  if (!has_checksums()) return "";
+  const std::string name = "units/" + unit + "/" + kind;
+  const auto& sums = meta_["checksums"];
+  if (!sums.contains(name) || !sums[name].is_string())
+    return name + ": no checksum in meta.json (a manifest edited by hand, or mixed checkpoints?)";
+  const std::string want = sums[name].get<std::string>();
+  const std::string got = crc_text(crc_of(data.data_ptr(), data.numel() * 4));
+  if (got == want) return "";
+  return name + ": corrupt: its checksum is " + got + ", the manifest recorded " + want + " when it was saved (bit flips on disk, or a torn copy)";
+}
+
+torch::Tensor CheckpointReader::read(const std::string& unit, const std::string& kind, int64_t numel, bool verify) const {
+  torch::Tensor t;
+  {
+    std::lock_guard<std::mutex> lock(data::hdf5_mutex());
+    t = read_vector(file_, "units/" + unit + "/" + kind, numel, h5_);
+  }
+  if (verify) {
+    const std::string problem = checksum_problem(unit, kind, t);
+    if (!problem.empty()) throw Error(h5_, problem);
+  }
+  return t;
 }
 
 nlohmann::json layout_to_json(const std::vector<models::UnitLayout>& layout) {

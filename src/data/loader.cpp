@@ -121,6 +121,8 @@ Batch Loader::load_batch(int64_t g) const {
       if (!torch::isfinite(prompts[i]).all().item<bool>())
         throw Error(shard->path(), "image " + std::to_string(local) + ": caption " + std::to_string(caption) +
                                        " has NaN or Inf token embeddings");
+    } catch (const ShardChangedError&) {
+      throw;  // (the data changed under the run: never a bad sample to skip)
     } catch (const Error&) {
       if (!config_.skip_bad_samples) throw;
       unreadable[i] = true;

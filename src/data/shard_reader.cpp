@@ -1,10 +1,14 @@
 #include "dtrainer/data/shard_reader.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <mutex>
 
 #include <torch/torch.h>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/file_io.h"
 #include "dtrainer/data/hdf5_lock.h"
 #include "hdf5_io.h"
 
@@ -13,6 +17,34 @@ namespace dtrainer::data {
 struct ShardReader::Handles {
   h5::Handle file, latents, tokens;
 };
+
+namespace {
+
+bool stat_identity(const std::string& path, uint64_t& dev, uint64_t& ino, int64_t& size, int64_t& mtime_ns) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return false;
+  dev = st.st_dev;
+  ino = st.st_ino;
+  size = st.st_size;
+  mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  return true;
+}
+
+}  // namespace
+
+void ShardReader::check_unchanged() const {
+  Identity now;
+  if (!stat_identity(path_, now.dev, now.ino, now.size, now.mtime_ns))
+    throw ShardChangedError(path_, "disappeared while the run reads it (" + errno_message(errno) + "); restore it and resume");
+  if (now.dev != identity_.dev || now.ino != identity_.ino)
+    throw ShardChangedError(path_, "was replaced by another file while the run reads it; the data of a run must not change: "
+                                   "restore it, or start a new run on the new data");
+  if (now.size != identity_.size || now.mtime_ns != identity_.mtime_ns)
+    throw ShardChangedError(path_, "changed while the run reads it (" + std::to_string(identity_.size) + " bytes when opened, " +
+                                       std::to_string(now.size) + " now" + (now.size == identity_.size ? ", rewritten" : "") +
+                                       "): reads of a truncated or rewritten HDF5 file return zeros. Restore the shard (never "
+                                       "copy over the shards of a running job) and resume from the last checkpoint");
+}
 
 ShardReader::~ShardReader() {
   if (h_) {
@@ -25,8 +57,15 @@ ShardReader& ShardReader::operator=(ShardReader&&) noexcept = default;
 
 ShardReader::ShardReader(const std::string& path) : path_(path), h_(std::make_unique<Handles>()) {
   std::lock_guard<std::mutex> lock(hdf5_mutex());
+  if (!stat_identity(path, identity_.dev, identity_.ino, identity_.size, identity_.mtime_ns))
+    throw Error(path, "cannot open: " + errno_message(errno));
   h_->file = h5::open_file_readonly(path);
   const hid_t f = h_->file.get();
+  {  // (HDF5 checks this at open too; a file cut short between the stat and the open is caught here)
+    haddr_t eoa = 0;
+    if (H5Fget_eoa(f, &eoa) >= 0 && static_cast<int64_t>(eoa) > identity_.size)
+      throw Error(path, "truncated: HDF5 addresses " + std::to_string(eoa) + " bytes, the file has " + std::to_string(identity_.size));
+  }
   header_.schema_version = h5::read_int_attr(f, "schema_version", path);
   if (header_.schema_version != kShardSchemaVersion)
     throw Error(path, "shard schema version " + std::to_string(header_.schema_version) + ", this dtrainer reads version " +
@@ -103,6 +142,7 @@ void ShardReader::read_latent_into(int64_t image, void* out) const {
   const int64_t elems = latent_shape_[0] * latent_shape_[1] * latent_shape_[2];
   std::lock_guard<std::mutex> lock(hdf5_mutex());
   h5::read_rows(h_->latents.get(), image, 1, elems, latent_dtype_, out, path_ + ": image " + std::to_string(image));
+  check_unchanged();
   bytes_read_ += elems * element_bytes(latent_dtype_);
 }
 
@@ -112,6 +152,7 @@ void ShardReader::read_tokens_into(int64_t caption, void* out) const {
   std::lock_guard<std::mutex> lock(hdf5_mutex());
   h5::read_rows(h_->tokens.get(), token_offsets_[caption], L, header_.text_dim, token_dtype_, out,
                 path_ + ": caption " + std::to_string(caption));
+  check_unchanged();
   bytes_read_ += L * header_.text_dim * element_bytes(token_dtype_);
 }
 
@@ -132,6 +173,7 @@ torch::Tensor ShardReader::read_latent_rows(int64_t row, int64_t count) const {
   std::lock_guard<std::mutex> lock(hdf5_mutex());
   h5::read_rows(h_->latents.get(), row, count, latent_shape_[0] * latent_shape_[1] * latent_shape_[2], latent_dtype_,
                 t.data_ptr(), path_ + ": images " + std::to_string(row) + ".." + std::to_string(row + count - 1));
+  check_unchanged();
   return t;
 }
 
@@ -140,6 +182,7 @@ torch::Tensor ShardReader::read_token_rows(int64_t row, int64_t count) const {
   std::lock_guard<std::mutex> lock(hdf5_mutex());
   h5::read_rows(h_->tokens.get(), row, count, header_.text_dim, token_dtype_, t.data_ptr(),
                 path_ + ": token rows " + std::to_string(row) + ".." + std::to_string(row + count - 1));
+  check_unchanged();
   return t;
 }
 

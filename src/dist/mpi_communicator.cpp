@@ -33,7 +33,14 @@ class MpiWork final : public Work {
     return done_;
   }
   ~MpiWork() override {
-    if (!done_) MPI_Wait(&request_, MPI_STATUS_IGNORE);  // never leave MPI writing into freed memory
+    if (done_) return;
+    if (unwinding()) {
+      // A failing rank must not wait for peers that may never come (the job is ending): the
+      // buffers stay alive for MPI, deliberately leaked.
+      new std::vector<torch::Tensor>(std::move(keep_));
+      return;
+    }
+    MPI_Wait(&request_, MPI_STATUS_IGNORE);  // never leave MPI writing into freed memory
   }
 
  private:

@@ -12,11 +12,15 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
   MPI_Initialized(&initialised);
   if (!initialised) {
     int provided = 0;
-    if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+    // MULTIPLE lets the watchdog thread survey the ranks (dist/watchdog.h); FUNNELED is enough to train.
+    if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS)
       throw Error("mpi", "MPI_Init_thread failed");
     if (provided < MPI_THREAD_FUNNELED) throw Error("mpi", "the MPI library does not support MPI_THREAD_FUNNELED");
     owns_ = true;
   }
+  int level = 0;
+  MPI_Query_thread(&level);
+  thread_multiple_ = level >= MPI_THREAD_MULTIPLE;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &world_);
   MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node_comm_);
@@ -38,11 +42,29 @@ void MpiRuntime::abort_job(const std::string& message, int code) const {
   std::_Exit(code);  // MPI_Abort does not return; this is for the type system
 }
 
+namespace {
+std::string g_abandoned;  // what was abandoned (empty: nothing)
+}  // namespace
+
+void abandon_collective_state(const std::string& what) { g_abandoned = what; }
+
 int run_ranks(int* argc, char*** argv, const std::function<int(MpiRuntime&)>& body) {
   MpiRuntime runtime(argc, argv);
   set_log_rank(runtime.rank(), runtime.world());
   try {
     return body(runtime);
+  } catch (const CollectiveError& e) {
+    // Every rank holds this error (dist/agreement.h): end normally, all non-zero, one message.
+    if (runtime.rank() == 0) {
+      std::fprintf(stderr, "error: %s\n", e.what());
+      std::fflush(stderr);
+    }
+    if (!g_abandoned.empty()) {
+      std::fflush(stdout);
+      MPI_Barrier(MPI_COMM_WORLD);  // (rank 0 has spoken before anyone leaves)
+      std::_Exit(1);
+    }
+    return 1;
   } catch (const std::exception& e) {
     runtime.abort_job(std::string("error: ") + e.what());
   } catch (...) {

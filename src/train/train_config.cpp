@@ -1,7 +1,14 @@
 #include "dtrainer/train/train_config.h"
 
+#include <cerrno>
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <limits>
+#include <type_traits>
 #include <functional>
 #include <set>
 #include <sstream>
@@ -9,6 +16,8 @@
 #include <CLI/CLI.hpp>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/parse.h"
+#include "dtrainer/train/job_file.h"
 
 namespace dtrainer::train {
 namespace {
@@ -46,14 +55,104 @@ std::string toml_value(const std::vector<T>& v) {
   return out + "]";
 }
 
+// ---- Value checks with messages that say what was wrong -----------------------------------
+// (CLI11's PositiveNumber / Range print "Value 0 not in range 0.000000 to 1797693..." for a zero,
+// a negative value and a word alike, and its integer conversion clamps what overflows.)
+
+// An integer in [lo, hi]: not a word, not a fraction, not out of int64's range.
+CLI::Validator integer_in(int64_t lo, int64_t hi = std::numeric_limits<int64_t>::max()) {
+  return CLI::Validator(
+      [lo, hi](std::string& text) -> std::string {
+        int64_t v = 0;
+        try {
+          v = parse_int("", text);
+        } catch (const Error& e) {
+          return e.detail() + (e.detail().find("out of range") != std::string::npos
+                                   ? " (at most " + std::to_string(std::numeric_limits<int64_t>::max()) + ")"
+                                   : "");
+        }
+        if (v < lo) return "must be at least " + std::to_string(lo) + ", got " + text;
+        if (v > hi) return "must be at most " + std::to_string(hi) + ", got " + text;
+        return "";
+      },
+      lo == std::numeric_limits<int64_t>::min() ? "INT" : "INT>=" + std::to_string(lo), "integer");
+}
+
+CLI::Validator unsigned_integer() {
+  return CLI::Validator(
+      [](std::string& text) -> std::string {
+        errno = 0;
+        char* end = nullptr;
+        if (text.empty() || text[0] == '-') return "expected a non-negative integer, got '" + text + "'";
+        std::strtoull(text.c_str(), &end, 10);
+        if (end != text.c_str() + text.size()) return "expected a non-negative integer, got '" + text + "'";
+        if (errno == ERANGE) return "integer '" + text + "' is out of range (at most 18446744073709551615)";
+        return "";
+      },
+      "UINT", "unsigned");
+}
+
+// A finite number in [lo, hi] (open at lo when lo_open): NaN and infinities never pass.
+CLI::Validator number_in(double lo, double hi, bool lo_open = false, const std::string& hint = "") {
+  return CLI::Validator(
+      [=](std::string& text) -> std::string {
+        errno = 0;
+        char* end = nullptr;
+        const double v = std::strtod(text.c_str(), &end);
+        if (text.empty() || end != text.c_str() + text.size()) return "expected a number, got '" + text + "'";
+        if (!std::isfinite(v) || errno == ERANGE) return "must be a finite number, got " + text + hint;
+        auto bound = [](double b) {
+          char buf[32];
+          std::snprintf(buf, sizeof buf, "%g", b);
+          return std::string(buf);
+        };
+        const bool lo_inf = lo == -std::numeric_limits<double>::max(), hi_inf = hi == std::numeric_limits<double>::max();
+        if (lo_open ? !(v > lo) : !(v >= lo)) {
+          if (hi_inf) return std::string("must be ") + (lo_open ? "greater than " : "at least ") + bound(lo) + ", got " + text + hint;
+          return "must be in " + std::string(lo_open ? "(" : "[") + bound(lo) + ", " + bound(hi) + "], got " + text + hint;
+        }
+        if (v > hi) return (lo_inf ? "must be at most " + bound(hi) : "must be in [" + bound(lo) + ", " + bound(hi) + "]") + ", got " + text + hint;
+        return "";
+      },
+      "NUMBER", "number");
+}
+constexpr double kMax = std::numeric_limits<double>::max();
+
+// The job file's items, from toml++ (CLI11's own reader accepts malformed TOML).
+class JobFileReader : public CLI::Config {
+ public:
+  explicit JobFileReader(std::string path) : path_(std::move(path)) {}
+  std::string to_config(const CLI::App*, bool, bool, std::string) const override { return ""; }
+  std::vector<CLI::ConfigItem> from_config(std::istream& in) const override {
+    const std::string text(std::istreambuf_iterator<char>(in), {});
+    std::vector<CLI::ConfigItem> out;
+    for (const JobItem& j : parse_job_toml(text, path_)) {
+      CLI::ConfigItem item;
+      item.name = j.key;
+      item.inputs = j.values;
+      out.push_back(std::move(item));
+    }
+    return out;
+  }
+
+ private:
+  std::string path_;
+};
+
 // Every field's TOML line, in registration order (filled by add_train_options through opt/flag).
 using TomlLines = std::vector<std::pair<std::string, std::function<std::string()>>>;
 
+// Every numeric option gets its type's check (integers exactly, numbers finite); a field's own
+// range check is added with ->check() and replaces nothing.
 template <typename T>
 CLI::Option* opt(CLI::App& app, const std::string& group, const std::string& key, T& field, const std::string& help,
                  TomlLines* lines) {
   if (lines) lines->emplace_back(key, [&field] { return toml_value(field); });
-  return app.add_option(names(key), field, help)->group(group)->capture_default_str();
+  CLI::Option* o = app.add_option(names(key), field, help)->group(group)->capture_default_str();
+  if constexpr (std::is_same_v<T, int64_t>) o->check(integer_in(std::numeric_limits<int64_t>::min()));
+  if constexpr (std::is_same_v<T, uint64_t>) o->check(unsigned_integer());
+  if constexpr (std::is_same_v<T, double> || std::is_same_v<T, std::vector<double>>) o->check(number_in(-kMax, kMax));
+  return o;
 }
 
 CLI::Option* flag(CLI::App& app, const std::string& group, const std::string& key, bool& field, const std::string& help,
@@ -89,9 +188,8 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
   app.set_config("--config", "", "TOML file of options (flat snake_case keys); the command line overrides it")
       ->group("Run")
       ->check(CLI::ExistingFile);
-  const auto& positive = CLI::PositiveNumber;
-  const auto& non_negative = CLI::NonNegativeNumber;
-  const CLI::Range probability(0.0, 1.0);
+  const CLI::Validator positive = integer_in(1), non_negative = integer_in(0);
+  const CLI::Validator probability = number_in(0.0, 1.0);
 
   const std::string run = "Run";
   opt(app, run, "name", c.name, "run name; the run directory defaults to runs/<name>", lines);
@@ -110,7 +208,16 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   opt(app, run, "threads", c.threads, "compute threads per rank (0: cores on this node / ranks on it)", lines)->check(non_negative);
   opt(app, run, "max_bad_steps", c.max_bad_steps, "abort after this many consecutive steps with a non-finite loss or gradient", lines)->check(positive);
-  opt(app, run, "peak_tflops", c.peak_tflops, "peak TFLOP/s per rank for MFU (0: measure a matmul at start-up: fp32 on the CPU, the compute dtype on a GPU)", lines)->check(CLI::NonNegativeNumber);
+  opt(app, run, "watchdog_timeout", c.watchdog_timeout,
+      "seconds any phase of the loop (data, step, eval, sample, checkpoint) may run before the watchdog ends the job, "
+      "naming the ranks that did not arrive (0: no watchdog)", lines)->check(number_in(0.0, kMax));
+  opt(app, run, "watchdog_factor", c.watchdog_factor,
+      "...and a phase running longer than this many times its recent median (and watchdog_min) ends it too (0: the timeout only)",
+      lines)->check(number_in(0.0, kMax));
+  opt(app, run, "watchdog_min", c.watchdog_min, "seconds below which the relative bound never fires", lines)->check(number_in(0.0, kMax));
+  flag(app, run, "ignore_memory_check", c.ignore_memory_check,
+       "start even when the plan's memory per rank exceeds what this node has available (the check runs at start-up)", lines);
+  opt(app, run, "peak_tflops", c.peak_tflops, "peak TFLOP/s per rank for MFU (0: measure a matmul at start-up: fp32 on the CPU, the compute dtype on a GPU)", lines)->check(number_in(0.0, kMax));
 
   const std::string model = "Model";
   opt(app, model, "model", c.model, "backbone preset (dtmodel list)", lines);
@@ -128,39 +235,43 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
 
   const std::string data = "Data";
   opt(app, data, "data", c.data, "shard directories, or synthetic:shapes (generated once in <run_dir>/data)", lines);
-  opt(app, data, "data_weights", c.data_weights, "mixing weights of the data directories (default: equal)", lines);
+  opt(app, data, "data_weights", c.data_weights, "mixing weights of the data directories (default: equal)", lines)
+      ->check(number_in(0.0, kMax, true));
   opt(app, data, "eval_data", c.eval_data, "held-out shard directories (synthetic data gets a held-out set of its own)", lines);
   opt(app, data, "synthetic_images", c.synthetic_images, "images in the synthetic dataset", lines)->check(positive);
   opt(app, data, "synthetic_image_size", c.synthetic_image_size, "pixels per side of the synthetic images (a multiple of 8)", lines)
-      ->check(CLI::Range(int64_t{8}, int64_t{512}));
+      ->check(integer_in(8, 512));
   opt(app, data, "global_batch", c.global_batch, "samples per optimizer step, over all ranks", lines)->check(positive);
   opt(app, data, "micro_batch", c.micro_batch, "samples per rank per forward (0: global_batch / ranks); accumulation = global / (ranks x micro)", lines)->check(non_negative);
   opt(app, data, "workers", c.workers, "loader threads per rank", lines)->check(positive);
   opt(app, data, "prefetch", c.prefetch, "batches prepared ahead per rank", lines)->check(non_negative);
   opt(app, data, "p_synthetic_caption", c.p_synthetic_caption, "[S1] probability of a synthetic caption", lines)->check(probability);
   opt(app, data, "synthetic_top_k", c.synthetic_top_k, "[S1] synthetic caption chosen among the top k", lines)->check(positive);
+  flag(app, data, "skip_bad_samples", c.skip_bad_samples,
+       "drop (and count: skipped_samples in metrics.jsonl) samples with unreadable or non-finite data instead of failing", lines);
   flag(app, data, "random_flip", c.random_flip, "horizontal flips (p = 0.5), flagged in the controls", lines);
   opt(app, data, "text_padding", c.text_padding, "zero | replicate | noisy_replicate", lines)->check(CLI::IsMember({"zero", "replicate", "noisy_replicate"}));
   opt(app, data, "max_tokens", c.max_tokens, "text tokens T the model attends to", lines)->check(positive);
 
   const std::string optim = "Optimizer";
-  opt(app, optim, "lr", c.lr, "peak learning rate", lines)->check(CLI::PositiveNumber);
-  opt(app, optim, "beta1", c.beta1, "AdamW beta1", lines)->check(CLI::Range(0.0, 0.999999));
-  opt(app, optim, "beta2", c.beta2, "AdamW beta2", lines)->check(CLI::Range(0.0, 0.999999));
-  opt(app, optim, "eps", c.eps, "AdamW epsilon", lines)->check(CLI::PositiveNumber);
-  opt(app, optim, "weight_decay", c.weight_decay, "AdamW decoupled weight decay", lines)->check(CLI::NonNegativeNumber);
+  opt(app, optim, "lr", c.lr, "peak learning rate", lines)->check(number_in(0.0, kMax, /*lo_open=*/true));
+  opt(app, optim, "beta1", c.beta1, "AdamW beta1", lines)->check(number_in(0.0, 0.999999));
+  opt(app, optim, "beta2", c.beta2, "AdamW beta2", lines)->check(number_in(0.0, 0.999999));
+  opt(app, optim, "eps", c.eps, "AdamW epsilon", lines)->check(number_in(0.0, kMax, true));
+  opt(app, optim, "weight_decay", c.weight_decay, "AdamW decoupled weight decay", lines)->check(number_in(0.0, kMax));
   opt(app, optim, "warmup_steps", c.warmup_steps, "linear warm-up steps", lines)->check(non_negative);
   opt(app, optim, "lr_schedule", c.lr_schedule, "after warm-up: constant | cosine", lines)->check(CLI::IsMember({"constant", "cosine"}));
   opt(app, optim, "min_lr_ratio", c.min_lr_ratio, "cosine ends at lr x this", lines)->check(probability);
-  opt(app, optim, "max_grad_norm", c.max_grad_norm, "global gradient-norm clipping (<= 0: off)", lines);
-  opt(app, optim, "ema_decay", c.ema_decay, "EMA of the weights (0: off); samples use the EMA when on", lines)->check(CLI::Range(0.0, 0.999999999));
+  opt(app, optim, "max_grad_norm", c.max_grad_norm, "global gradient-norm clipping (<= 0: off)", lines)
+      ->check(number_in(-kMax, kMax, false, " (0 turns clipping off)"));
+  opt(app, optim, "ema_decay", c.ema_decay, "EMA of the weights (0: off); samples use the EMA when on", lines)->check(number_in(0.0, 0.999999999));
 
   const std::string diff = "Diffusion";
   opt(app, diff, "target", c.target, "eps | v | flow", lines)->check(CLI::IsMember({"eps", "v", "flow"}));
   opt(app, diff, "loss_weighting", c.loss_weighting, "none | sigma_inv_sq | min_snr", lines)->check(CLI::IsMember({"none", "sigma_inv_sq", "min_snr"}));
   opt(app, diff, "timestep_sampling", c.timestep_sampling, "uniform | logit_normal", lines)->check(CLI::IsMember({"uniform", "logit_normal"}));
   opt(app, diff, "beta_schedule", c.beta_schedule, "scaled_linear | linear | cosine", lines)->check(CLI::IsMember({"scaled_linear", "linear", "cosine"}));
-  opt(app, diff, "num_timesteps", c.num_timesteps, "diffusion steps T", lines)->check(CLI::Range(int64_t{2}, int64_t{100000}));
+  opt(app, diff, "num_timesteps", c.num_timesteps, "diffusion steps T", lines)->check(integer_in(2, 100000));
   flag(app, diff, "zero_terminal_snr", c.zero_terminal_snr, "rescale the schedule to zero terminal SNR (needs target = v)", lines);
   opt(app, diff, "p_drop_text", c.p_drop_text, "classifier-free-guidance text dropout", lines)->check(probability);
   opt(app, diff, "p_drop_control", c.p_drop_control, "[S2] control-condition dropout", lines)->check(probability);
@@ -169,7 +280,7 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
   const std::string samples = "Samples";
   opt(app, samples, "sample_count", c.sample_count, "prompts sampled per grid", lines)->check(non_negative);
   opt(app, samples, "sample_steps", c.sample_steps, "DDIM / Euler steps", lines)->check(positive);
-  opt(app, samples, "guidance_scale", c.guidance_scale, "classifier-free guidance scale", lines)->check(CLI::NonNegativeNumber);
+  opt(app, samples, "guidance_scale", c.guidance_scale, "classifier-free guidance scale", lines)->check(number_in(0.0, kMax));
 }
 
 }  // namespace
@@ -184,22 +295,15 @@ void parse_train_config(CLI::App& app, int argc, const char* const* argv) {
     else if (a.rfind("--config=", 0) == 0) file = a.substr(9);
   }
   if (!file.empty()) {
-    std::ifstream in(file);
-    if (!in) throw Error(file, "cannot open the config file");
-    std::vector<CLI::ConfigItem> items;
-    try {
-      items = CLI::ConfigTOML().from_config(in);
-    } catch (const CLI::ParseError& e) {
-      throw Error(file, std::string("not valid TOML: ") + e.what());
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(file, ec)) throw Error(file, "no such config file");
+    for (const JobItem& item : read_job_file(file)) {
+      const CLI::Option* o = app.get_option_no_throw("--" + item.key);
+      if (!o || item.key == "config")
+        throw Error(file + ":" + std::to_string(item.line) + ":" + std::to_string(item.column),
+                    "unknown key '" + item.key + "' (dtrainer --help lists the options; TOML keys are snake_case)");
     }
-    for (const auto& item : items) {
-      if (item.name == "++" || item.name == "--") {
-        throw Error(file, "sections ([" + item.fullname() + "]) are not supported: use flat keys");
-      }
-      if (!item.parents.empty()) throw Error(file, "key '" + item.fullname() + "': sections are not supported, use flat keys");
-      const CLI::Option* o = app.get_option_no_throw("--" + item.name);
-      if (!o || item.name == "config") throw Error(file, "unknown key '" + item.name + "' (dtrainer --help lists the options; TOML keys are snake_case)");
-    }
+    app.config_formatter(std::make_shared<JobFileReader>(file));
   }
   app.allow_config_extras(CLI::config_extras_mode::error);
   app.parse(argc, argv);
@@ -223,6 +327,12 @@ void validate_train_config(const TrainConfig& c, int world) {
   if (c.warmup_steps > c.steps) throw Error("warmup_steps", std::to_string(c.warmup_steps) + " exceeds steps " + std::to_string(c.steps));
   for (const auto& kv : c.model_set)
     if (kv.find('=') == std::string::npos) throw Error("model_set", "'" + kv + "' is not key=value");
+  int64_t samples = 0;  // (the samples counter, and everything counted per sample, must not wrap)
+  if (__builtin_mul_overflow(c.steps, c.global_batch, &samples))
+    throw Error("steps", std::to_string(c.steps) + " steps x global_batch " + std::to_string(c.global_batch) +
+                             " samples overflow a 64-bit counter");
+  if (c.watchdog_timeout > 0 && c.watchdog_min > c.watchdog_timeout)
+    throw Error("watchdog_min", "exceeds watchdog_timeout (" + std::to_string(c.watchdog_min) + " > " + std::to_string(c.watchdog_timeout) + ")");
 }
 
 }  // namespace dtrainer::train

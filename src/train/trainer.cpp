@@ -41,6 +41,14 @@
 #include "dtrainer/train/preemption.h"
 #include "dtrainer/train/throughput_bench.h"
 #include "dtrainer/train/train_config.h"
+#include "dtrainer/train/memory_plan.h"
+#include "dtrainer/train/resume_plan.h"
+#include "dtrainer/train/run_directory.h"
+#include "dtrainer/dist/agreement.h"
+#include "dtrainer/dist/watchdog.h"
+#include "dtrainer/core/memory_info.h"
+#include "dtrainer/core/file_io.h"
+#include "dtrainer/core/remove_tree.h"
 
 namespace fs = std::filesystem;
 using nlohmann::json;
@@ -144,11 +152,17 @@ DataPlan plan_data(const TrainConfig& c, const fs::path& run_dir) {
   return p;
 }
 
+void synthesize_on_rank0(const TrainConfig& c, const DataPlan& p, int rank);
+
 // Rank 0 writes the synthetic datasets once (a later run reuses them); the others wait.
 void synthesize_if_needed(const TrainConfig& c, const DataPlan& p, int rank) {
   bool synthetic = false;
   for (const auto& d : c.data) synthetic |= d == "synthetic:shapes";
   if (!synthetic) return;
+  dist::agree(MPI_COMM_WORLD, [&] { synthesize_on_rank0(c, p, rank); });
+}
+
+void synthesize_on_rank0(const TrainConfig& c, const DataPlan& p, int rank) {
   if (rank == 0) {
     auto make = [&](const std::string& dir, int64_t images, uint64_t seed) {
       if (fs::exists(fs::path(dir) / "eval_prompts.json")) return;  // written last: the set is whole
@@ -167,7 +181,6 @@ void synthesize_if_needed(const TrainConfig& c, const DataPlan& p, int rank) {
     make(p.train_dirs.front(), c.synthetic_images, c.seed);
     if (c.eval_data.empty()) make(p.eval_dirs.front(), kSyntheticEvalImages, c.seed + 1000003);
   }
-  MPI_Barrier(MPI_COMM_WORLD);
 }
 
 // ---- Plan (dry run and start-up) -------------------------------------------------------------
@@ -194,26 +207,11 @@ Plan make_plan(const TrainConfig& c, const DataPlan& d, int world) {
   return p;
 }
 
-// Whether this run continues a checkpoint (whose weights then replace any --init-weights).
-bool resumes_checkpoint(const TrainConfig& c, const fs::path& run_dir) {
-  if (c.resume == "none") return false;
-  if (c.resume != "auto") return true;
-  return ckpt::latest_checkpoint((run_dir / "ckpt").string()).has_value();
-}
-
 std::string describe_plan(const TrainConfig& c, const DataPlan& d, const Plan& p, const std::string& device) {
-  const double N = static_cast<double>(p.cost.params), W = static_cast<double>(p.world);
-  // Per-rank bytes by strategy: fp32 params (+ a bf16 compute copy: whole unless zero3, and this
-  // rank's shard of it), grads, m + v, EMA; activations of one micro-batch (every op's output kept
-  // for backward; with checkpointing about one block's worth), in the compute dtype.
+  const double N = static_cast<double>(p.cost.params);
   const bool bf16 = c.compute_dtype == "bf16";
-  double grads = 4 * N, state = 8 * N, ema = c.ema_decay > 0 ? 4 * N : 0;
-  if (c.sharding != "replicate") state /= W, ema /= W;
-  if (c.sharding == "zero2" || c.sharding == "zero3") grads /= W;
-  double params = c.sharding == "zero3" ? 4 * N / W : 4 * N;
-  if (bf16) params = c.sharding == "replicate" ? 6 * N : 6 * N / W + (c.sharding == "zero3" ? 0 : 2 * N);
   const bool ckpt = c.activation_checkpointing || c.sharding == "zero3";
-  const double act = (bf16 ? 2.0 : 4.0) * static_cast<double>(p.cost.activation_elems) * static_cast<double>(p.micro) * (ckpt ? 0.1 : 1.0);
+  const MemoryEstimate mem = estimate_memory(c, p.cost, p.world, p.micro);
   std::ostringstream o;
   o << "dtrainer plan\n"
     << "  model        " << models::backbone_summary(p.backbone) << "\n"
@@ -226,42 +224,21 @@ std::string describe_plan(const TrainConfig& c, const DataPlan& d, const Plan& p
     << " x accumulation " << p.accumulation << "\n"
     << "  sharding     " << c.sharding << (ckpt ? " + activation checkpointing" : "") << ", compute in " << c.compute_dtype
     << (bf16 ? " (fp32 masters)" : "") << (c.channels_last ? ", channels-last activations" : "") << "\n"
-    << "  memory/rank  params " << format_bytes(params) << ", grads " << format_bytes(grads) << ", AdamW state "
-    << format_bytes(state) << ", EMA " << format_bytes(ema) << ", activations ~" << format_bytes(act) << " => ~"
-    << format_bytes(params + grads + state + ema + act) << "\n"
+    << "  memory/rank  " << mem.describe() << "\n"
     << "  FLOPs/step   " << static_cast<double>(p.train_flops_per_sample) * c.global_batch << " (fwd+bwd, all MACs x 2)\n"
     << "  steps        " << c.steps << " (warm-up " << c.warmup_steps << ", " << c.lr_schedule << " lr " << c.lr << ")\n"
     << "  compute C    " << p.gflops_per_sample_s1 * c.global_batch * c.steps << " GFLOPs ([S1]: 3 x 2 x linear/conv MACs x samples)\n";
   return o.str();
 }
 
-// ---- Metrics file ----------------------------------------------------------------------------
-
-// Keeps the records up to `step` (a resumed run rewrites what the interrupted one logged after
-// its checkpoint), atomically.
-void truncate_metrics(const fs::path& path, int64_t step) {
-  if (!fs::exists(path)) return;
-  std::ifstream in(path);
-  std::ostringstream kept;
-  for (std::string line; std::getline(in, line);) {
-    if (line.empty()) continue;
-    try {
-      if (json::parse(line).value("step", int64_t{0}) <= step) kept << line << "\n";
-    } catch (const std::exception&) {  // a torn last line of a killed run
-    }
-  }
-  const fs::path tmp = path.string() + ".tmp";
-  std::ofstream(tmp) << kept.str();
-  fs::rename(tmp, path);
-}
-
 // ---- The trainer -----------------------------------------------------------------------------
 
 class Trainer {
  public:
-  Trainer(const TrainConfig& c, std::string config_toml, dist::MpiRuntime& rt, const torch::Device& device, const fs::path& run_dir,
-          const DataPlan& data, const Plan& plan)
-      : c_(c), toml_(std::move(config_toml)), rt_(rt), device_(device), run_(run_dir), data_(data), plan_(plan) {}
+  Trainer(const TrainConfig& c, std::string config_toml, dist::MpiRuntime& rt, const torch::Device& device, const RunDirectory& dir,
+          const DataPlan& data, const Plan& plan, ResumePlan resume)
+      : c_(c), toml_(std::move(config_toml)), rt_(rt), device_(device), dir_(dir), run_(dir.path()), data_(data), plan_(plan),
+        resume_(std::move(resume)) {}
 
   int run();
 
@@ -291,6 +268,8 @@ class Trainer {
   void evaluate(int64_t step);
   void sample(int64_t step);
   void checkpoint(int64_t step);
+  void finish();  // the end of the run: checkpoint, evaluation, samples, DONE
+  void check_data_fits_model(const data::Loader& loader, const std::vector<std::string>& dirs, const char* field) const;
   json meta(int64_t step) const;
   void write_metrics(const json& record);
   std::pair<torch::Tensor, torch::Tensor> null_text(int64_t batch) const;
@@ -302,9 +281,13 @@ class Trainer {
   std::string toml_;
   dist::MpiRuntime& rt_;
   torch::Device device_;  // where the model computes: the CPU, or this rank's GPU
+  const RunDirectory& dir_;
   fs::path run_;
   DataPlan data_;
   Plan plan_;
+  ResumePlan resume_;
+  std::unique_ptr<dist::Watchdog> watchdog_;
+  int64_t last_checkpoint_ = -1;  // the step of the newest checkpoint this run holds
   std::unique_ptr<dist::Communicator> comm_;
   std::unique_ptr<models::Backbone> model_;
   std::unique_ptr<dist::ShardedParameters> params_;
@@ -319,7 +302,7 @@ class Trainer {
   Window window_;
   double last_grad_norm_ = std::nan("");
   // Counters carried through checkpoints.
-  int64_t step_ = 0, samples_ = 0, bad_in_a_row_ = 0, bad_total_ = 0;
+  int64_t step_ = 0, samples_ = 0, bad_in_a_row_ = 0, bad_total_ = 0, skipped_total_ = 0;
   double compute_gflops_ = 0, image_noun_pairs_ = 0;
 };
 
@@ -335,7 +318,7 @@ void Trainer::build() {
   comm_ = dist::make_communicator(rt_, device_);
   torch::manual_seed(c_.seed);  // identical initialisation on every rank
   model_ = models::build_backbone(plan_.backbone);
-  if (!c_.init_weights.empty() && !resumes_checkpoint(c_, run_)) {  // (a resumed run has its own weights)
+  if (!c_.init_weights.empty() && !resume_.checkpoint) {  // (a resumed run has its own weights)
     ckpt::load_weights(c_.init_weights, model_->module());
     log_info("initial weights from " + c_.init_weights);
   }
@@ -367,7 +350,9 @@ void Trainer::build() {
   lc.padding.seed = c_.seed;
   lc.prefetch = c_.prefetch;
   lc.workers = c_.workers;
+  lc.skip_bad_samples = c_.skip_bad_samples;
   loader_ = std::make_unique<data::Loader>(lc);
+  check_data_fits_model(*loader_, lc.dirs, "data");
 
   diffusion::ScheduleConfig sched;
   sched.kind = diffusion::parse_beta_schedule("beta_schedule", c_.beta_schedule);
@@ -393,7 +378,9 @@ void Trainer::build() {
     ec.random_flip = false;
     ec.prefetch = 0;
     ec.workers = 1;
+    ec.skip_bad_samples = false;
     data::Loader probe(ec);  // (global_batch below needs the set's size)
+    check_data_fits_model(probe, ec.dirs, "eval_data");
     int64_t n = 0;
     for (size_t i = 0; i < ec.dirs.size(); ++i) n += probe.dataset_size(static_cast<int64_t>(i));
     ec.global_batch = std::max<int64_t>(W, std::min<int64_t>(64, n) / W * W);
@@ -411,21 +398,42 @@ void Trainer::build() {
 }
 
 void Trainer::resume() {
-  const fs::path ckpt_root = run_ / "ckpt";
-  std::optional<std::string> from;
-  if (c_.resume == "auto") from = ckpt::latest_checkpoint(ckpt_root.string());
-  else if (c_.resume != "none") from = c_.resume;
-  if (!from) return;
-  const json m = ckpt::load_checkpoint(*from, *params_);
+  if (!resume_.checkpoint) return;
+  const std::string from = *resume_.checkpoint;
+  json m;
+  // Every rank reads; a failure on any (a corrupt dataset, a checksum) is every rank's, with the
+  // previous sound checkpoint named when --resume auto picked a broken newest one.
+  try {
+    dist::agree(rt_.comm(), [&] { m = ckpt::load_checkpoint(from, *params_, &layout_); });
+  } catch (const CollectiveError& e) {
+    const std::string hint = c_.resume == "auto" && rt_.rank() == 0 ? previous_checkpoint_hint(run_ / "ckpt", resume_.step) : "";
+    throw CollectiveError(e.where(), e.detail() + hint);
+  }
   step_ = m.at("trainer").at("step").get<int64_t>();
   samples_ = m["trainer"]["samples"].get<int64_t>();
   compute_gflops_ = m["trainer"]["compute_gflops"].get<double>();
   image_noun_pairs_ = m["trainer"]["image_noun_pairs"].get<double>();
   bad_total_ = m["trainer"]["bad_steps"].get<int64_t>();
-  loader_->restore(data::LoaderState::from_json(m.at("loader")));
-  if (rt_.rank() == 0) truncate_metrics(run_ / "metrics.jsonl", step_);
-  log_info("resumed from " + *from + " at step " + std::to_string(step_) + " (saved by " +
+  skipped_total_ = m["trainer"].value("skipped_samples", int64_t{0});
+  dist::agree(rt_.comm(), [&] { loader_->restore(data::LoaderState::from_json(m.at("loader"))); });
+  last_checkpoint_ = step_;
+  log_info("resumed from " + from + " at step " + std::to_string(step_) + " (saved by " +
            std::to_string(m.value("saved_by_world_size", 0)) + " ranks, now " + std::to_string(rt_.world()) + ")");
+}
+
+void Trainer::check_data_fits_model(const data::Loader& loader, const std::vector<std::string>& dirs, const char* field) const {
+  const models::BackboneInputs& in = plan_.backbone.inputs;
+  const auto& shape = loader.latent_shape();
+  const std::vector<int64_t> want = {in.latent_channels, in.latent_size, in.latent_size};
+  std::string where = std::string(field) + " " + (dirs.empty() ? "" : dirs.front());
+  for (size_t i = 1; i < dirs.size(); ++i) where += ", " + dirs[i];
+  auto fmt = [](const std::vector<int64_t>& v) { return c10::str(c10::IntArrayRef(v)); };
+  if (shape != want)
+    throw Error(where, "latents are " + fmt(shape) + " but the model takes " + fmt(want) +
+                           " (from the training data): every data set of a run must have the training data's shapes");
+  if (loader.text_dim() != in.text_dim)
+    throw Error(where, "text embeddings are " + std::to_string(loader.text_dim()) + " wide but the model's context is " +
+                           std::to_string(in.text_dim));
 }
 
 json Trainer::meta(int64_t step) const {
@@ -434,24 +442,38 @@ json Trainer::meta(int64_t step) const {
             {"samples", samples_},
             {"compute_gflops", compute_gflops_},
             {"image_noun_pairs", image_noun_pairs_},
-            {"bad_steps", bad_total_}}},
+            {"bad_steps", bad_total_},
+            {"skipped_samples", skipped_total_}}},
           {"loader", loader_->state().to_json()},
           {"seed", c_.seed},
           {"config_toml", toml_}};
 }
 
 void Trainer::checkpoint(int64_t step) {
+  if (step == last_checkpoint_) return;  // (a preemption right after a scheduled save)
   resolve();  // (the bad-step count is saved)
+  const dist::Watchdog::Phase phase(watchdog_.get(), "checkpoint", step);
   const auto t0 = Clock::now();
-  const std::string dir = ckpt::save_checkpoint((run_ / "ckpt").string(), step, *params_, layout_, meta(step), c_.keep_ckpts);
-  log_info("checkpoint " + dir + " (" + std::to_string(seconds_since(t0)).substr(0, 5) + " s)");
+  ckpt::SaveOptions o;
+  o.keep = c_.keep_ckpts;
+  o.resumed_from = resume_.checkpoint.value_or("");
+  const ckpt::SaveResult r = ckpt::save_checkpoint((run_ / "ckpt").string(), step, *params_, layout_, meta(step), o);
+  last_checkpoint_ = step;
+  if (r.already_saved) {
+    log_info("checkpoint " + r.dir + " is the one this run resumed from: kept as it is");
+    return;
+  }
+  char took[32];
+  std::snprintf(took, sizeof took, "%.3f s", seconds_since(t0));
+  log_info("checkpoint " + r.dir + " (" + format_bytes(static_cast<double>(r.bytes)) + ", " + took + ")" +
+           (r.replaced ? ", replacing the step_ of another trajectory" : ""));
+  for (const auto& d : r.superseded)
+    log_warn("checkpoint " + d + ": a newer step of the trajectory this run abandoned by resuming an older checkpoint; "
+             "moved aside so that --resume auto never picks it (delete it when you do not need it)");
+  for (const auto& w : r.warnings) log_warn(w);
 }
 
-void Trainer::write_metrics(const json& record) {
-  if (rt_.rank() != 0) return;
-  std::ofstream out(run_ / "metrics.jsonl", std::ios::app);
-  out << record.dump() << "\n";
-}
+void Trainer::write_metrics(const json& record) { dir_.append_metrics(record); }
 
 // The null text of classifier-free guidance: one zero token (data-independent; the model learns
 // what "no caption" means from the dropped samples).
@@ -552,6 +574,7 @@ void Trainer::resolve() {
 void Trainer::evaluate(int64_t step) {
   if (!have_eval_) return;
   resolve();
+  const dist::Watchdog::Phase phase(watchdog_.get(), "eval", step);
   torch::NoGradGuard no_grad;
   const std::vector<double> grid = {0.1, 0.3, 0.5, 0.7, 0.9};
   std::vector<double> sums;
@@ -590,6 +613,7 @@ void Trainer::evaluate(int64_t step) {
 void Trainer::sample(int64_t step) {
   if (!have_eval_ || c_.sample_count == 0) return;
   resolve();
+  const dist::Watchdog::Phase phase(watchdog_.get(), "sample", step);
   torch::NoGradGuard no_grad;
   const bool ema = c_.ema_decay > 0;
   if (ema) params_->swap_ema();
@@ -634,8 +658,15 @@ void Trainer::sample(int64_t step) {
     log_info("samples " + path + " (top: held-out images, bottom: samples for their captions)");
   } else {
     const std::string path = (run_ / "samples" / (std::string(name) + ".pt")).string();
-    torch::save(images, path + ".tmp");
-    fs::rename(path + ".tmp", path);
+    const fs::path tmp = temporary_path(path);
+    try {
+      torch::save(images, tmp.string());
+    } catch (const std::exception& e) {
+      std::error_code ec;
+      fs::remove(tmp, ec);
+      throw Error(path, std::string("cannot write the sample latents: ") + e.what());
+    }
+    publish_file(tmp, path);
     log_info("sample latents " + path);
   }
 }
@@ -677,7 +708,8 @@ void Trainer::log_window(int64_t step, Clock::time_point start, int64_t first) {
                  {"compute_gflops", compute_gflops_},
                  {"image_noun_pairs", image_noun_pairs_},
                  {"params", plan_.cost.params},
-                 {"bad_steps", bad_total_}};
+                 {"bad_steps", bad_total_},
+                 {"skipped_samples", skipped_total_}};
   if (device_.is_cuda()) record["max_device_memory_bytes"] = mx[3];  // the allocator's peak on the busiest rank's GPU
   write_metrics(record);
   const double eta = seconds_since(start) / static_cast<double>(step - first) * static_cast<double>(c_.steps - step);
@@ -692,7 +724,16 @@ void Trainer::log_window(int64_t step, Clock::time_point start, int64_t first) {
 int Trainer::run() {
   build();
   resume();
-  install_preemption_handlers();
+  dist::WatchdogConfig wc;
+  wc.timeout_s = c_.watchdog_timeout;
+  wc.factor = c_.watchdog_factor;
+  wc.min_s = c_.watchdog_min;
+  watchdog_ = std::make_unique<dist::Watchdog>(rt_.comm(), wc, rt_.thread_multiple());
+  // The resume checks passed: only now does the run directory change.
+  dist::agree(rt_.comm(), [&] {
+    dir_.write_config(toml_);
+    if (resume_.checkpoint) dir_.truncate_metrics(step_);
+  });
   if (step_ == 0) {
     log_info(models::backbone_summary(plan_.backbone));
     log_info("training " + std::to_string(c_.steps) + " steps, global batch " + std::to_string(c_.global_batch) + " on " +
@@ -700,10 +741,16 @@ int Trainer::run() {
              run_.string());
   }
   if (step_ >= c_.steps) {
-    log_info("the run is already complete at step " + std::to_string(step_) + " (" + run_.string() +
-             "); raise --steps to continue it, or use another --run-dir");
+    if (RunDirectory::state(run_) == RunState::kDone) {
+      log_info("the run is already complete at step " + std::to_string(step_) + " (" + run_.string() +
+               "); raise --steps to continue it, or use another --run-dir");
+      return 0;
+    }
+    log_info("step " + std::to_string(step_) + " is the last; finishing the run (evaluation, samples)");
+    finish();
     return 0;
   }
+  dist::agree(rt_.comm(), [&] { dir_.clear_markers(); });  // (a stale DONE or PREEMPTED must not mislead the job scripts)
   const auto start = Clock::now();
   const int64_t first = step_;
   while (step_ < c_.steps) {
@@ -712,10 +759,19 @@ int Trainer::run() {
     params_->set_lr(lr_.at(step));
     // EMA warm-up: early on the average would be mostly the random initialisation.
     if (c_.ema_decay > 0) params_->set_ema_decay(std::min(c_.ema_decay, (1.0 + step) / (10.0 + step)));
-    const data::Batch batch = loader_->next();
-    const StepResult result = train_step(batch, step);
+    data::Batch batch;
+    {
+      const dist::Watchdog::Phase phase(watchdog_.get(), "data", step);
+      batch = loader_->next();
+    }
+    StepResult result;
+    {
+      const dist::Watchdog::Phase phase(watchdog_.get(), "step", step);
+      result = train_step(batch, step);
+    }
     step_ = step;
     samples_ += c_.global_batch;
+    skipped_total_ += batch.skipped;
     compute_gflops_ += plan_.gflops_per_sample_s1 * static_cast<double>(c_.global_batch);
     image_noun_pairs_ += result.image_noun_pairs;
     pending_.push_back(result.pending);
@@ -723,25 +779,34 @@ int Trainer::run() {
     window_.data_wait += loader_->take_data_wait_s();
     ++window_.steps;
     const bool log_now = step % c_.log_every == 0 || step == c_.steps;
-    if (device_.is_cpu() || log_now) resolve();  // (evaluate, sample and checkpoint resolve first too)
-    if (log_now) log_window(step, start, first);
+    {
+      const dist::Watchdog::Phase phase(watchdog_.get(), "log", step);
+      if (device_.is_cpu() || log_now) resolve();  // (evaluate, sample and checkpoint resolve first too)
+      if (log_now) log_window(step, start, first);
+    }
+    // The checkpoint comes first: a failing evaluation or sampling never costs the step's checkpoint.
+    if (c_.ckpt_every > 0 && step % c_.ckpt_every == 0 && step != c_.steps) checkpoint(step);
     if (c_.eval_every > 0 && step % c_.eval_every == 0 && step != c_.steps) evaluate(step);
     if (c_.sample_every > 0 && step % c_.sample_every == 0 && step != c_.steps) sample(step);
-    if (c_.ckpt_every > 0 && step % c_.ckpt_every == 0 && step != c_.steps) checkpoint(step);
     // Preemption: any rank's signal (seen by this step's reduction) stops every rank here.
     if (result.preempt && step != c_.steps) {
       checkpoint(step);
+      dist::agree(rt_.comm(), [&] { dir_.mark_preempted(step, preemption_signal()); });
       log_info("preempted (signal " + std::to_string(preemption_signal()) + ") at step " + std::to_string(step) +
-               ": checkpoint written; rerun with --resume auto to continue");
+               ": checkpoint written, " + (run_ / "PREEMPTED").string() + " marks the stop; rerun with --resume auto to continue");
       return 0;
     }
   }
+  finish();
+  return 0;
+}
+
+void Trainer::finish() {
+  checkpoint(step_);
   evaluate(step_);
   sample(step_);
-  checkpoint(step_);
-  if (rt_.rank() == 0) std::ofstream(run_ / "DONE") << "step " << step_ << "\n";  // for requeueing job scripts
+  dist::agree(rt_.comm(), [&] { dir_.mark_done(step_); });  // (what the job scripts read)
   log_info("done: " + std::to_string(step_) + " steps; " + (run_ / "metrics.jsonl").string());
-  return 0;
 }
 
 }  // namespace
@@ -760,6 +825,15 @@ int trainer_main(int argc, char** argv) {
     Plan plan;
     fs::path run_dir;
     torch::Device device = torch::kCPU;
+    // A check that fails on one rank fails on all (dist/agreement.h): every rank exits 2 and rank 0
+    // prints the message, whether the problem is in the configuration (the same everywhere) or in
+    // what one rank sees (a file, a device).
+    auto refuse = [&](const CollectiveError& e) {
+      if (rt.rank() == 0)
+        std::cerr << "dtrainer: configuration error: " << (e.failures() == rt.world() ? e.detail() : std::string(e.what())) << "\n";
+      return 2;
+    };
+    std::string error;
     try {
       parse_train_config(app, argc, argv);
       validate_train_config(c, rt.world());
@@ -767,21 +841,27 @@ int trainer_main(int argc, char** argv) {
       data = plan_data(c, run_dir);
       plan = make_plan(c, data, rt.world());
       if (!c.dry_run) device = dist::select_device(rt, c.device);  // (a dry run plans on a machine without the GPUs)
-      if (!c.dry_run && c.resume == "none" && ckpt::latest_checkpoint((run_dir / "ckpt").string()))
-        throw Error("resume", "none, but " + (run_dir / "ckpt").string() +
-                                  " holds checkpoints: resume them (--resume auto) or choose another --run-dir");
-      if (c.resume != "auto" && c.resume != "none" && !fs::exists(fs::path(c.resume) / "COMPLETE"))
-        throw Error("resume", c.resume + " is not a complete checkpoint directory");
       if (!c.dry_run && !data.found) throw Error("data", data.train_dirs.front() + " does not exist");
-      if (!c.init_weights.empty() && !resumes_checkpoint(c, run_dir))
-        ckpt::SafetensorsFile{c.init_weights};  // readable and well-formed, before anything is written
+      if (!c.dry_run) {
+        // Memory: the plan against what this node has left (host) and the GPU's size.
+        const MemoryEstimate mem = estimate_memory(c, plan.cost, plan.world, plan.micro);
+        const HostMemory host = available_host_memory();
+        if (device.is_cpu())
+          check_memory_fits(c, mem, rt.local_world(), static_cast<double>(host.available_bytes), "the memory available (" + host.source + ")");
+        else
+          check_memory_fits(c, mem, 1, static_cast<double>(dist::device_total_memory(device)), "the memory of " + device.str());
+      }
     } catch (const CLI::ParseError& e) {
       std::ostringstream quiet;  // every rank parses the same argv: rank 0 speaks for all
       const int code = rt.rank() == 0 ? app.exit(e) : app.exit(e, quiet, quiet);
       return code == 0 ? 0 : 2;  // --help: 0; anything else: a configuration error
     } catch (const Error& e) {
-      if (rt.rank() == 0) std::cerr << "dtrainer: configuration error: " << e.what() << "\n";
-      return 2;
+      error = e.what();
+    }
+    try {
+      dist::agree_on(rt.comm(), error);
+    } catch (const CollectiveError& e) {
+      return refuse(e);
     }
     if (c.dry_run) {
       if (rt.rank() == 0) std::cout << describe_plan(c, data, plan, c.device + " (chosen at start-up)");
@@ -790,16 +870,37 @@ int trainer_main(int argc, char** argv) {
     const int64_t threads =
         c.threads ? c.threads : std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()) / rt.local_world());
     set_compute_threads(threads);
-    const std::string toml = train_config_toml(c);
-    if (rt.rank() == 0) {
-      fs::create_directories(run_dir);
-      std::ofstream(run_dir / "config.toml.tmp") << toml;
-      fs::rename(run_dir / "config.toml.tmp", run_dir / "config.toml");
-      std::cout << describe_plan(c, data, plan, dist::device_name(device) + (device.is_cuda() ? " (" + device.str() + " on rank 0)" : "")) << std::flush;
+    install_preemption_handlers();  // (a signal from here on stops the run at its first step boundary, checkpointed)
+    // The run directory: created and locked (one trainer at a time), then the checkpoint to resume
+    // chosen and checked against this configuration, then the weights file. Nothing in the
+    // directory changes before these pass (a directory this start created is removed again).
+    std::unique_ptr<RunDirectory> dir;
+    ResumePlan resume;
+    std::error_code ec;
+    const bool existed = fs::exists(run_dir, ec);
+    try {
+      std::string holder = "dtrainer";
+      for (int i = 1; i < argc; ++i) holder += std::string(" ") + argv[i];
+      holder += ", " + std::to_string(rt.world()) + " rank" + (rt.world() > 1 ? "s" : "");
+      dist::agree(rt.comm(), [&] { dir = std::make_unique<RunDirectory>(run_dir, rt.rank(), holder); });
+      dist::agree(rt.comm(), [&] {
+        resume = plan_resume(c, run_dir);
+        if (!c.init_weights.empty() && !resume.checkpoint)
+          ckpt::SafetensorsFile{c.init_weights};  // readable and well-formed, before anything is written
+      });
+    } catch (const CollectiveError& e) {
+      const bool created = dir && !existed;
+      dir.reset();
+      if (created && rt.rank() == 0) try_remove_tree(run_dir);
+      return refuse(e);
     }
+    const std::string toml = train_config_toml(c);
+    if (rt.rank() == 0)
+      std::cout << describe_plan(c, data, plan, dist::device_name(device) + (device.is_cuda() ? " (" + device.str() + " on rank 0)" : ""))
+                << std::flush;
     synthesize_if_needed(c, data, rt.rank());
     if (c.data.size() == 1 && c.data[0] == "synthetic:shapes") data = plan_data(c, run_dir);
-    Trainer trainer(c, toml, rt, device, run_dir, data, plan);
+    Trainer trainer(c, toml, rt, device, *dir, data, plan, std::move(resume));
     return trainer.run();
   });
 }

@@ -153,7 +153,27 @@ TEST_CASE("validate: a sound checkpoint passes; NaNs, missing datasets and newer
   auto r = dtckpt("validate " + run);
   INFO(r.out);
   CHECK(r.status == 0);
-  CHECK_THAT(r.out, Catch::Contains("sound (format 2"));
+  CHECK_THAT(r.out, Catch::Contains("sound (format 3"));
+  // The recorded checksums are zlib's CRC-32 of each dataset's little-endian fp32 bytes, as an
+  // independent reader (h5py + Python's zlib) computes them from the file.
+  const auto sums = test::run_process(std::string(DT_NUMPY_PYTHON) + " -c \"import h5py, json, zlib, numpy; d = '" + run +
+                                      "/ckpt/step_00000004'; m = json.load(open(d + '/meta.json')); f = h5py.File(d + '/state.h5', 'r'); "
+                                      "bad = [k for k, v in m['checksums'].items() if v != 'crc32:%08x' % zlib.crc32(f[k][...].astype('<f4').tobytes())]; "
+                                      "print(len(m['checksums']), 'checksums,', len(bad), 'wrong')\"");
+  INFO(sums.out);
+  CHECK(sums.status == 0);
+  CHECK_THAT(sums.out, Catch::Contains(" 0 wrong") && !Catch::Contains("0 checksums"));
+
+  // One flipped bit of a finite value: only the checksum can see it.
+  const std::string flipped = test::scratch_dir("dtckpt-flipped") + "/step_00000004";
+  fs::copy(run + "/ckpt/step_00000004", flipped, fs::copy_options::recursive);
+  const auto flip = test::run_process(std::string(DT_NUMPY_PYTHON) + " -c \"import h5py; f = h5py.File('" + flipped +
+                                      "/state.h5', 'r+'); d = f['units/conv_out/m']; a = d[...]; a.view('<u4')[1] ^= 1; d[...] = a; f.close()\"");
+  INFO(flip.out);
+  REQUIRE(flip.status == 0);
+  r = dtckpt("validate " + flipped);
+  CHECK(r.status == 1);
+  CHECK_THAT(r.out, Catch::Contains("units/conv_out/m: corrupt: its checksum is") && !Catch::Contains("non-finite"));
 
   const std::string dir = test::scratch_dir("dtckpt-validate") + "/step_00000004";
   fs::copy(run + "/ckpt/step_00000004", dir, fs::copy_options::recursive);

@@ -11,6 +11,13 @@
 // A checkpoint is written under <root>/.tmp-step_…, gets its COMPLETE marker last, and is then
 // renamed into place, so a directory named step_* is always whole; a run killed while writing
 // leaves only a .tmp- directory, which the next save removes.
+//
+// Failures are agreed on (dist/agreement.h): free space is checked before anything is written,
+// and every collective step (create, each dataset, close, publish) ends with the ranks learning
+// whether any failed, so a write error on one rank (ENOSPC, EIO, quota) makes every rank throw
+// the same CollectiveError naming that rank, the file and the cause, with the previous checkpoint
+// untouched and the partial one removed. Each dataset's CRC-32 (of its little-endian fp32 bytes,
+// combined over the ranks' slices) is recorded in meta.json and verified whenever it is read.
 
 #include <memory>
 #include <optional>
@@ -24,21 +31,44 @@
 
 namespace dtrainer::ckpt {
 
-// meta.json's "format_version": 1 (no parameter layout; meta.json had no version) or 2 (with it).
-constexpr int kCheckpointFormatVersion = 2;
+// meta.json's "format_version": 1 (no parameter layout; meta.json had no version), 2 (with it),
+// 3 (with per-dataset checksums).
+constexpr int kCheckpointFormatVersion = 3;
 
-// Collective over MPI_COMM_WORLD (the ranks of `params`). Returns the published directory. layout:
-// the model's parameter layout (models::parameter_layout, one entry per unit of params). keep:
-// complete checkpoints kept afterwards (older ones deleted by rank 0).
-std::string save_checkpoint(const std::string& root, int64_t step, const dist::ShardedParameters& params,
-                            const std::vector<models::UnitLayout>& layout, const nlohmann::json& meta, int64_t keep);
+struct SaveOptions {
+  int64_t keep = 2;  // complete checkpoints kept afterwards (older ones deleted by rank 0)
+  // The checkpoint this run resumed from: if it is the step being saved, it already holds this
+  // state and is kept as it is. Any other existing step_N is replaced (another trajectory's).
+  std::string resumed_from;
+};
+
+struct SaveResult {
+  std::string dir;                      // the published checkpoint
+  bool already_saved = false;           // it was the resumed checkpoint itself: nothing written
+  bool replaced = false;                // an older step_N of another trajectory was replaced
+  std::vector<std::string> superseded;  // newer checkpoints of an abandoned trajectory, moved to <root>/superseded/
+  std::vector<std::string> removed;     // rotated away by `keep`
+  int64_t bytes = 0;                    // state.h5's size
+  std::vector<std::string> warnings;    // housekeeping that failed after the checkpoint was safe
+};
+
+// Collective over MPI_COMM_WORLD (the ranks of `params`). layout: the model's parameter layout
+// (models::parameter_layout, one entry per unit of params). Throws CollectiveError on every rank
+// when any rank fails.
+SaveResult save_checkpoint(const std::string& root, int64_t step, const dist::ShardedParameters& params,
+                           const std::vector<models::UnitLayout>& layout, const nlohmann::json& meta, const SaveOptions& options);
+
+// Every complete checkpoint under root (step, directory), oldest first.
+std::vector<std::pair<int64_t, std::string>> complete_checkpoints(const std::string& root);
 
 // The newest complete checkpoint under root (by step), if any.
 std::optional<std::string> latest_checkpoint(const std::string& root);
 
 // Loads `dir` into params (every rank reads; any world size) and returns its meta.json. Throws
-// Error naming the file when it is incomplete, unreadable, or does not match the model's units.
-nlohmann::json load_checkpoint(const std::string& dir, dist::ShardedParameters& params);
+// Error naming the file when it is incomplete, unreadable, corrupt (checksums), or does not match
+// the model (model_layout, when given: the first tensor whose name or shape differs).
+nlohmann::json load_checkpoint(const std::string& dir, dist::ShardedParameters& params,
+                               const std::vector<models::UnitLayout>* model_layout = nullptr);
 
 // Read access to one complete checkpoint, without a model or MPI (tools). Throws Error naming the
 // file when the directory is not a complete checkpoint or its files do not agree.
@@ -64,8 +94,14 @@ class CheckpointReader {
   bool has_ema() const;  // every unit has its EMA (the run kept one)
   // Elements stored for the unit and kind: -1 when the dataset is missing or not 1-D.
   int64_t stored_length(const std::string& unit, const std::string& kind) const;
-  // The unit's full flat fp32 data (numel elements, no padding).
-  torch::Tensor read(const std::string& unit, const std::string& kind, int64_t numel) const;
+  // The unit's full flat fp32 data (numel elements, no padding), verified against the dataset's
+  // checksum when the checkpoint has one (format 3): a mismatch throws Error naming the dataset.
+  // verify = false: the data as stored, for validators that report every problem themselves.
+  torch::Tensor read(const std::string& unit, const std::string& kind, int64_t numel, bool verify = true) const;
+  bool has_checksums() const;
+  // "" when `data` (read with verify = false) matches the recorded checksum or there is none;
+  // otherwise the problem, naming the dataset.
+  std::string checksum_problem(const std::string& unit, const std::string& kind, const torch::Tensor& data) const;
 
  private:
   std::string dir_, h5_;

@@ -2,6 +2,12 @@
 // Reading shard format v1. Opening a shard checks its structure (attributes, datasets, shapes,
 // offsets) and keeps the small metadata in memory; latents and token embeddings are read per
 // sample. Every problem throws dtrainer::Error naming the file (and the sample where it applies).
+//
+// A shard must not change while it is read: HDF5 returns zeros for reads past the end of a file,
+// so a shard truncated or overwritten in place during a run (`cp new.h5 data/` does both while it
+// copies) would train on zeros without a word. The file's identity (device, inode, size,
+// modification time) is taken at open and compared after every read; any difference throws
+// ShardChangedError, which skip_bad_samples never skips.
 
 #include <array>
 #include <cstdint>
@@ -11,10 +17,16 @@
 
 #include <torch/types.h>
 
+#include "dtrainer/core/error.h"
 #include "dtrainer/data/shard_format.h"
 #include "dtrainer/data/shard_writer.h"
 
 namespace dtrainer::data {
+
+class ShardChangedError : public Error {
+ public:
+  using Error::Error;
+};
 
 class ShardReader {
  public:
@@ -60,7 +72,13 @@ class ShardReader {
 
  private:
   struct Handles;
+  struct Identity {
+    uint64_t dev = 0, ino = 0;
+    int64_t size = 0, mtime_ns = 0;
+  };
+  void check_unchanged() const;  // throws ShardChangedError
   std::string path_;
+  Identity identity_;
   ShardHeader header_;
   int64_t num_images_ = 0;
   std::vector<int64_t> latent_shape_;

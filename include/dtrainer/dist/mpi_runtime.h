@@ -12,7 +12,9 @@ namespace dtrainer::dist {
 
 class MpiRuntime {
  public:
-  // Initialises MPI (MPI_THREAD_FUNNELED: only the main thread calls MPI) unless already done.
+  // Initialises MPI unless already done, asking for MPI_THREAD_MULTIPLE (the watchdog thread
+  // talks to the other ranks' watchdogs; every other MPI call is made by the main thread) and
+  // accepting MPI_THREAD_FUNNELED.
   MpiRuntime(int* argc, char*** argv);
   ~MpiRuntime();  // finalises if this object initialised MPI
   MpiRuntime(const MpiRuntime&) = delete;
@@ -24,6 +26,7 @@ class MpiRuntime {
   int local_world() const { return local_world_; }  // processes on this node (one GPU each: dist/local_device.h)
   MPI_Comm comm() const { return MPI_COMM_WORLD; }
   MPI_Comm node_comm() const { return node_comm_; }  // the processes of this node
+  bool thread_multiple() const { return thread_multiple_; }  // MPI_THREAD_MULTIPLE provided
 
   // Prints "rank R: <message>" to stderr and aborts the whole job with `code` (MPI_Abort makes
   // mpirun stop every rank). For errors that escape a program's main loop.
@@ -31,13 +34,21 @@ class MpiRuntime {
 
  private:
   int rank_ = 0, world_ = 1, local_rank_ = 0, local_world_ = 1;
-  bool owns_ = false;
+  bool owns_ = false, thread_multiple_ = false;
   MPI_Comm node_comm_ = MPI_COMM_NULL;
 };
 
+// A library that must leave collective state it cannot clean up (an HDF5 parallel file whose write
+// failed on some ranks: closing it is a collective that diverges) says so here, on every rank,
+// before it throws a CollectiveError; run_ranks then ends the ranks without MPI_Finalize (rank 0
+// printing the error first), which would run that cleanup and hang.
+void abandon_collective_state(const std::string& what);
+
 // The main() of an MPI program: initialises the runtime and logging, runs `body`, and turns any
 // exception escaping it on any rank into abort_job() naming that rank, so the job ends at once
-// with a non-zero exit on every rank instead of leaving the others blocked in a collective.
+// with a non-zero exit on every rank instead of leaving the others blocked in a collective. A
+// CollectiveError (every rank holds it: dist/agreement.h) ends every rank normally with exit 1,
+// rank 0 printing it.
 int run_ranks(int* argc, char*** argv, const std::function<int(MpiRuntime&)>& body);
 
 }  // namespace dtrainer::dist

@@ -31,6 +31,10 @@ struct TrainConfig {
   int64_t threads = 0;        // per rank; 0 = cores / ranks on this node
   int64_t max_bad_steps = 5;  // abort after this many consecutive non-finite steps
   double peak_tflops = 0;     // per rank, for MFU; 0 = measure a matmul at start-up (CPU: fp32; GPU: the compute dtype)
+  double watchdog_timeout = 1800;  // seconds a phase may run at all (0 = no watchdog; dist/watchdog.h)
+  double watchdog_factor = 20;     // ...or this many times its recent median,
+  double watchdog_min = 120;       // ...when that is longer than this
+  bool ignore_memory_check = false;  // start although the plan exceeds the node's available memory
 
   // Model
   std::string model = "unet-tiny";
@@ -53,6 +57,7 @@ struct TrainConfig {
   int64_t prefetch = 2;
   double p_synthetic_caption = 0.5;
   int64_t synthetic_top_k = 5;
+  bool skip_bad_samples = false;  // drop and count unreadable / non-finite samples instead of failing
   bool random_flip = true;
   std::string text_padding = "zero";
   int64_t max_tokens = 77;
