@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <limits>
+#include <tuple>
 
 #include <Kokkos_Core.hpp>
 #include <ceres/ceres.h>
@@ -67,6 +70,27 @@ std::vector<Point> to_points(const ChinchillaData& d) {
   return pts;
 }
 
+// Identifiability (of the data a fit is asked for; bootstrap resamples are not checked): each of A / N^alpha and B / D^beta needs at least three distinct levels of
+  // its variable beside E, and N and D must vary independently (not D = k N^c in every row).
+void check_identifiable(const ChinchillaData& d, const std::vector<Point>& pts) {
+  auto distinct = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return static_cast<int64_t>(std::unique(v.begin(), v.end(), [](double a, double b) { return std::abs(a - b) <= 1e-9 * std::abs(a); }) - v.begin());
+  };
+  const int64_t dn = distinct(d.N), dd = distinct(d.D);
+  if (dn < 3 || dd < 3)
+    throw Error("data", "the points cannot identify the law: " + std::to_string(dn) + " distinct N and " + std::to_string(dd) +
+                            " distinct D (each term needs at least 3 distinct values; L(N, D) has 5 parameters)");
+  double mx = 0, my = 0;
+  for (const auto& p : pts) mx += p.logN, my += p.logD;
+  mx /= static_cast<double>(pts.size()), my /= static_cast<double>(pts.size());
+  double sxx = 0, syy = 0, sxy = 0;
+  for (const auto& p : pts) sxx += (p.logN - mx) * (p.logN - mx), syy += (p.logD - my) * (p.logD - my), sxy += (p.logN - mx) * (p.logD - my);
+  if (sxx > 0 && syy > 0 && std::abs(sxy) / std::sqrt(sxx * syy) > 0.9999)
+    throw Error("data", "D is a fixed power of N in every row (log D and log N correlate at |r| > 0.9999): the N and D terms "
+                        "cannot be separated; add runs that vary N at fixed D (or D at fixed N)");
+}
+
 ChinchillaParams from_x(const double* x) { return {std::exp(x[2]), std::exp(x[0]), std::exp(x[1]), x[3], x[4]}; }
 
 ChinchillaFit solve(const std::vector<Point>& pts, double x[5], const ChinchillaFitOptions& o) {
@@ -107,6 +131,7 @@ ChinchillaFit refine_chinchilla(const ChinchillaData& data, const ChinchillaPara
 
 ChinchillaFit fit_chinchilla(const ChinchillaData& data, const ChinchillaFitOptions& o) {
   const std::vector<Point> pts = to_points(data);
+  check_identifiable(data, pts);
   ChinchillaFit best;
   best.objective = std::numeric_limits<double>::infinity();
   int64_t starts = 0, converged = 0;
@@ -130,7 +155,7 @@ ChinchillaFit fit_chinchilla(const ChinchillaData& data, const ChinchillaFitOpti
 ChinchillaBootstrap bootstrap_chinchilla(const ChinchillaData& data, const ChinchillaFit& fit, int64_t resamples, uint64_t seed,
                                          const ChinchillaFitOptions& o) {
   if (resamples < 2) throw Error("--bootstrap", "needs at least 2 resamples");
-  to_points(data);  // validates
+  check_identifiable(data, to_points(data));  // (validates)
   const size_t n = data.N.size();
   std::vector<ChinchillaParams> samples(resamples);
   // A few starts per resample: the full-data optimum and perturbations of its exponents.
@@ -175,6 +200,41 @@ ChinchillaBootstrap bootstrap_chinchilla(const ChinchillaData& data, const Chinc
   b.beta = summarise(p0.beta, [](const ChinchillaParams& s) { return s.beta; });
   b.samples = std::move(samples);
   return b;
+}
+
+std::vector<std::string> chinchilla_warnings(const ChinchillaParams& p, const ChinchillaBootstrap* b) {
+  std::vector<std::string> out;
+  auto fmt = [](double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.4g", v);
+    return std::string(buf);
+  };
+  for (const auto& [name, v, var] : {std::tuple<const char*, double, const char*>{"alpha", p.alpha, "N"}, {"beta", p.beta, "D"}}) {
+    if (v <= 0.01)
+      out.push_back(std::string(name) + " = " + fmt(v) + ": the loss does not fall with " + var +
+                    " (not a scaling law: too little spread in " + var + ", or a fit to noise)");
+    else if (v > 3)
+      out.push_back(std::string(name) + " = " + fmt(v) + ": steeper than any published loss law (check the " + var + " column)");
+  }
+  if (b) {
+    for (const auto& [name, s] : {std::pair<const char*, const ParameterSummary*>{"alpha", &b->alpha}, {"beta", &b->beta}})
+      if (s->lo <= 0.01)
+        out.push_back(std::string(name) + "'s 95% interval [" + fmt(s->lo) + ", " + fmt(s->hi) + "] reaches 0: its effect is not resolved by these points");
+  }
+  std::vector<double> losses;
+  for (double C : {1e18, 1e20, 1e22, 1e24, 1e26}) losses.push_back(compute_optimal(p, C).loss);
+  if (!std::all_of(losses.begin(), losses.end(), [](double l) { return std::isfinite(l); })) {
+    out.push_back("the compute-optimal loss does not fall as compute grows (the allocation is undefined for these exponents): "
+                  "the fit is not usable for allocation");
+  } else {
+    for (size_t i = 1; i < losses.size(); ++i)
+      if (!(losses[i] < losses[i - 1])) {
+        out.push_back("the compute-optimal loss does not fall as compute grows (" + fmt(losses[i - 1]) + " -> " + fmt(losses[i]) +
+                      "): the fit is not usable for allocation");
+        break;
+      }
+  }
+  return out;
 }
 
 ComputeOptimal compute_optimal(const ChinchillaParams& p, double C) {

@@ -17,6 +17,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "dtrainer/core/temp_files.h"
 #include "dtrainer/analysis/chinchilla_fit.h"
 #include "dtrainer/analysis/loglog_plot.h"
 #include "dtrainer/analysis/power_fit.h"
@@ -91,6 +92,8 @@ int run_chinchilla(const Input& in, const std::string& ncol, const std::string& 
   if (with_boot) b = bootstrap_chinchilla(d, fit, boot, seed);
   const auto& p = fit.params;
   std::vector<double> compute = {1e18, 1e20, 1e22, 1e24, 1e26};
+  const std::vector<std::string> warnings = chinchilla_warnings(p, with_boot ? &b : nullptr);
+  for (const auto& w : warnings) std::fprintf(stderr, "fitlaws: warning: %s\n", w.c_str());
   if (json) {
     ordered_json j = {{"E", p.E}, {"A", p.A}, {"B", p.B}, {"alpha", p.alpha}, {"beta", p.beta}, {"objective", fit.objective},
                       {"points", d.N.size()}, {"dropped", drop_worst}, {"starts", fit.starts}, {"converged", fit.converged}};
@@ -106,6 +109,7 @@ int run_chinchilla(const Input& in, const std::string& ncol, const std::string& 
       opt.push_back({{"C", C}, {"N_opt", o.N}, {"D_opt", o.D}, {"tokens_per_param", o.tokens_per_param}, {"loss", o.loss}});
     }
     j["compute_optimal"] = opt;
+    j["warnings"] = warnings;
     std::cout << j.dump(2) << "\n";
   } else {
     std::printf("Chinchilla fit  L(N, D) = E + A / N^alpha + B / D^beta   (%zu points%s)\n", d.N.size(),
@@ -216,6 +220,7 @@ int run_power(const Input& in, const std::string& xcol, const std::string& ycol,
 int main(int argc, char** argv) {
   Kokkos::ScopeGuard kokkos{Kokkos::InitArguments{}};  // not argc/argv: Kokkos would claim --help and --device
   quiet_solver_logging();
+  dtrainer::remove_temp_files_on_signals();  // (an interrupted write leaves no FILE.tmp-PID behind)
   CLI::App app{"fitlaws: scaling-law fits (power laws on Pareto frontiers, Chinchilla form) with bootstrap uncertainty"};
   app.require_subcommand(1);
   Input in;

@@ -9,6 +9,8 @@
 #include <sstream>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/file_io.h"
+#include "dtrainer/core/temp_files.h"
 
 #include <cairo.h>
 #include <librsvg/rsvg.h>
@@ -142,7 +144,8 @@ void LogLogPlot::write(const std::string& path) const {
   const bool png = ends_with(".png");
   if (!png && !ends_with(".svg")) throw Error(path, "plots are written as .svg or .png: give a file name with one of those endings");
   const std::string text = svg();
-  const std::string tmp = path + ".tmp";
+  const std::string tmp = temporary_path(path).string();
+  const TempFileGuard guard(tmp);
   if (png) {
     GError* err = nullptr;
     RsvgHandle* h = rsvg_handle_new_from_data(reinterpret_cast<const guint8*>(text.data()), text.size(), &err);
@@ -161,14 +164,11 @@ void LogLogPlot::write(const std::string& path) const {
       std::remove(tmp.c_str());
       throw Error(path, "cannot write the PNG");
     }
+    publish_file(tmp, path);
+    guard.release();
   } else {
-    std::ofstream f(tmp);
-    f << text;
-    if (!f) throw Error(path, "cannot write");
+    write_file_atomic(path, text);
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) throw Error(path, "cannot write: " + ec.message());
 }
 
 }  // namespace dtrainer::analysis

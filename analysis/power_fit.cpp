@@ -43,6 +43,12 @@ PowerFit fit_power(const std::vector<double>& x, const std::vector<double>& y) {
   }
   const double den = n * sxx - sx * sx;
   if (den <= 0) throw Error("data", "all x are equal: the exponent is undetermined");
+  std::vector<double> xs = x;
+  std::sort(xs.begin(), xs.end());
+  const auto distinct = std::unique(xs.begin(), xs.end()) - xs.begin();
+  if (distinct < 3)
+    throw Error("data", "only " + std::to_string(distinct) + " distinct x values: a power law through two clusters of points is "
+                        "exact and says nothing; fit at least 3 distinct x");
   PowerFit f;
   f.b = (n * sxy - sx * sy) / den;
   const double loga = (sy - f.b * sx) / n;
@@ -103,7 +109,7 @@ PowerBootstrap bootstrap_power(const std::vector<double>& x, const std::vector<d
     try {
       samples[r] = fit_power(bx, by);
       ok[r] = 1;
-    } catch (const Error&) {  // a resample with a single distinct x has no slope: not counted
+    } catch (const Error&) {  // a resample with fewer than 3 distinct x determines no law: not counted
     }
   });
   std::vector<PowerFit> kept;

@@ -4,6 +4,12 @@
 # mpirun), adapts to the allocation (GPUs: NCCL knobs, one GPU per rank; no GPUs: CPU ranks
 # with cpus-per-task threads each), resumes the run directory's newest complete checkpoint, and
 # requeues the job when dtrainer stopped early for a preemption / time-limit signal.
+#
+# What happened is read from the run directory, not from the launcher's exit code (mpirun exits
+# 1 after it was signalled even when every rank checkpointed and exited 0):
+#   DONE       the run is complete                                   -> exit 0
+#   PREEMPTED  dtrainer stopped after a signal, with a checkpoint    -> requeue (or say to resubmit), exit 0
+#   neither    dtrainer failed                                        -> no requeue, the launcher's exit code (or 1)
 
 dt_log() { echo "[dtrainer-slurm $(date +%H:%M:%S)] $*"; }
 
@@ -41,20 +47,28 @@ dt_launch() {
   fi
   dt_log "job ${SLURM_JOB_ID:-?} (restart ${SLURM_RESTART_COUNT:-0}) on ${SLURM_JOB_NUM_NODES:-?} node(s), ${SLURM_NTASKS:-?} rank(s): ${launcher[*]}"
   dt_log "run directory $run_dir"
+  # mpirun's teardown after a signal gives the ranks odls_base_sigkill_timeout seconds between its
+  # SIGTERM and its SIGKILL (Open MPI's default: 1, too short for a step and a checkpoint of a real model).
+  export OMPI_MCA_odls_base_sigkill_timeout=${OMPI_MCA_odls_base_sigkill_timeout:-120}
+  rm -f "$run_dir/PREEMPTED"  # (a marker of an earlier stop must not speak for this launch)
   local rc=0
   "${launcher[@]}" "$bin" --config "$config" --run-dir "$run_dir" --resume auto "$@" || rc=$?
-  if [ "$rc" -ne 0 ]; then
-    dt_log "dtrainer failed (exit $rc); the run directory keeps its last complete checkpoint"
-    return "$rc"
+  if [ -f "$run_dir/DONE" ]; then
+    dt_log "run complete: $run_dir/metrics.jsonl"
+    return 0
   fi
-  if [ ! -f "$run_dir/DONE" ]; then
+  if [ -f "$run_dir/PREEMPTED" ]; then
     # dtrainer stopped at a step boundary after SIGTERM / SIGUSR1 and checkpointed: continue later.
-    if [ -n "${SLURM_JOB_ID:-}" ] && scontrol requeue "$SLURM_JOB_ID"; then
-      dt_log "stopped early after a checkpoint: job $SLURM_JOB_ID requeued; it resumes from $run_dir/ckpt"
+    # (Logged before requeueing: scontrol requeue may end this script at once.)
+    if [ -n "${SLURM_JOB_ID:-}" ]; then
+      dt_log "stopped early ($(cat "$run_dir/PREEMPTED")) after a checkpoint: requeueing job $SLURM_JOB_ID; it resumes from $run_dir/ckpt"
+      scontrol requeue "$SLURM_JOB_ID" || dt_log "scontrol requeue failed: resubmit to resume from $run_dir/ckpt"
     else
-      dt_log "stopped early after a checkpoint; resubmit to resume from $run_dir/ckpt"
+      dt_log "stopped early ($(cat "$run_dir/PREEMPTED")) after a checkpoint; resubmit to resume from $run_dir/ckpt"
     fi
     return 0
   fi
-  dt_log "run complete: $run_dir/metrics.jsonl"
+  dt_log "dtrainer failed (launcher exit $rc; neither DONE nor PREEMPTED in $run_dir): not requeued; the run directory keeps its last complete checkpoint"
+  [ "$rc" -ne 0 ] && return "$rc"
+  return 1
 }

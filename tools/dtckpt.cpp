@@ -25,6 +25,7 @@
 #include "dtrainer/ckpt/weights_file.h"
 #include "dtrainer/core/error.h"
 #include "dtrainer/core/format_bytes.h"
+#include "dtrainer/core/temp_files.h"
 
 using namespace dtrainer;
 using namespace dtrainer::ckpt;
@@ -165,6 +166,7 @@ int main(int argc, char** argv) {
   ex->add_option("--dtype", dtype, "element type in the file")->check(CLI::IsMember({"fp32", "bf16", "fp16"}))->capture_default_str();
   ex->add_flag("--force", force, "replace an existing --out file");
   CLI11_PARSE(app, argc, argv);
+  remove_temp_files_on_signals();  // (an interrupted export leaves no FILE.tmp-PID behind)
   try {
     if (*in) {
       if (fs::is_regular_file(path)) return inspect_safetensors(path, json, tensors);

@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "dtrainer/core/temp_files.h"
 #include "dtrainer/core/error.h"
 #include "dtrainer/core/malloc_tuning.h"
 #include "dtrainer/data/loader.h"
@@ -240,6 +241,7 @@ int run_bench(const std::string& dir, bool json, int64_t batch, double seconds, 
 
 int main(int argc, char** argv) {
   tune_malloc_for_streaming();
+  dtrainer::remove_temp_files_on_signals();  // (an interrupted write leaves no FILE.tmp-PID behind)
   CLI::App app{"dtdata: write, inspect, validate, summarise and benchmark HDF5 latent shards (format v1, see data/README.md)"};
   app.require_subcommand(1);
   app.footer("Exit codes: 0 success, 1 validation found problems, 2 bad input or error.");

@@ -5,12 +5,15 @@
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/file_io.h"
+#include "dtrainer/core/temp_files.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors stores little-endian data; this host is not");
 
@@ -53,7 +56,8 @@ struct Fd {
 
 int64_t SafetensorsEntry::numel() const {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape)
+    if (__builtin_mul_overflow(n, d, &n)) throw Error(name, "shape's element count overflows 64 bits");
   return n;
 }
 
@@ -83,19 +87,16 @@ SafetensorsWriter::SafetensorsWriter(const std::string& path, std::vector<Safete
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // the data section starts 8-byte aligned
+  guard_ = std::make_unique<TempFileGuard>(tmp_);  // (removed on failure, and when a tool is interrupted)
   f_ = std::fopen(tmp_.c_str(), "wb");
   if (!f_) throw Error(tmp_, std::string("cannot create: ") + std::strerror(errno));
   const uint64_t n = text.size();
   if (std::fwrite(&n, 8, 1, f_) != 1 || std::fwrite(text.data(), 1, text.size(), f_) != text.size())
-    throw Error(tmp_, "cannot write the header");
+    throw Error(tmp_, "cannot write the header: " + errno_message(errno));
 }
 
 SafetensorsWriter::~SafetensorsWriter() {
   if (f_) std::fclose(f_);
-  if (!committed_) {
-    std::error_code ec;
-    fs::remove(tmp_, ec);
-  }
 }
 
 void SafetensorsWriter::write(const std::string& name, const torch::Tensor& data) {
@@ -105,7 +106,7 @@ void SafetensorsWriter::write(const std::string& name, const torch::Tensor& data
   if (data.sizes().vec() != e.shape) throw Error(path_, "tensor '" + name + "' has a shape other than declared");
   const torch::Tensor t = data.to(torch::kCPU, e.dtype).contiguous();
   const size_t bytes = static_cast<size_t>(e.end - e.begin);
-  if (bytes && std::fwrite(t.data_ptr(), 1, bytes, f_) != bytes) throw Error(tmp_, "cannot write tensor '" + name + "' (disk full?)");
+  if (bytes && std::fwrite(t.data_ptr(), 1, bytes, f_) != bytes) throw Error(tmp_, "cannot write tensor '" + name + "': " + errno_message(errno));
   ++next_;
 }
 
@@ -115,10 +116,9 @@ void SafetensorsWriter::commit() {
   const bool ok = std::fflush(f_) == 0 && ::fsync(fileno(f_)) == 0;
   const bool closed = std::fclose(f_) == 0;
   f_ = nullptr;
-  if (!ok || !closed) throw Error(tmp_, "cannot finish writing (disk full?)");
-  std::error_code ec;
-  fs::rename(tmp_, path_, ec);
-  if (ec) throw Error(path_, "cannot move " + tmp_ + " into place: " + ec.message());
+  if (!ok || !closed) throw Error(tmp_, "cannot finish writing: " + errno_message(errno));
+  publish_file(tmp_, path_);
+  guard_->release();
   committed_ = true;
 }
 
@@ -160,12 +160,18 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     SafetensorsEntry e;
     e.name = key;
     e.dtype = parse_safetensors_dtype(value["dtype"].get<std::string>(), where);
+    int64_t elements = 1;
     for (const auto& d : value["shape"]) {
-      if (!d.is_number_unsigned()) throw Error(where, "shape " + value["shape"].dump() + " is not a list of sizes");
+      if (!d.is_number_unsigned() || d.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+        throw Error(where, "shape " + value["shape"].dump() + " is not a list of sizes");
       e.shape.push_back(d.get<int64_t>());
+      int64_t bytes = 0;
+      if (__builtin_mul_overflow(elements, e.shape.back(), &elements) ||
+          __builtin_mul_overflow(elements, static_cast<int64_t>(c10::elementSize(e.dtype)), &bytes))
+        throw Error(where, "shape " + value["shape"].dump() + " holds more elements than any file can (the count overflows 64 bits)");
     }
     for (const auto& o : value["data_offsets"])
-      if (!o.is_number_unsigned()) throw Error(where, "data_offsets " + value["data_offsets"].dump() + " are not byte offsets");
+      if (!o.is_number_unsigned() || o.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) throw Error(where, "data_offsets " + value["data_offsets"].dump() + " are not byte offsets");
     e.begin = value["data_offsets"][0].get<int64_t>();
     e.end = value["data_offsets"][1].get<int64_t>();
     if (e.end < e.begin || e.end - e.begin != e.numel() * static_cast<int64_t>(c10::elementSize(e.dtype)))

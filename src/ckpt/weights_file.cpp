@@ -60,6 +60,15 @@ ExportSummary export_weights(const std::string& checkpoint_dir, const std::strin
   return summary;
 }
 
+void check_weights_file(const std::string& path) {
+  const SafetensorsFile file(path);
+  for (const auto& e : file.entries()) {
+    if (!c10::isFloatingType(e.dtype)) continue;
+    const int64_t bad = (~torch::isfinite(file.read(e.name))).sum().item<int64_t>();
+    if (bad) throw Error(path, "tensor '" + e.name + "' has " + std::to_string(bad) + " non-finite values (NaN or Inf): not usable as initial weights");
+  }
+}
+
 void load_weights(const std::string& path, torch::nn::Module& module) {
   const SafetensorsFile file(path);
   const auto params = module.named_parameters(/*recurse=*/true);
@@ -76,8 +85,17 @@ void load_weights(const std::string& path, torch::nn::Module& module) {
   }
   for (const auto& e : file.entries())
     if (!expected.count(e.name)) throw Error(path, "tensor '" + e.name + "' is not a parameter of the model (a different model or preset?)");
+  // Read and check every tensor before any parameter changes: a NaN or an infinity in a weights
+  // file is a broken export, never a starting point.
+  std::vector<torch::Tensor> values;
+  for (const auto& p : params) {
+    torch::Tensor v = file.read(p.key()).to(p.value().dtype());
+    const int64_t bad = (~torch::isfinite(v)).sum().item<int64_t>();
+    if (bad) throw Error(path, "tensor '" + p.key() + "' has " + std::to_string(bad) + " non-finite values (NaN or Inf): not usable as initial weights");
+    values.push_back(std::move(v));
+  }
   torch::NoGradGuard no_grad;
-  for (const auto& p : params) p.value().copy_(file.read(p.key()).to(p.value().dtype()));
+  for (size_t i = 0; i < params.size(); ++i) params[i].value().copy_(values[i]);
 }
 
 }  // namespace dtrainer::ckpt

@@ -277,11 +277,21 @@ LoaderState Loader::state() const {
 
 void Loader::restore(const LoaderState& s) {
   const LoaderState mine = state();
-  if (s.seed != mine.seed) throw Error("loader state", "seed " + std::to_string(s.seed) + " differs from the run's " + std::to_string(mine.seed));
+  auto list = [](const auto& v) {
+    std::string out;
+    for (const auto& x : v) out += (out.empty() ? "" : ", ") + nlohmann::json(x).dump();
+    return "[" + out + "]";
+  };
+  if (s.seed != mine.seed)
+    throw Error("loader state", "the checkpoint was saved with seed " + std::to_string(s.seed) + ", this run has " + std::to_string(mine.seed));
   if (s.global_batch != mine.global_batch)
-    throw Error("loader state", "global batch " + std::to_string(s.global_batch) + " differs from the run's " + std::to_string(mine.global_batch));
-  if (s.dataset_sizes != mine.dataset_sizes) throw Error("loader state", "the datasets' sizes differ from the ones the state was saved with");
-  if (s.weights != mine.weights) throw Error("loader state", "the mixing weights differ from the ones the state was saved with");
+    throw Error("loader state", "the checkpoint was saved with global batch " + std::to_string(s.global_batch) + ", this run has " +
+                                    std::to_string(mine.global_batch));
+  if (s.dataset_sizes != mine.dataset_sizes)
+    throw Error("loader state", "the checkpoint was saved with datasets of " + list(s.dataset_sizes) + " images, this run's data has " +
+                                    list(mine.dataset_sizes) + " (changed data: resume with the data the run started with)");
+  if (s.weights != mine.weights)
+    throw Error("loader state", "the checkpoint was saved with mixing weights " + list(s.weights) + ", this run has " + list(mine.weights));
   stop();
   next_batch_ = s.next_batch;
   start();

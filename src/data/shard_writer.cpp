@@ -7,6 +7,8 @@
 #include <torch/torch.h>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/file_io.h"
+#include "dtrainer/core/temp_files.h"
 #include "dtrainer/data/hdf5_lock.h"
 #include "hdf5_io.h"
 
@@ -125,10 +127,11 @@ void write_strings(hid_t file, const std::string& path, const std::string& name,
 void write_shard(const std::string& path, const ShardContents& c, const ShardWriteOptions& o) {
   check_contents(path, c);
   if (o.gzip_level > 0 && o.chunk_rows <= 0) throw Error(path, "gzip compression needs chunk_rows > 0");
-  const std::string tmp = path + ".tmp";
+  const std::string tmp = temporary_path(path).string();
+  const TempFileGuard guard(tmp);  // (removed on failure, and when a tool is interrupted)
   {
     std::lock_guard<std::mutex> lock(hdf5_mutex());
-    try {
+    {
       h5::Handle f = h5::create_file(tmp);
       const hid_t root = f.get();
       h5::write_int_attr(root, "schema_version", c.header.schema_version);
@@ -148,18 +151,13 @@ void write_shard(const std::string& path, const ShardContents& c, const ShardWri
       write_ints(root, path, "source", c.source, {N}, H5T_STD_I32LE, o);
       if (!c.captions.empty()) write_strings(root, path, "captions", c.captions);
       write_strings(root, path, "source_names", c.source_names);
-      if (H5Fflush(root, H5F_SCOPE_GLOBAL) < 0) throw Error(path, "flush failed (disk full?)");
-    } catch (...) {
-      std::remove(tmp.c_str());
-      throw;
+      if (H5Fflush(root, H5F_SCOPE_GLOBAL) < 0)
+        throw Error(path, "cannot write the shard: " + diagnose_write_failure(std::filesystem::path(tmp).parent_path()));
     }
   }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    throw Error(path, "cannot publish shard: " + ec.message());
-  }
+  fsync_path(tmp);
+  publish_file(tmp, path);
+  guard.release();
 }
 
 }  // namespace dtrainer::data

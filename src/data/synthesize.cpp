@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/file_io.h"
 #include "dtrainer/core/rng.h"
 #include "dtrainer/data/shapes_scene.h"
 #include "dtrainer/data/toy_text_encoder.h"
@@ -35,15 +36,7 @@ void prepare_dir(const SynthConfig& c) {
   }
 }
 
-void write_json_atomically(const std::string& path, const nlohmann::json& j) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    f << j.dump(2) << "\n";
-    if (!f) throw Error(path, "cannot write");
-  }
-  fs::rename(tmp, path);
-}
+void write_json_atomically(const std::string& path, const nlohmann::json& j) { write_file_atomic(path, j.dump(2) + "\n"); }
 
 }  // namespace
 

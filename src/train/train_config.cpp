@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <optional>
 #include <type_traits>
 #include <functional>
 #include <set>
@@ -144,14 +145,19 @@ using TomlLines = std::vector<std::pair<std::string, std::function<std::string()
 
 // Every numeric option gets its type's check (integers exactly, numbers finite); a field's own
 // range check is added with ->check() and replaces nothing.
+// `check`, when given, replaces the type's check (and must include it); a repeated scalar option
+// takes its last value (a job's command line can override what an alias or a script set before).
 template <typename T>
 CLI::Option* opt(CLI::App& app, const std::string& group, const std::string& key, T& field, const std::string& help,
-                 TomlLines* lines) {
+                 TomlLines* lines, std::optional<CLI::Validator> check = std::nullopt) {
   if (lines) lines->emplace_back(key, [&field] { return toml_value(field); });
   CLI::Option* o = app.add_option(names(key), field, help)->group(group)->capture_default_str();
-  if constexpr (std::is_same_v<T, int64_t>) o->check(integer_in(std::numeric_limits<int64_t>::min()));
-  if constexpr (std::is_same_v<T, uint64_t>) o->check(unsigned_integer());
-  if constexpr (std::is_same_v<T, double> || std::is_same_v<T, std::vector<double>>) o->check(number_in(-kMax, kMax));
+  if (check) o->check(*check);
+  else if constexpr (std::is_same_v<T, int64_t>) o->check(integer_in(std::numeric_limits<int64_t>::min()));
+  else if constexpr (std::is_same_v<T, uint64_t>) o->check(unsigned_integer());
+  else if constexpr (std::is_same_v<T, double> || std::is_same_v<T, std::vector<double>>) o->check(number_in(-kMax, kMax));
+  if constexpr (!std::is_same_v<T, std::vector<std::string>> && !std::is_same_v<T, std::vector<double>>)
+    o->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   return o;
 }
 
@@ -194,38 +200,36 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
   const std::string run = "Run";
   opt(app, run, "name", c.name, "run name; the run directory defaults to runs/<name>", lines);
   opt(app, run, "run_dir", c.run_dir, "run directory: metrics.jsonl, config.toml, ckpt/, samples/", lines);
-  opt(app, run, "steps", c.steps, "optimizer steps to train for (the total, counting resumed ones)", lines)->check(positive);
+  opt(app, run, "steps", c.steps, "optimizer steps to train for (the total, counting resumed ones)", lines, positive);
   opt(app, run, "seed", c.seed, "seed of every random draw (initialisation, data order, noise, dropout)", lines);
-  opt(app, run, "log_every", c.log_every, "steps between metrics records and progress lines", lines)->check(positive);
-  opt(app, run, "eval_every", c.eval_every, "steps between held-out evaluations (0: at the end only)", lines)->check(non_negative);
-  opt(app, run, "ckpt_every", c.ckpt_every, "steps between checkpoints (0: at the end and on preemption only)", lines)->check(non_negative);
-  opt(app, run, "keep_ckpts", c.keep_ckpts, "complete checkpoints to keep (the oldest are deleted)", lines)->check(positive);
-  opt(app, run, "sample_every", c.sample_every, "steps between sample grids (0: at the end only)", lines)->check(non_negative);
+  opt(app, run, "log_every", c.log_every, "steps between metrics records and progress lines", lines, positive);
+  opt(app, run, "eval_every", c.eval_every, "steps between held-out evaluations (0: at the end only)", lines, non_negative);
+  opt(app, run, "ckpt_every", c.ckpt_every, "steps between checkpoints (0: at the end and on preemption only)", lines, non_negative);
+  opt(app, run, "keep_ckpts", c.keep_ckpts, "complete checkpoints to keep (the oldest are deleted)", lines, positive);
+  opt(app, run, "sample_every", c.sample_every, "steps between sample grids (0: at the end only)", lines, non_negative);
   opt(app, run, "resume", c.resume, "auto (newest complete checkpoint of the run, if any), none, or a checkpoint path", lines);
   flag(app, run, "dry_run", c.dry_run, "build everything, print the plan, do not train", lines);
   opt(app, run, "device", c.device,
-      "auto | cpu | cuda: where each rank computes (auto: GPU <node-local rank> where LibTorch sees GPUs, else the CPU)", lines)
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  opt(app, run, "threads", c.threads, "compute threads per rank (0: cores on this node / ranks on it)", lines)->check(non_negative);
-  opt(app, run, "max_bad_steps", c.max_bad_steps, "abort after this many consecutive steps with a non-finite loss or gradient", lines)->check(positive);
+      "auto | cpu | cuda: where each rank computes (auto: GPU <node-local rank> where LibTorch sees GPUs, else the CPU)", lines, CLI::IsMember({"auto", "cpu", "cuda"}));
+  opt(app, run, "threads", c.threads, "compute threads per rank (0: cores on this node / ranks on it)", lines, non_negative);
+  opt(app, run, "max_bad_steps", c.max_bad_steps, "abort after this many consecutive steps with a non-finite loss or gradient", lines, positive);
   opt(app, run, "watchdog_timeout", c.watchdog_timeout,
       "seconds any phase of the loop (data, step, eval, sample, checkpoint) may run before the watchdog ends the job, "
-      "naming the ranks that did not arrive (0: no watchdog)", lines)->check(number_in(0.0, kMax));
+      "naming the ranks that did not arrive (0: no watchdog)", lines, number_in(0.0, kMax));
   opt(app, run, "watchdog_factor", c.watchdog_factor,
       "...and a phase running longer than this many times its recent median (and watchdog_min) ends it too (0: the timeout only)",
-      lines)->check(number_in(0.0, kMax));
-  opt(app, run, "watchdog_min", c.watchdog_min, "seconds below which the relative bound never fires", lines)->check(number_in(0.0, kMax));
+      lines, number_in(0.0, kMax));
+  opt(app, run, "watchdog_min", c.watchdog_min, "seconds below which the relative bound never fires", lines, number_in(0.0, kMax));
   flag(app, run, "ignore_memory_check", c.ignore_memory_check,
        "start even when the plan's memory per rank exceeds what this node has available (the check runs at start-up)", lines);
-  opt(app, run, "peak_tflops", c.peak_tflops, "peak TFLOP/s per rank for MFU (0: measure a matmul at start-up: fp32 on the CPU, the compute dtype on a GPU)", lines)->check(number_in(0.0, kMax));
+  opt(app, run, "peak_tflops", c.peak_tflops, "peak TFLOP/s per rank for MFU (0: measure a matmul at start-up: fp32 on the CPU, the compute dtype on a GPU)", lines, number_in(0.0, kMax));
 
   const std::string model = "Model";
   opt(app, model, "model", c.model, "backbone preset (dtmodel list)", lines);
   opt(app, model, "model_set", c.model_set, "preset field overrides, key=value (dtmodel describe lists the keys)", lines);
-  opt(app, model, "sharding", c.sharding, "replicate | zero1 | zero2 | zero3", lines)->check(CLI::IsMember({"replicate", "zero1", "zero2", "zero3"}));
+  opt(app, model, "sharding", c.sharding, "replicate | zero1 | zero2 | zero3", lines, CLI::IsMember({"replicate", "zero1", "zero2", "zero3"}));
   flag(app, model, "activation_checkpointing", c.activation_checkpointing, "recompute every block in backward (always on under zero3)", lines);
-  opt(app, model, "compute_dtype", c.compute_dtype, "fp32 | bf16: what the model computes in (bf16: a compute copy of fp32 master weights)", lines)
-      ->check(CLI::IsMember({"fp32", "bf16"}));
+  opt(app, model, "compute_dtype", c.compute_dtype, "fp32 | bf16: what the model computes in (bf16: a compute copy of fp32 master weights)", lines, CLI::IsMember({"fp32", "bf16"}));
   flag(app, model, "channels_last", c.channels_last,
        "NHWC activations: the UNet's convolutions run channels-last (on a GPU in bf16 usually faster; "
        "dtbench train --channels-last measures it)", lines);
@@ -235,52 +239,49 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
 
   const std::string data = "Data";
   opt(app, data, "data", c.data, "shard directories, or synthetic:shapes (generated once in <run_dir>/data)", lines);
-  opt(app, data, "data_weights", c.data_weights, "mixing weights of the data directories (default: equal)", lines)
-      ->check(number_in(0.0, kMax, true));
+  opt(app, data, "data_weights", c.data_weights, "mixing weights of the data directories (default: equal)", lines, number_in(0.0, kMax, true));
   opt(app, data, "eval_data", c.eval_data, "held-out shard directories (synthetic data gets a held-out set of its own)", lines);
-  opt(app, data, "synthetic_images", c.synthetic_images, "images in the synthetic dataset", lines)->check(positive);
-  opt(app, data, "synthetic_image_size", c.synthetic_image_size, "pixels per side of the synthetic images (a multiple of 8)", lines)
-      ->check(integer_in(8, 512));
-  opt(app, data, "global_batch", c.global_batch, "samples per optimizer step, over all ranks", lines)->check(positive);
-  opt(app, data, "micro_batch", c.micro_batch, "samples per rank per forward (0: global_batch / ranks); accumulation = global / (ranks x micro)", lines)->check(non_negative);
-  opt(app, data, "workers", c.workers, "loader threads per rank", lines)->check(positive);
-  opt(app, data, "prefetch", c.prefetch, "batches prepared ahead per rank", lines)->check(non_negative);
-  opt(app, data, "p_synthetic_caption", c.p_synthetic_caption, "[S1] probability of a synthetic caption", lines)->check(probability);
-  opt(app, data, "synthetic_top_k", c.synthetic_top_k, "[S1] synthetic caption chosen among the top k", lines)->check(positive);
+  opt(app, data, "synthetic_images", c.synthetic_images, "images in the synthetic dataset", lines, positive);
+  opt(app, data, "synthetic_image_size", c.synthetic_image_size, "pixels per side of the synthetic images (a multiple of 8)", lines, integer_in(8, 512));
+  opt(app, data, "global_batch", c.global_batch, "samples per optimizer step, over all ranks", lines, positive);
+  opt(app, data, "micro_batch", c.micro_batch, "samples per rank per forward (0: global_batch / ranks); accumulation = global / (ranks x micro)", lines, non_negative);
+  opt(app, data, "workers", c.workers, "loader threads per rank", lines, positive);
+  opt(app, data, "prefetch", c.prefetch, "batches prepared ahead per rank", lines, non_negative);
+  opt(app, data, "p_synthetic_caption", c.p_synthetic_caption, "[S1] probability of a synthetic caption", lines, probability);
+  opt(app, data, "synthetic_top_k", c.synthetic_top_k, "[S1] synthetic caption chosen among the top k", lines, positive);
   flag(app, data, "skip_bad_samples", c.skip_bad_samples,
        "drop (and count: skipped_samples in metrics.jsonl) samples with unreadable or non-finite data instead of failing", lines);
   flag(app, data, "random_flip", c.random_flip, "horizontal flips (p = 0.5), flagged in the controls", lines);
-  opt(app, data, "text_padding", c.text_padding, "zero | replicate | noisy_replicate", lines)->check(CLI::IsMember({"zero", "replicate", "noisy_replicate"}));
-  opt(app, data, "max_tokens", c.max_tokens, "text tokens T the model attends to", lines)->check(positive);
+  opt(app, data, "text_padding", c.text_padding, "zero | replicate | noisy_replicate", lines, CLI::IsMember({"zero", "replicate", "noisy_replicate"}));
+  opt(app, data, "max_tokens", c.max_tokens, "text tokens T the model attends to", lines, positive);
 
   const std::string optim = "Optimizer";
-  opt(app, optim, "lr", c.lr, "peak learning rate", lines)->check(number_in(0.0, kMax, /*lo_open=*/true));
-  opt(app, optim, "beta1", c.beta1, "AdamW beta1", lines)->check(number_in(0.0, 0.999999));
-  opt(app, optim, "beta2", c.beta2, "AdamW beta2", lines)->check(number_in(0.0, 0.999999));
-  opt(app, optim, "eps", c.eps, "AdamW epsilon", lines)->check(number_in(0.0, kMax, true));
-  opt(app, optim, "weight_decay", c.weight_decay, "AdamW decoupled weight decay", lines)->check(number_in(0.0, kMax));
-  opt(app, optim, "warmup_steps", c.warmup_steps, "linear warm-up steps", lines)->check(non_negative);
-  opt(app, optim, "lr_schedule", c.lr_schedule, "after warm-up: constant | cosine", lines)->check(CLI::IsMember({"constant", "cosine"}));
-  opt(app, optim, "min_lr_ratio", c.min_lr_ratio, "cosine ends at lr x this", lines)->check(probability);
-  opt(app, optim, "max_grad_norm", c.max_grad_norm, "global gradient-norm clipping (<= 0: off)", lines)
-      ->check(number_in(-kMax, kMax, false, " (0 turns clipping off)"));
-  opt(app, optim, "ema_decay", c.ema_decay, "EMA of the weights (0: off); samples use the EMA when on", lines)->check(number_in(0.0, 0.999999999));
+  opt(app, optim, "lr", c.lr, "peak learning rate", lines, number_in(0.0, kMax, /*lo_open=*/true));
+  opt(app, optim, "beta1", c.beta1, "AdamW beta1", lines, number_in(0.0, 0.999999));
+  opt(app, optim, "beta2", c.beta2, "AdamW beta2", lines, number_in(0.0, 0.999999));
+  opt(app, optim, "eps", c.eps, "AdamW epsilon", lines, number_in(0.0, kMax, true));
+  opt(app, optim, "weight_decay", c.weight_decay, "AdamW decoupled weight decay", lines, number_in(0.0, kMax));
+  opt(app, optim, "warmup_steps", c.warmup_steps, "linear warm-up steps", lines, non_negative);
+  opt(app, optim, "lr_schedule", c.lr_schedule, "after warm-up: constant | cosine", lines, CLI::IsMember({"constant", "cosine"}));
+  opt(app, optim, "min_lr_ratio", c.min_lr_ratio, "cosine ends at lr x this", lines, probability);
+  opt(app, optim, "max_grad_norm", c.max_grad_norm, "global gradient-norm clipping (<= 0: off)", lines, number_in(-kMax, kMax, false, " (0 turns clipping off)"));
+  opt(app, optim, "ema_decay", c.ema_decay, "EMA of the weights (0: off); samples use the EMA when on", lines, number_in(0.0, 0.999999999));
 
   const std::string diff = "Diffusion";
-  opt(app, diff, "target", c.target, "eps | v | flow", lines)->check(CLI::IsMember({"eps", "v", "flow"}));
-  opt(app, diff, "loss_weighting", c.loss_weighting, "none | sigma_inv_sq | min_snr", lines)->check(CLI::IsMember({"none", "sigma_inv_sq", "min_snr"}));
-  opt(app, diff, "timestep_sampling", c.timestep_sampling, "uniform | logit_normal", lines)->check(CLI::IsMember({"uniform", "logit_normal"}));
-  opt(app, diff, "beta_schedule", c.beta_schedule, "scaled_linear | linear | cosine", lines)->check(CLI::IsMember({"scaled_linear", "linear", "cosine"}));
-  opt(app, diff, "num_timesteps", c.num_timesteps, "diffusion steps T", lines)->check(integer_in(2, 100000));
+  opt(app, diff, "target", c.target, "eps | v | flow", lines, CLI::IsMember({"eps", "v", "flow"}));
+  opt(app, diff, "loss_weighting", c.loss_weighting, "none | sigma_inv_sq | min_snr", lines, CLI::IsMember({"none", "sigma_inv_sq", "min_snr"}));
+  opt(app, diff, "timestep_sampling", c.timestep_sampling, "uniform | logit_normal", lines, CLI::IsMember({"uniform", "logit_normal"}));
+  opt(app, diff, "beta_schedule", c.beta_schedule, "scaled_linear | linear | cosine", lines, CLI::IsMember({"scaled_linear", "linear", "cosine"}));
+  opt(app, diff, "num_timesteps", c.num_timesteps, "diffusion steps T", lines, integer_in(2, 100000));
   flag(app, diff, "zero_terminal_snr", c.zero_terminal_snr, "rescale the schedule to zero terminal SNR (needs target = v)", lines);
-  opt(app, diff, "p_drop_text", c.p_drop_text, "classifier-free-guidance text dropout", lines)->check(probability);
-  opt(app, diff, "p_drop_control", c.p_drop_control, "[S2] control-condition dropout", lines)->check(probability);
+  opt(app, diff, "p_drop_text", c.p_drop_text, "classifier-free-guidance text dropout", lines, probability);
+  opt(app, diff, "p_drop_control", c.p_drop_control, "[S2] control-condition dropout", lines, probability);
   flag(app, diff, "control_conditioning", c.control_conditioning, "[S2] control embedding (crop, flip, size) added to the time embedding", lines);
 
   const std::string samples = "Samples";
-  opt(app, samples, "sample_count", c.sample_count, "prompts sampled per grid", lines)->check(non_negative);
-  opt(app, samples, "sample_steps", c.sample_steps, "DDIM / Euler steps", lines)->check(positive);
-  opt(app, samples, "guidance_scale", c.guidance_scale, "classifier-free guidance scale", lines)->check(number_in(0.0, kMax));
+  opt(app, samples, "sample_count", c.sample_count, "prompts sampled per grid", lines, non_negative);
+  opt(app, samples, "sample_steps", c.sample_steps, "DDIM / Euler steps", lines, positive);
+  opt(app, samples, "guidance_scale", c.guidance_scale, "classifier-free guidance scale", lines, number_in(0.0, kMax));
 }
 
 }  // namespace

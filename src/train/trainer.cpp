@@ -48,6 +48,7 @@
 #include "dtrainer/dist/watchdog.h"
 #include "dtrainer/core/memory_info.h"
 #include "dtrainer/core/file_io.h"
+#include "dtrainer/core/parse.h"
 #include "dtrainer/core/remove_tree.h"
 
 namespace fs = std::filesystem;
@@ -114,6 +115,32 @@ struct DataPlan {
   models::BackboneInputs inputs;
 };
 
+// Every data set of a run (training mixes, held-out sets) must take the same model: checked when
+// the run is planned, not at the first evaluation (each loader checks all of its own shards when
+// it opens them). `source` says where the expected shapes come from.
+void check_data_sets(const DataPlan& p, bool synthetic, const std::vector<int64_t>& shape, int64_t text_dim, const std::string& source) {
+  const auto fmt = [](const std::vector<int64_t>& v) { return c10::str(c10::IntArrayRef(v)); };
+  std::vector<std::pair<std::string, std::string>> sets;
+  for (const auto& d : p.train_dirs) sets.emplace_back("data", d);
+  for (const auto& d : p.eval_dirs) sets.emplace_back("eval_data", d);
+  std::error_code ec;
+  for (const auto& [field, d] : sets) {
+    if (!fs::is_directory(d, ec)) {
+      if (!synthetic) throw Error(field + " " + d, "does not exist");
+      continue;  // (synthesized at start-up, with the shapes expected)
+    }
+    const auto files = data::list_shards(d);
+    if (files.empty()) throw Error(field + " " + d, "no shards (*.h5) in the data directory");
+    const data::ShardReader r(files.front());
+    if (r.latent_shape() != shape)
+      throw Error(field + " " + d, "latents are " + fmt(r.latent_shape()) + " but the model takes " + fmt(shape) + " (" + source +
+                                       "): every data set of a run must have the training data's shapes");
+    if (r.header().text_dim != text_dim)
+      throw Error(field + " " + d, "text embeddings are " + std::to_string(r.header().text_dim) + " wide but the model's context is " +
+                                       std::to_string(text_dim) + " (" + source + ")");
+  }
+}
+
 DataPlan plan_data(const TrainConfig& c, const fs::path& run_dir) {
   DataPlan p;
   bool synthetic = false;
@@ -133,9 +160,11 @@ DataPlan plan_data(const TrainConfig& c, const fs::path& run_dir) {
   if (synthetic && c.data.size() == 1) {
     p.pixels = true;
     p.inputs = {3, c.synthetic_image_size, kSyntheticTextDim, c.max_tokens};
+    check_data_sets(p, true, {3, c.synthetic_image_size, c.synthetic_image_size}, kSyntheticTextDim,
+                    "synthetic:shapes at synthetic_image_size " + std::to_string(c.synthetic_image_size));
     return p;
   }
-  // Real data: the first shard's header and shapes decide (every dataset must agree; the loader checks).
+  // Real data: the first shard's header and shapes decide.
   const std::string& dir = p.train_dirs.front();
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
@@ -149,6 +178,7 @@ DataPlan plan_data(const TrainConfig& c, const fs::path& run_dir) {
   const auto shape = reader.latent_shape();
   if (shape.size() != 3 || shape[1] != shape[2]) throw Error(shards.front(), "latents must be [C, H, H]");
   p.inputs = {shape[0], shape[1], reader.header().text_dim, c.max_tokens};
+  check_data_sets(p, synthetic, shape, reader.header().text_dim, "the shape of " + shards.front());
   return p;
 }
 
@@ -732,7 +762,7 @@ int Trainer::run() {
   // The resume checks passed: only now does the run directory change.
   dist::agree(rt_.comm(), [&] {
     dir_.write_config(toml_);
-    if (resume_.checkpoint) dir_.truncate_metrics(step_);
+    dir_.truncate_metrics(step_);  // (a fresh start keeps no records of an earlier attempt)
   });
   if (step_ == 0) {
     log_info(models::backbone_summary(plan_.backbone));
@@ -792,7 +822,7 @@ int Trainer::run() {
     if (result.preempt && step != c_.steps) {
       checkpoint(step);
       dist::agree(rt_.comm(), [&] { dir_.mark_preempted(step, preemption_signal()); });
-      log_info("preempted (signal " + std::to_string(preemption_signal()) + ") at step " + std::to_string(step) +
+      log_info("preempted (" + (preemption_requested() ? preemption_description() : "a signal to another rank") + ") at step " + std::to_string(step) +
                ": checkpoint written, " + (run_ / "PREEMPTED").string() + " marks the stop; rerun with --resume auto to continue");
       return 0;
     }
@@ -886,7 +916,7 @@ int trainer_main(int argc, char** argv) {
       dist::agree(rt.comm(), [&] {
         resume = plan_resume(c, run_dir);
         if (!c.init_weights.empty() && !resume.checkpoint)
-          ckpt::SafetensorsFile{c.init_weights};  // readable and well-formed, before anything is written
+          ckpt::check_weights_file(c.init_weights);  // well-formed and finite, before anything is written
       });
     } catch (const CollectiveError& e) {
       const bool created = dir && !existed;

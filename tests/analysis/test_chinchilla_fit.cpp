@@ -118,3 +118,33 @@ TEST_CASE("bad data is rejected with the row named") {
   ChinchillaData few{{1, 2}, {1, 2}, {1, 2}};
   CHECK_THROWS_WITH(fit_chinchilla(few), Catch::Contains("at least 5 points"));
 }
+
+TEST_CASE("data that cannot identify the law is refused, saying why") {
+  // Six identical rows (the fault campaign's case: it used to 'fit' exponents of -0.02).
+  ChinchillaData same{std::vector<double>(6, 1e8), std::vector<double>(6, 2e9), std::vector<double>(6, 3.0)};
+  CHECK_THROWS_WITH(fit_chinchilla(same), Catch::Contains("1 distinct N and 1 distinct D"));
+  // Two model sizes only.
+  ChinchillaData two{{1e8, 1e8, 1e8, 4e8, 4e8, 4e8}, {1e9, 3e9, 9e9, 1e9, 3e9, 9e9}, {3.2, 3.0, 2.9, 3.0, 2.8, 2.7}};
+  CHECK_THROWS_WITH(fit_chinchilla(two), Catch::Contains("2 distinct N"));
+  // D = 20 N in every row (a fixed tokens-per-parameter sweep): N's and D's terms are confounded.
+  ChinchillaData ratio;
+  for (double N : {1e8, 2e8, 4e8, 8e8, 1.6e9, 3.2e9}) ratio.N.push_back(N), ratio.D.push_back(20 * N), ratio.loss.push_back(2 + 300 / std::pow(N, 0.3));
+  CHECK_THROWS_WITH(fit_chinchilla(ratio), Catch::Contains("D is a fixed power of N"));
+}
+
+TEST_CASE("unphysical fits are flagged: exponents at or below zero, intervals reaching zero, a loss rising with compute") {
+  // Besiroglu et al.'s estimates: a sound law, nothing to flag.
+  CHECK(chinchilla_warnings({1.82, 482, 2085, 0.348, 0.366}, nullptr).empty());
+  const auto w = chinchilla_warnings({3.1, 0.5, 2.0, -0.02, 0.3}, nullptr);
+  REQUIRE_FALSE(w.empty());
+  CHECK_THAT(w[0], Catch::Contains("alpha = -0.02: the loss does not fall with N"));
+  bool rising = false;
+  for (const auto& s : w) rising |= s.find("compute-optimal loss does not fall") != std::string::npos;
+  CHECK(rising);
+  ChinchillaBootstrap b;
+  b.alpha = {0.3, 0.2, -0.05, 0.6};
+  b.beta = {0.3, 0.05, 0.2, 0.4};
+  const auto wb = chinchilla_warnings({1.82, 482, 2085, 0.3, 0.3}, &b);
+  REQUIRE(wb.size() == 1);
+  CHECK_THAT(wb[0], Catch::Contains("alpha's 95% interval [-0.05, 0.6] reaches 0"));
+}

@@ -143,5 +143,12 @@ TEST_CASE("corrupt files are refused with the file and the problem named") {
   CHECK_THAT(error_of(raw_file(dir, R"({"t":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4)),
              Catch::Contains("not a list of sizes"));
   CHECK_THAT(error_of(raw_file(dir, R"({"t":{"dtype":"F32","shape":[1]}})", 4)), Catch::Contains("data_offsets"));
+  // A shape whose element count (or byte count) overflows 64 bits never wraps into a "valid" size.
+  CHECK_THAT(error_of(raw_file(dir, R"({"t":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", 0)),
+             Catch::Contains("overflows 64 bits"));
+  CHECK_THAT(error_of(raw_file(dir, R"({"t":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}})", 0)),
+             Catch::Contains("overflows 64 bits"));
+  CHECK_THAT(error_of(raw_file(dir, R"({"t":{"dtype":"F32","shape":[18446744073709551615],"data_offsets":[0,4]}})", 4)),
+             Catch::Contains("not a list of sizes"));
   CHECK_THAT(error_of(dir + "/absent.safetensors"), Catch::Contains("absent.safetensors: cannot open"));
 }

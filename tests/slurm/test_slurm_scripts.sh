@@ -57,13 +57,32 @@ tiny t2 120 16
 job=$(DTRAINER_RUN_DIR=$work/run2 sbatch --parsable -N 2 --ntasks-per-node=1 -o "$work/t2-%j.out" slurm/train_4node.sh "$work/t2.toml")
 for _ in $(seq 600); do [ "$(last_step "$work/run2")" -ge 5 ] 2>/dev/null && break; sleep 0.5; done
 scancel --signal=TERM "$job"
-for _ in $(seq 900); do [ -f "$work/run2/DONE" ] && ! squeue -h -j "$job" 2>/dev/null | grep -q . && break; sleep 1; done
+restarts=0
+for _ in $(seq 900); do
+  r=$(scontrol show job "$job" -o 2>/dev/null | grep -o 'Restarts=[0-9]*' | cut -d= -f2)
+  [ -n "$r" ] && restarts=$r
+  [ -f "$work/run2/DONE" ] && ! squeue -h -j "$job" 2>/dev/null | grep -q . && break
+  sleep 1
+done
 out=$(cat "$work"/t2-*.out)
-echo "$out" | grep -E "preempted|requeued|resumed|complete" | head -n 6
+echo "$out" | grep -E "preempted|requeue|resumed|complete" | head -n 6
 echo "$out" | grep -q "preempted" && ok "SIGTERM: dtrainer checkpointed and stopped" || bad "no preemption message"
-echo "$out" | grep -q "requeued" && ok "job requeued" || bad "job not requeued"
+# Slurm's own record, not a log line (scontrol requeue may end the batch script before it logs).
+[ "$restarts" -ge 1 ] && ok "job requeued (Slurm: Restarts=$restarts)" || bad "job not requeued (Slurm: Restarts=$restarts)"
 echo "$out" | grep -q "resumed from" && ok "requeued job resumed from the checkpoint" || bad "no resume after requeue"
 [ -f "$work/run2/DONE" ] && [ "$(last_step "$work/run2")" = 120 ] && ok "preempted run finished all 120 steps" || bad "preempted run did not finish"
+
+# 2b. A run that fails (here: a bad key in its job file) is not requeued, even after an earlier
+#     preemption of the same run directory left its marker.
+tiny t3 20 16
+echo "learning_rate = 1e-4" >> "$work/t3.toml"
+mkdir -p "$work/run3" && echo "step 5 signal 15" > "$work/run3/PREEMPTED"
+job=$(DTRAINER_RUN_DIR=$work/run3 sbatch --parsable -N 1 --ntasks-per-node=1 -o "$work/t3-%j.out" slurm/train_4node.sh "$work/t3.toml")
+for _ in $(seq 300); do squeue -h -j "$job" 2>/dev/null | grep -q . || break; sleep 1; done
+r=$(scontrol show job "$job" -o 2>/dev/null | grep -o 'Restarts=[0-9]*' | cut -d= -f2)
+state=$(scontrol show job "$job" -o 2>/dev/null | grep -o 'JobState=[A-Z]*' | cut -d= -f2)
+grep -h "dtrainer failed" "$work"/t3-*.out | head -n 1
+[ "${r:-0}" = 0 ] && [ "$state" = FAILED ] && ok "a failing run: job $state, not requeued" || bad "a failing run: job ${state:-?}, Restarts=${r:-?}"
 
 # 3. Array sweep over two configs, mpirun inside sbatch.
 tiny s_a 10 16

@@ -140,6 +140,17 @@ TEST_CASE("dtckpt and --init-weights refuse bad input by name, exit non-zero and
   CHECK_THAT(test::slurp(wide + ".log"), Catch::Contains("w.safetensors: tensor '") && Catch::Contains("has shape"));
   CHECK_FALSE(fs::exists(wide + "/ckpt"));
 
+  // Weights with a NaN: refused at start-up, naming the tensor, before the run directory exists.
+  const auto nan = test::run_process(std::string(DT_NUMPY_PYTHON) + " -c \"import struct, json; p = '" + dir +
+                                     "/w.safetensors'; b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); "
+                                     "k = sorted(x for x in h if x != '__metadata__')[0]; o = 8 + n + h[k]['data_offsets'][0]; "
+                                     "open(p + '.nan', 'wb').write(b[:o] + struct.pack('<f', float('nan')) + b[o + 4:]); print(k)\"");
+  REQUIRE(nan.status == 0);
+  const std::string nan_run = dir + "/nan";
+  CHECK(test::run(1, "--steps 2 --init-weights " + dir + "/w.safetensors.nan --run-dir " + nan_run, nan_run + ".log") == 2);
+  CHECK_THAT(test::slurp(nan_run + ".log"), Catch::Contains("w.safetensors.nan: tensor '" + nan.out.substr(0, nan.out.size() - 1) + "' has 1 non-finite"));
+  CHECK_FALSE(fs::exists(nan_run));
+
   // A corrupt file is a configuration error: exit 2 before the run directory exists.
   std::ofstream(dir + "/corrupt.safetensors") << "not a weights file at all";
   const std::string corrupt = dir + "/corrupt";

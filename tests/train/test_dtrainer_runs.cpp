@@ -8,7 +8,6 @@
 #include <catch2/catch.hpp>
 
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,9 +20,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include "spawned_run.h"
 #include "train/dtrainer_runner.h"
 
-extern char** environ;
 
 using namespace dtrainer;
 using test::command;
@@ -163,51 +162,9 @@ TEST_CASE("--resume auto skips a checkpoint that was being written when the run 
   CHECK(fs::exists(dir + "/ckpt/step_00000012/COMPLETE"));
 }
 
-// A spawned run that is stopped if the test leaves before reaping it (a failed REQUIRE throws):
-// SIGTERM first, which mpirun forwards to its ranks, then SIGKILL to the whole process group.
-// Without this, a failure left `--steps 100000` runs training in the background for good.
-class SpawnedRun {
- public:
-  explicit SpawnedRun(const std::string& cmd) {
-    // exec'd by sh, so the pid is the command's; stdin closed, as a background group must not read a terminal
-    const std::string line = "exec " + cmd + " < /dev/null";
-    const char* argv[] = {"/bin/sh", "-c", line.c_str(), nullptr};
-    posix_spawnattr_t attr;
-    posix_spawnattr_init(&attr);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
-    posix_spawnattr_setpgroup(&attr, 0);  // own process group: mpirun and its ranks
-    const int rc = posix_spawn(&pid_, "/bin/sh", nullptr, &attr, const_cast<char* const*>(argv), environ);
-    posix_spawnattr_destroy(&attr);
-    REQUIRE(rc == 0);
-  }
-  SpawnedRun(const SpawnedRun&) = delete;
-  SpawnedRun& operator=(const SpawnedRun&) = delete;
-  ~SpawnedRun() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGTERM);
-    for (int i = 0; i < 300; ++i) {  // up to 30 s for the preemption checkpoint
-      if (waitpid(pid_, nullptr, WNOHANG) == pid_) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    kill(-pid_, SIGKILL);
-    waitpid(pid_, nullptr, WNOHANG);
-  }
-  void signal(int sig) const { REQUIRE(kill(pid_, sig) == 0); }
-  // Waits for the command and returns its wait status.
-  int wait() {
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = 0;
-    return status;
-  }
-
- private:
-  pid_t pid_ = 0;
-};
-
 // Starts `cmd`, waits for 3 logged steps in run_dir, sends `sig`, and returns the exit status.
 int interrupt_run(const std::string& cmd, const std::string& run_dir, int sig) {
-  SpawnedRun child(cmd);
+  test::SpawnedRun child(cmd);
   bool started = false;
   for (int i = 0; i < 600 && !started; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -218,26 +175,35 @@ int interrupt_run(const std::string& cmd, const std::string& run_dir, int sig) {
   return child.wait();
 }
 
-void check_preempted(int status, const std::string& dir) {
+void check_preempted(int status, const std::string& dir, int expected_signal) {
   INFO(slurp(dir + ".log"));
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
   CHECK_THAT(slurp(dir + ".log"), Catch::Contains("preempted"));
   const auto last = losses(dir).rbegin()->first;
   CHECK(fs::exists(dir + "/ckpt/step_" + std::string(8 - std::to_string(last).size(), '0') + std::to_string(last) + "/COMPLETE"));
+  // The marker the job scripts read (mpirun's exit code after a signal is not theirs to trust).
+  CHECK(slurp(dir + "/PREEMPTED") == "step " + std::to_string(last) + " signal " + std::to_string(expected_signal) + "\n");
+  CHECK_FALSE(fs::exists(dir + "/DONE"));
 }
 
 TEST_CASE("preemption: a signal mid-run gives a complete checkpoint of the last step and exit 0") {
+  SECTION("SIGINT to the rank (Ctrl-C on a rank started without mpirun)") {
+    const std::string dir = test::scratch_dir("sigint");
+    std::string cmd = command(1, "--steps 100000 --run-dir " + dir);
+    cmd = cmd.substr(cmd.find(DTRAINER_PATH));
+    check_preempted(interrupt_run(cmd + " > " + dir + ".log 2>&1", dir, SIGINT), dir, SIGINT);
+  }
   SECTION("SIGTERM to the rank (what Slurm sends to every task)") {
     const std::string dir = test::scratch_dir("sigterm");
     // One rank started directly (MPI singleton): the signal reaches the rank itself.
     std::string cmd = command(1, "--steps 100000 --run-dir " + dir);
     cmd = cmd.substr(cmd.find(DTRAINER_PATH));
-    check_preempted(interrupt_run(cmd + " > " + dir + ".log 2>&1", dir, SIGTERM), dir);
+    check_preempted(interrupt_run(cmd + " > " + dir + ".log 2>&1", dir, SIGTERM), dir, SIGTERM);
   }
   SECTION("SIGUSR1 to mpirun, which forwards it to both ranks") {
     const std::string dir = test::scratch_dir("sigusr1");
-    check_preempted(interrupt_run(command(2, "--steps 100000 --run-dir " + dir) + " > " + dir + ".log 2>&1", dir, SIGUSR1), dir);
+    check_preempted(interrupt_run(command(2, "--steps 100000 --run-dir " + dir) + " > " + dir + ".log 2>&1", dir, SIGUSR1), dir, SIGUSR1);
   }
 }
 

@@ -11,6 +11,7 @@
 #include "data/data_test_util.h"
 #include "dtrainer/core/error.h"
 #include "dtrainer/train/lr_schedule.h"
+#include "dtrainer/train/job_file.h"
 #include "dtrainer/train/train_config.h"
 
 using namespace dtrainer;
@@ -108,4 +109,60 @@ TEST_CASE("learning rate: linear warm-up, then constant or cosine") {
   CHECK(s.at(10) == Approx(2e-4));
   CHECK(s.at(60) == Approx(2e-4 * (0.1 + 0.9 * 0.5)));  // half way: cos(pi/2) = 0
   CHECK(s.at(110) == Approx(2e-5));
+}
+
+TEST_CASE("job files are parsed as TOML: values exactly, malformed files an error at file:line:column") {
+  // (the values the options receive; toml++ is the parser, these are the project's flattening rules)
+  const auto items = parse_job_toml("# a job\nsteps = 12\nlr = 1e-4\nname = \"a \\\"b\\\"\"\ndata = [\"x\", \"y\"]\nflip = false\n", "job.toml");
+  REQUIRE(items.size() == 5);
+  CHECK(items[0].key == "steps");
+  CHECK(items[0].values == std::vector<std::string>{"12"});
+  CHECK(items[0].line == 2);
+  CHECK(std::stod(items[1].values.at(0)) == 1e-4);  // 17 significant digits: the same double
+  CHECK(items[2].values == std::vector<std::string>{"a \"b\""});
+  CHECK(items[3].values == std::vector<std::string>{"x", "y"});
+  CHECK(items[4].values == std::vector<std::string>{"false"});
+  struct Bad {
+    std::string text, where, what;
+  };
+  for (const Bad& b : {Bad{"steps = [1,\n", "job.toml:1:", "not valid TOML"}, Bad{"a = 1\nname = \"open\n", "job.toml:2:", "not valid TOML"},
+                       Bad{"a = 1\na = 2\n", "job.toml:2:", "not valid TOML"}, Bad{"x = 99999999999999999999\n", "job.toml:1:", "not valid TOML"},
+                       Bad{"[model]\nc = 3\n", "job.toml:1:", "sections are not supported"},
+                       Bad{"a = [[1, 2]]\n", "job.toml:1:", "nested array"}, Bad{"when = 1979-05-27\n", "job.toml:1:", "date or time"}}) {
+    INFO(b.text);
+    try {
+      parse_job_toml(b.text, "job.toml");
+      FAIL("accepted");
+    } catch (const Error& e) {
+      CHECK_THAT(e.where(), Catch::StartsWith(b.where));
+      CHECK_THAT(e.detail(), Catch::Contains(b.what));
+    }
+  }
+}
+
+TEST_CASE("option values: each bad kind gets its own message, integers never clamp, a repeated option takes the last") {
+  struct Bad {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  for (const Bad& b : {Bad{{"--steps", "0"}, "--steps: must be at least 1, got 0"},
+                       Bad{{"--steps", "-3"}, "--steps: must be at least 1, got -3"},
+                       Bad{{"--steps", "ten"}, "--steps: expected an integer, got 'ten'"},
+                       Bad{{"--steps", "9223372036854775808"}, "out of range"},
+                       Bad{{"--lr", "inf"}, "--lr: must be a finite number"},
+                       Bad{{"--lr", "-1e-3"}, "--lr: must be greater than 0, got -1e-3"},
+                       Bad{{"--beta2", "1"}, "--beta2: must be in [0, 0.999999], got 1"},
+                       Bad{{"--data-weights", "1", "--data-weights", "nan"}, "--data-weights: must be a finite number"},
+                       Bad{{"--synthetic-image-size", "1024"}, "--synthetic-image-size: must be at most 512, got 1024"}}) {
+    TrainConfig c;
+    INFO(b.args[0] << " " << b.args[1]);
+    CHECK_THROWS_WITH(parse(c, b.args), Catch::Contains(b.message));
+  }
+  TrainConfig c;
+  parse(c, {"--steps", "5", "--steps", "7"});
+  CHECK(c.steps == 7);
+  TrainConfig big;
+  parse(big, {"--steps", "9223372036854775807"});
+  CHECK(big.steps == 9223372036854775807);
+  CHECK_THROWS_WITH(validate_train_config(big, 1), Catch::Contains("overflow"));
 }

@@ -40,7 +40,9 @@ struct ChinchillaFit {
   int64_t converged = 0;   // starts whose L-BFGS run reported convergence
 };
 
-// Validates the data (finite, positive, >= 5 points; Error names the index) and fits.
+// Validates the data (finite, positive, >= 5 points; Error names the index), refuses data that
+// cannot identify the law (fewer than 3 distinct N or D, or D a fixed power of N in every row:
+// Error says which), and fits.
 ChinchillaFit fit_chinchilla(const ChinchillaData& data, const ChinchillaFitOptions& options = {});
 // One L-BFGS run from `start` (no grid).
 ChinchillaFit refine_chinchilla(const ChinchillaData& data, const ChinchillaParams& start, const ChinchillaFitOptions& options = {});
@@ -66,6 +68,11 @@ struct ComputeOptimal {
   double C = 0, N = 0, D = 0, tokens_per_param = 0, loss = 0;
 };
 ComputeOptimal compute_optimal(const ChinchillaParams& p, double C);
+
+// What makes a fit unusable although it converged: exponents at or below 0 (the loss does not
+// fall with N or D) or implausibly steep, bootstrap intervals reaching 0, a compute-optimal loss
+// that does not fall with compute. One sentence each; empty when none.
+std::vector<std::string> chinchilla_warnings(const ChinchillaParams& p, const ChinchillaBootstrap* bootstrap);
 
 // Ceres logs line-search details through glog as warnings; programs call this once to show
 // errors only (process-wide, hence the programs' choice, not the fits').

@@ -8,10 +8,13 @@
 #include <cstdint>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <torch/types.h>
+
+#include "dtrainer/core/temp_files.h"
 
 namespace dtrainer::ckpt {
 
@@ -50,6 +53,7 @@ class SafetensorsWriter {
   size_t next_ = 0;
   int64_t data_bytes_ = 0;
   std::FILE* f_ = nullptr;
+  std::unique_ptr<TempFileGuard> guard_;  // the temporary: removed unless committed
   bool committed_ = false;
 };
 

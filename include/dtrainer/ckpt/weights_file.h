@@ -39,6 +39,10 @@ ExportSummary export_weights(const std::string& checkpoint_dir, const std::strin
 // Copies the tensors of weights file `path` into `module`'s parameters (converted to their dtype).
 // The names and shapes must match the module's parameters exactly — a missing, unexpected or
 // misshapen tensor is an error naming it — and nothing is changed unless all of them match.
+// Whether a weights file can start a run at all, without a model: well-formed, every floating
+// tensor finite. Throws Error naming the file and the first bad tensor.
+void check_weights_file(const std::string& path);
+
 void load_weights(const std::string& path, torch::nn::Module& module);
 
 }  // namespace dtrainer::ckpt

@@ -1,0 +1,380 @@
+// The fault tests (ctest -L faults): what dtrainer promises under faults and bad inputs
+// (docs/RELIABILITY.md) — no hang, no lost progress beyond the last checkpoint, no silent wrong
+// result, clear errors that name the file, field or rank — checked by doing the fault to a real run:
+//  - a full disk (a small tmpfs where this test may mount one) and failing writes on one rank
+//    (dtfault, an LD_PRELOAD injector: ENOSPC / EIO after N bytes, in one chosen rank);
+//  - signals (SIGINT, SIGTERM to mpirun), a killed rank, a stopped rank (the watchdog);
+//  - shards truncated or rewritten under a running job;
+//  - two trainers on one run directory, resumes that must be refused, corrupt checkpoints;
+//  - malformed job files and bad option values.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "run_process.h"
+#include "spawned_run.h"
+#include "train/dtrainer_runner.h"
+
+using namespace dtrainer;
+using test::command;
+using test::run;
+using test::slurp;
+namespace fs = std::filesystem;
+
+namespace {
+
+// LD_PRELOAD of the injector for every rank of an mpirun command (mpirun -x passes the variables).
+std::string with_fault(const std::string& cmd, const std::string& path, const std::string& err, int64_t after, int rank = -1) {
+  std::string env = "-x LD_PRELOAD=" + std::string(DTFAULT_PATH) + " -x DT_FAULT_PATH=" + path + " -x DT_FAULT_ERRNO=" + err +
+                    " -x DT_FAULT_AFTER=" + std::to_string(after) + (rank >= 0 ? " -x DT_FAULT_RANK=" + std::to_string(rank) : "");
+  const std::string at = "--oversubscribe";
+  const size_t p = cmd.find(at);
+  return cmd.substr(0, p + at.size()) + " " + env + cmd.substr(p + at.size());
+}
+
+int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status) : -1; }
+
+// `timeout` turns a hang into exit 124.
+int run_bounded(const std::string& cmd, const std::string& log, int seconds = 90) {
+  const int rc = std::system(("timeout " + std::to_string(seconds) + " " + cmd + " > " + log + " 2>&1").c_str());
+  return exit_code(rc);
+}
+
+std::string step_dir(const std::string& run_dir, int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step_%08lld", static_cast<long long>(step));
+  return run_dir + "/ckpt/" + buf;
+}
+
+bool validates(const std::string& ckpt) {
+  return test::run_process(std::string(DTCKPT_PATH) + " validate " + ckpt).status == 0;
+}
+
+bool has_temporaries(const std::string& dir) {
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    const std::string n = e.path().filename().string();
+    if (n.rfind(".tmp-", 0) == 0 || n.find(".tmp-") != std::string::npos) return true;
+  }
+  return false;
+}
+
+// Waits until run_dir's metrics.jsonl has `records` training records (or 60 s).
+bool wait_for_steps(const std::string& run_dir, size_t records) {
+  for (int i = 0; i < 600; ++i) {
+    if (test::training_records(run_dir).size() >= records) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+// The pids of mpirun's rank processes, by rank.
+std::map<int, pid_t> ranks_of(pid_t mpirun) {
+  std::map<int, pid_t> out;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    const std::string stat = slurp(e.path().string() + "/stat");
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    int ppid = 0;
+    char state = 0;
+    if (std::sscanf(stat.c_str() + close + 1, " %c %d", &state, &ppid) != 2 || ppid != mpirun) continue;
+    std::ifstream env(e.path().string() + "/environ");
+    for (std::string var; std::getline(env, var, '\0');)
+      if (var.rfind("OMPI_COMM_WORLD_RANK=", 0) == 0) out[std::stoi(var.substr(21))] = std::stoi(name);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a write failing on one rank mid-checkpoint ends every rank, naming the rank, file and cause; the last checkpoint stays") {
+  for (const auto& [err, rank] : {std::pair<const char*, int>{"ENOSPC", 1}, {"EIO", 0}}) {
+    const std::string dir = test::scratch_dir(std::string("write-fault-") + err);
+    INFO(err << " on rank " << rank << "\n" << slurp(dir + ".log"));
+    // The first checkpoint (step 2) is whole; the failing rank's writes under .tmp-step_ stop ~300 KB into the second.
+    const std::string cmd = with_fault(command(2, "--steps 6 --ckpt-every 2 --keep-ckpts 3 --run-dir " + dir), ".tmp-step_00000004", err, 300000, rank);
+    const int rc = run_bounded(cmd, dir + ".log");
+    const std::string log = slurp(dir + ".log");
+    CHECK(rc != 0);
+    CHECK(rc != 124);  // not a hang
+    CHECK_THAT(log, Catch::Contains("rank " + std::to_string(rank) + ": checkpoint of step 4 failed") && Catch::Contains(err) &&
+                        Catch::Contains("state.h5") && Catch::Contains("step_00000002, is untouched"));
+    CHECK(validates(step_dir(dir, 2)));
+    CHECK_FALSE(fs::exists(step_dir(dir, 4)));
+    CHECK_FALSE(has_temporaries(dir + "/ckpt"));
+    // ...and the run resumes from it once the disk is sound again.
+    REQUIRE(run(2, "--steps 6 --ckpt-every 2 --run-dir " + dir, dir + ".resumed.log") == 0);
+    CHECK_THAT(slurp(dir + ".resumed.log"), Catch::Contains("at step 2"));
+  }
+}
+
+TEST_CASE("a full disk: the checkpoint is refused before anything is written, every rank exits non-zero") {
+  const std::string mnt = test::scratch_dir("tmpfs");
+  // A real full disk where this test may mount a small tmpfs (root with CAP_SYS_ADMIN); else skipped.
+  // 6 MiB: the first checkpoint of the tiny UNet (~4 MB) fits, the second does not.
+  if (mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=6m") != 0) {
+    WARN("skipped: cannot mount a 6 MiB tmpfs at " << mnt << " (" << std::strerror(errno) << "; needs root with CAP_SYS_ADMIN)");
+    return;
+  }
+  struct Unmount {
+    std::string at;
+    ~Unmount() { umount2(at.c_str(), MNT_DETACH); }
+  } unmount{mnt};
+  const std::string dir = mnt + "/run";
+  INFO(slurp(mnt + "/../tmpfs.log"));
+  const int rc = run_bounded(command(2, "--steps 8 --ckpt-every 2 --keep-ckpts 8 --run-dir " + dir), mnt + "/../tmpfs.log");
+  const std::string log = slurp(mnt + "/../tmpfs.log");
+  CHECK(rc != 0);
+  CHECK(rc != 124);
+  CHECK_THAT(log, Catch::Contains("not enough free space for the checkpoint") && Catch::Contains("is untouched"));
+  int sound = 0;
+  for (int64_t s = 2; s <= 8; s += 2) sound += fs::exists(step_dir(dir, s)) ? (validates(step_dir(dir, s)) ? 1 : -100) : 0;
+  CHECK(sound >= 1);  // every checkpoint there is whole, and at least the first fitted
+  CHECK_FALSE(has_temporaries(dir + "/ckpt"));
+}
+
+TEST_CASE("metrics and config writes are checked: a failing append ends the run naming the file; a resume on a full disk keeps config.toml") {
+  const std::string dir = test::scratch_dir("metrics-fault");
+  {
+    INFO(slurp(dir + ".log"));
+    // (the third record or so fails: step 2's checkpoint is written before)
+    const int rc = run_bounded(with_fault(command(2, "--steps 8 --ckpt-every 2 --run-dir " + dir), "metrics.jsonl", "EIO", 1200, 0), dir + ".log");
+    CHECK(rc != 0);
+    CHECK(rc != 124);
+    CHECK_THAT(slurp(dir + ".log"), Catch::Contains("metrics.jsonl: cannot append") && Catch::Contains("EIO"));
+  }
+  // Resuming when nothing can be written: config.toml and metrics.jsonl keep their content.
+  const std::string config = slurp(dir + "/config.toml"), metrics = slurp(dir + "/metrics.jsonl");
+  REQUIRE_FALSE(config.empty());
+  REQUIRE(validates(step_dir(dir, 2)));
+  const int rc = run_bounded(with_fault(command(2, "--steps 8 --lr 5e-4 --run-dir " + dir), dir, "ENOSPC", 0), dir + ".b.log");
+  INFO(slurp(dir + ".b.log"));
+  CHECK(rc != 0);
+  CHECK_THAT(slurp(dir + ".b.log"), Catch::Contains("ENOSPC") && Catch::Contains("config.toml"));
+  CHECK(slurp(dir + "/config.toml") == config);
+  CHECK(slurp(dir + "/metrics.jsonl") == metrics);
+}
+
+TEST_CASE("a shard truncated or rewritten under a running job stops it, naming the file") {
+  for (const std::string how : {"truncated", "rewritten"}) {
+    const std::string dir = test::scratch_dir("shard-" + how), data = dir + "-data";
+    fs::copy(test::data_root() + "/train", data, fs::copy_options::recursive);
+    std::string shard;
+    for (const auto& e : fs::directory_iterator(data))
+      if (e.path().extension() == ".h5") shard = e.path().string();
+    REQUIRE_FALSE(shard.empty());
+    std::string cmd = command(1, "--steps 100000 --prefetch 0 --run-dir " + dir);
+    cmd.replace(cmd.find(test::data_root() + "/train"), (test::data_root() + "/train").size(), data);
+    test::SpawnedRun child(cmd + " > " + dir + ".log 2>&1");
+    REQUIRE(wait_for_steps(dir, 3));
+    if (how == "truncated") {
+      fs::resize_file(shard, fs::file_size(shard) / 2);
+    } else {  // cp over it: the same size, other bytes (here the eval shard's bytes, padded)
+      std::string bytes = slurp(shard);
+      for (size_t i = bytes.size() / 2; i < bytes.size(); ++i) bytes[i] = static_cast<char>(bytes[i] ^ 0x5a);
+      std::ofstream(shard, std::ios::binary | std::ios::trunc) << bytes;
+    }
+    const int status = child.wait_for(60);
+    INFO(how << "\n" << slurp(dir + ".log"));
+    REQUIRE(status != -1);
+    CHECK(exit_code(status) != 0);
+    CHECK_THAT(slurp(dir + ".log"), Catch::Contains(shard) && Catch::Contains("changed while the run reads it"));
+  }
+}
+
+TEST_CASE("two trainers on one run directory: the second is refused naming the holder, the first is unharmed") {
+  const std::string dir = test::scratch_dir("two-trainers");
+  test::SpawnedRun first(command(1, "--steps 100000 --ckpt-every 0 --run-dir " + dir) + " > " + dir + ".a.log 2>&1");
+  REQUIRE(wait_for_steps(dir, 2));
+  const int rc = run(2, "--steps 5 --run-dir " + dir, dir + ".b.log");
+  const std::string log = slurp(dir + ".b.log");
+  INFO(log);
+  CHECK(rc == 2);
+  CHECK_THAT(log, Catch::Contains("in use by another process: pid") && Catch::Contains("--steps 100000"));
+  const size_t before = test::training_records(dir).size();
+  REQUIRE(wait_for_steps(dir, before + 2));  // still training
+  first.signal(SIGUSR1);  // (forwarded by mpirun: the rank checkpoints and mpirun exits 0)
+  CHECK(exit_code(first.wait()) == 0);
+  CHECK(fs::exists(dir + "/PREEMPTED"));
+}
+
+TEST_CASE("resuming an older checkpoint replaces the abandoned trajectory's steps and never lets --resume auto pick them") {
+  const std::string dir = test::scratch_dir("trajectory");
+  REQUIRE(run(1, "--steps 6 --ckpt-every 2 --keep-ckpts 3 --run-dir " + dir, dir + ".a.log") == 0);
+  const std::string old4 = slurp(step_dir(dir, 4) + "/meta.json");
+  // Back to step 2 with another learning rate: a different trajectory from step 3 on.
+  REQUIRE(run(1, "--steps 6 --ckpt-every 2 --keep-ckpts 3 --lr 2e-4 --resume " + step_dir(dir, 2) + " --run-dir " + dir, dir + ".b.log") == 0);
+  const std::string log = slurp(dir + ".b.log");
+  INFO(log);
+  CHECK_THAT(log, Catch::Contains("replacing") && Catch::Contains("superseded"));
+  const auto meta4 = nlohmann::json::parse(slurp(step_dir(dir, 4) + "/meta.json"));
+  CHECK(meta4.dump() != nlohmann::json::parse(old4).dump());
+  CHECK_THAT(meta4["config_toml"].get<std::string>(), Catch::Contains("lr = 0.00020000000000000001"));
+  CHECK(validates(step_dir(dir, 2)));  // the one resumed from, kept (keep_ckpts 3: 2, 4, 6)
+  CHECK(fs::exists(dir + "/ckpt/superseded/step_00000006"));
+  const auto meta6 = nlohmann::json::parse(slurp(step_dir(dir, 6) + "/meta.json"));
+  CHECK_THAT(meta6["config_toml"].get<std::string>(), Catch::Contains("lr = 0.00020000000000000001"));
+}
+
+TEST_CASE("a finished run extended with more steps loses its DONE: a preemption then leaves only PREEMPTED") {
+  const std::string dir = test::scratch_dir("stale-done");
+  REQUIRE(run(1, "--steps 3 --run-dir " + dir, dir + ".a.log") == 0);
+  REQUIRE(fs::exists(dir + "/DONE"));
+  test::SpawnedRun more(command(1, "--steps 100000 --ckpt-every 0 --run-dir " + dir) + " > " + dir + ".b.log 2>&1");
+  REQUIRE(wait_for_steps(dir, 5));
+  CHECK_FALSE(fs::exists(dir + "/DONE"));
+  more.signal(SIGUSR1);
+  CHECK(exit_code(more.wait()) == 0);
+  CHECK_FALSE(fs::exists(dir + "/DONE"));
+  CHECK(fs::exists(dir + "/PREEMPTED"));
+}
+
+TEST_CASE("a refused resume changes nothing in the run directory and says what differs, the right way round") {
+  const std::string dir = test::scratch_dir("refused");
+  REQUIRE(run(1, "--steps 4 --run-dir " + dir, dir + ".a.log") == 0);
+  const std::string config = slurp(dir + "/config.toml"), metrics = slurp(dir + "/metrics.jsonl");
+  struct Case {
+    std::string args, expect;
+  };
+  for (const Case& k : {Case{"--global-batch 16", "global_batch: the checkpoint " + step_dir(dir, 4) + " was saved with global_batch = 8, this run has 16"},
+                        Case{"--seed 7", "seed: the checkpoint " + step_dir(dir, 4) + " was saved with seed = 0, this run has 7"},
+                        Case{"--model-set model_channels=24", "saved with model_set = [model_channels=16, channel_mult=1,2, transformer_depth=0,1, "
+                                                              "num_res_blocks=1, head_dim=8, norm_groups=4], this run has [model_channels=16, "}}) {
+    const int rc = run(1, "--steps 8 " + k.args + " --run-dir " + dir, dir + ".b.log");
+    const std::string log = slurp(dir + ".b.log");
+    INFO(k.args << "\n" << log);
+    CHECK(rc == 2);
+    CHECK_THAT(log, Catch::Contains(k.expect));
+    CHECK(slurp(dir + "/config.toml") == config);
+    CHECK(slurp(dir + "/metrics.jsonl") == metrics);
+  }
+}
+
+TEST_CASE("a corrupt newest checkpoint is named, with the sound one before it offered by path") {
+  const std::string dir = test::scratch_dir("corrupt-newest");
+  REQUIRE(run(1, "--steps 4 --ckpt-every 2 --keep-ckpts 3 --run-dir " + dir, dir + ".a.log") == 0);
+  // One flipped bit in the newest checkpoint's data (finite still: only its checksum can tell).
+  const auto py = test::run_process(std::string(DT_NUMPY_PYTHON) + " -c \"import h5py; f = h5py.File('" + step_dir(dir, 4) +
+                                    "/state.h5', 'r+'); d = f['units/conv_out/params']; a = d[...]; a.view('<u4')[0] ^= 1; d[...] = a; f.close()\"");
+  REQUIRE(py.status == 0);
+  const int rc = run(1, "--steps 8 --run-dir " + dir, dir + ".b.log");
+  const std::string log = slurp(dir + ".b.log");
+  INFO(log);
+  CHECK(rc != 0);
+  CHECK_THAT(log, Catch::Contains("units/conv_out/params: corrupt") && Catch::Contains("--resume " + step_dir(dir, 2)));
+  REQUIRE(run(1, "--steps 8 --resume " + step_dir(dir, 2) + " --run-dir " + dir, dir + ".c.log") == 0);  // as offered
+}
+
+TEST_CASE("a stopped rank (SIGSTOP) ends the job through the watchdog, naming the rank") {
+  const std::string dir = test::scratch_dir("stopped-rank");
+  test::SpawnedRun job(command(2, "--steps 100000 --ckpt-every 0 --watchdog-timeout 60 --watchdog-min 2 --watchdog-factor 5 --run-dir " + dir) +
+                       " > " + dir + ".log 2>&1");
+  REQUIRE(wait_for_steps(dir, 6));
+  const auto ranks = ranks_of(job.pid());
+  REQUIRE(ranks.count(1));
+  REQUIRE(kill(ranks.at(1), SIGSTOP) == 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  const int status = job.wait_for(50);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const std::string log = slurp(dir + ".log");
+  INFO(log);
+  REQUIRE(status != -1);  // ended, not hung
+  CHECK(exit_code(status) != 0);
+  CHECK(took < 30);
+  CHECK_THAT(log, Catch::Contains("watchdog: step") && Catch::Contains("Did not arrive: rank 1 (no answer"));
+}
+
+TEST_CASE("a killed rank ends the job at once; the last checkpoint resumes") {
+  const std::string dir = test::scratch_dir("killed-rank");
+  test::SpawnedRun job(command(2, "--steps 100000 --ckpt-every 3 --run-dir " + dir) + " > " + dir + ".log 2>&1");
+  REQUIRE(wait_for_steps(dir, 7));
+  const auto ranks = ranks_of(job.pid());
+  REQUIRE(ranks.count(0));
+  REQUIRE(kill(ranks.at(0), SIGKILL) == 0);
+  const int status = job.wait_for(20);
+  REQUIRE(status != -1);
+  CHECK(exit_code(status) != 0);
+  CHECK_FALSE(fs::exists(dir + "/PREEMPTED"));  // (a failure: job scripts must not requeue it as a preemption)
+  REQUIRE(run(1, "--steps 8 --run-dir " + dir, dir + ".b.log") == 0);
+  CHECK_THAT(slurp(dir + ".b.log"), Catch::Contains("resumed from"));
+}
+
+TEST_CASE("malformed job files and bad values are errors naming the file, line and column or the option; nothing is written") {
+  const std::string root = test::scratch_dir("bad-input");
+  const std::string dir = root + "/run";
+  struct Case {
+    std::string toml, args, expect;
+  };
+  const std::vector<Case> cases = {
+      {"steps = [1,\n", "", ":1:"},
+      {"steps = 5\nname = \"unterminated\n", "", ":2:"},
+      {"steps = 5\nsteps = 6\n", "", ":2:"},
+      {"[model]\nname = \"x\"\n", "", "sections are not supported"},
+      {"steps = 99999999999999999999\n", "", ":1:"},
+      {"lr = nan\n", "", "--lr: must be a finite number"},
+      {"", "--steps 0", "--steps: must be at least 1, got 0"},
+      {"", "--steps banana", "--steps: expected an integer, got 'banana'"},
+      {"", "--steps 99999999999999999999", "out of range"},
+      {"", "--steps 2.5", "--steps: expected an integer, got '2.5'"},
+      {"", "--lr nan", "--lr: must be a finite number"},
+      {"", "--lr 0", "--lr: must be greater than 0, got 0"},
+      {"", "--max-grad-norm nan", "--max-grad-norm: must be a finite number, got nan (0 turns clipping off)"},
+      {"", "--p-drop-text 1.5", "--p-drop-text: must be in [0, 1], got 1.5"},
+      {"", "--seed -1", "--seed: expected a non-negative integer"},
+      {"", "--steps 4611686018427387904 --global-batch 8", "overflow a 64-bit counter"},
+  };
+  int i = 0;
+  for (const Case& k : cases) {
+    const std::string toml = root + "/job" + std::to_string(i++) + ".toml";
+    std::ofstream(toml) << k.toml;
+    const std::string args = (k.toml.empty() ? "" : "--config " + toml + " ") + k.args;
+    const int rc = run(1, args + " --run-dir " + dir, root + "/log");
+    const std::string log = slurp(root + "/log");
+    INFO(args << "\n" << k.toml << "\n" << log);
+    CHECK(rc == 2);
+    CHECK_THAT(log, Catch::Contains(k.expect));
+    if (!k.toml.empty() && k.expect[0] == ':') CHECK_THAT(log, Catch::Contains(toml + k.expect));
+    CHECK_FALSE(fs::exists(dir));
+  }
+}
+
+TEST_CASE("every data set is checked against the model at start-up; a model that cannot fit is refused with the numbers") {
+  const std::string root = test::scratch_dir("startup-checks");
+  // An evaluation set of another image size.
+  data::SynthConfig s;
+  s.out_dir = root + "/eval8";
+  s.images = 8;
+  s.images_per_shard = 8;
+  s.image_size = 8;
+  s.text_dim = 32;
+  s.max_tokens = 16;
+  s.eval_prompts = 2;
+  data::synthesize(s);
+  std::string cmd = command(1, "--steps 2 --run-dir " + root + "/run");
+  cmd.replace(cmd.find(test::data_root() + "/eval"), (test::data_root() + "/eval").size(), root + "/eval8");
+  int rc = run_bounded(cmd, root + "/a.log");
+  std::string log = slurp(root + "/a.log");
+  INFO(log);
+  CHECK(rc == 2);
+  CHECK_THAT(log, Catch::Contains("eval_data " + root + "/eval8") && Catch::Contains("latents are [3, 8, 8] but the model takes [3, 16, 16]"));
+  CHECK_FALSE(fs::exists(root + "/run"));
+  // sdxl on these images: ~2.6 B parameters, far beyond this machine.
+  rc = run(1, "--steps 2 --run-dir " + root + "/big", root + "/b.log", " --model sdxl");
+  log = slurp(root + "/b.log");
+  INFO(log);
+  CHECK(rc == 2);
+  CHECK_THAT(log, Catch::Contains("memory: the plan needs") && Catch::Contains("zero3") && Catch::Contains("--ignore-memory-check"));
+  CHECK_FALSE(fs::exists(root + "/big"));
+}
