@@ -23,6 +23,7 @@
 #include "dtrainer/core/remove_tree.h"
 #include "dtrainer/dist/agreement.h"
 #include "dtrainer/dist/mpi_runtime.h"
+#include "dtrainer/dist/watchdog.h"
 #include "dtrainer/data/hdf5_lock.h"
 
 namespace fs = std::filesystem;
@@ -248,6 +249,7 @@ SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedPara
     remove_tmp();
     throw;
   }
+  dist::note_collective();
   MPI_Bcast(&already, 1, MPI_INT, 0, comm);
   if (already) {
     result.already_saved = true;
@@ -314,6 +316,7 @@ SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedPara
 
   // 3. Checksums: rank 0 combines the ranks' slice CRCs in rank order (the dataset's byte order).
   std::vector<uint64_t> all(rank == 0 ? sums.size() * static_cast<size_t>(params.world()) : 0);
+  dist::note_collective();
   MPI_Gather(sums.data(), static_cast<int>(sums.size()), MPI_UINT64_T, all.data(), static_cast<int>(sums.size()), MPI_UINT64_T, 0, comm);
 
   // 4. Rank 0 publishes: manifest, COMPLETE, rename; then moves aside newer checkpoints of an
@@ -379,6 +382,7 @@ SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedPara
       result.warnings.push_back(std::string("checkpoint rotation: ") + e.what());
     }
   }
+  dist::note_collective();
   MPI_Barrier(comm);  // published before anyone goes on (or exits)
   return result;
 }

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/dist/watchdog.h"
 
 namespace dtrainer::dist {
 
@@ -13,6 +14,7 @@ void agree_on(MPI_Comm comm, const std::string& local_error) {
   MPI_Comm_size(comm, &world);
   const bool failed = !local_error.empty();
   int mine = failed ? rank : world, first = world;
+  note_collective();
   MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm);
   if (first == world) return;
   int one = failed ? 1 : 0, failures = 0;

@@ -6,6 +6,7 @@
 
 #include "dtrainer/core/error.h"
 #include "collective_checks.h"
+#include "dtrainer/dist/watchdog.h"
 
 namespace dtrainer::dist {
 namespace {
@@ -111,6 +112,7 @@ class MpiCommunicator final : public Communicator {
       if (op == ReduceOp::kAvg) w.data.div_(world);
       if (w.staged) t.copy_(w.data);
     });
+    note_collective();
     const int rc = async ? MPI_Iallreduce(MPI_IN_PLACE, w.data.data_ptr(), count(w.data), w.type, MPI_SUM, comm_, work->request())
                          : MPI_Allreduce(MPI_IN_PLACE, w.data.data_ptr(), count(w.data), w.type, MPI_SUM, comm_);
     if (rc != MPI_SUCCESS) throw Error("communicator.all_reduce", "MPI all-reduce failed");
@@ -125,6 +127,7 @@ class MpiCommunicator final : public Communicator {
       if (op == ReduceOp::kAvg) wo.data.div_(world);
       if (wo.staged) out.copy_(wo.data);
     });
+    note_collective();
     const int rc = async ? MPI_Ireduce_scatter_block(wi.data.data_ptr(), wo.data.data_ptr(), count(wo.data), wi.type, MPI_SUM, comm_, work->request())
                          : MPI_Reduce_scatter_block(wi.data.data_ptr(), wo.data.data_ptr(), count(wo.data), wi.type, MPI_SUM, comm_);
     if (rc != MPI_SUCCESS) throw Error("communicator.reduce_scatter", "MPI reduce-scatter failed");
@@ -137,6 +140,7 @@ class MpiCommunicator final : public Communicator {
     auto work = std::make_shared<MpiWork>(std::vector<torch::Tensor>{in, out, wi.data, wo.data}, [out, wo]() mutable {
       if (wo.staged) out.copy_(wo.data);
     });
+    note_collective();
     const int rc = async ? MPI_Iallgather(wi.data.data_ptr(), count(wi.data), wi.type, wo.data.data_ptr(), count(wi.data), wo.type, comm_, work->request())
                          : MPI_Allgather(wi.data.data_ptr(), count(wi.data), wi.type, wo.data.data_ptr(), count(wi.data), wo.type, comm_);
     if (rc != MPI_SUCCESS) throw Error("communicator.all_gather", "MPI all-gather failed");
@@ -149,13 +153,17 @@ class MpiCommunicator final : public Communicator {
     auto work = std::make_shared<MpiWork>(std::vector<torch::Tensor>{t, w.data}, [t, w]() mutable {
       if (w.staged) t.copy_(w.data);
     });
+    note_collective();
     const int rc = async ? MPI_Ibcast(w.data.data_ptr(), count(w.data), w.type, root, comm_, work->request())
                          : MPI_Bcast(w.data.data_ptr(), count(w.data), w.type, root, comm_);
     if (rc != MPI_SUCCESS) throw Error("communicator.broadcast", "MPI broadcast failed");
     return finish(work, async);
   }
 
-  void barrier() override { MPI_Barrier(comm_); }
+  void barrier() override {
+    note_collective();
+    MPI_Barrier(comm_);
+  }
 
  private:
   // Synchronous calls use the blocking MPI collectives (Open MPI tunes those; its non-blocking

@@ -15,6 +15,7 @@
 
 #include "dtrainer/core/error.h"
 #include "collective_checks.h"
+#include "dtrainer/dist/watchdog.h"
 
 namespace dtrainer::dist {
 namespace {
@@ -120,8 +121,14 @@ class NcclCommunicator final : public Communicator {
     check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   }
   ~NcclCommunicator() override {
+    if (unwinding()) {
+      // A failing rank: its peers may never join the queued collectives, so waiting for them
+      // (stream sync, ncclCommDestroy) could hang; abort the communicator instead.
+      if (comm_) ncclCommAbort(comm_);
+      comm_ = nullptr;
+    }
     if (stream_) {
-      cudaStreamSynchronize(stream_);
+      if (comm_) cudaStreamSynchronize(stream_);
       cudaStreamDestroy(stream_);
     }
     if (comm_) ncclCommDestroy(comm_);
@@ -176,6 +183,7 @@ class NcclCommunicator final : public Communicator {
   void barrier() override {
     check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize");
     check_cuda(cudaStreamSynchronize(caller_stream(device_)), "cudaStreamSynchronize");
+    note_collective();
     MPI_Barrier(bootstrap_);
   }
 
@@ -220,6 +228,7 @@ class NcclCommunicator final : public Communicator {
     const cudaError_t waited = cudaStreamWaitEvent(stream_, inputs_ready, 0);
     cudaEventDestroy(inputs_ready);
     check_cuda(waited, "cudaStreamWaitEvent");
+    note_collective();
     check_nccl(call(), what, rank_);
     auto work = std::make_shared<NcclWork>(device_, record_on(stream_), std::move(keep), std::move(finish));
     if (!async) work->wait();

@@ -12,13 +12,6 @@ namespace {
 constexpr int kAskTag = 71, kAnswerTag = 72;
 constexpr double kPeerGraceS = 10;  // a rank other than 0 waits survey_s + this for rank 0 to end the job
 
-struct Answer {
-  int64_t step = 0;
-  int64_t elapsed_ms = 0;
-  int32_t active = 0;
-  char phase[32] = {0};
-};
-
 std::string seconds(double s) {
   char buf[32];
   std::snprintf(buf, sizeof buf, s < 10 ? "%.2f s" : "%.0f s", s);
@@ -34,6 +27,11 @@ std::string rank_list(const std::vector<int>& ranks) {
 }
 
 }  // namespace
+
+std::atomic<int64_t>& collectives_issued() {
+  static std::atomic<int64_t> n{0};
+  return n;
+}
 
 double watchdog_limit(const WatchdogConfig& c, const std::vector<double>& recent) {
   if (c.timeout_s <= 0) return std::numeric_limits<double>::infinity();
@@ -97,11 +95,8 @@ void Watchdog::leave() {
 }
 
 void Watchdog::answer(const State& s) {
-  Answer a;
-  a.step = s.step;
-  a.active = s.active ? 1 : 0;
-  a.elapsed_ms = s.active ? std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - s.since).count() : 0;
-  std::memcpy(a.phase, s.phase, sizeof a.phase);
+  Watchdog::Answer a;
+  answer_of_mine(s, a);
   MPI_Send(&a, sizeof a, MPI_BYTE, 0, kAnswerTag, comm_);
 }
 
@@ -110,7 +105,8 @@ std::string Watchdog::survey(const State& mine, double elapsed) {
   int token = 1;
   for (int r = 1; r < world_; ++r) MPI_Isend(&token, 1, MPI_INT, r, kAskTag, comm_, &asks[r]);
   std::vector<bool> got(static_cast<size_t>(world_), false);
-  std::vector<Answer> answers(static_cast<size_t>(world_));
+  std::vector<Watchdog::Answer> answers(static_cast<size_t>(world_));
+  answer_of_mine(mine, answers[0]);
   got[0] = true;
   int missing = world_ - 1;
   const auto deadline = Clock::now() + std::chrono::duration<double>(config_.survey_s);
@@ -122,38 +118,52 @@ std::string Watchdog::survey(const State& mine, double elapsed) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
       continue;
     }
-    Answer a;
+    Watchdog::Answer a;
     MPI_Recv(&a, sizeof a, MPI_BYTE, st.MPI_SOURCE, kAnswerTag, comm_, MPI_STATUS_IGNORE);
     if (!got[st.MPI_SOURCE]) --missing;
     got[st.MPI_SOURCE] = true;
     answers[st.MPI_SOURCE] = a;
   }
-  std::vector<int> silent, waiting{0};
+  (void)elapsed;
+  // The furthest point any answering rank reached: its step and its count of collectives.
+  int64_t max_step = 0, max_coll = 0;
+  for (int r = 0; r < world_; ++r)
+    if (got[r]) max_step = std::max(max_step, answers[r].step), max_coll = std::max(max_coll, answers[r].collectives);
+  std::vector<int> silent, waiting;
   std::string behind;
-  for (int r = 1; r < world_; ++r) {
+  for (int r = 0; r < world_; ++r) {
     if (!got[r]) {
       silent.push_back(r);
       continue;
     }
-    Answer& a = answers[r];
+    Watchdog::Answer& a = answers[r];
     a.phase[sizeof a.phase - 1] = '\0';
-    if (a.active && a.step == mine.step && std::strcmp(a.phase, mine.phase) == 0) {
+    if (a.step == max_step && a.collectives == max_coll) {
       waiting.push_back(r);
       continue;
     }
     behind += (behind.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) +
-              (a.active ? " (in step " + std::to_string(a.step) + " phase '" + a.phase + "' for " + seconds(a.elapsed_ms / 1e3) + ")"
-                        : " (between phases after step " + std::to_string(a.step) + ")");
+              (a.active ? " (in step " + std::to_string(a.step) + " phase '" + a.phase + "' for " + seconds(a.elapsed_ms / 1e3)
+                        : " (between phases after step " + std::to_string(a.step)) +
+              ", " + std::to_string(a.collectives) + " collectives issued where the others reached " + std::to_string(max_coll) + ")";
   }
-  (void)elapsed;
   std::string out;
   if (!silent.empty())
     out += " Did not arrive: rank" + std::string(silent.size() > 1 ? "s " : " ") + rank_list(silent) + " (no answer within " +
            seconds(config_.survey_s) + ": stopped, or hung outside MPI)" + (behind.empty() ? "." : ";");
   if (!behind.empty()) out += (silent.empty() ? " Did not arrive: " : " ") + behind + ".";
-  if (silent.empty() && behind.empty()) out += " Every rank is in this phase (a collective or a file system that does not return).";
-  out += " Waiting in it: rank" + std::string(waiting.size() > 1 ? "s " : " ") + rank_list(waiting) + ".";
+  if (silent.empty() && behind.empty())
+    out += " Every rank reached the same point (a collective, or a file system, that does not return).";
+  if (!waiting.empty()) out += " Waiting there: rank" + std::string(waiting.size() > 1 ? "s " : " ") + rank_list(waiting) + ".";
   return out;
+}
+
+void Watchdog::answer_of_mine(const State& s, Answer& a) const {
+  a.step = s.step;
+  a.active = s.active ? 1 : 0;
+  a.elapsed_ms = s.active ? std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - s.since).count() : 0;
+  a.collectives = collectives_issued().load(std::memory_order_relaxed);
+  std::memcpy(a.phase, s.phase, sizeof a.phase);
 }
 
 void Watchdog::fire(const State& s, double elapsed) {

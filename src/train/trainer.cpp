@@ -101,6 +101,7 @@ diffusion::NoisedBatch to_device(diffusion::NoisedBatch b, const torch::Device& 
 // ---- Scalar reductions (raw MPI: a few doubles) ---------------------------------------------
 
 std::vector<double> all_reduce(std::vector<double> v, MPI_Op op) {
+  dist::note_collective();
   MPI_Allreduce(MPI_IN_PLACE, v.data(), static_cast<int>(v.size()), MPI_DOUBLE, op, MPI_COMM_WORLD);
   return v;
 }
@@ -266,9 +267,9 @@ std::string describe_plan(const TrainConfig& c, const DataPlan& d, const Plan& p
 class Trainer {
  public:
   Trainer(const TrainConfig& c, std::string config_toml, dist::MpiRuntime& rt, const torch::Device& device, const RunDirectory& dir,
-          const DataPlan& data, const Plan& plan, ResumePlan resume)
+          const DataPlan& data, const Plan& plan, ResumePlan resume, dist::Watchdog& watchdog)
       : c_(c), toml_(std::move(config_toml)), rt_(rt), device_(device), dir_(dir), run_(dir.path()), data_(data), plan_(plan),
-        resume_(std::move(resume)) {}
+        resume_(std::move(resume)), watchdog_(&watchdog) {}
 
   int run();
 
@@ -316,7 +317,7 @@ class Trainer {
   DataPlan data_;
   Plan plan_;
   ResumePlan resume_;
-  std::unique_ptr<dist::Watchdog> watchdog_;
+  dist::Watchdog* watchdog_;  // (watches start-up too: owned by trainer_main)
   int64_t last_checkpoint_ = -1;  // the step of the newest checkpoint this run holds
   std::unique_ptr<dist::Communicator> comm_;
   std::unique_ptr<models::Backbone> model_;
@@ -482,7 +483,7 @@ json Trainer::meta(int64_t step) const {
 void Trainer::checkpoint(int64_t step) {
   if (step == last_checkpoint_) return;  // (a preemption right after a scheduled save)
   resolve();  // (the bad-step count is saved)
-  const dist::Watchdog::Phase phase(watchdog_.get(), "checkpoint", step);
+  const dist::Watchdog::Phase phase(watchdog_, "checkpoint", step);
   const auto t0 = Clock::now();
   ckpt::SaveOptions o;
   o.keep = c_.keep_ckpts;
@@ -604,7 +605,7 @@ void Trainer::resolve() {
 void Trainer::evaluate(int64_t step) {
   if (!have_eval_) return;
   resolve();
-  const dist::Watchdog::Phase phase(watchdog_.get(), "eval", step);
+  const dist::Watchdog::Phase phase(watchdog_, "eval", step);
   torch::NoGradGuard no_grad;
   const std::vector<double> grid = {0.1, 0.3, 0.5, 0.7, 0.9};
   std::vector<double> sums;
@@ -643,7 +644,7 @@ void Trainer::evaluate(int64_t step) {
 void Trainer::sample(int64_t step) {
   if (!have_eval_ || c_.sample_count == 0) return;
   resolve();
-  const dist::Watchdog::Phase phase(watchdog_.get(), "sample", step);
+  const dist::Watchdog::Phase phase(watchdog_, "sample", step);
   torch::NoGradGuard no_grad;
   const bool ema = c_.ema_decay > 0;
   if (ema) params_->swap_ema();
@@ -752,13 +753,11 @@ void Trainer::log_window(int64_t step, Clock::time_point start, int64_t first) {
 }
 
 int Trainer::run() {
-  build();
-  resume();
-  dist::WatchdogConfig wc;
-  wc.timeout_s = c_.watchdog_timeout;
-  wc.factor = c_.watchdog_factor;
-  wc.min_s = c_.watchdog_min;
-  watchdog_ = std::make_unique<dist::Watchdog>(rt_.comm(), wc, rt_.thread_multiple());
+  {
+    const dist::Watchdog::Phase phase(watchdog_, "start-up: build and resume", 0);
+    build();
+    resume();
+  }
   // The resume checks passed: only now does the run directory change.
   dist::agree(rt_.comm(), [&] {
     dir_.write_config(toml_);
@@ -791,12 +790,12 @@ int Trainer::run() {
     if (c_.ema_decay > 0) params_->set_ema_decay(std::min(c_.ema_decay, (1.0 + step) / (10.0 + step)));
     data::Batch batch;
     {
-      const dist::Watchdog::Phase phase(watchdog_.get(), "data", step);
+      const dist::Watchdog::Phase phase(watchdog_, "data", step);
       batch = loader_->next();
     }
     StepResult result;
     {
-      const dist::Watchdog::Phase phase(watchdog_.get(), "step", step);
+      const dist::Watchdog::Phase phase(watchdog_, "step", step);
       result = train_step(batch, step);
     }
     step_ = step;
@@ -810,7 +809,7 @@ int Trainer::run() {
     ++window_.steps;
     const bool log_now = step % c_.log_every == 0 || step == c_.steps;
     {
-      const dist::Watchdog::Phase phase(watchdog_.get(), "log", step);
+      const dist::Watchdog::Phase phase(watchdog_, "log", step);
       if (device_.is_cpu() || log_now) resolve();  // (evaluate, sample and checkpoint resolve first too)
       if (log_now) log_window(step, start, first);
     }
@@ -866,6 +865,22 @@ int trainer_main(int argc, char** argv) {
     std::string error;
     try {
       parse_train_config(app, argc, argv);
+    } catch (const CLI::ParseError& e) {
+      std::ostringstream quiet;  // every rank parses the same argv: rank 0 speaks for all
+      const int code = rt.rank() == 0 ? app.exit(e) : app.exit(e, quiet, quiet);
+      return code == 0 ? 0 : 2;  // --help: 0; anything else: a configuration error
+    } catch (const Error& e) {
+      error = e.what();
+    }
+    // From here on no phase waits forever, start-up included (a hung file system, a stalled rank).
+    dist::WatchdogConfig wc;
+    wc.timeout_s = c.watchdog_timeout;
+    wc.factor = c.watchdog_factor;
+    wc.min_s = c.watchdog_min;
+    dist::Watchdog watchdog(rt.comm(), wc, rt.thread_multiple());
+    try {
+      const dist::Watchdog::Phase phase(&watchdog, "start-up: plan", 0);
+      if (!error.empty()) throw Error("", error);
       validate_train_config(c, rt.world());
       run_dir = c.run_dir.empty() ? fs::path("runs") / c.name : fs::path(c.run_dir);
       data = plan_data(c, run_dir);
@@ -881,10 +896,6 @@ int trainer_main(int argc, char** argv) {
         else
           check_memory_fits(c, mem, 1, static_cast<double>(dist::device_total_memory(device)), "the memory of " + device.str());
       }
-    } catch (const CLI::ParseError& e) {
-      std::ostringstream quiet;  // every rank parses the same argv: rank 0 speaks for all
-      const int code = rt.rank() == 0 ? app.exit(e) : app.exit(e, quiet, quiet);
-      return code == 0 ? 0 : 2;  // --help: 0; anything else: a configuration error
     } catch (const Error& e) {
       error = e.what();
     }
@@ -912,6 +923,7 @@ int trainer_main(int argc, char** argv) {
       std::string holder = "dtrainer";
       for (int i = 1; i < argc; ++i) holder += std::string(" ") + argv[i];
       holder += ", " + std::to_string(rt.world()) + " rank" + (rt.world() > 1 ? "s" : "");
+      const dist::Watchdog::Phase phase(&watchdog, "start-up: run directory", 0);
       dist::agree(rt.comm(), [&] { dir = std::make_unique<RunDirectory>(run_dir, rt.rank(), holder); });
       dist::agree(rt.comm(), [&] {
         resume = plan_resume(c, run_dir);
@@ -928,9 +940,12 @@ int trainer_main(int argc, char** argv) {
     if (rt.rank() == 0)
       std::cout << describe_plan(c, data, plan, dist::device_name(device) + (device.is_cuda() ? " (" + device.str() + " on rank 0)" : ""))
                 << std::flush;
-    synthesize_if_needed(c, data, rt.rank());
-    if (c.data.size() == 1 && c.data[0] == "synthetic:shapes") data = plan_data(c, run_dir);
-    Trainer trainer(c, toml, rt, device, *dir, data, plan, std::move(resume));
+    {
+      const dist::Watchdog::Phase phase(&watchdog, "start-up: synthetic data", 0);
+      synthesize_if_needed(c, data, rt.rank());
+      if (c.data.size() == 1 && c.data[0] == "synthetic:shapes") data = plan_data(c, run_dir);
+    }
+    Trainer trainer(c, toml, rt, device, *dir, data, plan, std::move(resume), watchdog);
     return trainer.run();
   });
 }

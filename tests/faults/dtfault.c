@@ -7,9 +7,11 @@
  *   DT_FAULT_ERRNO  the errno: a number, or ENOSPC (default), EIO, EDQUOT, EROFS
  *   DT_FAULT_AFTER  bytes that still succeed (over all matching files of the process; default 0)
  *   DT_FAULT_RANK   only the process with this MPI rank (OMPI_COMM_WORLD_RANK / PMIX_RANK)
+ *   DT_FAULT_STALL_S  instead of failing writes: reads of the files stall this many seconds each,
+ *                     once DT_FAULT_AFTER bytes were read (a hung file system, a stalled rank)
  *
  * Intercepted: open/openat/creat (to learn which descriptors are targets), close, write, pwrite,
- * writev, pwritev, and their 64-bit names. */
+ * writev, pwritev, read, pread, and their 64-bit names. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -27,6 +29,7 @@ static int configured = -1; /* -1 unknown, 0 off, 1 on */
 static const char* pattern;
 static int fault_errno = ENOSPC;
 static long long budget;
+static int stall_s = 0;
 
 static void configure(void) {
   if (configured >= 0) return;
@@ -50,6 +53,8 @@ static void configure(void) {
   }
   const char* a = getenv("DT_FAULT_AFTER");
   budget = a && *a ? atoll(a) : 0;
+  const char* st = getenv("DT_FAULT_STALL_S");
+  stall_s = st && *st ? atoi(st) : 0;
   configured = 1;
 }
 
@@ -59,9 +64,19 @@ static void track(int fd, const char* path) {
   targets[fd] = configured == 1 && path && strstr(path, pattern) != NULL;
 }
 
+/* Reads in stall mode: free until the budget is spent, then each one sleeps first. */
+static void maybe_stall(int fd, size_t n) {
+  if (stall_s <= 0 || fd < 0 || fd >= MAX_FD || !targets[fd]) return;
+  if (budget > 0) {
+    budget -= (long long)n;
+    return;
+  }
+  sleep((unsigned)stall_s);
+}
+
 /* How many of `n` bytes may be written to fd; -1 with errno set when none. */
 static ssize_t allowed(int fd, size_t n) {
-  if (fd < 0 || fd >= MAX_FD || !targets[fd]) return (ssize_t)n;
+  if (stall_s > 0 || fd < 0 || fd >= MAX_FD || !targets[fd]) return (ssize_t)n;
   if (budget <= 0) {
     errno = fault_errno;
     return -1;
@@ -174,4 +189,20 @@ ssize_t pwritev64(int fd, const struct iovec* v, int n, off_t off) {
     return -1;
   }
   return real_pwritev64(fd, v, n, off);
+}
+
+ssize_t read(int fd, void* buf, size_t n) {
+  REAL(read, ssize_t, int, void*, size_t);
+  maybe_stall(fd, n);
+  return real_read(fd, buf, n);
+}
+ssize_t pread(int fd, void* buf, size_t n, off_t off) {
+  REAL(pread, ssize_t, int, void*, size_t, off_t);
+  maybe_stall(fd, n);
+  return real_pread(fd, buf, n, off);
+}
+ssize_t pread64(int fd, void* buf, size_t n, off_t off) {
+  REAL(pread64, ssize_t, int, void*, size_t, off_t);
+  maybe_stall(fd, n);
+  return real_pread64(fd, buf, n, off);
 }

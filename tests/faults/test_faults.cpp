@@ -296,6 +296,23 @@ TEST_CASE("a stopped rank (SIGSTOP) ends the job through the watchdog, naming th
   CHECK_THAT(log, Catch::Contains("watchdog: step") && Catch::Contains("Did not arrive: rank 1 (no answer"));
 }
 
+TEST_CASE("a rank stalled in its loader (a hung file system) is named by the watchdog with where it is") {
+  const std::string dir = test::scratch_dir("stalled-loader");
+  // Rank 1's reads of the training shard stall for 120 s each after ~2 MB (start-up and some 100 steps): it stays in 'data'
+  // while rank 0 waits in a collective.
+  std::string cmd = command(2, "--steps 100000 --ckpt-every 0 --prefetch 0 --watchdog-timeout 60 --watchdog-min 2 --watchdog-factor 5 --run-dir " + dir);
+  cmd = with_fault(cmd, test::data_root() + "/train", "EIO", 2000000, 1);
+  cmd.replace(cmd.find(" -x DT_FAULT_ERRNO"), 0, " -x DT_FAULT_STALL_S=120");
+  test::SpawnedRun job(cmd + " > " + dir + ".log 2>&1");
+  const int status = job.wait_for(60);
+  const std::string log = slurp(dir + ".log");
+  INFO(log);
+  REQUIRE(status != -1);
+  CHECK(exit_code(status) != 0);
+  CHECK_THAT(log, Catch::Contains("Did not arrive: rank 1 (in step") && Catch::Contains("phase 'data'") &&
+                      Catch::Contains("collectives issued where the others reached") && Catch::Contains("Waiting there: rank 0."));
+}
+
 TEST_CASE("a killed rank ends the job at once; the last checkpoint resumes") {
   const std::string dir = test::scratch_dir("killed-rank");
   test::SpawnedRun job(command(2, "--steps 100000 --ckpt-every 3 --run-dir " + dir) + " > " + dir + ".log 2>&1");

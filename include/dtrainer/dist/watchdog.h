@@ -9,8 +9,9 @@
 //
 // How the ranks are named: each watchdog thread answers rank 0's questions on a communicator of
 // its own (MPI_THREAD_MULTIPLE). When a rank's limit is passed, rank 0 asks every rank where it
-// is; a rank in another step or phase did not arrive, a rank that does not answer within
-// `survey_s` is stopped or hung outside MPI. Rank 0 prints the survey and aborts the job
+// is (step, phase, and how many collectives it has issued); a rank that has issued fewer
+// collectives than the others, or is in another step, did not arrive; a rank that does not answer
+// within `survey_s` is stopped or hung outside MPI. Rank 0 prints the survey and aborts the job
 // (MPI_Abort); any other rank whose limit has passed waits `survey_s` + 10 s for rank 0 to do so,
 // then ends the job itself with what it knows (rank 0 may be the stalled one). Without
 // MPI_THREAD_MULTIPLE the survey is skipped and each rank reports only itself.
@@ -40,6 +41,12 @@ struct WatchdogConfig {
   double survey_s = 5;      // how long rank 0 waits for the other ranks' answers
   int history = 20;         // durations per phase the median is taken over (the first 3 use timeout_s)
 };
+
+// Collective operations this process has issued (every backend's, the agreements, the trainer's
+// own reductions): ranks that reach the same point of a run have issued the same number, so a
+// rank with fewer than the others when the watchdog fires is one that did not arrive.
+std::atomic<int64_t>& collectives_issued();
+inline void note_collective() { collectives_issued().fetch_add(1, std::memory_order_relaxed); }
 
 // The time a phase may run: timeout_s when fewer than 3 durations are known, else
 // min(timeout_s, max(min_s, factor x median(recent))). Infinity when the watchdog is off.
@@ -84,8 +91,16 @@ class Watchdog {
     double limit_s = 0;
     std::string limit_why;
   };
+  struct Answer {  // what a rank tells rank 0's survey
+    int64_t step = 0;
+    int64_t elapsed_ms = 0;
+    int64_t collectives = 0;
+    int32_t active = 0;
+    char phase[32] = {0};
+  };
   void run();
   void answer(const State& s);
+  void answer_of_mine(const State& s, Answer& a) const;
   void fire(const State& s, double elapsed);
   std::string survey(const State& s, double elapsed);
 
