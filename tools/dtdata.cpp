@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "dtrainer/core/library_cleanup.h"
 #include "dtrainer/core/temp_files.h"
 #include "dtrainer/core/error.h"
 #include "dtrainer/core/malloc_tuning.h"
@@ -303,6 +304,7 @@ int main(int argc, char** argv) {
     if (*b) return run_bench(path, json, batch, seconds, padding, workers);
   } catch (const Error& e) {
     std::fprintf(stderr, "dtdata: error: %s\n", e.what());
+    if (library_cleanup_forbidden()) std::_Exit(2);  // (HDF5's exit handlers would crash: core/library_cleanup.h)
     return 2;
   }
   return 0;

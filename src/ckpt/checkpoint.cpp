@@ -2,6 +2,8 @@
 
 #include <hdf5.h>
 #include <mpi.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 #include <zlib.h>
@@ -20,9 +22,9 @@
 #include "dtrainer/core/error.h"
 #include "dtrainer/core/file_io.h"
 #include "dtrainer/core/format_bytes.h"
+#include "dtrainer/core/library_cleanup.h"
 #include "dtrainer/core/remove_tree.h"
 #include "dtrainer/dist/agreement.h"
-#include "dtrainer/dist/mpi_runtime.h"
 #include "dtrainer/dist/watchdog.h"
 #include "dtrainer/data/hdf5_lock.h"
 
@@ -116,44 +118,94 @@ torch::Tensor read_vector(hid_t file, const std::string& name, int64_t numel, co
   return t;
 }
 
-// This rank's slice of one unit's dataset: [rank * shard, rank * shard + shard) clipped to numel
-// (the padding is not stored). Creates the dataset and writes collectively; returns the slice's
-// CRC and byte count. Throws (locally) on failure, after releasing what it opened.
-std::pair<uint32_t, int64_t> write_slices(hid_t file, const std::string& name, const dist::UnitShard& s, const torch::Tensor& mine,
-                                          int rank, const std::string& where) {
-  const hsize_t n = static_cast<hsize_t>(s.numel);
-  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+// This rank's part of one unit's dataset: [rank * shard, rank * shard + shard) clipped to numel
+// (the padding is not stored), as (first element, count).
+std::pair<int64_t, int64_t> my_slice(const dist::UnitShard& s, int rank) {
+  const int64_t first = std::min<int64_t>(rank * s.shard, s.numel);
+  return {first, std::max<int64_t>(0, std::min<int64_t>(s.shard, s.numel - first))};
+}
+
+// Rank 0: creates `path` with one contiguous fp32 dataset per name, its storage allocated at
+// creation and never filled (the ranks write every byte of it), closes it, and reserves the file's
+// bytes on disk where the file system can (so a full disk is found here, not in the ranks' writes).
+// Returns each dataset's byte offset in the file.
+std::vector<uint64_t> lay_out_state_file(const std::string& path, const std::vector<std::string>& names,
+                                         const std::vector<std::pair<const dist::UnitShard*, const torch::Tensor*>>& slices) {
+  std::lock_guard<std::mutex> lock(data::hdf5_mutex());  // (the loaders' threads wait meanwhile)
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  const hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (file < 0) throw Error(path, "cannot create the checkpoint file: " + h5_cause());
+  std::vector<uint64_t> offsets;
+  std::string failure;
+  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE), dcpl = H5Pcreate(H5P_DATASET_CREATE);
   H5Pset_create_intermediate_group(lcpl, 1);
-  hid_t fspace = H5Screate_simple(1, &n, nullptr);
-  hid_t dset = H5Dcreate2(file, name.c_str(), H5T_IEEE_F32LE, fspace, lcpl, H5P_DEFAULT, H5P_DEFAULT);
-  H5Pclose(lcpl);
-  if (dset < 0) {
-    H5Sclose(fspace);
-    throw Error(where, "cannot create dataset " + name + ": " + h5_cause());
+  H5Pset_layout(dcpl, H5D_CONTIGUOUS);
+  H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+  H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
+  for (size_t d = 0; d < names.size() && failure.empty(); ++d) {
+    const hsize_t n = static_cast<hsize_t>(slices[d].first->numel);
+    const hid_t space = H5Screate_simple(1, &n, nullptr);
+    const hid_t dset = H5Dcreate2(file, names[d].c_str(), H5T_IEEE_F32LE, space, lcpl, dcpl, H5P_DEFAULT);
+    H5Sclose(space);
+    const haddr_t at = dset >= 0 ? H5Dget_offset(dset) : HADDR_UNDEF;
+    if (dset >= 0) H5Dclose(dset);
+    if (at == HADDR_UNDEF) failure = "cannot create dataset " + names[d] + ": " + h5_cause();
+    offsets.push_back(static_cast<uint64_t>(at));
   }
-  const int64_t first = rank * s.shard;
-  const int64_t count = std::max<int64_t>(0, std::min<int64_t>(s.shard, s.numel - first));
-  const hsize_t start = static_cast<hsize_t>(std::min<int64_t>(first, s.numel)), cnt = static_cast<hsize_t>(count);
-  if (count > 0) H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, nullptr, &cnt, nullptr);
-  else H5Sselect_none(fspace);
-  hid_t mspace = H5Screate_simple(1, &cnt, nullptr);
-  if (count == 0) H5Sselect_none(mspace);
-  // Independent raw-data I/O: each rank writes its one contiguous slice with its own write, so a
-  // failing write fails on its rank alone and returns there (a failed *collective* write leaves
-  // the other ranks inside MPI-IO for good); the metadata stays collective and consistent.
-  hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
-  H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT);
-  const torch::Tensor data = mine.narrow(0, 0, count).to(torch::kCPU).contiguous();  // (shards on a GPU: a host copy)
-  errno = 0;
-  const herr_t rc = H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, count > 0 ? data.data_ptr<float>() : nullptr);
-  const std::string cause = rc < 0 ? h5_cause() : "";
-  H5Pclose(dxpl);
-  H5Sclose(mspace);
-  H5Sclose(fspace);
-  H5Dclose(dset);
-  if (rc < 0) throw Error(where, "cannot write dataset " + name + ": " + diagnose_write_failure(fs::path(where).parent_path()) + " (HDF5: " + cause + ")");
-  const int64_t bytes = count * 4;
-  return {count > 0 ? crc_of(data.data_ptr(), bytes) : 0u, bytes};
+  H5Pclose(dcpl);
+  H5Pclose(lcpl);
+  const herr_t closed = H5Fclose(file);
+  if (closed < 0) forbid_library_cleanup("HDF5 could not close " + path);
+  if (!failure.empty()) throw Error(path, failure);
+  if (closed < 0) throw Error(path, "cannot write the checkpoint file's structure: " + diagnose_write_failure(fs::path(path).parent_path()));
+  // Reserve the data's bytes (fallocate: no zeros written; where a file system cannot, the
+  // free-space check made before stands in).
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(path, "cannot open: " + errno_message(errno));
+  struct stat st {};
+  const int rc = ::fstat(fd, &st) == 0 && st.st_size > 0 ? ::fallocate(fd, 0, 0, st.st_size) : 0;
+  const int err = rc != 0 ? errno : 0;
+  ::close(fd);
+  if (rc != 0 && err != EOPNOTSUPP && err != ENOSYS)
+    throw Error(path, "cannot reserve " + format_bytes(static_cast<double>(st.st_size)) + " for the checkpoint: " + errno_message(err));
+  return offsets;
+}
+
+// Every rank: its slice of every dataset at the dataset's offset, synced; returns (crc, bytes) of
+// each slice. Throws (locally) naming the file, the dataset and the cause.
+std::vector<uint64_t> write_my_slices(const std::string& path, const std::vector<std::string>& names,
+                                      const std::vector<std::pair<const dist::UnitShard*, const torch::Tensor*>>& slices,
+                                      const std::vector<uint64_t>& offsets, int rank) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(path, "cannot open for writing: " + errno_message(errno));
+  std::vector<uint64_t> sums;
+  std::string failure;
+  for (size_t d = 0; d < names.size() && failure.empty(); ++d) {
+    const auto [first, count] = my_slice(*slices[d].first, rank);
+    // (shards on a GPU: a host copy; the host is little-endian, as the datasets are: F32LE)
+    const torch::Tensor data = slices[d].second->narrow(0, 0, count).to(torch::kCPU).contiguous();
+    const auto* p = static_cast<const char*>(data.data_ptr());
+    int64_t left = count * 4;
+    off_t at = static_cast<off_t>(offsets[d] + static_cast<uint64_t>(first) * 4);
+    while (left > 0) {
+      const ssize_t n = ::pwrite(fd, p, static_cast<size_t>(std::min<int64_t>(left, int64_t{1} << 30)), at);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        failure = "cannot write dataset " + names[d] + " (elements " + std::to_string(first) + " to " + std::to_string(first + count) +
+                  "): " + errno_message(n < 0 ? errno : EIO);
+        break;
+      }
+      p += n;
+      left -= n;
+      at += n;
+    }
+    sums.push_back(count > 0 ? crc_of(data.data_ptr(), count * 4) : 0u);
+    sums.push_back(static_cast<uint64_t>(count * 4));
+  }
+  if (failure.empty() && ::fsync(fd) != 0) failure = "cannot sync to disk: " + errno_message(errno);
+  if (::close(fd) != 0 && failure.empty()) failure = "cannot write (close): " + errno_message(errno);
+  if (!failure.empty()) throw Error(path, failure);
+  return sums;
 }
 
 // Free space for `bytes` more on the file system of `dir`, or an Error saying what would help.
@@ -256,62 +308,44 @@ SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedPara
     return result;
   }
 
-  // 2. Parallel HDF5: every rank writes its own slices of every unit, collectively (no gather:
-  //    memory beyond the shards none, bandwidth every rank's). Each collective call is followed by
-  //    an agreement, so a failure on any rank is every rank's failure at the same point.
+  // 2. The file: rank 0 lays out state.h5 alone (serial HDF5: every dataset contiguous and
+  //    allocated, nothing written into it), closes it, and reserves its bytes on disk; the ranks
+  //    learn the datasets' file offsets. Then every rank writes its own slice of every dataset
+  //    with plain pwrite (no gather: memory beyond the shards none, bandwidth every rank's).
+  //    No step is collective inside a library: parallel HDF5's collective writes and close were
+  //    measured to hang for good when a write failed on one rank (the ranks then run different
+  //    collectives inside HDF5 and MPI-IO); here every failure is local, and agreed on.
   const std::string h5 = (tmp / "state.h5").string();
   nlohmann::json units = nlohmann::json::array();
   std::vector<std::string> names;
+  std::vector<std::pair<const dist::UnitShard*, const torch::Tensor*>> slices;
+  std::vector<dist::UnitShard> shards;
+  shards.reserve(params.num_units());
+  for (size_t u = 0; u < params.num_units(); ++u) shards.push_back(params.unit_shard(u));
+  for (const auto& s : shards) {
+    units.push_back({{"name", s.name}, {"numel", s.numel}});
+    std::vector<std::pair<const char*, const torch::Tensor*>> kinds = {{"params", &s.params}, {"m", &s.m}, {"v", &s.v}};
+    if (s.ema.defined()) kinds.push_back({"ema", &s.ema});
+    for (const auto& [kind, t] : kinds) {
+      names.push_back("units/" + s.name + "/" + kind);
+      slices.push_back({&s, t});
+    }
+  }
+  std::vector<uint64_t> offsets(names.size(), 0);
   std::vector<uint64_t> sums;  // (crc, bytes) of this rank's slice, per dataset
   auto cleanup = [&] {
     if (rank == 0) try_remove_tree(tmp);
   };
-  {
-    std::lock_guard<std::mutex> lock(data::hdf5_mutex());  // (the loaders' threads wait meanwhile)
-    H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
-    hid_t file = -1;
-    try {
-      dist::agree(comm, [&] {
-        hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-        H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
-        file = H5Fcreate(h5.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-        H5Pclose(fapl);
-        if (file < 0) throw Error(h5, "cannot create the checkpoint file: " + h5_cause());
-      });
-      try {
-        for (size_t u = 0; u < params.num_units(); ++u) {
-          const dist::UnitShard s = params.unit_shard(u);
-          units.push_back({{"name", s.name}, {"numel", s.numel}});
-          std::vector<std::pair<const char*, const torch::Tensor*>> kinds = {{"params", &s.params}, {"m", &s.m}, {"v", &s.v}};
-          if (s.ema.defined()) kinds.push_back({"ema", &s.ema});
-          for (const auto& [kind, t] : kinds) {
-            const std::string name = "units/" + s.name + "/" + kind;
-            dist::agree(comm, [&] {
-              const auto [crc, n] = write_slices(file, name, s, *t, rank, h5);
-              names.push_back(name);
-              sums.push_back(crc);
-              sums.push_back(static_cast<uint64_t>(n));
-            });
-          }
-        }
-      } catch (const CollectiveError&) {
-        // Every rank stops here, but HDF5 cannot close a parallel file whose write failed on some
-        // ranks: its close then runs different collectives on different ranks (measured: one rank
-        // in the metadata flush's barrier, another in the truncate's broadcast) and never returns.
-        // The file is abandoned instead, and the job ends without MPI_Finalize (whose HDF5 hook
-        // would try that close again).
-        dist::abandon_collective_state("the checkpoint file " + h5 + " after a failed write");
-        throw;
-      }
-      dist::agree(comm, [&] {
-        const herr_t rc = H5Fclose(file);
-        file = -1;
-        if (rc < 0) throw Error(h5, "cannot close the checkpoint file (data not all on disk): " + h5_cause());
-      });
-    } catch (const CollectiveError&) {
-      cleanup();
-      throw;
-    }
+  try {
+    dist::agree(comm, [&] {
+      if (rank == 0) offsets = lay_out_state_file(h5, names, slices);
+    });
+    dist::note_collective();
+    MPI_Bcast(offsets.data(), static_cast<int>(offsets.size()), MPI_UINT64_T, 0, comm);
+    dist::agree(comm, [&] { sums = write_my_slices(h5, names, slices, offsets, rank); });
+  } catch (const CollectiveError&) {
+    cleanup();
+    throw;
   }
 
   // 3. Checksums: rank 0 combines the ranks' slice CRCs in rank order (the dataset's byte order).
@@ -324,7 +358,6 @@ SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedPara
   try {
     dist::agree(comm, [&] {
       if (rank != 0) return;
-      fsync_path(h5);
       nlohmann::json checksums = nlohmann::json::object();
       for (size_t d = 0; d < names.size(); ++d) {
         uint32_t crc = 0;

@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/library_cleanup.h"
 #include "dtrainer/core/parse.h"
 #include "dtrainer/data/hdf5_lock.h"
 
@@ -52,9 +53,14 @@ Handle& Handle::operator=(Handle&& o) noexcept {
   return *this;
 }
 
-void Handle::reset() {
-  if (id_ >= 0 && closer_) closer_(id_);
+void Handle::reset() { close(); }
+
+herr_t Handle::close() {
+  herr_t rc = 0;
+  if (id_ >= 0 && closer_) rc = closer_(id_);
+  if (rc < 0) forbid_library_cleanup("an HDF5 close failed");
   id_ = -1;
+  return rc;
 }
 
 void quiet_errors() {

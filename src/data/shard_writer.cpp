@@ -94,7 +94,7 @@ void write_ints(hid_t file, const std::string& path, const std::string& name, co
   h5::Handle d = dataset<int64_t>(file, name, file_type, dims, ShardWriteOptions{});
   if (!d.valid()) throw Error(path, "cannot create dataset '" + name + "'");
   if (!v.empty() && H5Dwrite(d.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) < 0)
-    throw Error(path, "cannot write dataset '" + name + "'");
+    throw Error(path, "cannot write dataset '" + name + "': " + diagnose_write_failure(std::filesystem::path(path).parent_path()));
 }
 
 void write_floats(hid_t file, const std::string& path, const std::string& name, const torch::Tensor& t, ElementType type,
@@ -106,7 +106,7 @@ void write_floats(hid_t file, const std::string& path, const std::string& name, 
   if (!d.valid()) throw Error(path, "cannot create dataset '" + name + "'");
   if (type == ElementType::kBFloat16) h5::write_string_attr(d.get(), "dtype", "bfloat16");
   if (data.numel() > 0 && H5Dwrite(d.get(), ftype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data_ptr()) < 0)
-    throw Error(path, "cannot write dataset '" + name + "'");
+    throw Error(path, "cannot write dataset '" + name + "': " + diagnose_write_failure(std::filesystem::path(path).parent_path()));
 }
 
 void write_strings(hid_t file, const std::string& path, const std::string& name, const std::vector<std::string>& v) {
@@ -119,7 +119,7 @@ void write_strings(hid_t file, const std::string& path, const std::string& name,
   std::vector<const char*> ptrs;
   for (const auto& s : v) ptrs.push_back(s.c_str());
   if (!d.valid() || (n > 0 && H5Dwrite(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()) < 0))
-    throw Error(path, "cannot write dataset '" + name + "'");
+    throw Error(path, "cannot write dataset '" + name + "': " + diagnose_write_failure(std::filesystem::path(path).parent_path()));
 }
 
 }  // namespace
@@ -151,7 +151,7 @@ void write_shard(const std::string& path, const ShardContents& c, const ShardWri
       write_ints(root, path, "source", c.source, {N}, H5T_STD_I32LE, o);
       if (!c.captions.empty()) write_strings(root, path, "captions", c.captions);
       write_strings(root, path, "source_names", c.source_names);
-      if (H5Fflush(root, H5F_SCOPE_GLOBAL) < 0)
+      if (H5Fflush(root, H5F_SCOPE_GLOBAL) < 0 || f.close() < 0)
         throw Error(path, "cannot write the shard: " + diagnose_write_failure(std::filesystem::path(tmp).parent_path()));
     }
   }

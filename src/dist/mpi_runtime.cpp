@@ -3,6 +3,7 @@
 #include <cstdio>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/library_cleanup.h"
 #include "dtrainer/core/log.h"
 
 namespace dtrainer::dist {
@@ -42,12 +43,6 @@ void MpiRuntime::abort_job(const std::string& message, int code) const {
   std::_Exit(code);  // MPI_Abort does not return; this is for the type system
 }
 
-namespace {
-std::string g_abandoned;  // what was abandoned (empty: nothing)
-}  // namespace
-
-void abandon_collective_state(const std::string& what) { g_abandoned = what; }
-
 int run_ranks(int* argc, char*** argv, const std::function<int(MpiRuntime&)>& body) {
   MpiRuntime runtime(argc, argv);
   set_log_rank(runtime.rank(), runtime.world());
@@ -59,9 +54,13 @@ int run_ranks(int* argc, char*** argv, const std::function<int(MpiRuntime&)>& bo
       std::fprintf(stderr, "error: %s\n", e.what());
       std::fflush(stderr);
     }
-    if (!g_abandoned.empty()) {
+    // A library on some rank cannot clean up after this failure (core/library_cleanup.h): every
+    // rank leaves without MPI_Finalize, whose hooks would run that cleanup, after rank 0 spoke.
+    int forbidden = library_cleanup_forbidden() ? 1 : 0, any = 0;
+    MPI_Allreduce(&forbidden, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (any) {
       std::fflush(stdout);
-      MPI_Barrier(MPI_COMM_WORLD);  // (rank 0 has spoken before anyone leaves)
+      MPI_Barrier(MPI_COMM_WORLD);
       std::_Exit(1);
     }
     return 1;

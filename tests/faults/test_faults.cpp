@@ -100,17 +100,25 @@ std::map<int, pid_t> ranks_of(pid_t mpirun) {
 }  // namespace
 
 TEST_CASE("a write failing on one rank mid-checkpoint ends every rank, naming the rank, file and cause; the last checkpoint stays") {
-  for (const auto& [err, rank] : {std::pair<const char*, int>{"ENOSPC", 1}, {"EIO", 0}}) {
-    const std::string dir = test::scratch_dir(std::string("write-fault-") + err);
-    INFO(err << " on rank " << rank << "\n" << slurp(dir + ".log"));
-    // The first checkpoint (step 2) is whole; the failing rank's writes under .tmp-step_ stop ~300 KB into the second.
-    const std::string cmd = with_fault(command(2, "--steps 6 --ckpt-every 2 --keep-ckpts 3 --run-dir " + dir), ".tmp-step_00000004", err, 300000, rank);
+  struct Case {
+    const char* err;
+    int rank;
+    const char* files;  // which of the step-4 checkpoint's files fail...
+    int64_t after;      // ...after this many bytes written to them on that rank
+    const char* where;  // what the message names
+  };
+  for (const Case& k : {Case{"ENOSPC", 1, ".tmp-step_00000004/", 300000, "state.h5: cannot write dataset"},  // a rank's data
+                        Case{"EIO", 0, ".tmp-step_00000004/", 300000, "state.h5: cannot write dataset"},
+                        Case{"ENOSPC", 0, ".tmp-step_00000004/", 2000, "state.h5: cannot write the checkpoint file's structure"},  // HDF5's
+                        Case{"EDQUOT", 0, ".tmp-step_00000004/meta.json", 0, "meta.json: cannot write"}}) {  // the manifest, after the data
+    const std::string dir = test::scratch_dir(std::string("write-fault-") + k.err + "-" + std::to_string(k.after));
+    INFO(k.err << " on rank " << k.rank << " after " << k.after << " bytes of " << k.files << "\n" << slurp(dir + ".log"));
+    const std::string cmd = with_fault(command(2, "--steps 6 --ckpt-every 2 --keep-ckpts 3 --run-dir " + dir), k.files, k.err, k.after, k.rank);
     const int rc = run_bounded(cmd, dir + ".log");
     const std::string log = slurp(dir + ".log");
-    CHECK(rc != 0);
-    CHECK(rc != 124);  // not a hang
-    CHECK_THAT(log, Catch::Contains("rank " + std::to_string(rank) + ": checkpoint of step 4 failed") && Catch::Contains(err) &&
-                        Catch::Contains("state.h5") && Catch::Contains("step_00000002, is untouched"));
+    CHECK(rc == 1);  // (not 124: a hang; not 139: a crash in a library's clean-up)
+    CHECK_THAT(log, Catch::Contains("rank " + std::to_string(k.rank) + ": checkpoint of step 4 failed") && Catch::Contains(k.err) &&
+                        Catch::Contains(k.where) && Catch::Contains("step_00000002, is untouched"));
     CHECK(validates(step_dir(dir, 2)));
     CHECK_FALSE(fs::exists(step_dir(dir, 4)));
     CHECK_FALSE(has_temporaries(dir + "/ckpt"));
@@ -118,6 +126,16 @@ TEST_CASE("a write failing on one rank mid-checkpoint ends every rank, naming th
     REQUIRE(run(2, "--steps 6 --ckpt-every 2 --run-dir " + dir, dir + ".resumed.log") == 0);
     CHECK_THAT(slurp(dir + ".resumed.log"), Catch::Contains("at step 2"));
   }
+}
+
+TEST_CASE("dtdata synth on a full disk: exit 2 with the cause, no shard and no temporary left") {
+  const std::string dir = test::scratch_dir("synth-full");
+  const auto r = test::run_process("DT_FAULT_PATH=" + dir + " DT_FAULT_AFTER=20000 LD_PRELOAD=" + DTFAULT_PATH + " " + DTDATA_PATH +
+                                   " synth --out " + dir + "/shapes --images 64");
+  INFO(r.out);
+  CHECK(r.status == 2);
+  CHECK_THAT(r.out, Catch::Contains("No space left on device (ENOSPC)"));
+  CHECK(fs::is_empty(dir + "/shapes"));
 }
 
 TEST_CASE("a full disk: the checkpoint is refused before anything is written, every rank exits non-zero") {

@@ -38,12 +38,6 @@ class MpiRuntime {
   MPI_Comm node_comm_ = MPI_COMM_NULL;
 };
 
-// A library that must leave collective state it cannot clean up (an HDF5 parallel file whose write
-// failed on some ranks: closing it is a collective that diverges) says so here, on every rank,
-// before it throws a CollectiveError; run_ranks then ends the ranks without MPI_Finalize (rank 0
-// printing the error first), which would run that cleanup and hang.
-void abandon_collective_state(const std::string& what);
-
 // The main() of an MPI program: initialises the runtime and logging, runs `body`, and turns any
 // exception escaping it on any rank into abort_job() naming that rank, so the job ends at once
 // with a non-zero exit on every rank instead of leaving the others blocked in a collective. A
