@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iterator>
 #include <limits>
+#include <map>
 #include <optional>
 #include <type_traits>
 #include <functional>
@@ -42,9 +43,11 @@ std::string toml_value(const std::string& v) {
   return out + "\"";
 }
 std::string toml_value(double v) {
-  char buf[32];
+  char buf[40];
   std::snprintf(buf, sizeof buf, "%.17g", v);
-  return buf;
+  std::string out = buf;
+  if (out.find_first_of(".eEn") == std::string::npos) out += ".0";  // (a TOML float, not an integer: "1.0")
+  return out;
 }
 std::string toml_value(int64_t v) { return std::to_string(v); }
 std::string toml_value(uint64_t v) { return std::to_string(v); }
@@ -298,11 +301,24 @@ void parse_train_config(CLI::App& app, int argc, const char* const* argv) {
   if (!file.empty()) {
     std::error_code ec;
     if (!std::filesystem::is_regular_file(file, ec)) throw Error(file, "no such config file");
+    // Each key's TOML type, from the defaults written out (an integer may stand for a float;
+    // a list of one for a list: the rest is a type error, at its line).
+    std::map<std::string, std::string> kinds;
+    for (const JobItem& d : parse_job_toml(train_config_toml(TrainConfig{}), "defaults")) kinds[d.key] = d.kind;
+    for (const std::string& list : {"model_set", "data_weights", "eval_data", "data"}) kinds[list] = "array";
     for (const JobItem& item : read_job_file(file)) {
+      const std::string where = file + ":" + std::to_string(item.line) + ":" + std::to_string(item.column);
       const CLI::Option* o = app.get_option_no_throw("--" + item.key);
       if (!o || item.key == "config")
-        throw Error(file + ":" + std::to_string(item.line) + ":" + std::to_string(item.column),
-                    "unknown key '" + item.key + "' (dtrainer --help lists the options; TOML keys are snake_case)");
+        throw Error(where, "unknown key '" + item.key + "' (dtrainer --help lists the options; TOML keys are snake_case)");
+      const auto k = kinds.find(item.key);
+      if (k == kinds.end() || k->second == item.kind || (k->second == "float" && item.kind == "integer")) continue;
+      const bool quoted_number = item.kind == "string" && (k->second == "integer" || k->second == "float");
+      auto a = [](const std::string& kind) {
+        return kind == "array" ? std::string("a list") : kind == "integer" ? std::string("an integer") : kind == "float" ? std::string("a number") : "a " + kind;
+      };
+      throw Error(where, "key '" + item.key + "' wants " + a(k->second) + ", got " + a(item.kind) +
+                             (quoted_number ? " (write the number without quotes)" : ""));
     }
     app.config_formatter(std::make_shared<JobFileReader>(file));
   }
@@ -311,6 +327,8 @@ void parse_train_config(CLI::App& app, int argc, const char* const* argv) {
 }
 
 void validate_train_config(const TrainConfig& c, int world) {
+  if (c.name.empty() || c.name == "." || c.name == ".." || c.name.find('/') != std::string::npos)
+    throw Error("name", "'" + c.name + "' is not a run name (one path component: runs/<name>; --run-dir takes a path)");
   if (c.global_batch % world != 0)
     throw Error("global_batch", std::to_string(c.global_batch) + " is not divisible by the " + std::to_string(world) + " ranks");
   const int64_t per_rank = c.global_batch / world;

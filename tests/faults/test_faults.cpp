@@ -369,6 +369,8 @@ TEST_CASE("malformed job files and bad values are errors naming the file, line a
       {"", "--p-drop-text 1.5", "--p-drop-text: must be in [0, 1], got 1.5"},
       {"", "--seed -1", "--seed: expected a non-negative integer"},
       {"", "--steps 4611686018427387904 --global-batch 8", "overflow a 64-bit counter"},
+      {"steps = \"10\"\n", "", "key 'steps' wants an integer, got a string"},
+      {"", "--name ../../elsewhere", "name: '../../elsewhere' is not a run name"},
   };
   int i = 0;
   for (const Case& k : cases) {

@@ -166,3 +166,23 @@ TEST_CASE("option values: each bad kind gets its own message, integers never cla
   CHECK(big.steps == 9223372036854775807);
   CHECK_THROWS_WITH(validate_train_config(big, 1), Catch::Contains("overflow"));
 }
+
+TEST_CASE("a job file's value of the wrong TOML type is an error at its line; integers stand for floats") {
+  TrainConfig ok;
+  parse(ok, {"--config", write_file("types-ok.toml", "lr = 1\npeak_tflops = 2\nsteps = 10\n")});
+  CHECK(ok.lr == 1.0);
+  CHECK(ok.peak_tflops == 2.0);
+  struct Bad {
+    std::string text, message;
+  };
+  for (const Bad& b : {Bad{"steps = \"10\"\n", "key 'steps' wants an integer, got a string (write the number without quotes)"},
+                       Bad{"steps = 10.5\n", "key 'steps' wants an integer, got a number"},
+                       Bad{"random_flip = 1\n", "key 'random_flip' wants a boolean, got an integer"},
+                       Bad{"name = 7\n", "key 'name' wants a string, got an integer"},
+                       Bad{"model_set = \"model_channels=8\"\n", "key 'model_set' wants a list, got a string"}}) {
+    TrainConfig c;
+    const std::string f = write_file("types-bad.toml", "global_batch = 8\n" + b.text);
+    INFO(b.text);
+    CHECK_THROWS_WITH(parse(c, {"--config", f}), Catch::Contains(f + ":2:") && Catch::Contains(b.message));
+  }
+}

@@ -13,6 +13,7 @@ namespace dtrainer::train {
 struct JobItem {
   std::string key;
   std::vector<std::string> values;  // one for a scalar, one per element for an array
+  std::string kind;                 // TOML's type: string | integer | float | boolean | array
   int64_t line = 0, column = 0;     // where the key is in the file
 };
 
