@@ -292,7 +292,17 @@ TEST_CASE("a corrupt newest checkpoint is named, with the sound one before it of
   INFO(log);
   CHECK(rc != 0);
   CHECK_THAT(log, Catch::Contains("units/conv_out/params: corrupt") && Catch::Contains("--resume " + step_dir(dir, 2)));
-  REQUIRE(run(1, "--steps 8 --resume " + step_dir(dir, 2) + " --run-dir " + dir, dir + ".c.log") == 0);  // as offered
+  REQUIRE(run(1, "--steps 8 --ckpt-every 2 --keep-ckpts 3 --resume " + step_dir(dir, 2) + " --run-dir " + dir, dir + ".c.log") == 0);  // as offered
+  // A newest checkpoint cut short (a copy that stopped): refused before anything changes, the sound one offered.
+  const std::string metrics = slurp(dir + "/metrics.jsonl");
+  fs::resize_file(step_dir(dir, 8) + "/state.h5", fs::file_size(step_dir(dir, 8) + "/state.h5") / 3);
+  const int rc2 = run(1, "--steps 10 --run-dir " + dir, dir + ".d.log");
+  const std::string log2 = slurp(dir + ".d.log");
+  INFO(log2);
+  CHECK(rc2 == 2);
+  CHECK_THAT(log2, Catch::Contains("cannot read the checkpoint") && Catch::Contains(step_dir(dir, 8)) &&
+                       Catch::Contains("--resume " + step_dir(dir, 6)));
+  CHECK(slurp(dir + "/metrics.jsonl") == metrics);
 }
 
 TEST_CASE("a stopped rank (SIGSTOP) ends the job through the watchdog, naming the rank") {

@@ -218,6 +218,15 @@ TEST_CASE("diverging training: non-finite steps are skipped, K in a row abort wi
   CHECK_THAT(log, Catch::Contains("3 consecutive steps with a non-finite loss or gradient") && Catch::Contains("rank 0"));
 }
 
+TEST_CASE("skip_bad_samples is a trainer option, and the dropped samples are counted in metrics.jsonl") {
+  const std::string dir = test::scratch_dir("skip-bad");
+  REQUIRE(run(1, "--steps 3 --skip-bad-samples --run-dir " + dir, dir + ".log") == 0);
+  const auto records = test::training_records(dir);
+  REQUIRE(records.size() == 3);
+  CHECK(records.at(3).at("skipped_samples").get<int64_t>() == 0);  // (clean data: the loader's own test drops bad ones)
+  CHECK_THAT(slurp(dir + "/config.toml"), Catch::Contains("skip_bad_samples = true"));
+}
+
 TEST_CASE("a bad configuration exits 2 naming the key, and writes nothing") {
   const std::string root = test::scratch_dir("bad");
   const std::string toml = root + "/bad.toml";
