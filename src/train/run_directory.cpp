@@ -49,6 +49,21 @@ void RunDirectory::truncate_metrics(int64_t step) const {
   write_file_atomic(path, kept);
 }
 
+bool RunDirectory::has_eval_record(int64_t step) const {
+  const fs::path path = dir_ / "metrics.jsonl";
+  std::error_code ec;
+  if (!writer_ || !fs::exists(path, ec)) return false;
+  std::istringstream in(read_file(path));
+  for (std::string line; std::getline(in, line);) {
+    try {
+      const auto j = nlohmann::json::parse(line);
+      if (j.value("eval", false) && j.value("step", int64_t{-1}) == step) return true;
+    } catch (const std::exception&) {
+    }
+  }
+  return false;
+}
+
 void RunDirectory::clear_markers() const {
   if (!writer_) return;
   for (const char* name : {"DONE", "PREEMPTED"}) {

@@ -300,7 +300,8 @@ void parse_train_config(CLI::App& app, int argc, const char* const* argv) {
   }
   if (!file.empty()) {
     std::error_code ec;
-    if (!std::filesystem::is_regular_file(file, ec)) throw Error(file, "no such config file");
+    if (!std::filesystem::exists(file, ec)) throw Error(file, "no such config file");
+    if (!std::filesystem::is_regular_file(file, ec)) throw Error(file, "is not a file (--config takes a TOML job file, e.g. jobs/quickstart.toml)");
     // Each key's TOML type, from the defaults written out (an integer may stand for a float;
     // a list of one for a list: the rest is a type error, at its line).
     std::map<std::string, std::string> kinds;

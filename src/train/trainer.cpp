@@ -300,6 +300,9 @@ class Trainer {
   void sample(int64_t step);
   void checkpoint(int64_t step);
   void finish();  // the end of the run: checkpoint, evaluation, samples, DONE
+  // After a resume at step S: the evaluation and samples due at S that the interrupted run did not
+  // write (it stopped between the checkpoint and them) are made now, so none is lost.
+  void catch_up();
   void check_data_fits_model(const data::Loader& loader, const std::vector<std::string>& dirs, const char* field) const;
   json meta(int64_t step) const;
   void write_metrics(const json& record);
@@ -758,27 +761,30 @@ int Trainer::run() {
     build();
     resume();
   }
-  // The resume checks passed: only now does the run directory change.
-  dist::agree(rt_.comm(), [&] {
-    dir_.write_config(toml_);
-    dir_.truncate_metrics(step_);  // (a fresh start keeps no records of an earlier attempt)
-  });
   if (step_ == 0) {
     log_info(models::backbone_summary(plan_.backbone));
     log_info("training " + std::to_string(c_.steps) + " steps, global batch " + std::to_string(c_.global_batch) + " on " +
              std::to_string(rt_.world()) + " ranks (" + dist::device_name(device_) + "), " + c_.sharding + "; run directory " +
              run_.string());
   }
-  if (step_ >= c_.steps) {
-    if (RunDirectory::state(run_) == RunState::kDone) {
-      log_info("the run is already complete at step " + std::to_string(step_) + " (" + run_.string() +
-               "); raise --steps to continue it, or use another --run-dir");
-      return 0;
-    }
-    log_info("step " + std::to_string(step_) + " is the last; finishing the run (evaluation, samples)");
-    finish();
+  if (step_ >= c_.steps && RunDirectory::state(run_) == RunState::kDone) {  // (nothing changes in a complete run)
+    log_info("the run is already complete at step " + std::to_string(step_) + " (" + run_.string() +
+             "); raise --steps to continue it, or use another --run-dir");
     return 0;
   }
+  // The resume checks passed: only now does the run directory change.
+  dist::agree(rt_.comm(), [&] {
+    dir_.write_config(toml_);
+    dir_.truncate_metrics(step_);  // (a fresh start keeps no records of an earlier attempt)
+  });
+  if (step_ >= c_.steps) {
+    log_info("step " + std::to_string(step_) + " is the last; finishing the run (what is missing of its evaluation and samples)");
+    catch_up();
+    dist::agree(rt_.comm(), [&] { dir_.mark_done(step_); });
+    log_info("done: " + std::to_string(step_) + " steps; " + (run_ / "metrics.jsonl").string());
+    return 0;
+  }
+  catch_up();
   dist::agree(rt_.comm(), [&] { dir_.clear_markers(); });  // (a stale DONE or PREEMPTED must not mislead the job scripts)
   const auto start = Clock::now();
   const int64_t first = step_;
@@ -828,6 +834,25 @@ int Trainer::run() {
   }
   finish();
   return 0;
+}
+
+void Trainer::catch_up() {
+  if (!resume_.checkpoint || step_ == 0) return;
+  const bool last = step_ >= c_.steps;
+  const bool eval_due = last || (c_.eval_every > 0 && step_ % c_.eval_every == 0);
+  const bool sample_due = last || (c_.sample_every > 0 && step_ % c_.sample_every == 0);
+  char name[64];
+  std::snprintf(name, sizeof name, "step_%08lld", static_cast<long long>(step_));
+  std::error_code ec;
+  int missing[2] = {eval_due && !dir_.has_eval_record(step_) ? 1 : 0,
+                    sample_due && !fs::exists(run_ / "samples" / (std::string(name) + ".png"), ec) &&
+                            !fs::exists(run_ / "samples" / (std::string(name) + ".pt"), ec)
+                        ? 1
+                        : 0};
+  dist::note_collective();
+  MPI_Bcast(missing, 2, MPI_INT, 0, MPI_COMM_WORLD);  // (rank 0 read the run directory: every rank evaluates alike)
+  if (missing[0]) evaluate(step_);
+  if (missing[1]) sample(step_);
 }
 
 void Trainer::finish() {

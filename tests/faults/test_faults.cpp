@@ -425,3 +425,43 @@ TEST_CASE("every data set is checked against the model at start-up; a model that
   CHECK_THAT(log, Catch::Contains("memory: the plan needs") && Catch::Contains("zero3") && Catch::Contains("--ignore-memory-check"));
   CHECK_FALSE(fs::exists(root + "/big"));
 }
+
+TEST_CASE("a run stopped between a checkpoint and its evaluation makes the evaluation on resume, once") {
+  const std::string dir = test::scratch_dir("catch-up");
+  REQUIRE(run(1, "--steps 4 --ckpt-every 2 --eval-every 2 --run-dir " + dir, dir + ".a.log") == 0);
+  // What a kill right after the last checkpoint leaves: no evaluation record of step 4, no samples, no DONE.
+  std::string kept;
+  double eval4 = 0;
+  {
+    std::ifstream in(dir + "/metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const auto j = nlohmann::json::parse(line);
+      if (j.value("eval", false) && j["step"] == 4) {
+        eval4 = j["eval_loss"].get<double>();
+        continue;
+      }
+      kept += line + "\n";
+    }
+  }
+  std::ofstream(dir + "/metrics.jsonl", std::ios::trunc) << kept;
+  fs::remove(dir + "/DONE");
+  fs::remove(dir + "/samples/step_00000004.png");
+  REQUIRE(run(1, "--steps 4 --ckpt-every 2 --eval-every 2 --run-dir " + dir, dir + ".b.log") == 0);
+  INFO(slurp(dir + ".b.log"));
+  int evals4 = 0;
+  std::ifstream in(dir + "/metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.value("eval", false) && j["step"] == 4) {
+      ++evals4;
+      CHECK(j["eval_loss"].get<double>() == eval4);  // the same weights, the same fixed noise: the same number
+    }
+  }
+  CHECK(evals4 == 1);
+  CHECK(fs::exists(dir + "/samples/step_00000004.png"));
+  CHECK(fs::exists(dir + "/DONE"));
+  // Run again: complete, nothing added.
+  const std::string metrics = slurp(dir + "/metrics.jsonl");
+  REQUIRE(run(1, "--steps 4 --run-dir " + dir, dir + ".c.log") == 0);
+  CHECK(slurp(dir + "/metrics.jsonl") == metrics);
+}

@@ -36,6 +36,7 @@ class RunDirectory {
   void write_config(const std::string& toml) const;
   void append_metrics(const nlohmann::json& record) const;
   void truncate_metrics(int64_t step) const;  // keeps the records of steps <= step
+  bool has_eval_record(int64_t step) const;    // metrics.jsonl holds the evaluation of `step` (rank 0's view)
   void clear_markers() const;                 // the run trains again: DONE and PREEMPTED go
   void mark_done(int64_t step) const;
   void mark_preempted(int64_t step, int signal) const;
