@@ -21,6 +21,7 @@
 #include "dtrainer/data/loader.h"
 #include "dtrainer/data/shard_reader.h"
 #include "dtrainer/data/synthesize.h"
+#include "dtrainer/data/toy_text_encoder.h"
 #include "dtrainer/data/validate.h"
 #include "dtrainer/diffusion/guidance.h"
 #include "dtrainer/diffusion/objective.h"
@@ -119,7 +120,8 @@ struct DataPlan {
 // Every data set of a run (training mixes, held-out sets) must take the same model: checked when
 // the run is planned, not at the first evaluation (each loader checks all of its own shards when
 // it opens them). `source` says where the expected shapes come from.
-void check_data_sets(const DataPlan& p, bool synthetic, const std::vector<int64_t>& shape, int64_t text_dim, const std::string& source) {
+void check_data_sets(const DataPlan& p, bool synthetic, const std::vector<int64_t>& shape, int64_t text_dim, const std::string& text_encoder,
+                     const std::string& source) {
   const auto fmt = [](const std::vector<int64_t>& v) { return c10::str(c10::IntArrayRef(v)); };
   std::vector<std::pair<std::string, std::string>> sets;
   for (const auto& d : p.train_dirs) sets.emplace_back("data", d);
@@ -133,6 +135,13 @@ void check_data_sets(const DataPlan& p, bool synthetic, const std::vector<int64_
     const auto files = data::list_shards(d);
     if (files.empty()) throw Error(field + " " + d, "no shards (*.h5) in the data directory");
     const data::ShardReader r(files.front());
+    if (r.header().text_encoder == "dtrainer-toy-text-v1")
+      throw Error(field + " " + d, "was synthesized by an older dtrainer whose toy text encoder depended on the dataset's seed (a "
+                                   "held-out set's captions were encoded unlike the training set's): delete it and run again to "
+                                   "synthesize it anew");
+    if (r.header().text_encoder != text_encoder)
+      throw Error(field + " " + d, "text was encoded by '" + r.header().text_encoder + "', the training data's by '" + text_encoder +
+                                       "': every data set of a run needs the same text encoder");
     if (r.latent_shape() != shape)
       throw Error(field + " " + d, "latents are " + fmt(r.latent_shape()) + " but the model takes " + fmt(shape) + " (" + source +
                                        "): every data set of a run must have the training data's shapes");
@@ -161,7 +170,7 @@ DataPlan plan_data(const TrainConfig& c, const fs::path& run_dir) {
   if (synthetic && c.data.size() == 1) {
     p.pixels = true;
     p.inputs = {3, c.synthetic_image_size, kSyntheticTextDim, c.max_tokens};
-    check_data_sets(p, true, {3, c.synthetic_image_size, c.synthetic_image_size}, kSyntheticTextDim,
+    check_data_sets(p, true, {3, c.synthetic_image_size, c.synthetic_image_size}, kSyntheticTextDim, data::ToyTextEncoder::name(),
                     "synthetic:shapes at synthetic_image_size " + std::to_string(c.synthetic_image_size));
     return p;
   }
@@ -179,7 +188,7 @@ DataPlan plan_data(const TrainConfig& c, const fs::path& run_dir) {
   const auto shape = reader.latent_shape();
   if (shape.size() != 3 || shape[1] != shape[2]) throw Error(shards.front(), "latents must be [C, H, H]");
   p.inputs = {shape[0], shape[1], reader.header().text_dim, c.max_tokens};
-  check_data_sets(p, synthetic, shape, reader.header().text_dim, "the shape of " + shards.front());
+  check_data_sets(p, synthetic, shape, reader.header().text_dim, reader.header().text_encoder, "the shape of " + shards.front());
   return p;
 }
 

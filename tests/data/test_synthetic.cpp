@@ -90,6 +90,16 @@ TEST_CASE("dtdata synth shapes: valid shards, eval prompts, deterministic in the
   const auto prompts = nlohmann::json::parse(f);
   CHECK(prompts["prompts"].size() == 10);
   CHECK(prompts["prompts"][0].contains("objects"));
+  CHECK(s.header().text_encoder == "dtrainer-toy-text-v2");
+  // Another seed (a held-out set) has other images but encodes the same words alike: one frozen encoder.
+  SynthConfig other = c;
+  other.out_dir = test::scratch_dir("synth-other-seed");
+  other.seed = 1000003;
+  const ShardReader o(synthesize(other).shards[0]);
+  const auto other_texts = o.caption_texts();
+  CHECK_FALSE(torch::equal(o.read_latent(0), s.read_latent(0)));
+  CHECK(torch::equal(o.read_tokens(0).to(torch::kFloat32),
+                     ToyTextEncoder(32, 77).encode(other_texts[0]).to(torch::kFloat16).to(torch::kFloat32)));
   CHECK_THROWS_WITH(synthesize(c), Catch::Contains("already contains shards"));
   c.force = true;
   const SynthReport again = synthesize(c);

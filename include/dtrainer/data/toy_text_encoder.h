@@ -17,7 +17,9 @@ namespace dtrainer::data {
 class ToyTextEncoder {
  public:
   explicit ToyTextEncoder(int64_t dim = 1024, int64_t max_tokens = 77, uint64_t seed = 0x746f79);
-  static const char* name() { return "dtrainer-toy-text-v1"; }
+  // v2: the token table no longer depends on the dataset's seed (v1 encoded a run's held-out
+  // set, synthesized with another seed, with another table than its training set).
+  static const char* name() { return "dtrainer-toy-text-v2"; }
   int64_t dim() const { return dim_; }
   int64_t max_tokens() const { return max_tokens_; }
   // Lower-cased words and punctuation marks, between "<start>" and "<end>", cut to max_tokens
