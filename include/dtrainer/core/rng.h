@@ -22,6 +22,7 @@ enum class RngPurpose : uint64_t {
   kCaptionChoice = 11,
   kFlip = 12,
   kDatasetMix = 13,
+  kEvaluation = 14,  // bootstrap resamples and sampling noise of alignment evaluations
 };
 
 // SplitMix64 finaliser: a bijective 64-bit mix.
