@@ -39,8 +39,10 @@ struct Input {
   Table load() const {
     if (data.empty() == runs.empty()) throw Error("input", "give exactly one of --data FILE or --runs DIR...");
     if (!data.empty()) return read_csv(data);
-    const RunPick p = parse_choice<RunPick>("--pick", pick, {{"final", RunPick::kFinal}, {"best", RunPick::kBest}, {"step", RunPick::kStep}});
-    return read_runs(runs, metric, p, step);
+    const RunPick p = parse_choice<RunPick>("--pick", pick, {{"final", RunPick::kFinal}, {"best", RunPick::kBest}, {"highest", RunPick::kHighest}, {"step", RunPick::kStep}, {"all", RunPick::kAll}});
+    Table t = read_runs(runs, metric, p, step);
+    for (const auto& n : t.notes) std::fprintf(stderr, "fitlaws: note: %s\n", n.c_str());
+    return t;
   }
 };
 
@@ -48,7 +50,7 @@ void add_input_options(CLI::App* app, Input& in) {
   app->add_option("--data", in.data, "CSV file with a header row of column names");
   app->add_option("--runs", in.runs, "dtrainer run directories (metrics.jsonl)");
   app->add_option("--metric", in.metric, "with --runs: the metric column")->capture_default_str();
-  app->add_option("--pick", in.pick, "with --runs: final | best | step")->capture_default_str();
+  app->add_option("--pick", in.pick, "with --runs: final | best (lowest) | highest | step | all (every record: each evaluation a point)")->capture_default_str();
   app->add_option("--step", in.step, "with --pick step: the step to read");
 }
 

@@ -87,8 +87,10 @@ Table read_runs(const std::vector<std::string>& dirs, const std::string& metric,
     std::ifstream in(path);
     if (!in) throw Error(path, "cannot open (is " + dir + " a dtrainer run directory?)");
     nlohmann::json chosen;
+    std::vector<nlohmann::json> all;
     std::string line;
-    double best = std::numeric_limits<double>::infinity();
+    int64_t untrained = 0;
+    double best = std::numeric_limits<double>::infinity(), highest = -std::numeric_limits<double>::infinity();
     for (size_t n = 1; std::getline(in, line); ++n) {
       if (line.empty()) continue;
       nlohmann::json j;
@@ -99,18 +101,34 @@ Table read_runs(const std::vector<std::string>& dirs, const std::string& metric,
       }
       if (!j.contains(metric) || !j[metric].is_number()) continue;
       const double v = j[metric].get<double>();
-      if (pick == RunPick::kFinal || (pick == RunPick::kBest && v < best) ||
+      if (pick == RunPick::kAll) {
+        if (j.contains("compute_gflops") && j["compute_gflops"].is_number() && j["compute_gflops"].get<double>() <= 0) {
+          ++untrained;
+          chosen = j;
+          continue;
+        }
+        all.push_back(j);
+      }
+      if (pick == RunPick::kFinal || pick == RunPick::kAll || (pick == RunPick::kBest && v < best) || (pick == RunPick::kHighest && v > highest) ||
           (pick == RunPick::kStep && j.value("step", -1LL) == step)) {
         chosen = j;
         best = std::min(best, v);
+        highest = std::max(highest, v);
       }
     }
     if (chosen.is_null()) throw Error(path, "no record with '" + metric + "'" + (pick == RunPick::kStep ? " at step " + std::to_string(step) : ""));
-    auto num = [&](const char* key) {
-      if (!chosen.contains(key) || !chosen[key].is_number()) throw Error(path, std::string("record lacks numeric '") + key + "'");
-      return nlohmann::json(chosen[key]).dump();
-    };
-    t.rows.push_back({dir, num("params"), num("compute_gflops"), num("image_noun_pairs"), num("step"), num(metric.c_str())});
+    if (pick != RunPick::kAll) all = {chosen};
+    if (untrained > 0)
+      t.notes.push_back(path + ": " + std::to_string(untrained) + " record(s) of '" + metric +
+                        "' before any training compute (compute_gflops 0, step 0) left out: a log axis has no place for them");
+    if (all.empty()) throw Error(path, "no record with '" + metric + "' after training began (only step-0 records)");
+    for (const auto& record : all) {
+      auto num = [&](const char* key) {
+        if (!record.contains(key) || !record[key].is_number()) throw Error(path, std::string("record lacks numeric '") + key + "'");
+        return nlohmann::json(record[key]).dump();
+      };
+      t.rows.push_back({dir, num("params"), num("compute_gflops"), num("image_noun_pairs"), num("step"), num(metric.c_str())});
+    }
   }
   return t;
 }

@@ -60,6 +60,31 @@ ExportSummary export_weights(const std::string& checkpoint_dir, const std::strin
   return summary;
 }
 
+std::string load_checkpoint_weights(const std::string& checkpoint_dir, WeightsSource source, torch::nn::Module& module) {
+  const CheckpointReader ck(checkpoint_dir);
+  const std::vector<models::UnitLayout> layout = ck.layout();
+  std::string kind = source == WeightsSource::kEma ? "ema" : source == WeightsSource::kParams ? "params" : (ck.has_ema() ? "ema" : "params");
+  if (kind == "ema" && !ck.has_ema()) throw Error(ck.state_file(), "has no EMA weights (the run had ema_decay = 0); use the trained ones (params)");
+  auto params = module.named_parameters(/*recurse=*/true);
+  size_t seen = 0;
+  torch::NoGradGuard no_grad;
+  for (const auto& u : layout) {
+    const torch::Tensor flat = ck.read(u.unit, kind, u.numel);
+    for (const auto& t : u.tensors) {
+      torch::Tensor* p = params.find(t.name);
+      if (!p) throw Error(checkpoint_dir, "tensor '" + t.name + "' is not a parameter of this model (a different model or preset?)");
+      if (p->sizes().vec() != t.shape)
+        throw Error(checkpoint_dir, "tensor '" + t.name + "' is " + c10::str(c10::IntArrayRef(t.shape)) + " in the checkpoint, " +
+                                        c10::str(p->sizes()) + " in the model");
+      p->copy_(flat.narrow(0, t.offset, t.numel()).view(t.shape).to(p->dtype()));
+      ++seen;
+    }
+  }
+  if (seen != params.size())
+    throw Error(checkpoint_dir, "holds " + std::to_string(seen) + " of the model's " + std::to_string(params.size()) + " parameters");
+  return kind;
+}
+
 void check_weights_file(const std::string& path) {
   const SafetensorsFile file(path);
   for (const auto& e : file.entries()) {

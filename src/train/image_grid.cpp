@@ -1,7 +1,5 @@
 #include "dtrainer/train/image_grid.h"
 
-#include <png.h>
-
 #include <cstdio>
 #include <filesystem>
 #include <vector>
@@ -9,8 +7,7 @@
 #include <torch/torch.h>
 
 #include "dtrainer/core/error.h"
-#include "dtrainer/core/file_io.h"
-#include "dtrainer/core/temp_files.h"
+#include "dtrainer/data/png_image.h"
 
 namespace dtrainer::train {
 
@@ -32,28 +29,7 @@ void write_png_grid(const std::string& path, const torch::Tensor& images, int64_
     for (int64_t y = 0; y < h; ++y)
       std::copy_n(src + (i * h + y) * w * 3, w * 3, canvas.begin() + ((r0 + y) * W + c0) * 3);
   }
-  const std::string tmp = temporary_path(path).string();
-  const TempFileGuard guard(tmp);
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) throw Error(path, "cannot create " + tmp + ": " + errno_message(errno));
-  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
-  png_infop info = png ? png_create_info_struct(png) : nullptr;
-  if (!png || !info || setjmp(png_jmpbuf(png))) {
-    png_destroy_write_struct(&png, &info);
-    std::fclose(f);
-    throw Error(path, "cannot write the image: " + errno_message(errno));
-  }
-  png_init_io(png, f);
-  png_set_IHDR(png, info, static_cast<png_uint_32>(W), static_cast<png_uint_32>(H), 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
-               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-  png_write_info(png, info);
-  for (int64_t y = 0; y < H; ++y) png_write_row(png, canvas.data() + y * W * 3);
-  png_write_end(png, nullptr);
-  png_destroy_write_struct(&png, &info);
-  const bool flushed = std::fflush(f) == 0 && ::fsync(fileno(f)) == 0;
-  if (std::fclose(f) != 0 || !flushed) throw Error(path, "cannot write: " + errno_message(errno));
-  publish_file(tmp, path);
-  guard.release();
+  data::write_png_pixels(path, canvas.data(), W, H);
 }
 
 }  // namespace dtrainer::train

@@ -49,7 +49,7 @@ void RunDirectory::truncate_metrics(int64_t step) const {
   write_file_atomic(path, kept);
 }
 
-bool RunDirectory::has_eval_record(int64_t step) const {
+bool RunDirectory::has_record(int64_t step, const std::string& key) const {
   const fs::path path = dir_ / "metrics.jsonl";
   std::error_code ec;
   if (!writer_ || !fs::exists(path, ec)) return false;
@@ -57,7 +57,7 @@ bool RunDirectory::has_eval_record(int64_t step) const {
   for (std::string line; std::getline(in, line);) {
     try {
       const auto j = nlohmann::json::parse(line);
-      if (j.value("eval", false) && j.value("step", int64_t{-1}) == step) return true;
+      if (j.contains(key) && j.value("step", int64_t{-1}) == step) return true;
     } catch (const std::exception&) {
     }
   }

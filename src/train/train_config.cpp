@@ -207,6 +207,12 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
   opt(app, run, "seed", c.seed, "seed of every random draw (initialisation, data order, noise, dropout)", lines);
   opt(app, run, "log_every", c.log_every, "steps between metrics records and progress lines", lines, positive);
   opt(app, run, "eval_every", c.eval_every, "steps between held-out evaluations (0: at the end only)", lines, non_negative);
+  opt(app, run, "align_every", c.align_every,
+      "steps between alignment scores (TIFA-style questions answered on samples of held-out prompts; docs/EVAL.md), and at "
+      "step 0 and the end; -1: auto (eval_every's steps when the data is the synthetic shapes world, else off); 0: off",
+      lines, integer_in(-1));
+  opt(app, run, "align_prompts", c.align_prompts, "held-out prompts each alignment score samples (the first N of eval_prompts.json; all it holds when fewer, as the record's alignment_prompts says)",
+      lines, integer_in(1));
   opt(app, run, "ckpt_every", c.ckpt_every, "steps between checkpoints (0: at the end and on preemption only)", lines, non_negative);
   opt(app, run, "keep_ckpts", c.keep_ckpts, "complete checkpoints to keep (the oldest are deleted)", lines, positive);
   opt(app, run, "sample_every", c.sample_every, "steps between sample grids (0: at the end only)", lines, non_negative);
@@ -325,6 +331,21 @@ void parse_train_config(CLI::App& app, int argc, const char* const* argv) {
   }
   app.allow_config_extras(CLI::config_extras_mode::error);
   app.parse(argc, argv);
+}
+
+TrainConfig train_config_from_toml(const std::string& toml, const std::string& source) {
+  TrainConfig c;
+  CLI::App app;
+  add_train_options(app, c);
+  app.config_formatter(std::make_shared<JobFileReader>(source));
+  app.allow_config_extras(CLI::config_extras_mode::ignore);  // (keys of a newer dtrainer: not this reader's concern)
+  std::istringstream in(toml);
+  try {
+    app.parse_from_stream(in);
+  } catch (const CLI::ParseError& e) {
+    throw Error(source, std::string("the recorded configuration does not read back: ") + e.what());
+  }
+  return c;
 }
 
 void validate_train_config(const TrainConfig& c, int world) {

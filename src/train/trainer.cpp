@@ -45,6 +45,9 @@
 #include "dtrainer/train/memory_plan.h"
 #include "dtrainer/train/resume_plan.h"
 #include "dtrainer/train/run_directory.h"
+#include "dtrainer/train/data_plan.h"
+#include "dtrainer/train/sampling.h"
+#include "dtrainer/train/evaluation.h"
 #include "dtrainer/dist/agreement.h"
 #include "dtrainer/dist/watchdog.h"
 #include "dtrainer/core/memory_info.h"
@@ -61,8 +64,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
-// The synthetic dataset's text width (its shape is known without generating it, for dry runs).
-constexpr int64_t kSyntheticTextDim = 256;
 constexpr int64_t kSyntheticEvalImages = 256;
 
 // ---- Threads ---------------------------------------------------------------------------------
@@ -85,13 +86,6 @@ torch::Tensor to_device(const torch::Tensor& t, const torch::Device& device) {
   return t.to(device);
 }
 
-// The text mask the model gets: none when every token of the (host) mask is real (replicate
-// padding, full-length prompts), so attention can use its fastest kernel (FlashAttention takes no
-// mask); otherwise the mask, on the device.
-torch::Tensor attention_mask(const torch::Tensor& host_mask, const torch::Device& device) {
-  return host_mask.all().item<bool>() ? torch::Tensor() : to_device(host_mask, device);
-}
-
 // The parts of a noised batch the model and the loss read on the device (x_t, t_model; target,
 // weight); the rest (t_unit, snr, the dropout flags) is used on the host and stays there.
 diffusion::NoisedBatch to_device(diffusion::NoisedBatch b, const torch::Device& device) {
@@ -107,90 +101,7 @@ std::vector<double> all_reduce(std::vector<double> v, MPI_Op op) {
   return v;
 }
 
-// ---- Data ------------------------------------------------------------------------------------
-
-struct DataPlan {
-  std::vector<std::string> train_dirs, eval_dirs;
-  std::vector<std::string> synthetic;  // dirs to synthesize (train, eval)
-  bool found = true;                   // shapes known from the data (false: dry run without data)
-  bool pixels = false;                 // pixel-space data: samples become PNG grids
-  models::BackboneInputs inputs;
-};
-
-// Every data set of a run (training mixes, held-out sets) must take the same model: checked when
-// the run is planned, not at the first evaluation (each loader checks all of its own shards when
-// it opens them). `source` says where the expected shapes come from.
-void check_data_sets(const DataPlan& p, bool synthetic, const std::vector<int64_t>& shape, int64_t text_dim, const std::string& text_encoder,
-                     const std::string& source) {
-  const auto fmt = [](const std::vector<int64_t>& v) { return c10::str(c10::IntArrayRef(v)); };
-  std::vector<std::pair<std::string, std::string>> sets;
-  for (const auto& d : p.train_dirs) sets.emplace_back("data", d);
-  for (const auto& d : p.eval_dirs) sets.emplace_back("eval_data", d);
-  std::error_code ec;
-  for (const auto& [field, d] : sets) {
-    if (!fs::is_directory(d, ec)) {
-      if (!synthetic) throw Error(field + " " + d, "does not exist");
-      continue;  // (synthesized at start-up, with the shapes expected)
-    }
-    const auto files = data::list_shards(d);
-    if (files.empty()) throw Error(field + " " + d, "no shards (*.h5) in the data directory");
-    const data::ShardReader r(files.front());
-    if (r.header().text_encoder == "dtrainer-toy-text-v1")
-      throw Error(field + " " + d, "was synthesized by an older dtrainer whose toy text encoder depended on the dataset's seed (a "
-                                   "held-out set's captions were encoded unlike the training set's): delete it and run again to "
-                                   "synthesize it anew");
-    if (r.header().text_encoder != text_encoder)
-      throw Error(field + " " + d, "text was encoded by '" + r.header().text_encoder + "', the training data's by '" + text_encoder +
-                                       "': every data set of a run needs the same text encoder");
-    if (r.latent_shape() != shape)
-      throw Error(field + " " + d, "latents are " + fmt(r.latent_shape()) + " but the model takes " + fmt(shape) + " (" + source +
-                                       "): every data set of a run must have the training data's shapes");
-    if (r.header().text_dim != text_dim)
-      throw Error(field + " " + d, "text embeddings are " + std::to_string(r.header().text_dim) + " wide but the model's context is " +
-                                       std::to_string(text_dim) + " (" + source + ")");
-  }
-}
-
-DataPlan plan_data(const TrainConfig& c, const fs::path& run_dir) {
-  DataPlan p;
-  bool synthetic = false;
-  for (const auto& d : c.data) {
-    if (d == "synthetic:shapes") {
-      synthetic = true;
-      // (size and count in the name: a run with other synthetic settings never reuses these)
-      p.train_dirs.push_back((run_dir / "data" / ("shapes-" + std::to_string(c.synthetic_image_size) + "px-" +
-                                                  std::to_string(c.synthetic_images))).string());
-    } else {
-      p.train_dirs.push_back(d);
-    }
-  }
-  p.eval_dirs = c.eval_data;
-  if (p.eval_dirs.empty() && synthetic)
-    p.eval_dirs.push_back((run_dir / "data" / ("shapes-" + std::to_string(c.synthetic_image_size) + "px-eval")).string());
-  if (synthetic && c.data.size() == 1) {
-    p.pixels = true;
-    p.inputs = {3, c.synthetic_image_size, kSyntheticTextDim, c.max_tokens};
-    check_data_sets(p, true, {3, c.synthetic_image_size, c.synthetic_image_size}, kSyntheticTextDim, data::ToyTextEncoder::name(),
-                    "synthetic:shapes at synthetic_image_size " + std::to_string(c.synthetic_image_size));
-    return p;
-  }
-  // Real data: the first shard's header and shapes decide.
-  const std::string& dir = p.train_dirs.front();
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) {
-    p.found = false;
-    return p;
-  }
-  const auto shards = data::list_shards(dir);
-  if (shards.empty()) throw Error(dir, "no shards (*.h5) in the data directory");
-  data::ShardReader reader(shards.front());
-  p.pixels = reader.header().latent_space == "pixels";
-  const auto shape = reader.latent_shape();
-  if (shape.size() != 3 || shape[1] != shape[2]) throw Error(shards.front(), "latents must be [C, H, H]");
-  p.inputs = {shape[0], shape[1], reader.header().text_dim, c.max_tokens};
-  check_data_sets(p, synthetic, shape, reader.header().text_dim, reader.header().text_encoder, "the shape of " + shards.front());
-  return p;
-}
+// ---- Data (the plan: train/data_plan.h) ----------------------------------------------------
 
 void synthesize_on_rank0(const TrainConfig& c, const DataPlan& p, int rank);
 
@@ -273,12 +184,41 @@ std::string describe_plan(const TrainConfig& c, const DataPlan& d, const Plan& p
 
 // ---- The trainer -----------------------------------------------------------------------------
 
+// The EMA weights in the model for a scope (sampling, alignment), the trained ones back by
+// restore() at its end, or by the destructor when an exception leaves the scope.
+// The swap is a collective under zero1/2, so it is not undone while an exception only this rank
+// holds unwinds (core/error.h: the run is ending, and the peers would never join); a CollectiveError,
+// which every rank holds, undoes it on every rank.
+class EmaWeights {
+ public:
+  EmaWeights(dist::ShardedParameters& params, bool on) : params_(params), on_(on) {
+    if (on_) params_.swap_ema();
+  }
+  void restore() {  // at the end of the scope (errors propagate)
+    if (on_) params_.swap_ema();
+    on_ = false;
+  }
+  ~EmaWeights() {  // on the way out of an exception
+    if (!on_ || unwinding()) return;
+    try {
+      params_.swap_ema();
+    } catch (...) {  // the exception on its way out says what failed
+    }
+  }
+  EmaWeights(const EmaWeights&) = delete;
+  EmaWeights& operator=(const EmaWeights&) = delete;
+
+ private:
+  dist::ShardedParameters& params_;
+  bool on_;
+};
+
 class Trainer {
  public:
   Trainer(const TrainConfig& c, std::string config_toml, dist::MpiRuntime& rt, const torch::Device& device, const RunDirectory& dir,
-          const DataPlan& data, const Plan& plan, ResumePlan resume, dist::Watchdog& watchdog)
+          const DataPlan& data, const Plan& plan, ResumePlan resume, dist::Watchdog& watchdog, std::unique_ptr<AlignmentHook> align)
       : c_(c), toml_(std::move(config_toml)), rt_(rt), device_(device), dir_(dir), run_(dir.path()), data_(data), plan_(plan),
-        resume_(std::move(resume)), watchdog_(&watchdog) {}
+        resume_(std::move(resume)), watchdog_(&watchdog), align_(std::move(align)) {}
 
   int run();
 
@@ -307,6 +247,8 @@ class Trainer {
   void log_window(int64_t step, Clock::time_point start, int64_t first);
   void evaluate(int64_t step);
   void sample(int64_t step);
+  void align(int64_t step);
+  SamplerSetup sampler_setup();  // the run's sampler: its model, objective, device, steps, guidance  // the alignment score (train/evaluation.h), a metrics record
   void checkpoint(int64_t step);
   void finish();  // the end of the run: checkpoint, evaluation, samples, DONE
   // After a resume at step S: the evaluation and samples due at S that the interrupted run did not
@@ -315,7 +257,6 @@ class Trainer {
   void check_data_fits_model(const data::Loader& loader, const std::vector<std::string>& dirs, const char* field) const;
   json meta(int64_t step) const;
   void write_metrics(const json& record);
-  std::pair<torch::Tensor, torch::Tensor> null_text(int64_t batch) const;
   // The backbone on device tensors, the latents laid out as configured (channels_last: NHWC).
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& text, const torch::Tensor& mask,
                         const models::ControlInputs* controls) const;
@@ -330,6 +271,7 @@ class Trainer {
   Plan plan_;
   ResumePlan resume_;
   dist::Watchdog* watchdog_;  // (watches start-up too: owned by trainer_main)
+  std::unique_ptr<AlignmentHook> align_;  // null: alignment off
   int64_t last_checkpoint_ = -1;  // the step of the newest checkpoint this run holds
   std::unique_ptr<dist::Communicator> comm_;
   std::unique_ptr<models::Backbone> model_;
@@ -518,15 +460,6 @@ void Trainer::checkpoint(int64_t step) {
 
 void Trainer::write_metrics(const json& record) { dir_.append_metrics(record); }
 
-// The null text of classifier-free guidance: one zero token (data-independent; the model learns
-// what "no caption" means from the dropped samples).
-std::pair<torch::Tensor, torch::Tensor> Trainer::null_text(int64_t batch) const {
-  torch::Tensor text = torch::zeros({batch, c_.max_tokens, plan_.backbone.inputs.text_dim});
-  torch::Tensor mask = torch::zeros({batch, c_.max_tokens}, torch::kBool);
-  mask.select(1, 0).fill_(true);
-  return {text, mask};
-}
-
 // One optimizer step over this rank's part of the global batch, in micro-batches. The batch is
 // prepared on the host (noise and dropout keyed per sample, as on every device) and moved to the
 // compute device; nothing here waits for the device. One MPI all-reduce carries the batch's
@@ -542,7 +475,7 @@ Trainer::StepResult Trainer::train_step(const data::Batch& batch, int64_t step) 
     const diffusion::NoisedBatch nb = objective_->make_batch(x0, ids, step - 1);
     torch::Tensor text = batch.text.index({rows}), mask = batch.text_mask.index({rows});
     if (c_.p_drop_text > 0) {
-      auto [nt, nm] = null_text(micro);
+      auto [nt, nm] = null_text(micro, c_.max_tokens, plan_.backbone.inputs.text_dim);
       const torch::Tensor keep = nb.keep_text;
       text = torch::where(keep.view({-1, 1, 1}), text, nt);
       mask = torch::where(keep.view({-1, 1}), mask, nm);
@@ -653,43 +586,32 @@ void Trainer::evaluate(int64_t step) {
   log_info("eval step " + std::to_string(step) + ": held-out loss " + std::to_string(mean));
 }
 
+SamplerSetup Trainer::sampler_setup() {
+  SamplerSetup setup;
+  setup.model = model_.get();
+  setup.objective = objective_.get();
+  setup.device = device_;
+  setup.channels_last = c_.channels_last;
+  setup.steps = c_.sample_steps;
+  setup.guidance = c_.guidance_scale;
+  setup.seed = c_.seed;
+  return setup;
+}
+
 void Trainer::sample(int64_t step) {
   if (!have_eval_ || c_.sample_count == 0) return;
   resolve();
   const dist::Watchdog::Phase phase(watchdog_, "sample", step);
-  torch::NoGradGuard no_grad;
-  const bool ema = c_.ema_decay > 0;
-  if (ema) params_->swap_ema();
   const int64_t n = prompts_.latents.size(0);
   const auto shape = prompts_.latents.sizes().vec();
   std::vector<torch::Tensor> starts;
   for (int64_t i = 0; i < n; ++i) starts.push_back(diffusion::initial_noise(at::IntArrayRef(shape).slice(1), c_.seed, i));
-  const torch::Tensor x_start = to_device(torch::stack(starts), device_);
-  const auto [null_t, null_m] = null_text(n);
-  const torch::Tensor nt = to_device(null_t, device_), nm = attention_mask(null_m, device_);
-  const torch::Tensor text = to_device(prompts_.text, device_), mask = attention_mask(prompts_.text_mask, device_);
-  diffusion::ConditionalModel cond = [&](const torch::Tensor& x, const torch::Tensor& t, bool with_text, bool) {
-    const int64_t b = x.size(0);
-    const torch::Tensor tt = t.dim() == 0 ? t.expand({b}) : t;
-    return forward(x, tt.to(torch::kFloat32), with_text ? text : nt, with_text ? mask : nm, nullptr);
-  };
-  diffusion::GuidanceConfig g;
-  g.scale = c_.guidance_scale;
-  const diffusion::Denoiser denoiser = diffusion::guided_denoiser(cond, g);
   torch::Tensor images;
-  if (objective_->config().target == diffusion::Target::kFlow) {
-    diffusion::EulerConfig e;
-    e.steps = c_.sample_steps;
-    images = diffusion::euler_flow_sample(denoiser, x_start, e);
-  } else {
-    diffusion::DdimConfig d;
-    d.steps = c_.sample_steps;
-    d.prediction = objective_->config().target;
-    d.seed = c_.seed;
-    images = diffusion::ddim_sample(objective_->schedule(), denoiser, x_start, d);
+  {
+    EmaWeights ema(*params_, c_.ema_decay > 0);
+    images = sample_images(sampler_setup(), torch::stack(starts), prompts_.text, prompts_.text_mask);
+    ema.restore();
   }
-  if (ema) params_->swap_ema();
-  images = images.cpu();
   if (rt_.rank() != 0) return;
   fs::create_directories(run_ / "samples");
   char name[64];
@@ -712,6 +634,33 @@ void Trainer::sample(int64_t step) {
     publish_file(tmp, path);
     log_info("sample latents " + path);
   }
+}
+
+void Trainer::align(int64_t step) {
+  if (!align_) return;
+  resolve();
+  const dist::Watchdog::Phase phase(watchdog_, "alignment", step);
+  diffusion::TextPaddingConfig padding;
+  padding.policy = diffusion::parse_text_padding("text_padding", c_.text_padding);
+  padding.max_tokens = c_.max_tokens;
+  padding.seed = c_.seed;
+  json record;
+  {
+    EmaWeights ema(*params_, c_.ema_decay > 0);
+    record = align_->evaluate(step, sampler_setup(), padding, rt_.comm());
+    ema.restore();
+  }
+  record["step"] = step;
+  record["samples"] = samples_;
+  record["compute_gflops"] = compute_gflops_;
+  record["image_noun_pairs"] = image_noun_pairs_;
+  record["params"] = plan_.cost.params;
+  write_metrics(record);
+  char line[160];
+  std::snprintf(line, sizeof line, "alignment step %lld: %.3f [%.3f, %.3f] (chance %.3f; %lld prompts) ", static_cast<long long>(step),
+                record["alignment"].get<double>(), record["alignment_interval"][0].get<double>(), record["alignment_interval"][1].get<double>(),
+                record["alignment_chance"].get<double>(), static_cast<long long>(record["alignment_prompts"].get<int64_t>()));
+  log_info(line + record["alignment_dir"].get<std::string>());
 }
 
 std::string format_duration(double s) {
@@ -795,6 +744,7 @@ int Trainer::run() {
   }
   catch_up();
   dist::agree(rt_.comm(), [&] { dir_.clear_markers(); });  // (a stale DONE or PREEMPTED must not mislead the job scripts)
+  if (step_ == 0) align(0);  // (what an untrained model scores)
   const auto start = Clock::now();
   const int64_t first = step_;
   while (step_ < c_.steps) {
@@ -832,6 +782,7 @@ int Trainer::run() {
     if (c_.ckpt_every > 0 && step % c_.ckpt_every == 0 && step != c_.steps) checkpoint(step);
     if (c_.eval_every > 0 && step % c_.eval_every == 0 && step != c_.steps) evaluate(step);
     if (c_.sample_every > 0 && step % c_.sample_every == 0 && step != c_.steps) sample(step);
+    if (align_ && align_->due(step, c_.steps) && step != c_.steps) align(step);
     // Preemption: any rank's signal (seen by this step's reduction) stops every rank here.
     if (result.preempt && step != c_.steps) {
       checkpoint(step);
@@ -853,21 +804,25 @@ void Trainer::catch_up() {
   char name[64];
   std::snprintf(name, sizeof name, "step_%08lld", static_cast<long long>(step_));
   std::error_code ec;
-  int missing[2] = {eval_due && !dir_.has_eval_record(step_) ? 1 : 0,
+  const bool align_due = align_ && align_->due(step_, c_.steps);
+  int missing[3] = {eval_due && !dir_.has_record(step_, "eval") ? 1 : 0,
                     sample_due && !fs::exists(run_ / "samples" / (std::string(name) + ".png"), ec) &&
                             !fs::exists(run_ / "samples" / (std::string(name) + ".pt"), ec)
                         ? 1
-                        : 0};
+                        : 0,
+                    align_due && !dir_.has_record(step_, "alignment") ? 1 : 0};
   dist::note_collective();
-  MPI_Bcast(missing, 2, MPI_INT, 0, MPI_COMM_WORLD);  // (rank 0 read the run directory: every rank evaluates alike)
+  MPI_Bcast(missing, 3, MPI_INT, 0, MPI_COMM_WORLD);  // (rank 0 read the run directory: every rank evaluates alike)
   if (missing[0]) evaluate(step_);
   if (missing[1]) sample(step_);
+  if (missing[2]) align(step_);
 }
 
 void Trainer::finish() {
   checkpoint(step_);
   evaluate(step_);
   sample(step_);
+  align(step_);
   dist::agree(rt_.comm(), [&] { dir_.mark_done(step_); });  // (what the job scripts read)
   log_info("done: " + std::to_string(step_) + " steps; " + (run_ / "metrics.jsonl").string());
 }
@@ -888,6 +843,7 @@ int trainer_main(int argc, char** argv) {
     Plan plan;
     fs::path run_dir;
     torch::Device device = torch::kCPU;
+    std::unique_ptr<AlignmentHook> align;
     // A check that fails on one rank fails on all (dist/agreement.h): every rank exits 2 and rank 0
     // prints the message, whether the problem is in the configuration (the same everywhere) or in
     // what one rank sees (a file, a device).
@@ -921,6 +877,7 @@ int trainer_main(int argc, char** argv) {
       plan = make_plan(c, data, rt.world());
       if (!c.dry_run) device = dist::select_device(rt, c.device);  // (a dry run plans on a machine without the GPUs)
       if (!c.dry_run && !data.found) throw Error("data", data.train_dirs.front() + " does not exist");
+      if (!c.dry_run) align = AlignmentHook::make(c, data, run_dir);
       if (!c.dry_run) {
         // Memory: the plan against what this node has left (host) and the GPU's size.
         const MemoryEstimate mem = estimate_memory(c, plan.cost, plan.world, plan.micro);
@@ -979,7 +936,7 @@ int trainer_main(int argc, char** argv) {
       synthesize_if_needed(c, data, rt.rank());
       if (c.data.size() == 1 && c.data[0] == "synthetic:shapes") data = plan_data(c, run_dir);
     }
-    Trainer trainer(c, toml, rt, device, *dir, data, plan, std::move(resume), watchdog);
+    Trainer trainer(c, toml, rt, device, *dir, data, plan, std::move(resume), watchdog, std::move(align));
     return trainer.run();
   });
 }

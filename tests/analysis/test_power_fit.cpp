@@ -147,3 +147,33 @@ TEST_CASE("fitlaws CLI: power and chinchilla JSON keys, SVG plot, run directorie
   CHECK(r.status == 2);
   CHECK_THAT(r.out, Catch::Contains("--d COL or --flops COL"));
 }
+
+TEST_CASE("run directories: --pick final, best, highest, step and all choose the records they name") {
+  const std::string d = scratch("picks");
+  std::filesystem::create_directories(d);
+  {
+    std::ofstream m(d + "/metrics.jsonl");
+    // Loss records without the metric in between: they are skipped, not errors.
+    // The untrained model's record: no compute yet.
+    m << nlohmann::json{{"step", 0}, {"alignment", 0.1}, {"params", 100}, {"compute_gflops", 0}, {"image_noun_pairs", 0}}.dump() << "\n";
+    const double scores[] = {0.2, 0.6, 0.5};
+    for (int i = 0; i < 3; ++i) {
+      m << nlohmann::json{{"step", 10 * (i + 1)}, {"loss", 1.0 / (i + 1)}, {"params", 100}, {"compute_gflops", 10 * (i + 1)}, {"image_noun_pairs", 5 * i}}.dump() << "\n";
+      m << nlohmann::json{{"step", 10 * (i + 1)}, {"alignment", scores[i]}, {"params", 100}, {"compute_gflops", 10 * (i + 1)}, {"image_noun_pairs", 5 * i}}.dump() << "\n";
+    }
+  }
+  auto values = [&](RunPick pick, long long step = -1) { return read_runs({d}, "alignment", pick, step).numeric("alignment"); };
+  CHECK(values(RunPick::kFinal) == std::vector<double>{0.5});
+  CHECK(values(RunPick::kBest) == std::vector<double>{0.1});
+  CHECK(values(RunPick::kHighest) == std::vector<double>{0.6});
+  CHECK(values(RunPick::kStep, 20) == std::vector<double>{0.6});
+  CHECK(values(RunPick::kStep, 0) == std::vector<double>{0.1});
+  // Every record after training began; the step-0 one left out with a note saying so.
+  const Table all = read_runs({d}, "alignment", RunPick::kAll);
+  CHECK(all.numeric("alignment") == std::vector<double>{0.2, 0.6, 0.5});
+  CHECK(all.numeric("C") == std::vector<double>{10, 20, 30});
+  REQUIRE(all.notes.size() == 1);
+  CHECK_THAT(all.notes[0], Catch::Contains("1 record(s)") && Catch::Contains("step 0"));
+  CHECK_THROWS_WITH(read_runs({d}, "alignment", RunPick::kStep, 15), Catch::Contains("no record with 'alignment' at step 15"));
+  CHECK_THROWS_WITH(read_runs({d}, "fid", RunPick::kAll), Catch::Contains("no record with 'fid'"));
+}

@@ -168,7 +168,7 @@ TEST_CASE("metrics and config writes are checked: a failing append ends the run 
   {
     INFO(slurp(dir + ".log"));
     // (the third record or so fails: step 2's checkpoint is written before)
-    const int rc = run_bounded(with_fault(command(2, "--steps 8 --ckpt-every 2 --run-dir " + dir), "metrics.jsonl", "EIO", 1200, 0), dir + ".log");
+    const int rc = run_bounded(with_fault(command(2, "--steps 8 --ckpt-every 2 --align-every 0 --run-dir " + dir), "metrics.jsonl", "EIO", 1200, 0), dir + ".log");
     CHECK(rc != 0);
     CHECK(rc != 124);
     CHECK_THAT(slurp(dir + ".log"), Catch::Contains("metrics.jsonl: cannot append") && Catch::Contains("EIO"));

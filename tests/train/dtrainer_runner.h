@@ -59,13 +59,13 @@ inline int run(int ranks, const std::string& args, const std::string& log, const
   return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
-// step -> training record of run_dir/metrics.jsonl (the evaluation records left out).
+// step -> training record of run_dir/metrics.jsonl (the evaluation and alignment records left out).
 inline std::map<int64_t, nlohmann::json> training_records(const std::string& run_dir) {
   std::map<int64_t, nlohmann::json> out;
   std::ifstream in(run_dir + "/metrics.jsonl");
   for (std::string line; std::getline(in, line);) {
     auto j = nlohmann::json::parse(line);
-    if (j.contains("eval")) continue;
+    if (j.contains("eval") || j.contains("alignment")) continue;
     const auto step = j.at("step").get<int64_t>();  // read before the move below
     out[step] = std::move(j);
   }

@@ -39,6 +39,11 @@ ExportSummary export_weights(const std::string& checkpoint_dir, const std::strin
 // Copies the tensors of weights file `path` into `module`'s parameters (converted to their dtype).
 // The names and shapes must match the module's parameters exactly — a missing, unexpected or
 // misshapen tensor is an error naming it — and nothing is changed unless all of them match.
+// Copies a checkpoint's weights (EMA or trained, as `source` chooses; auto: EMA when kept) into
+// `module`, whose parameters must be exactly the checkpoint's (names and shapes); returns the kind
+// taken ("ema" | "params"). Throws Error naming the checkpoint and the first tensor that differs.
+std::string load_checkpoint_weights(const std::string& checkpoint_dir, WeightsSource source, torch::nn::Module& module);
+
 // Whether a weights file can start a run at all, without a model: well-formed, every floating
 // tensor finite. Throws Error naming the file and the first bad tensor.
 void check_weights_file(const std::string& path);

@@ -36,7 +36,8 @@ class RunDirectory {
   void write_config(const std::string& toml) const;
   void append_metrics(const nlohmann::json& record) const;
   void truncate_metrics(int64_t step) const;  // keeps the records of steps <= step
-  bool has_eval_record(int64_t step) const;    // metrics.jsonl holds the evaluation of `step` (rank 0's view)
+  // metrics.jsonl holds a record of `step` with `key` ("eval", "alignment"): rank 0's view.
+  bool has_record(int64_t step, const std::string& key) const;
   void clear_markers() const;                 // the run trains again: DONE and PREEMPTED go
   void mark_done(int64_t step) const;
   void mark_preempted(int64_t step, int signal) const;

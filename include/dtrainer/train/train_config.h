@@ -22,6 +22,8 @@ struct TrainConfig {
   uint64_t seed = 0;
   int64_t log_every = 10;
   int64_t eval_every = 200;   // held-out loss on a fixed timestep grid; 0 = only at the end
+  int64_t align_every = -1;   // alignment score (train/evaluation.h); -1 = auto: eval_every's steps on the shapes world, else off; 0 = off
+  int64_t align_prompts = 32; // held-out prompts it samples (the first N of eval_prompts.json)
   int64_t ckpt_every = 200;   // 0 = only at the end (and on preemption)
   int64_t keep_ckpts = 2;
   int64_t sample_every = 0;   // 0 = only at the end
@@ -102,6 +104,10 @@ void parse_train_config(CLI::App& app, int argc, const char* const* argv);
 // Cross-field checks the options cannot express (global batch vs ranks and micro-batch, ...);
 // throws Error naming the field. `world` is the number of ranks.
 void validate_train_config(const TrainConfig& config, int world);
+
+// A configuration recorded as TOML (config.toml, a checkpoint's config_toml) read back; `source`
+// names it in errors. Throws Error.
+TrainConfig train_config_from_toml(const std::string& toml, const std::string& source);
 
 // The fully resolved configuration as TOML that --config reads back.
 std::string train_config_toml(const TrainConfig& config);

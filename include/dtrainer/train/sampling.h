@@ -1,0 +1,36 @@
+#pragma once
+// Sampling images from a backbone with classifier-free guidance: DDIM (eps / v models) or Euler
+// (rectified flow), from given starting noise. One implementation for the trainer's sample grids,
+// its alignment evaluations and dteval, so they all draw the same images from the same weights.
+
+#include <cstdint>
+
+#include <torch/types.h>
+
+#include "dtrainer/diffusion/objective.h"
+#include "dtrainer/models/backbone.h"
+
+namespace dtrainer::train {
+
+// The null text of classifier-free guidance: one zero token (data-independent; the model learns
+// what "no caption" means from the dropped samples). [batch, max_tokens, text_dim] and its mask.
+std::pair<torch::Tensor, torch::Tensor> null_text(int64_t batch, int64_t max_tokens, int64_t text_dim);
+
+// The mask the model gets: none when every token is real (attention then takes its fastest
+// kernel), else the mask on `device`.
+torch::Tensor attention_mask(const torch::Tensor& host_mask, const torch::Device& device);
+
+struct SamplerSetup {
+  models::Backbone* model = nullptr;
+  const diffusion::Objective* objective = nullptr;  // schedule and target
+  torch::Device device = torch::kCPU;
+  bool channels_last = false;
+  int64_t steps = 50;
+  double guidance = 3.0;
+  uint64_t seed = 0;  // (the DDIM noise when eta > 0)
+};
+
+// x_start [B, C, H, W] (host), text [B, T, D] and mask [B, T] (host): the sampled x_0 on the host.
+torch::Tensor sample_images(const SamplerSetup& s, const torch::Tensor& x_start, const torch::Tensor& text, const torch::Tensor& mask);
+
+}  // namespace dtrainer::train
