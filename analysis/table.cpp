@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/metric_keys.h"
 
 namespace dtrainer::analysis {
 
@@ -102,7 +103,8 @@ Table read_runs(const std::vector<std::string>& dirs, const std::string& metric,
       if (!j.contains(metric) || !j[metric].is_number()) continue;
       const double v = j[metric].get<double>();
       if (pick == RunPick::kAll) {
-        if (j.contains("compute_gflops") && j["compute_gflops"].is_number() && j["compute_gflops"].get<double>() <= 0) {
+        const char* C = metric_keys::kComputeGflops;
+        if (j.contains(C) && j[C].is_number() && j[C].get<double>() <= 0) {
           ++untrained;
           chosen = j;
           continue;
@@ -110,7 +112,7 @@ Table read_runs(const std::vector<std::string>& dirs, const std::string& metric,
         all.push_back(j);
       }
       if (pick == RunPick::kFinal || pick == RunPick::kAll || (pick == RunPick::kBest && v < best) || (pick == RunPick::kHighest && v > highest) ||
-          (pick == RunPick::kStep && j.value("step", -1LL) == step)) {
+          (pick == RunPick::kStep && j.value(metric_keys::kStep, -1LL) == step)) {
         chosen = j;
         best = std::min(best, v);
         highest = std::max(highest, v);
@@ -127,7 +129,8 @@ Table read_runs(const std::vector<std::string>& dirs, const std::string& metric,
         if (!record.contains(key) || !record[key].is_number()) throw Error(path, std::string("record lacks numeric '") + key + "'");
         return nlohmann::json(record[key]).dump();
       };
-      t.rows.push_back({dir, num("params"), num("compute_gflops"), num("image_noun_pairs"), num("step"), num(metric.c_str())});
+      t.rows.push_back({dir, num(metric_keys::kParams), num(metric_keys::kComputeGflops), num(metric_keys::kImageNounPairs),
+                        num(metric_keys::kStep), num(metric.c_str())});
     }
   }
   return t;

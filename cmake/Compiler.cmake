@@ -14,5 +14,8 @@ if(DT_USE_CCACHE)
 endif()
 
 # Warnings for our own code only (dependency headers are included as SYSTEM).
+# Errors by default (CI builds this way); -DDT_WERROR=OFF for a compiler newer than Debian's that
+# warns about something new.
+option(DT_WERROR "treat warnings in dtrainer's own code as errors" ON)
 add_library(dt_warnings INTERFACE)
-target_compile_options(dt_warnings INTERFACE -Wall -Wextra -Wno-unused-parameter)
+target_compile_options(dt_warnings INTERFACE -Wall -Wextra -Wno-unused-parameter $<$<AND:$<BOOL:${DT_WERROR}>,$<COMPILE_LANGUAGE:CXX>>:-Werror>)

@@ -38,7 +38,8 @@ packages=(
   libtomlplusplus-dev zlib1g-dev     # job files (TOML), checkpoint checksums
   libceres-dev libeigen3-dev libpng-dev
   librsvg2-dev libcairo2-dev         # fitlaws --plot FILE.png (the SVG rendered by librsvg)
-  python3 python3-numpy python3-h5py # independent references: numpy maths, h5py-written shards
+  python3 python3-numpy python3-h5py # independent references: numpy maths, h5py-written shards,
+  python3-protobuf                   # ...and TensorBoard event files decoded by protobuf's own library
 )
 
 if (( do_deps )); then

@@ -26,6 +26,7 @@
 #include "dtrainer/core/parse.h"
 #include "dtrainer/core/rng.h"
 #include "dtrainer/data/shapes_scene.h"
+#include "dtrainer/dist/compute_threads.h"
 #include "dtrainer/dist/agreement.h"
 #include "dtrainer/dist/mpi_runtime.h"
 #include "dtrainer/eval/alignment.h"
@@ -66,8 +67,7 @@ struct AlignmentArgs {
 };
 
 int run_alignment(dist::MpiRuntime& rt, const AlignmentArgs& a) {
-  const int64_t threads = a.threads ? a.threads : std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()) / rt.local_world());
-  at::set_num_threads(static_cast<int>(threads));
+  dist::set_compute_threads(a.threads, rt.local_world());
   train::CheckpointModel m;
   std::vector<double> guidance;
   train::AlignmentPrompts prompts;

@@ -1,8 +1,147 @@
 // dtrainer — train a diffusion backbone on MPI ranks (see `dtrainer --help`, docs/TRAINING.md).
+// The program around the training loop (train/trainer.h): the options and job file, the checks
+// every rank agrees on before anything is written, the plan, the device, the run directory and
+// its lock, the resume checkpoint, the built-in data; then the loop.
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+
+#include <CLI/CLI.hpp>
+
+#include "dtrainer/ckpt/weights_file.h"
+#include "dtrainer/core/error.h"
 #include "dtrainer/core/malloc_tuning.h"
+#include "dtrainer/core/memory_info.h"
+#include "dtrainer/core/remove_tree.h"
+#include "dtrainer/dist/agreement.h"
+#include "dtrainer/dist/compute_threads.h"
+#include "dtrainer/dist/device_stats.h"
+#include "dtrainer/dist/local_device.h"
+#include "dtrainer/dist/mpi_runtime.h"
+#include "dtrainer/dist/watchdog.h"
+#include "dtrainer/train/memory_plan.h"
+#include "dtrainer/train/preemption.h"
 #include "dtrainer/train/trainer.h"
+
+namespace fs = std::filesystem;
+
+namespace dtrainer::train {
+namespace {
+
+int run(int argc, char** argv) {
+  return dist::run_ranks(&argc, &argv, [&](dist::MpiRuntime& rt) -> int {
+    TrainConfig c;
+    CLI::App app{
+        "dtrainer: distributed training of text-to-image diffusion backbones.\n"
+        "  mpirun -n 2 dtrainer                        the quickstart (synthetic shapes, tiny UNet)\n"
+        "  mpirun -n 16 dtrainer --config jobs/X.toml  a configured experiment\n"
+        "Every option is also a TOML key (snake_case) for --config; the command line wins.\n"
+        "The run directory holds metrics.jsonl, config.toml, ckpt/ and samples/."};
+    add_train_options(app, c);
+    DataPlan data;
+    StartupPlan plan;
+    fs::path run_dir;
+    torch::Device device = torch::kCPU;
+    std::unique_ptr<AlignmentHook> align;
+    // A check that fails on one rank fails on all (dist/agreement.h): every rank exits 2 and rank 0
+    // prints the message, whether the problem is in the configuration (the same everywhere) or in
+    // what one rank sees (a file, a device).
+    auto refuse = [&](const CollectiveError& e) {
+      if (rt.rank() == 0)
+        std::cerr << "dtrainer: configuration error: " << (e.failures() == rt.world() ? e.detail() : std::string(e.what())) << "\n";
+      return 2;
+    };
+    std::string error;
+    try {
+      parse_train_config(app, argc, argv);
+    } catch (const CLI::ParseError& e) {
+      std::ostringstream quiet;  // every rank parses the same argv: rank 0 speaks for all
+      const int code = rt.rank() == 0 ? app.exit(e) : app.exit(e, quiet, quiet);
+      return code == 0 ? 0 : 2;  // --help: 0; anything else: a configuration error
+    } catch (const Error& e) {
+      error = e.what();
+    }
+    // From here on no phase waits forever, start-up included (a hung file system, a stalled rank).
+    dist::WatchdogConfig wc;
+    wc.timeout_s = c.watchdog_timeout;
+    wc.factor = c.watchdog_factor;
+    wc.min_s = c.watchdog_min;
+    dist::Watchdog watchdog(rt.comm(), wc, rt.thread_multiple());
+    try {
+      const dist::Watchdog::Phase phase(&watchdog, "start-up: plan", 0);
+      if (!error.empty()) throw Error("", error);
+      validate_train_config(c, rt.world());
+      run_dir = c.run_dir.empty() ? fs::path("runs") / c.name : fs::path(c.run_dir);
+      data = plan_data(c, run_dir);
+      plan = make_startup_plan(c, data, rt.world());
+      if (!c.dry_run) device = dist::select_device(rt, c.device);  // (a dry run plans on a machine without the GPUs)
+      if (!c.dry_run && !data.found) throw Error("data", data.train_dirs.front() + " does not exist");
+      if (!c.dry_run) align = AlignmentHook::make(c, data, run_dir);
+      if (!c.dry_run) {
+        // Memory: the plan against what this node has left (host) and the GPU's size.
+        const MemoryEstimate mem = estimate_memory(c, plan.cost, plan.world, plan.micro);
+        const HostMemory host = available_host_memory();
+        if (device.is_cpu())
+          check_memory_fits(c, mem, rt.local_world(), static_cast<double>(host.available_bytes), "the memory available (" + host.source + ")");
+        else
+          check_memory_fits(c, mem, 1, static_cast<double>(dist::device_total_memory(device)), "the memory of " + device.str());
+      }
+    } catch (const Error& e) {
+      error = e.what();
+    }
+    try {
+      dist::agree_on(rt.comm(), error);
+    } catch (const CollectiveError& e) {
+      return refuse(e);
+    }
+    if (c.dry_run) {
+      if (rt.rank() == 0) std::cout << describe_plan(c, data, plan, c.device + " (chosen at start-up)");
+      return 0;
+    }
+    dist::set_compute_threads(c.threads, rt.local_world());
+    install_preemption_handlers();  // (a signal from here on stops the run at its first step boundary, checkpointed)
+    // The run directory: created and locked (one trainer at a time), then the checkpoint to resume
+    // chosen and checked against this configuration, then the weights file. Nothing in the
+    // directory changes before these pass (a directory this start created is removed again).
+    std::unique_ptr<RunDirectory> dir;
+    ResumePlan resume;
+    std::error_code ec;
+    const bool existed = fs::exists(run_dir, ec);
+    try {
+      std::string holder = "dtrainer";
+      for (int i = 1; i < argc; ++i) holder += std::string(" ") + argv[i];
+      holder += ", " + std::to_string(rt.world()) + " rank" + (rt.world() > 1 ? "s" : "");
+      const dist::Watchdog::Phase phase(&watchdog, "start-up: run directory", 0);
+      dist::agree(rt.comm(), [&] { dir = std::make_unique<RunDirectory>(run_dir, rt.rank(), holder); });
+      dist::agree(rt.comm(), [&] {
+        resume = plan_resume(c, run_dir);
+        if (!c.init_weights.empty() && !resume.checkpoint)
+          ckpt::check_weights_file(c.init_weights);  // well-formed and finite, before anything is written
+      });
+    } catch (const CollectiveError& e) {
+      const bool created = dir && !existed;
+      dir.reset();
+      if (created && rt.rank() == 0) try_remove_tree(run_dir);
+      return refuse(e);
+    }
+    const std::string toml = train_config_toml(c);
+    if (rt.rank() == 0)
+      std::cout << describe_plan(c, data, plan, dist::device_name(device) + (device.is_cuda() ? " (" + device.str() + " on rank 0)" : ""))
+                << std::flush;
+    {
+      const dist::Watchdog::Phase phase(&watchdog, "start-up: synthetic data", 0);
+      synthesize_if_needed(c, data, rt.rank());
+      if (c.data.size() == 1 && c.data[0] == "synthetic:shapes") data = plan_data(c, run_dir);
+    }
+    TrainerSetup setup{c, toml, device, data, plan, std::move(resume), std::move(align)};
+    return train(std::move(setup), rt, *dir, watchdog);
+  });
+}
+
+}  // namespace
+}  // namespace dtrainer::train
 
 int main(int argc, char** argv) {
   dtrainer::tune_malloc_for_streaming();
-  return dtrainer::train::trainer_main(argc, argv);
+  return dtrainer::train::run(argc, argv);
 }

@@ -1,3 +1,4 @@
+#include "dtrainer/dist/host_collectives.h"
 #include "dtrainer/ckpt/checkpoint.h"
 
 #include <hdf5.h>
@@ -301,9 +302,9 @@ SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedPara
     remove_tmp();
     throw;
   }
-  dist::note_collective();
-  MPI_Bcast(&already, 1, MPI_INT, 0, comm);
-  if (already) {
+  std::vector<int64_t> flag = {already};
+  dist::broadcast_host(comm, flag);
+  if (flag[0]) {
     result.already_saved = true;
     return result;
   }
@@ -340,8 +341,7 @@ SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedPara
     dist::agree(comm, [&] {
       if (rank == 0) offsets = lay_out_state_file(h5, names, slices);
     });
-    dist::note_collective();
-    MPI_Bcast(offsets.data(), static_cast<int>(offsets.size()), MPI_UINT64_T, 0, comm);
+    dist::broadcast_host(comm, offsets);
     dist::agree(comm, [&] { sums = write_my_slices(h5, names, slices, offsets, rank); });
   } catch (const CollectiveError&) {
     cleanup();
@@ -349,9 +349,7 @@ SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedPara
   }
 
   // 3. Checksums: rank 0 combines the ranks' slice CRCs in rank order (the dataset's byte order).
-  std::vector<uint64_t> all(rank == 0 ? sums.size() * static_cast<size_t>(params.world()) : 0);
-  dist::note_collective();
-  MPI_Gather(sums.data(), static_cast<int>(sums.size()), MPI_UINT64_T, all.data(), static_cast<int>(sums.size()), MPI_UINT64_T, 0, comm);
+  const std::vector<uint64_t> all = dist::gather_host(comm, sums);
 
   // 4. Rank 0 publishes: manifest, COMPLETE, rename; then moves aside newer checkpoints of an
   //    abandoned trajectory and rotates old ones.
@@ -415,8 +413,7 @@ SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedPara
       result.warnings.push_back(std::string("checkpoint rotation: ") + e.what());
     }
   }
-  dist::note_collective();
-  MPI_Barrier(comm);  // published before anyone goes on (or exits)
+  dist::barrier_host(comm);  // published before anyone goes on (or exits)
   return result;
 }
 }  // namespace

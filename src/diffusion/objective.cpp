@@ -18,7 +18,8 @@ Target parse_target(const std::string& field, const std::string& text) {
 
 LossWeighting parse_loss_weighting(const std::string& field, const std::string& text) {
   return parse_choice<LossWeighting>(field, text,
-                                     {{"none", LossWeighting::kNone}, {"sigma_inv_sq", LossWeighting::kSigmaInvSq}, {"min_snr", LossWeighting::kMinSnr}});
+                                     {{"none", LossWeighting::kNone}, {"sigma_inv_sq", LossWeighting::kSigmaInvSq}, {"min_snr", LossWeighting::kMinSnr},
+                                      {"truncated_snr", LossWeighting::kTruncatedSnr}});
 }
 
 TimestepSampling parse_timestep_sampling(const std::string& field, const std::string& text) {
@@ -71,8 +72,9 @@ double Objective::loss_weight(double snr, double flow_t) const {
   switch (config_.weighting) {
     case LossWeighting::kNone: return 1.0;
     case LossWeighting::kSigmaInvSq: return snr;
-    case LossWeighting::kMinSnr: {
-      const double m = std::min(snr, config_.min_snr_gamma);
+    case LossWeighting::kMinSnr:
+    case LossWeighting::kTruncatedSnr: {
+      const double m = config_.weighting == LossWeighting::kMinSnr ? std::min(snr, config_.min_snr_gamma) : std::max(snr, 1.0);
       switch (config_.target) {  // (d x0 / d target)^2 turns an x0-space weight into a target-space one
         case Target::kEps: return m / snr;
         case Target::kV: return m / (snr + 1.0);

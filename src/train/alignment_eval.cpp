@@ -1,3 +1,4 @@
+#include "dtrainer/dist/host_collectives.h"
 #include "dtrainer/train/alignment_eval.h"
 
 #include <torch/torch.h>
@@ -165,12 +166,7 @@ AlignmentRun evaluate_alignment(const AlignmentPrompts& prompts, const SamplerSe
     throw;
   }
   // Every rank learns the score (the trainer's records, a tool's exit).
-  int length = static_cast<int>(score_text.size());
-  dist::note_collective();
-  MPI_Bcast(&length, 1, MPI_INT, 0, comm);
-  score_text.resize(static_cast<size_t>(length));
-  dist::note_collective();
-  MPI_Bcast(score_text.data(), length, MPI_CHAR, 0, comm);
+  score_text = dist::broadcast_host(comm, score_text);
   if (rank != 0) {
     const nlohmann::json j = nlohmann::json::parse(score_text);
     run.score.overall.mean = j["score"].get<double>();

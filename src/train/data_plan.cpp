@@ -4,6 +4,7 @@
 #include <c10/util/StringUtil.h>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/data/loader.h"
 #include "dtrainer/data/shard_reader.h"
 #include "dtrainer/data/synthesize.h"
 #include "dtrainer/data/toy_text_encoder.h"
@@ -96,5 +97,19 @@ DataPlan plan_data(const TrainConfig& c, const fs::path& run_dir) {
   return p;
 }
 
+
+void check_data_fits(const data::Loader& loader, const models::BackboneInputs& in, const std::vector<std::string>& dirs, const char* field) {
+  const auto& shape = loader.latent_shape();
+  const std::vector<int64_t> want = {in.latent_channels, in.latent_size, in.latent_size};
+  std::string where = std::string(field) + " " + (dirs.empty() ? "" : dirs.front());
+  for (size_t i = 1; i < dirs.size(); ++i) where += ", " + dirs[i];
+  auto fmt = [](const std::vector<int64_t>& v) { return c10::str(c10::IntArrayRef(v)); };
+  if (shape != want)
+    throw Error(where, "latents are " + fmt(shape) + " but the model takes " + fmt(want) +
+                           " (from the training data): every data set of a run must have the training data's shapes");
+  if (loader.text_dim() != in.text_dim)
+    throw Error(where, "text embeddings are " + std::to_string(loader.text_dim()) + " wide but the model's context is " +
+                           std::to_string(in.text_dim));
+}
 
 }  // namespace dtrainer::train

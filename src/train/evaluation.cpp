@@ -2,9 +2,17 @@
 
 #include <cstdio>
 
+#include <torch/torch.h>
+
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/file_io.h"
+#include "dtrainer/core/log.h"
 #include "dtrainer/core/remove_tree.h"
+#include "dtrainer/diffusion/sampler.h"
 #include "dtrainer/dist/agreement.h"
+#include "dtrainer/dist/host_collectives.h"
+#include "dtrainer/train/ema_weights.h"
+#include "dtrainer/train/image_grid.h"
 #include "dtrainer/train/train_config.h"
 
 namespace fs = std::filesystem;
@@ -75,6 +83,134 @@ nlohmann::json AlignmentHook::evaluate(int64_t step, const SamplerSetup& sampler
           {"alignment_by_category", by},
           {"alignment_prompts", r.score.overall.prompts},
           {"alignment_dir", dir.string()}};
+}
+
+// ---- Evaluation ------------------------------------------------------------------------------
+
+namespace {
+
+std::string step_name(int64_t step) {
+  char name[32];
+  std::snprintf(name, sizeof name, "step_%08lld", static_cast<long long>(step));
+  return name;
+}
+
+}  // namespace
+
+Evaluation::Evaluation(const TrainConfig& c, const DataPlan& data, const fs::path& run_dir, std::unique_ptr<AlignmentHook> align,
+                       MPI_Comm comm)
+    : c_(c), data_(data), run_(run_dir), align_(std::move(align)), comm_(comm) {
+  MPI_Comm_rank(comm, &rank_);
+  MPI_Comm_size(comm, &world_);
+}
+
+void Evaluation::load(const data::LoaderConfig& train_loader, const models::BackboneInputs& inputs) {
+  if (data_.eval_dirs.empty()) {
+    log_warn("no eval_data: held-out loss and sample prompts are off (set eval_data to held-out shards)");
+    return;
+  }
+  data::LoaderConfig ec = train_loader;
+  ec.dirs = data_.eval_dirs;
+  ec.weights.clear();
+  ec.p_synthetic_caption = 0;
+  ec.random_flip = false;
+  ec.prefetch = 0;
+  ec.workers = 1;
+  ec.skip_bad_samples = false;
+  data::Loader probe(ec);  // (global_batch below needs the set's size)
+  check_data_fits(probe, inputs, ec.dirs, "eval_data");
+  int64_t n = 0;
+  for (size_t i = 0; i < ec.dirs.size(); ++i) n += probe.dataset_size(static_cast<int64_t>(i));
+  ec.global_batch = std::max<int64_t>(world_, std::min<int64_t>(64, n) / world_ * world_);
+  eval_batch_ = data::Loader(ec).load_batch(0);
+  ec.rank = 0;
+  ec.world = 1;
+  ec.global_batch = std::max<int64_t>(1, std::min<int64_t>(c_.sample_count, n));
+  prompts_ = data::Loader(ec).load_batch(0);
+  held_out_ = true;
+}
+
+nlohmann::json Evaluation::held_out_loss(const EvalModel& m, int64_t /*step*/) const {
+  torch::NoGradGuard no_grad;
+  const std::vector<double> grid = {0.1, 0.3, 0.5, 0.7, 0.9};
+  std::vector<double> sums;
+  const int64_t n = eval_batch_.latents.size(0);
+  const torch::Tensor text = to_device(eval_batch_.text, m.device), mask = attention_mask(eval_batch_.text_mask, m.device);
+  for (double t : grid) {
+    const diffusion::NoisedBatch nb = to_device(m.objective->make_eval_batch(eval_batch_.latents, eval_batch_.sample_ids, t), m.device);
+    const torch::Tensor pred = forward_backbone(*m.model, m.channels_last, nb.x_t, nb.t_model, text, mask, nullptr);
+    sums.push_back(m.objective->loss(pred, nb).item<double>() * static_cast<double>(n));
+  }
+  sums.push_back(static_cast<double>(n));
+  sums = dist::all_reduce_host(comm_, sums, dist::HostOp::kSum);
+  nlohmann::json by_t = nlohmann::json::object();
+  double mean = 0;
+  for (size_t i = 0; i < grid.size(); ++i) {
+    const double l = sums[i] / sums.back();
+    char key[16];
+    std::snprintf(key, sizeof key, "%.1f", grid[i]);
+    by_t[key] = l;
+    mean += l / static_cast<double>(grid.size());
+  }
+  return {{"eval", true}, {"eval_loss", mean}, {"eval_loss_by_t", by_t}, {"eval_samples", sums.back()}};
+}
+
+SamplerSetup Evaluation::sampler(const EvalModel& m) const {
+  SamplerSetup setup;
+  setup.model = m.model;
+  setup.objective = m.objective;
+  setup.device = m.device;
+  setup.channels_last = m.channels_last;
+  setup.steps = c_.sample_steps;
+  setup.guidance = c_.guidance_scale;
+  setup.seed = c_.seed;
+  return setup;
+}
+
+void Evaluation::sample_grid(const EvalModel& m, int64_t step) const {
+  if (!held_out_ || c_.sample_count == 0) return;
+  const int64_t n = prompts_.latents.size(0);
+  const auto shape = prompts_.latents.sizes().vec();
+  std::vector<torch::Tensor> starts;
+  for (int64_t i = 0; i < n; ++i) starts.push_back(diffusion::initial_noise(at::IntArrayRef(shape).slice(1), c_.seed, i));
+  torch::Tensor images;
+  {
+    EmaWeights ema(*m.params, c_.ema_decay > 0);
+    images = sample_images(sampler(m), torch::stack(starts), prompts_.text, prompts_.text_mask);
+    ema.restore();
+  }
+  if (rank_ != 0) return;
+  fs::create_directories(run_ / "samples");
+  const std::string name = step_name(step);
+  if (data_.pixels && shape[1] == 3) {
+    // Top row: the prompts' held-out images; bottom row: samples for their captions.
+    const std::string path = (run_ / "samples" / (name + ".png")).string();
+    write_png_grid(path, torch::cat({prompts_.latents, images}), n);
+    log_info("samples " + path + " (top: held-out images, bottom: samples for their captions)");
+  } else {
+    const std::string path = (run_ / "samples" / (name + ".pt")).string();
+    const fs::path tmp = temporary_path(path);
+    try {
+      torch::save(images, tmp.string());
+    } catch (const std::exception& e) {
+      std::error_code ec;
+      fs::remove(tmp, ec);
+      throw Error(path, std::string("cannot write the sample latents: ") + e.what());
+    }
+    publish_file(tmp, path);
+    log_info("sample latents " + path);
+  }
+}
+
+nlohmann::json Evaluation::alignment(const EvalModel& m, int64_t step) const {
+  diffusion::TextPaddingConfig padding;
+  padding.policy = diffusion::parse_text_padding("text_padding", c_.text_padding);
+  padding.max_tokens = c_.max_tokens;
+  padding.seed = c_.seed;
+  EmaWeights ema(*m.params, c_.ema_decay > 0);
+  nlohmann::json record = align_->evaluate(step, sampler(m), padding, comm_);
+  ema.restore();
+  return record;
 }
 
 }  // namespace dtrainer::train

@@ -7,15 +7,22 @@
 #include "dtrainer/diffusion/sampler.h"
 
 namespace dtrainer::train {
-namespace {
-
-torch::Tensor on(const torch::Tensor& t, const torch::Device& device) {
+torch::Tensor to_device(const torch::Tensor& t, const torch::Device& device) {
   if (!t.defined() || t.device() == device) return t;
   if (device.is_cuda() && t.is_cpu()) return t.pin_memory().to(device, /*non_blocking=*/true);
   return t.to(device);
 }
 
-}  // namespace
+diffusion::NoisedBatch to_device(diffusion::NoisedBatch b, const torch::Device& device) {
+  for (torch::Tensor* t : {&b.x_t, &b.target, &b.weight, &b.t_model}) *t = to_device(*t, device);
+  return b;
+}
+
+torch::Tensor forward_backbone(models::Backbone& model, bool channels_last, const torch::Tensor& x, const torch::Tensor& t,
+                               const torch::Tensor& text, const torch::Tensor& mask, const models::ControlInputs* controls) {
+  const torch::Tensor input = channels_last ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x;
+  return model.forward(input, t, text, mask, controls);
+}
 
 std::pair<torch::Tensor, torch::Tensor> null_text(int64_t batch, int64_t max_tokens, int64_t text_dim) {
   torch::Tensor text = torch::zeros({batch, max_tokens, text_dim});
@@ -25,7 +32,7 @@ std::pair<torch::Tensor, torch::Tensor> null_text(int64_t batch, int64_t max_tok
 }
 
 torch::Tensor attention_mask(const torch::Tensor& host_mask, const torch::Device& device) {
-  return host_mask.all().item<bool>() ? torch::Tensor() : on(host_mask, device);
+  return host_mask.all().item<bool>() ? torch::Tensor() : to_device(host_mask, device);
 }
 
 torch::Tensor sample_images(const SamplerSetup& s, const torch::Tensor& x_start, const torch::Tensor& text, const torch::Tensor& mask) {
@@ -33,18 +40,16 @@ torch::Tensor sample_images(const SamplerSetup& s, const torch::Tensor& x_start,
   torch::NoGradGuard no_grad;
   const int64_t n = x_start.size(0);
   const auto [null_t, null_m] = null_text(n, text.size(1), text.size(2));
-  const torch::Tensor nt = on(null_t, s.device), nm = attention_mask(null_m, s.device);
-  const torch::Tensor tx = on(text, s.device), tm = attention_mask(mask, s.device);
+  const torch::Tensor nt = to_device(null_t, s.device), nm = attention_mask(null_m, s.device);
+  const torch::Tensor tx = to_device(text, s.device), tm = attention_mask(mask, s.device);
   diffusion::ConditionalModel cond = [&](const torch::Tensor& x, const torch::Tensor& t, bool with_text, bool) {
     const torch::Tensor tt = t.dim() == 0 ? t.expand({x.size(0)}) : t;
-    // Convolutions keep the layout of their input, so NHWC latents carry it through the UNet.
-    const torch::Tensor input = s.channels_last ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x;
-    return s.model->forward(input, tt.to(torch::kFloat32), with_text ? tx : nt, with_text ? tm : nm, nullptr);
+    return forward_backbone(*s.model, s.channels_last, x, tt.to(torch::kFloat32), with_text ? tx : nt, with_text ? tm : nm, nullptr);
   };
   diffusion::GuidanceConfig g;
   g.scale = s.guidance;
   const diffusion::Denoiser denoiser = diffusion::guided_denoiser(cond, g);
-  const torch::Tensor x = on(x_start, s.device);
+  const torch::Tensor x = to_device(x_start, s.device);
   torch::Tensor images;
   if (s.objective->config().target == diffusion::Target::kFlow) {
     diffusion::EulerConfig e;

@@ -1,3 +1,5 @@
+#include "dtrainer/dist/host_collectives.h"
+#include "dtrainer/train/training_stack.h"
 #include "dtrainer/train/throughput_bench.h"
 
 #include <algorithm>
@@ -36,9 +38,7 @@ void check(const ThroughputConfig& c) {
 
 // The worst of the ranks' values (a step takes as long as its slowest rank).
 double max_over_ranks(double v, MPI_Comm comm) {
-  double worst = v;
-  MPI_Allreduce(&v, &worst, 1, MPI_DOUBLE, MPI_MAX, comm);
-  return worst;
+  return dist::all_reduce_host(comm, {v}, dist::HostOp::kMax)[0];
 }
 
 }  // namespace
@@ -98,17 +98,17 @@ ThroughputResult measure_training_throughput(const ThroughputConfig& c, dist::Mp
   const torch::ScalarType dtype = dist::parse_compute_dtype("dtype", c.compute_dtype);
   r.peak_tflops = c.peak_tflops > 0 ? c.peak_tflops : measure_matmul_tflops(device.str(), c.compute_dtype);
 
-  torch::manual_seed(1234);  // identical initialisation on every rank
-  std::unique_ptr<models::Backbone> model = models::build_backbone(spec);
-  model->module().to(device);
-  std::unique_ptr<dist::Communicator> comm = dist::make_communicator(rt, device);
-  r.backend = comm->backend();
-  dist::ShardingConfig sc;
-  sc.strategy = dist::parse_sharding_strategy("sharding", c.sharding);
-  sc.adamw = {1e-4, 0.9, 0.999, 1e-8, 0.03};
-  sc.activation_checkpointing = c.activation_checkpointing;
-  sc.compute_dtype = dtype;
-  dist::ShardedParameters params(model->unit_model(), comm.get(), sc);
+  TrainingStackConfig sc;
+  sc.backbone = spec;
+  sc.seed = 1234;
+  sc.sharding.strategy = dist::parse_sharding_strategy("sharding", c.sharding);
+  sc.sharding.adamw = {1e-4, 0.9, 0.999, 1e-8, 0.03};
+  sc.sharding.activation_checkpointing = c.activation_checkpointing;
+  sc.sharding.compute_dtype = dtype;
+  TrainingStack stack = build_training_stack(sc, rt, device);
+  models::Backbone* model = stack.model.get();
+  dist::ShardedParameters& params = *stack.params;
+  r.backend = stack.comm->backend();
 
   // Synthetic inputs of the model's shapes, made once on the device (no host data path timed).
   const auto f32 = torch::TensorOptions().device(device).dtype(torch::kFloat32);
@@ -131,11 +131,11 @@ ThroughputResult measure_training_throughput(const ThroughputConfig& c, dist::Mp
 
   for (int64_t i = 0; i < c.warmup; ++i) train_step();
   dist::synchronize_device(device);
-  MPI_Barrier(rt.comm());
+  dist::barrier_host(rt.comm());
   dist::reset_peak_device_memory(device);
   std::vector<double> step_times;
   for (int64_t rep = 0; rep < c.repeats; ++rep) {
-    MPI_Barrier(rt.comm());
+    dist::barrier_host(rt.comm());
     const double t0 = now();
     for (int64_t i = 0; i < c.steps; ++i) train_step();  // nothing here waits for the device
     dist::synchronize_device(device);
@@ -145,8 +145,8 @@ ThroughputResult measure_training_throughput(const ThroughputConfig& c, dist::Mp
   r.final_loss = loss.item<double>();
   r.step_seconds = median(step_times);
   r.images_per_second = static_cast<double>(B * rt.world()) / r.step_seconds;
-  r.tflops_per_rank = r.flops_per_image * static_cast<double>(B) / r.step_seconds / 1e12;
-  r.mfu = r.tflops_per_rank / r.peak_tflops;
+  r.tflops_per_rank = achieved_tflops(r.flops_per_image, static_cast<double>(B) / r.step_seconds);
+  r.mfu = model_flops_utilization(r.flops_per_image, static_cast<double>(B) / r.step_seconds, r.peak_tflops, 1);
   return r;
 }
 

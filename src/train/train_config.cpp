@@ -278,7 +278,7 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
 
   const std::string diff = "Diffusion";
   opt(app, diff, "target", c.target, "eps | v | flow", lines, CLI::IsMember({"eps", "v", "flow"}));
-  opt(app, diff, "loss_weighting", c.loss_weighting, "none | sigma_inv_sq | min_snr", lines, CLI::IsMember({"none", "sigma_inv_sq", "min_snr"}));
+  opt(app, diff, "loss_weighting", c.loss_weighting, "none | sigma_inv_sq | min_snr | truncated_snr", lines, CLI::IsMember({"none", "sigma_inv_sq", "min_snr"}));
   opt(app, diff, "timestep_sampling", c.timestep_sampling, "uniform | logit_normal", lines, CLI::IsMember({"uniform", "logit_normal"}));
   opt(app, diff, "beta_schedule", c.beta_schedule, "scaled_linear | linear | cosine", lines, CLI::IsMember({"scaled_linear", "linear", "cosine"}));
   opt(app, diff, "num_timesteps", c.num_timesteps, "diffusion steps T", lines, integer_in(2, 100000));
@@ -312,7 +312,7 @@ void parse_train_config(CLI::App& app, int argc, const char* const* argv) {
     // a list of one for a list: the rest is a type error, at its line).
     std::map<std::string, std::string> kinds;
     for (const JobItem& d : parse_job_toml(train_config_toml(TrainConfig{}), "defaults")) kinds[d.key] = d.kind;
-    for (const std::string& list : {"model_set", "data_weights", "eval_data", "data"}) kinds[list] = "array";
+    for (const char* list : {"model_set", "data_weights", "eval_data", "data"}) kinds[list] = "array";
     for (const JobItem& item : read_job_file(file)) {
       const std::string where = file + ":" + std::to_string(item.line) + ":" + std::to_string(item.column);
       const CLI::Option* o = app.get_option_no_throw("--" + item.key);

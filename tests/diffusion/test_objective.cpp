@@ -159,6 +159,25 @@ TEST_CASE("sigma^-2 weighting weights each sample by its SNR; no weighting gives
   CHECK(inv.loss(bi.target + 1, bi).item<double>() == Approx(bi.snr.mean().item<double>()).epsilon(1e-6));
 }
 
+TEST_CASE("truncated-SNR weighting: max(SNR, 1) on the x0 error, for eps and v targets") {
+  torch::manual_seed(5);
+  const torch::Tensor x0 = torch::randn({6, 2, 2, 2});
+  for (Target target : {Target::kEps, Target::kV}) {
+    const Objective obj = make(target, LossWeighting::kTruncatedSnr);
+    const NoisedBatch b = obj.make_batch(x0, iota(0, 6), 0);
+    // A unit error in the target: the x0-space weight max(SNR, 1) times (d x0 / d target)^2,
+    // 1/SNR for eps and 1/(SNR + 1) for v (x0 = sqrt(abar) x_t - sqrt(1 - abar) v).
+    double expected = 0;
+    for (int64_t i = 0; i < 6; ++i) {
+      const double snr = b.snr[i].item<double>();
+      expected += std::max(snr, 1.0) / (target == Target::kEps ? snr : snr + 1.0) / 6.0;
+    }
+    INFO((target == Target::kEps ? "eps" : "v"));
+    CHECK(obj.loss(b.target + 1, b).item<double>() == Approx(expected).epsilon(1e-6));
+  }
+  CHECK(parse_loss_weighting("w", "truncated_snr") == LossWeighting::kTruncatedSnr);
+}
+
 TEST_CASE("invalid objective configurations are rejected") {
   ObjectiveConfig c;
   c.p_drop_text = 1.5;

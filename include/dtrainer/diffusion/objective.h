@@ -22,6 +22,7 @@ enum class LossWeighting {
   kNone,        // w = 1
   kSigmaInvSq,  // w = sigma_t^-2 = SNR_t                              ([S2])
   kMinSnr,      // min-SNR-gamma: w = min(SNR, gamma) x (d x0 / d target)^2, i.e. min(SNR, gamma) on x0-error
+  kTruncatedSnr,  // truncated SNR: max(SNR, 1) on the x0-error (Salimans & Ho 2022, progressive distillation)
 };
 enum class TimestepSampling { kUniform, kLogitNormal };
 

@@ -11,6 +11,10 @@
 
 #include "dtrainer/models/backbone.h"
 
+namespace dtrainer::data {
+class Loader;
+}
+
 namespace dtrainer::train {
 
 struct TrainConfig;
@@ -29,5 +33,9 @@ struct DataPlan {
 
 // Throws Error naming the data set (`data DIR`, `eval_data DIR`) whose shapes or encoder differ.
 DataPlan plan_data(const TrainConfig& c, const std::filesystem::path& run_dir);
+
+// The loader's data fit the model's inputs (latent shape, text width), else Error naming `field`
+// and the data sets.
+void check_data_fits(const data::Loader& loader, const models::BackboneInputs& inputs, const std::vector<std::string>& dirs, const char* field);
 
 }  // namespace dtrainer::train

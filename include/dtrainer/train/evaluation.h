@@ -1,5 +1,9 @@
 #pragma once
-// The trainer's alignment evaluation (`align_every`): at step 0 (what an untrained model scores),
+// The trainer's evaluations, one component: the held-out loss (`eval_every`), the sample grids
+// (`sample_every`) and the alignment score (`align_every`). Each returns the fields of its
+// metrics record (the trainer adds the step and the N, C, D axes) or writes its files.
+//
+// The alignment evaluation (`align_every`): at step 0 (what an untrained model scores),
 // every `align_every` steps and at the end, sample `align_prompts` held-out prompts with the
 // weights the samples use (EMA when kept), write the images under RUN/alignment/step_N (the layout
 // dteval writes) and return the record metrics.jsonl gets:
@@ -11,10 +15,13 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <string>
 
 #include <mpi.h>
 #include <nlohmann/json.hpp>
 
+#include "dtrainer/data/loader.h"
+#include "dtrainer/dist/sharded_params.h"
 #include "dtrainer/train/alignment_eval.h"
 #include "dtrainer/train/data_plan.h"
 #include "dtrainer/train/sampling.h"
@@ -43,6 +50,51 @@ class AlignmentHook {
   DataPlan data_;
   mutable AlignmentPrompts prompts_;  // read at the first evaluation (synthetic prompts are written at start-up)
   AlignmentOptions options_;
+};
+
+// What the evaluations read of the model being trained.
+struct EvalModel {
+  models::Backbone* model = nullptr;
+  const diffusion::Objective* objective = nullptr;
+  dist::ShardedParameters* params = nullptr;  // its EMA weights are swapped in for samples and alignment
+  torch::Device device = torch::kCPU;
+  bool channels_last = false;
+};
+
+class Evaluation {
+ public:
+  Evaluation(const TrainConfig& c, const DataPlan& data, const std::filesystem::path& run_dir, std::unique_ptr<AlignmentHook> align,
+             MPI_Comm comm);
+
+  // Reads this rank's share of the held-out batch (up to 64 images) and the sample prompts (the
+  // same on every rank), with the training loader's settings; checks the held-out set against
+  // the model's inputs. Without eval_data, warns: held-out loss and samples are off.
+  void load(const data::LoaderConfig& train_loader, const models::BackboneInputs& inputs);
+
+  bool held_out() const { return held_out_; }
+  bool alignment_on() const { return align_ != nullptr; }
+  bool alignment_due(int64_t step, int64_t last_step) const { return align_ && align_->due(step, last_step); }
+
+  // Collective. The held-out loss over the unit-time grid 0.1 .. 0.9 (fixed noise, nothing
+  // dropped): {"eval": true, "eval_loss", "eval_loss_by_t", "eval_samples"}.
+  nlohmann::json held_out_loss(const EvalModel& m, int64_t step) const;
+  // Collective. samples/step_N.png (held-out images on top, samples for their captions below) or
+  // .pt for latents, from the EMA weights; rank 0 writes. No-op without held-out data or
+  // sample_count 0.
+  void sample_grid(const EvalModel& m, int64_t step) const;
+  // Collective. The alignment record's fields (see above); requires alignment_on().
+  nlohmann::json alignment(const EvalModel& m, int64_t step) const;
+
+ private:
+  SamplerSetup sampler(const EvalModel& m) const;
+  const TrainConfig& c_;
+  DataPlan data_;
+  std::filesystem::path run_;
+  std::unique_ptr<AlignmentHook> align_;
+  MPI_Comm comm_;
+  int rank_ = 0, world_ = 1;
+  data::Batch eval_batch_, prompts_;
+  bool held_out_ = false;
 };
 
 }  // namespace dtrainer::train

@@ -16,6 +16,18 @@ namespace dtrainer::train {
 // what "no caption" means from the dropped samples). [batch, max_tokens, text_dim] and its mask.
 std::pair<torch::Tensor, torch::Tensor> null_text(int64_t batch, int64_t max_tokens, int64_t text_dim);
 
+// A host tensor on the compute device. To a GPU through pinned memory, without waiting: the copy
+// is queued behind the work already on the current stream.
+torch::Tensor to_device(const torch::Tensor& t, const torch::Device& device);
+// The parts of a noised batch the model and the loss read on the device (x_t, t_model; target,
+// weight); the rest (t_unit, snr, the dropout flags) is used on the host and stays there.
+diffusion::NoisedBatch to_device(diffusion::NoisedBatch b, const torch::Device& device);
+
+// The backbone on device tensors, the latents laid out as configured (channels_last: NHWC, which
+// convolutions keep, so it carries through the UNet).
+torch::Tensor forward_backbone(models::Backbone& model, bool channels_last, const torch::Tensor& x, const torch::Tensor& t,
+                               const torch::Tensor& text, const torch::Tensor& mask, const models::ControlInputs* controls);
+
 // The mask the model gets: none when every token is real (attention then takes its fastest
 // kernel), else the mask on `device`.
 torch::Tensor attention_mask(const torch::Tensor& host_mask, const torch::Device& device);

@@ -78,7 +78,7 @@ struct TrainConfig {
 
   // Diffusion
   std::string target = "eps";              // eps | v | flow
-  std::string loss_weighting = "none";     // none | sigma_inv_sq | min_snr
+  std::string loss_weighting = "none";     // none | sigma_inv_sq | min_snr | truncated_snr
   std::string timestep_sampling = "uniform";  // uniform | logit_normal
   std::string beta_schedule = "scaled_linear";
   int64_t num_timesteps = 1000;

@@ -1,0 +1,24 @@
+#pragma once
+// Each component of a run built from the run's configuration (TrainConfig): the training stack's
+// (model, sharding, optimizer), the loader's, the objective, the learning-rate schedule. The
+// trainer assembles these; a new option of a component is read here, in one place.
+
+#include <memory>
+
+#include "dtrainer/data/loader.h"
+#include "dtrainer/diffusion/objective.h"
+#include "dtrainer/train/data_plan.h"
+#include "dtrainer/train/lr_schedule.h"
+#include "dtrainer/train/startup_plan.h"
+#include "dtrainer/train/train_config.h"
+#include "dtrainer/train/training_stack.h"
+
+namespace dtrainer::train {
+
+// `resuming`: the checkpoint's weights replace the model's, so init_weights is not read.
+TrainingStackConfig training_stack_config(const TrainConfig& c, const StartupPlan& plan, bool resuming);
+data::LoaderConfig training_loader_config(const TrainConfig& c, const DataPlan& data, int rank, int world);
+std::unique_ptr<diffusion::Objective> make_objective(const TrainConfig& c);
+LrSchedule make_lr_schedule(const TrainConfig& c);
+
+}  // namespace dtrainer::train

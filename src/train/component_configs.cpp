@@ -1,0 +1,57 @@
+#include "dtrainer/train/component_configs.h"
+
+#include "dtrainer/diffusion/schedule.h"
+
+namespace dtrainer::train {
+
+TrainingStackConfig training_stack_config(const TrainConfig& c, const StartupPlan& plan, bool resuming) {
+  TrainingStackConfig sc;
+  sc.backbone = plan.backbone;
+  sc.seed = c.seed;
+  if (!resuming) sc.init_weights = c.init_weights;
+  sc.sharding.strategy = dist::parse_sharding_strategy("sharding", c.sharding);
+  sc.sharding.adamw = {c.lr, c.beta1, c.beta2, c.eps, c.weight_decay};
+  sc.sharding.activation_checkpointing = c.activation_checkpointing;
+  sc.sharding.ema_decay = c.ema_decay;
+  sc.sharding.compute_dtype = dist::parse_compute_dtype("compute_dtype", c.compute_dtype);
+  return sc;
+}
+
+data::LoaderConfig training_loader_config(const TrainConfig& c, const DataPlan& data, int rank, int world) {
+  data::LoaderConfig lc;
+  lc.dirs = data.train_dirs;
+  lc.weights = c.data_weights;
+  lc.global_batch = c.global_batch;
+  lc.rank = rank;
+  lc.world = world;
+  lc.seed = c.seed;
+  lc.p_synthetic_caption = c.p_synthetic_caption;
+  lc.synthetic_top_k = c.synthetic_top_k;
+  lc.random_flip = c.random_flip;
+  lc.padding.policy = diffusion::parse_text_padding("text_padding", c.text_padding);
+  lc.padding.max_tokens = c.max_tokens;
+  lc.padding.seed = c.seed;
+  lc.prefetch = c.prefetch;
+  lc.workers = c.workers;
+  lc.skip_bad_samples = c.skip_bad_samples;
+  return lc;
+}
+
+std::unique_ptr<diffusion::Objective> make_objective(const TrainConfig& c) {
+  diffusion::ScheduleConfig sched;
+  sched.kind = diffusion::parse_beta_schedule("beta_schedule", c.beta_schedule);
+  sched.num_timesteps = c.num_timesteps;
+  sched.zero_terminal_snr = c.zero_terminal_snr;
+  diffusion::ObjectiveConfig oc;
+  oc.target = diffusion::parse_target("target", c.target);
+  oc.weighting = diffusion::parse_loss_weighting("loss_weighting", c.loss_weighting);
+  oc.sampling = diffusion::parse_timestep_sampling("timestep_sampling", c.timestep_sampling);
+  oc.p_drop_text = c.p_drop_text;
+  oc.p_drop_control = c.p_drop_control;
+  oc.seed = c.seed;
+  return std::make_unique<diffusion::Objective>(oc, diffusion::NoiseSchedule::make(sched));
+}
+
+LrSchedule make_lr_schedule(const TrainConfig& c) { return {c.lr, c.warmup_steps, c.steps, c.lr_schedule == "cosine", c.min_lr_ratio}; }
+
+}  // namespace dtrainer::train

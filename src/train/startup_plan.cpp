@@ -1,0 +1,86 @@
+#include "dtrainer/train/startup_plan.h"
+
+#include <filesystem>
+#include <sstream>
+
+#include "dtrainer/core/log.h"
+#include "dtrainer/data/synthesize.h"
+#include "dtrainer/dist/agreement.h"
+#include "dtrainer/train/memory_plan.h"
+
+namespace fs = std::filesystem;
+
+namespace dtrainer::train {
+namespace {
+
+constexpr int64_t kSyntheticEvalImages = 256;
+
+void synthesize_on_rank0(const TrainConfig& c, const DataPlan& p, int rank) {
+  if (rank == 0) {
+    auto make = [&](const std::string& dir, int64_t images, uint64_t seed) {
+      if (fs::exists(fs::path(dir) / "eval_prompts.json")) return;  // written last: the set is whole
+      data::SynthConfig s;
+      s.kind = "shapes";
+      s.out_dir = dir;
+      s.images = images;
+      s.images_per_shard = std::min<int64_t>(images, 2048);
+      s.seed = seed;
+      s.image_size = c.synthetic_image_size;
+      s.text_dim = kSyntheticTextDim;
+      s.force = true;
+      log_info("synthesizing " + std::to_string(images) + " shapes images into " + dir);
+      data::synthesize(s);
+    };
+    make(p.train_dirs.front(), c.synthetic_images, c.seed);
+    if (c.eval_data.empty()) make(p.eval_dirs.front(), kSyntheticEvalImages, c.seed + 1000003);
+  }
+}
+
+}  // namespace
+
+void synthesize_if_needed(const TrainConfig& c, const DataPlan& p, int rank) {
+  bool synthetic = false;
+  for (const auto& d : c.data) synthetic |= d == "synthetic:shapes";
+  if (!synthetic) return;
+  dist::agree(MPI_COMM_WORLD, [&] { synthesize_on_rank0(c, p, rank); });
+}
+
+StartupPlan make_startup_plan(const TrainConfig& c, const DataPlan& d, int world) {
+  StartupPlan p;
+  const models::BackboneInputs inputs = d.found ? d.inputs : models::preset_inputs(c.model);
+  p.backbone = models::resolve_backbone(c.model, c.model_set, inputs, c.control_conditioning);
+  p.cost = models::backbone_cost(p.backbone);
+  p.world = world;
+  p.per_rank = c.global_batch / world;
+  p.micro = c.micro_batch ? c.micro_batch : p.per_rank;
+  p.accumulation = p.per_rank / p.micro;
+  p.train_flops_per_sample = p.cost.training_flops();
+  p.gflops_per_sample_s1 = 3.0 * 2.0 * static_cast<double>(p.cost.macs_linear_conv) / 1e9;
+  return p;
+}
+
+std::string describe_plan(const TrainConfig& c, const DataPlan& d, const StartupPlan& p, const std::string& device) {
+  const double N = static_cast<double>(p.cost.params);
+  const bool bf16 = c.compute_dtype == "bf16";
+  const bool ckpt = c.activation_checkpointing || c.sharding == "zero3";
+  const MemoryEstimate mem = estimate_memory(c, p.cost, p.world, p.micro);
+  std::ostringstream o;
+  o << "dtrainer plan\n"
+    << "  model        " << models::backbone_summary(p.backbone) << "\n"
+    << "  parameters   " << p.cost.params << " (" << N / 1e6 << " M)\n"
+    << "  data         ";
+  for (const auto& dir : d.train_dirs) o << dir << " ";
+  o << (d.found ? "" : "(not found: shapes taken from the preset)") << "\n"
+    << "  device       " << device << "\n"
+    << "  batch        global " << c.global_batch << " = " << p.world << " ranks x micro-batch " << p.micro
+    << " x accumulation " << p.accumulation << "\n"
+    << "  sharding     " << c.sharding << (ckpt ? " + activation checkpointing" : "") << ", compute in " << c.compute_dtype
+    << (bf16 ? " (fp32 masters)" : "") << (c.channels_last ? ", channels-last activations" : "") << "\n"
+    << "  memory/rank  " << mem.describe() << "\n"
+    << "  FLOPs/step   " << static_cast<double>(p.train_flops_per_sample) * c.global_batch << " (fwd+bwd, all MACs x 2)\n"
+    << "  steps        " << c.steps << " (warm-up " << c.warmup_steps << ", " << c.lr_schedule << " lr " << c.lr << ")\n"
+    << "  compute C    " << p.gflops_per_sample_s1 * c.global_batch * c.steps << " GFLOPs ([S1]: 3 x 2 x linear/conv MACs x samples)\n";
+  return o.str();
+}
+
+}  // namespace dtrainer::train

@@ -1,0 +1,28 @@
+#include "dtrainer/train/training_stack.h"
+
+#include <torch/torch.h>
+
+#include "dtrainer/ckpt/weights_file.h"
+#include "dtrainer/dist/local_device.h"
+
+namespace dtrainer::train {
+
+TrainingStack build_training_stack(const TrainingStackConfig& c, const dist::MpiRuntime& rt, const torch::Device& device) {
+  TrainingStack s;
+  s.comm = dist::make_communicator(rt, device);
+  torch::manual_seed(c.seed);  // identical initialisation on every rank
+  s.model = models::build_backbone(c.backbone);
+  if (!c.init_weights.empty()) ckpt::load_weights(c.init_weights, s.model->module());
+  s.model->module().to(device);  // (after the weights are read: every rank moves identical values)
+  s.layout = models::parameter_layout(s.model->module(), s.model->unit_model());
+  s.params = std::make_unique<dist::ShardedParameters>(s.model->unit_model(), s.comm.get(), c.sharding);
+  return s;
+}
+
+double achieved_tflops(double flops_per_sample, double samples_per_s) { return flops_per_sample * samples_per_s / 1e12; }
+
+double model_flops_utilization(double flops_per_sample, double samples_per_s, double peak_tflops_per_rank, int64_t ranks) {
+  return achieved_tflops(flops_per_sample, samples_per_s) / (peak_tflops_per_rank * static_cast<double>(ranks));
+}
+
+}  // namespace dtrainer::train
