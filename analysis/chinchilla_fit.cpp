@@ -15,7 +15,9 @@
 
 namespace dtrainer::analysis {
 
-double ChinchillaParams::predict(double N, double D) const { return E + A / std::pow(N, alpha) + B / std::pow(D, beta); }
+double ChinchillaParams::predict(double N, double D) const {
+  return E + A / std::pow(N, alpha) + B / std::pow(D, beta);
+}
 
 namespace {
 
@@ -58,37 +60,46 @@ class HuberLogLse final : public ceres::FirstOrderFunction {
 };
 
 std::vector<Point> to_points(const ChinchillaData& d) {
-  if (d.N.size() != d.D.size() || d.N.size() != d.loss.size()) throw Error("data", "N, D and loss need the same length");
-  if (d.N.size() < 5) throw Error("data", "need at least 5 points to fit 5 parameters, got " + std::to_string(d.N.size()));
+  if (d.N.size() != d.D.size() || d.N.size() != d.loss.size())
+    throw Error("data", "N, D and loss need the same length");
+  if (d.N.size() < 5)
+    throw Error("data", "need at least 5 points to fit 5 parameters, got " + std::to_string(d.N.size()));
   std::vector<Point> pts;
   for (size_t i = 0; i < d.N.size(); ++i) {
     for (const auto& [name, v] : {std::pair<const char*, double>{"N", d.N[i]}, {"D", d.D[i]}, {"loss", d.loss[i]}})
       if (!std::isfinite(v) || v <= 0)
-        throw Error(std::string("row ") + std::to_string(i + 1) + ", " + name, "must be finite and positive for a log-space fit, got " + std::to_string(v));
+        throw Error(std::string("row ") + std::to_string(i + 1) + ", " + name,
+                    "must be finite and positive for a log-space fit, got " + std::to_string(v));
     pts.push_back({std::log(d.N[i]), std::log(d.D[i]), std::log(d.loss[i])});
   }
   return pts;
 }
 
-// Identifiability (of the data a fit is asked for; bootstrap resamples are not checked): each of A / N^alpha and B / D^beta needs at least three distinct levels of
-  // its variable beside E, and N and D must vary independently (not D = k N^c in every row).
+// Identifiability (of the data a fit is asked for; bootstrap resamples are not checked): each of A / N^alpha and B /
+// D^beta needs at least three distinct levels of its variable beside E, and N and D must vary independently (not D = k
+// N^c in every row).
 void check_identifiable(const ChinchillaData& d, const std::vector<Point>& pts) {
   auto distinct = [](std::vector<double> v) {
     std::sort(v.begin(), v.end());
-    return static_cast<int64_t>(std::unique(v.begin(), v.end(), [](double a, double b) { return std::abs(a - b) <= 1e-9 * std::abs(a); }) - v.begin());
+    return static_cast<int64_t>(
+        std::unique(v.begin(), v.end(), [](double a, double b) { return std::abs(a - b) <= 1e-9 * std::abs(a); }) -
+        v.begin());
   };
   const int64_t dn = distinct(d.N), dd = distinct(d.D);
   if (dn < 3 || dd < 3)
-    throw Error("data", "the points cannot identify the law: " + std::to_string(dn) + " distinct N and " + std::to_string(dd) +
+    throw Error("data", "the points cannot identify the law: " + std::to_string(dn) + " distinct N and " +
+                            std::to_string(dd) +
                             " distinct D (each term needs at least 3 distinct values; L(N, D) has 5 parameters)");
   double mx = 0, my = 0;
   for (const auto& p : pts) mx += p.logN, my += p.logD;
   mx /= static_cast<double>(pts.size()), my /= static_cast<double>(pts.size());
   double sxx = 0, syy = 0, sxy = 0;
-  for (const auto& p : pts) sxx += (p.logN - mx) * (p.logN - mx), syy += (p.logD - my) * (p.logD - my), sxy += (p.logN - mx) * (p.logD - my);
+  for (const auto& p : pts)
+    sxx += (p.logN - mx) * (p.logN - mx), syy += (p.logD - my) * (p.logD - my), sxy += (p.logN - mx) * (p.logD - my);
   if (sxx > 0 && syy > 0 && std::abs(sxy) / std::sqrt(sxx * syy) > 0.9999)
-    throw Error("data", "D is a fixed power of N in every row (log D and log N correlate at |r| > 0.9999): the N and D terms "
-                        "cannot be separated; add runs that vary N at fixed D (or D at fixed N)");
+    throw Error("data",
+                "D is a fixed power of N in every row (log D and log N correlate at |r| > 0.9999): the N and D terms "
+                "cannot be separated; add runs that vary N at fixed D (or D at fixed N)");
 }
 
 ChinchillaParams from_x(const double* x) { return {std::exp(x[2]), std::exp(x[0]), std::exp(x[1]), x[3], x[4]}; }
@@ -123,7 +134,8 @@ double chinchilla_objective(const ChinchillaParams& p, const ChinchillaData& dat
   return f;
 }
 
-ChinchillaFit refine_chinchilla(const ChinchillaData& data, const ChinchillaParams& start, const ChinchillaFitOptions& o) {
+ChinchillaFit refine_chinchilla(const ChinchillaData& data, const ChinchillaParams& start,
+                                const ChinchillaFitOptions& o) {
   const std::vector<Point> pts = to_points(data);
   double x[5] = {std::log(start.A), std::log(start.B), std::log(start.E), start.alpha, start.beta};
   return solve(pts, x, o);
@@ -152,34 +164,34 @@ ChinchillaFit fit_chinchilla(const ChinchillaData& data, const ChinchillaFitOpti
   return best;
 }
 
-ChinchillaBootstrap bootstrap_chinchilla(const ChinchillaData& data, const ChinchillaFit& fit, int64_t resamples, uint64_t seed,
-                                         const ChinchillaFitOptions& o) {
+ChinchillaBootstrap bootstrap_chinchilla(const ChinchillaData& data, const ChinchillaFit& fit, int64_t resamples,
+                                         uint64_t seed, const ChinchillaFitOptions& o) {
   if (resamples < 2) throw Error("--bootstrap", "needs at least 2 resamples");
   check_identifiable(data, to_points(data));  // (validates)
   const size_t n = data.N.size();
   std::vector<ChinchillaParams> samples(resamples);
   // A few starts per resample: the full-data optimum and perturbations of its exponents.
   const ChinchillaParams p0 = fit.params;
-  Kokkos::parallel_for(
-      "bootstrap_chinchilla", Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, resamples), [&](int64_t r) {
-        StreamRng rng(stream_key(seed, RngPurpose::kAugment, 0xb0075, static_cast<uint64_t>(r)));
-        ChinchillaData d;
-        for (size_t i = 0; i < n; ++i) {
-          const size_t k = std::min(n - 1, static_cast<size_t>(rng.uniform() * n));
-          d.N.push_back(data.N[k]);
-          d.D.push_back(data.D[k]);
-          d.loss.push_back(data.loss[k]);
-        }
-        ChinchillaFit best = refine_chinchilla(d, p0, o);
-        for (double s : {0.8, 1.25}) {
-          ChinchillaParams start = p0;
-          start.alpha *= s;
-          start.beta *= s;
-          const ChinchillaFit f = refine_chinchilla(d, start, o);
-          if (f.objective < best.objective) best = f;
-        }
-        samples[r] = best.params;
-      });
+  Kokkos::parallel_for("bootstrap_chinchilla", Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, resamples),
+                       [&](int64_t r) {
+                         StreamRng rng(stream_key(seed, RngPurpose::kAugment, 0xb0075, static_cast<uint64_t>(r)));
+                         ChinchillaData d;
+                         for (size_t i = 0; i < n; ++i) {
+                           const size_t k = std::min(n - 1, static_cast<size_t>(rng.uniform() * n));
+                           d.N.push_back(data.N[k]);
+                           d.D.push_back(data.D[k]);
+                           d.loss.push_back(data.loss[k]);
+                         }
+                         ChinchillaFit best = refine_chinchilla(d, p0, o);
+                         for (double s : {0.8, 1.25}) {
+                           ChinchillaParams start = p0;
+                           start.alpha *= s;
+                           start.beta *= s;
+                           const ChinchillaFit f = refine_chinchilla(d, start, o);
+                           if (f.objective < best.objective) best = f;
+                         }
+                         samples[r] = best.params;
+                       });
   auto summarise = [&](double estimate, auto get) {
     std::vector<double> v;
     for (const auto& s : samples) v.push_back(get(s));
@@ -209,28 +221,33 @@ std::vector<std::string> chinchilla_warnings(const ChinchillaParams& p, const Ch
     std::snprintf(buf, sizeof buf, "%.4g", v);
     return std::string(buf);
   };
-  for (const auto& [name, v, var] : {std::tuple<const char*, double, const char*>{"alpha", p.alpha, "N"}, {"beta", p.beta, "D"}}) {
+  for (const auto& [name, v, var] :
+       {std::tuple<const char*, double, const char*>{"alpha", p.alpha, "N"}, {"beta", p.beta, "D"}}) {
     if (v <= 0.01)
       out.push_back(std::string(name) + " = " + fmt(v) + ": the loss does not fall with " + var +
                     " (not a scaling law: too little spread in " + var + ", or a fit to noise)");
     else if (v > 3)
-      out.push_back(std::string(name) + " = " + fmt(v) + ": steeper than any published loss law (check the " + var + " column)");
+      out.push_back(std::string(name) + " = " + fmt(v) + ": steeper than any published loss law (check the " + var +
+                    " column)");
   }
   if (b) {
-    for (const auto& [name, s] : {std::pair<const char*, const ParameterSummary*>{"alpha", &b->alpha}, {"beta", &b->beta}})
+    for (const auto& [name, s] :
+         {std::pair<const char*, const ParameterSummary*>{"alpha", &b->alpha}, {"beta", &b->beta}})
       if (s->lo <= 0.01)
-        out.push_back(std::string(name) + "'s 95% interval [" + fmt(s->lo) + ", " + fmt(s->hi) + "] reaches 0: its effect is not resolved by these points");
+        out.push_back(std::string(name) + "'s 95% interval [" + fmt(s->lo) + ", " + fmt(s->hi) +
+                      "] reaches 0: its effect is not resolved by these points");
   }
   std::vector<double> losses;
   for (double C : {1e18, 1e20, 1e22, 1e24, 1e26}) losses.push_back(compute_optimal(p, C).loss);
   if (!std::all_of(losses.begin(), losses.end(), [](double l) { return std::isfinite(l); })) {
-    out.push_back("the compute-optimal loss does not fall as compute grows (the allocation is undefined for these exponents): "
-                  "the fit is not usable for allocation");
+    out.push_back(
+        "the compute-optimal loss does not fall as compute grows (the allocation is undefined for these exponents): "
+        "the fit is not usable for allocation");
   } else {
     for (size_t i = 1; i < losses.size(); ++i)
       if (!(losses[i] < losses[i - 1])) {
-        out.push_back("the compute-optimal loss does not fall as compute grows (" + fmt(losses[i - 1]) + " -> " + fmt(losses[i]) +
-                      "): the fit is not usable for allocation");
+        out.push_back("the compute-optimal loss does not fall as compute grows (" + fmt(losses[i - 1]) + " -> " +
+                      fmt(losses[i]) + "): the fit is not usable for allocation");
         break;
       }
   }

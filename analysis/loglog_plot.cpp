@@ -73,10 +73,13 @@ std::string LogLogPlot::svg() const {
   auto px = [&](double x) { return L + (std::log10(x) - xmin) / (xmax - xmin) * (W - L - R); };
   auto py = [&](double y) { return H - B - (std::log10(y) - ymin) / (ymax - ymin) * (H - T - B); };
   std::ostringstream o;
-  o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
+  o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
+    << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
   o << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  o << "<text x=\"" << num((W - R + L) / 2) << "\" y=\"28\" text-anchor=\"middle\" font-size=\"15\">" << esc(title_) << "</text>\n";
-  o << "<rect x=\"" << L << "\" y=\"" << T << "\" width=\"" << W - L - R << "\" height=\"" << H - T - B << "\" fill=\"none\" stroke=\"black\"/>\n";
+  o << "<text x=\"" << num((W - R + L) / 2) << "\" y=\"28\" text-anchor=\"middle\" font-size=\"15\">" << esc(title_)
+    << "</text>\n";
+  o << "<rect x=\"" << L << "\" y=\"" << T << "\" width=\"" << W - L - R << "\" height=\"" << H - T - B
+    << "\" fill=\"none\" stroke=\"black\"/>\n";
   // Decade ticks (and minor ticks) on both axes.
   auto ticks = [&](double lo, double hi, bool is_x) {
     const double span = hi - lo;
@@ -88,26 +91,33 @@ std::string LogLogPlot::svg() const {
         const bool major = m == 1 && d % step == 0;
         if (is_x) {
           const double X = px(std::pow(10, v));
-          o << "<line x1=\"" << num(X) << "\" y1=\"" << H - B << "\" x2=\"" << num(X) << "\" y2=\"" << H - B + (major ? 6 : 3) << "\" stroke=\"black\"/>\n";
+          o << "<line x1=\"" << num(X) << "\" y1=\"" << H - B << "\" x2=\"" << num(X) << "\" y2=\""
+            << H - B + (major ? 6 : 3) << "\" stroke=\"black\"/>\n";
           if (major) {
-            o << "<line x1=\"" << num(X) << "\" y1=\"" << T << "\" x2=\"" << num(X) << "\" y2=\"" << H - B << "\" stroke=\"#ddd\"/>\n";
-            o << "<text x=\"" << num(X) << "\" y=\"" << H - B + 20 << "\" text-anchor=\"middle\">" << tick_label(d) << "</text>\n";
+            o << "<line x1=\"" << num(X) << "\" y1=\"" << T << "\" x2=\"" << num(X) << "\" y2=\"" << H - B
+              << "\" stroke=\"#ddd\"/>\n";
+            o << "<text x=\"" << num(X) << "\" y=\"" << H - B + 20 << "\" text-anchor=\"middle\">" << tick_label(d)
+              << "</text>\n";
           }
         } else {
           const double Y = py(std::pow(10, v));
-          o << "<line x1=\"" << L - (major || span < 1.2 ? 6 : 3) << "\" y1=\"" << num(Y) << "\" x2=\"" << L << "\" y2=\"" << num(Y) << "\" stroke=\"black\"/>\n";
+          o << "<line x1=\"" << L - (major || span < 1.2 ? 6 : 3) << "\" y1=\"" << num(Y) << "\" x2=\"" << L
+            << "\" y2=\"" << num(Y) << "\" stroke=\"black\"/>\n";
           if (major || span < 1.2) {  // short ranges label every minor tick
             char b[32];
             std::snprintf(b, sizeof b, "%g", std::pow(10.0, v));
-            o << "<text x=\"" << L - 9 << "\" y=\"" << num(Y + 4) << "\" text-anchor=\"end\">" << (major ? tick_label(d) : b) << "</text>\n";
+            o << "<text x=\"" << L - 9 << "\" y=\"" << num(Y + 4) << "\" text-anchor=\"end\">"
+              << (major ? tick_label(d) : b) << "</text>\n";
           }
         }
       }
   };
   ticks(xmin, xmax, true);
   ticks(ymin, ymax, false);
-  o << "<text x=\"" << num((W - R + L) / 2) << "\" y=\"" << H - 22 << "\" text-anchor=\"middle\" font-size=\"13\">" << esc(x_label_) << "</text>\n";
-  o << "<text transform=\"translate(24," << num((H - B + T) / 2) << ") rotate(-90)\" text-anchor=\"middle\" font-size=\"13\">" << esc(y_label_) << "</text>\n";
+  o << "<text x=\"" << num((W - R + L) / 2) << "\" y=\"" << H - 22 << "\" text-anchor=\"middle\" font-size=\"13\">"
+    << esc(x_label_) << "</text>\n";
+  o << "<text transform=\"translate(24," << num((H - B + T) / 2)
+    << ") rotate(-90)\" text-anchor=\"middle\" font-size=\"13\">" << esc(y_label_) << "</text>\n";
   o << "<g clip-path=\"none\">\n";
   for (const auto& s : series_) {
     if (s.kind == Series::kBand) {
@@ -121,7 +131,8 @@ std::string LogLogPlot::svg() const {
       o << "\"/>\n";
     } else {
       for (size_t i = 0; i < s.x.size(); ++i)
-        o << "<circle cx=\"" << num(px(s.x[i])) << "\" cy=\"" << num(py(s.y[i])) << "\" r=\"" << s.size << "\" fill=\"" << s.color << "\"/>\n";
+        o << "<circle cx=\"" << num(px(s.x[i])) << "\" cy=\"" << num(py(s.y[i])) << "\" r=\"" << s.size << "\" fill=\""
+          << s.color << "\"/>\n";
     }
   }
   o << "</g>\n";
@@ -129,9 +140,14 @@ std::string LogLogPlot::svg() const {
   for (const auto& s : series_) {
     if (s.label.empty()) continue;
     const double lx = W - R + 15;
-    if (s.kind == Series::kPoints) o << "<circle cx=\"" << lx + 10 << "\" cy=\"" << ly << "\" r=\"4\" fill=\"" << s.color << "\"/>\n";
-    else if (s.kind == Series::kLine) o << "<line x1=\"" << lx << "\" y1=\"" << ly << "\" x2=\"" << lx + 20 << "\" y2=\"" << ly << "\" stroke=\"" << s.color << "\" stroke-width=\"2\"/>\n";
-    else o << "<rect x=\"" << lx << "\" y=\"" << ly - 6 << "\" width=\"20\" height=\"12\" fill=\"" << s.color << "\" fill-opacity=\"0.25\"/>\n";
+    if (s.kind == Series::kPoints)
+      o << "<circle cx=\"" << lx + 10 << "\" cy=\"" << ly << "\" r=\"4\" fill=\"" << s.color << "\"/>\n";
+    else if (s.kind == Series::kLine)
+      o << "<line x1=\"" << lx << "\" y1=\"" << ly << "\" x2=\"" << lx + 20 << "\" y2=\"" << ly << "\" stroke=\""
+        << s.color << "\" stroke-width=\"2\"/>\n";
+    else
+      o << "<rect x=\"" << lx << "\" y=\"" << ly - 6 << "\" width=\"20\" height=\"12\" fill=\"" << s.color
+        << "\" fill-opacity=\"0.25\"/>\n";
     o << "<text x=\"" << lx + 28 << "\" y=\"" << ly + 4 << "\">" << esc(s.label) << "</text>\n";
     ly += 20;
   }
@@ -142,7 +158,8 @@ std::string LogLogPlot::svg() const {
 void LogLogPlot::write(const std::string& path) const {
   auto ends_with = [&](const char* ext) { return path.size() > 4 && path.compare(path.size() - 4, 4, ext) == 0; };
   const bool png = ends_with(".png");
-  if (!png && !ends_with(".svg")) throw Error(path, "plots are written as .svg or .png: give a file name with one of those endings");
+  if (!png && !ends_with(".svg"))
+    throw Error(path, "plots are written as .svg or .png: give a file name with one of those endings");
   const std::string text = svg();
   const std::string tmp = temporary_path(path).string();
   const TempFileGuard guard(tmp);
@@ -152,7 +169,8 @@ void LogLogPlot::write(const std::string& path) const {
     if (!h) throw Error(path, std::string("cannot render the plot: ") + (err ? err->message : "librsvg failed"));
     double w = 0, hgt = 0;
     rsvg_handle_get_intrinsic_size_in_pixels(h, &w, &hgt);
-    cairo_surface_t* surface = cairo_image_surface_create(CAIRO_FORMAT_ARGB32, static_cast<int>(w), static_cast<int>(hgt));
+    cairo_surface_t* surface =
+        cairo_image_surface_create(CAIRO_FORMAT_ARGB32, static_cast<int>(w), static_cast<int>(hgt));
     cairo_t* cr = cairo_create(surface);
     const RsvgRectangle viewport{0, 0, w, hgt};
     const bool ok = rsvg_handle_render_document(h, cr, &viewport, &err);

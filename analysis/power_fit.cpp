@@ -36,8 +36,10 @@ PowerFit fit_power(const std::vector<double>& x, const std::vector<double>& y) {
   const double n = static_cast<double>(x.size());
   double sx = 0, sy = 0, sxx = 0, sxy = 0;
   for (size_t i = 0; i < x.size(); ++i) {
-    if (!(std::isfinite(x[i]) && x[i] > 0)) throw Error("point " + std::to_string(i + 1) + ", x", "must be finite and positive for a log fit");
-    if (!(std::isfinite(y[i]) && y[i] > 0)) throw Error("point " + std::to_string(i + 1) + ", y", "must be finite and positive for a log fit");
+    if (!(std::isfinite(x[i]) && x[i] > 0))
+      throw Error("point " + std::to_string(i + 1) + ", x", "must be finite and positive for a log fit");
+    if (!(std::isfinite(y[i]) && y[i] > 0))
+      throw Error("point " + std::to_string(i + 1) + ", y", "must be finite and positive for a log fit");
     const double lx = std::log(x[i]), ly = std::log(y[i]);
     sx += lx, sy += ly, sxx += lx * lx, sxy += lx * ly;
   }
@@ -47,8 +49,9 @@ PowerFit fit_power(const std::vector<double>& x, const std::vector<double>& y) {
   std::sort(xs.begin(), xs.end());
   const auto distinct = std::unique(xs.begin(), xs.end()) - xs.begin();
   if (distinct < 3)
-    throw Error("data", "only " + std::to_string(distinct) + " distinct x values: a power law through two clusters of points is "
-                        "exact and says nothing; fit at least 3 distinct x");
+    throw Error("data", "only " + std::to_string(distinct) +
+                            " distinct x values: a power law through two clusters of points is "
+                            "exact and says nothing; fit at least 3 distinct x");
   PowerFit f;
   f.b = (n * sxy - sx * sy) / den;
   const double loga = (sy - f.b * sx) / n;
@@ -80,7 +83,8 @@ SaturatingFit fit_saturating(const std::vector<double>& x, const std::vector<dou
   double p[3] = {start.a, start.b, 0.0};
   ceres::Problem problem;
   for (size_t i = 0; i < x.size(); ++i)
-    problem.AddResidualBlock(new ceres::AutoDiffCostFunction<SaturatingResidual, 1, 3>(new SaturatingResidual{x[i], y[i]}), nullptr, p);
+    problem.AddResidualBlock(
+        new ceres::AutoDiffCostFunction<SaturatingResidual, 1, 3>(new SaturatingResidual{x[i], y[i]}), nullptr, p);
   ceres::Solver::Options o;
   o.max_num_iterations = 500;
   o.function_tolerance = 1e-14;
@@ -98,20 +102,21 @@ PowerBootstrap bootstrap_power(const std::vector<double>& x, const std::vector<d
   const size_t n = x.size();
   std::vector<PowerFit> samples(resamples);
   std::vector<uint8_t> ok(resamples, 0);
-  Kokkos::parallel_for("bootstrap_power", Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, resamples), [&](int64_t r) {
-    StreamRng rng(stream_key(seed, RngPurpose::kAugment, 0x90e7, static_cast<uint64_t>(r)));
-    std::vector<double> bx, by;
-    for (size_t i = 0; i < n; ++i) {
-      const size_t k = std::min(n - 1, static_cast<size_t>(rng.uniform() * n));
-      bx.push_back(x[k]);
-      by.push_back(y[k]);
-    }
-    try {
-      samples[r] = fit_power(bx, by);
-      ok[r] = 1;
-    } catch (const Error&) {  // a resample with fewer than 3 distinct x determines no law: not counted
-    }
-  });
+  Kokkos::parallel_for(
+      "bootstrap_power", Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, resamples), [&](int64_t r) {
+        StreamRng rng(stream_key(seed, RngPurpose::kAugment, 0x90e7, static_cast<uint64_t>(r)));
+        std::vector<double> bx, by;
+        for (size_t i = 0; i < n; ++i) {
+          const size_t k = std::min(n - 1, static_cast<size_t>(rng.uniform() * n));
+          bx.push_back(x[k]);
+          by.push_back(y[k]);
+        }
+        try {
+          samples[r] = fit_power(bx, by);
+          ok[r] = 1;
+        } catch (const Error&) {  // a resample with fewer than 3 distinct x determines no law: not counted
+        }
+      });
   std::vector<PowerFit> kept;
   for (int64_t r = 0; r < resamples; ++r)
     if (ok[r]) kept.push_back(samples[r]);

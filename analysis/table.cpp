@@ -48,12 +48,18 @@ static std::vector<std::string> split_csv_line(const std::string& line, const st
   for (size_t i = 0; i < line.size(); ++i) {
     const char c = line[i];
     if (quoted) {
-      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"') cur += '"', ++i;
-      else if (c == '"') quoted = false;
-      else cur += c;
-    } else if (c == '"') quoted = true;
-    else if (c == ',') out.push_back(cur), cur.clear();
-    else if (c != '\r') cur += c;
+      if (c == '"' && i + 1 < line.size() && line[i + 1] == '"')
+        cur += '"', ++i;
+      else if (c == '"')
+        quoted = false;
+      else
+        cur += c;
+    } else if (c == '"')
+      quoted = true;
+    else if (c == ',')
+      out.push_back(cur), cur.clear();
+    else if (c != '\r')
+      cur += c;
   }
   if (quoted) throw Error(where, "unterminated quoted field");
   out.push_back(cur);
@@ -111,26 +117,31 @@ Table read_runs(const std::vector<std::string>& dirs, const std::string& metric,
         }
         all.push_back(j);
       }
-      if (pick == RunPick::kFinal || pick == RunPick::kAll || (pick == RunPick::kBest && v < best) || (pick == RunPick::kHighest && v > highest) ||
+      if (pick == RunPick::kFinal || pick == RunPick::kAll || (pick == RunPick::kBest && v < best) ||
+          (pick == RunPick::kHighest && v > highest) ||
           (pick == RunPick::kStep && j.value(metric_keys::kStep, -1LL) == step)) {
         chosen = j;
         best = std::min(best, v);
         highest = std::max(highest, v);
       }
     }
-    if (chosen.is_null()) throw Error(path, "no record with '" + metric + "'" + (pick == RunPick::kStep ? " at step " + std::to_string(step) : ""));
+    if (chosen.is_null())
+      throw Error(
+          path, "no record with '" + metric + "'" + (pick == RunPick::kStep ? " at step " + std::to_string(step) : ""));
     if (pick != RunPick::kAll) all = {chosen};
     if (untrained > 0)
-      t.notes.push_back(path + ": " + std::to_string(untrained) + " record(s) of '" + metric +
-                        "' before any training compute (compute_gflops 0, step 0) left out: a log axis has no place for them");
+      t.notes.push_back(
+          path + ": " + std::to_string(untrained) + " record(s) of '" + metric +
+          "' before any training compute (compute_gflops 0, step 0) left out: a log axis has no place for them");
     if (all.empty()) throw Error(path, "no record with '" + metric + "' after training began (only step-0 records)");
     for (const auto& record : all) {
       auto num = [&](const char* key) {
-        if (!record.contains(key) || !record[key].is_number()) throw Error(path, std::string("record lacks numeric '") + key + "'");
+        if (!record.contains(key) || !record[key].is_number())
+          throw Error(path, std::string("record lacks numeric '") + key + "'");
         return nlohmann::json(record[key]).dump();
       };
-      t.rows.push_back({dir, num(metric_keys::kParams), num(metric_keys::kComputeGflops), num(metric_keys::kImageNounPairs),
-                        num(metric_keys::kStep), num(metric.c_str())});
+      t.rows.push_back({dir, num(metric_keys::kParams), num(metric_keys::kComputeGflops),
+                        num(metric_keys::kImageNounPairs), num(metric_keys::kStep), num(metric.c_str())});
     }
   }
   return t;

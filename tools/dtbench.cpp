@@ -69,8 +69,10 @@ std::pair<double, double> time_pair(MPI_Comm comm, int iters, A&& a, B&& b) {
   for (int i = 0; i < 2; ++i) a(), b();
   std::vector<double> ta, tb;
   for (int i = 0; i < iters; ++i) {
-    if (i % 2 == 0) ta.push_back(time_once(comm, a)), tb.push_back(time_once(comm, b));
-    else tb.push_back(time_once(comm, b)), ta.push_back(time_once(comm, a));
+    if (i % 2 == 0)
+      ta.push_back(time_once(comm, a)), tb.push_back(time_once(comm, b));
+    else
+      tb.push_back(time_once(comm, b)), ta.push_back(time_once(comm, a));
   }
   return {median(ta), median(tb)};
 }
@@ -79,16 +81,20 @@ int run_comm(MpiRuntime& rt, bool json, const std::string& backend, int64_t min_
   torch::Device device = torch::kCPU;
   if (backend == "nccl") {
     device = local_device(rt);
-    if (!device.is_cuda()) throw Error("--backend nccl", "LibTorch sees no CUDA device on rank " + std::to_string(rt.rank()));
+    if (!device.is_cuda())
+      throw Error("--backend nccl", "LibTorch sees no CUDA device on rank " + std::to_string(rt.rank()));
   }
   auto comm = make_communicator(rt, device);
   const bool gpu = device.is_cuda();
   const int W = rt.world();
   ordered_json rows = ordered_json::array();
   if (!json && rt.rank() == 0)
-    std::printf("# dtbench comm: %d ranks, %s backend, fp32, median of %d interleaved runs; algbw = bytes / time; busbw as nccl-tests "
-                "(allreduce x 2(n-1)/n, reduce_scatter/all_gather x (n-1)/n)\n# %-14s %12s %11s %11s %11s %11s %11s %7s\n",
-                W, comm->backend(), iters, "op", "bytes", "time_us", "algbw_GB/s", "busbw_GB/s", "mpi_us", "mpi_busbw", "ratio");
+    std::printf(
+        "# dtbench comm: %d ranks, %s backend, fp32, median of %d interleaved runs; algbw = bytes / time; busbw as "
+        "nccl-tests "
+        "(allreduce x 2(n-1)/n, reduce_scatter/all_gather x (n-1)/n)\n# %-14s %12s %11s %11s %11s %11s %11s %7s\n",
+        W, comm->backend(), iters, "op", "bytes", "time_us", "algbw_GB/s", "busbw_GB/s", "mpi_us", "mpi_busbw",
+        "ratio");
   for (int64_t bytes = min_bytes; bytes <= max_bytes; bytes *= 4) {
     const int64_t n = std::max<int64_t>(W, bytes / 4 / W * W);  // divisible by the ranks
     torch::Tensor full = torch::ones({n}, device), part = torch::ones({n / W}, device);
@@ -100,35 +106,51 @@ int run_comm(MpiRuntime& rt, bool json, const std::string& backend, int64_t min_
                         Op{"all_gather", double(W - 1) / W}, Op{"broadcast", 1.0}}) {
       const std::string name = op.name;
       auto through_communicator = [&] {
-        if (name == "all_reduce") comm->all_reduce(full, ReduceOp::kSum);
-        else if (name == "reduce_scatter") comm->reduce_scatter(full, part, ReduceOp::kSum);
-        else if (name == "all_gather") comm->all_gather(part, full);
-        else comm->broadcast(full, 0);
+        if (name == "all_reduce")
+          comm->all_reduce(full, ReduceOp::kSum);
+        else if (name == "reduce_scatter")
+          comm->reduce_scatter(full, part, ReduceOp::kSum);
+        else if (name == "all_gather")
+          comm->all_gather(part, full);
+        else
+          comm->broadcast(full, 0);
         if (gpu) torch::cuda::synchronize(device.index());  // GPU collectives return once queued
       };
       auto raw_mpi = [&] {
         if (gpu) return;  // Debian's Open MPI cannot read GPU memory: no raw column for NCCL
-        if (name == "all_reduce") MPI_Allreduce(MPI_IN_PLACE, full.data_ptr(), static_cast<int>(n), MPI_FLOAT, MPI_SUM, rt.comm());
+        if (name == "all_reduce")
+          MPI_Allreduce(MPI_IN_PLACE, full.data_ptr(), static_cast<int>(n), MPI_FLOAT, MPI_SUM, rt.comm());
         else if (name == "reduce_scatter")
-          MPI_Reduce_scatter_block(full.data_ptr(), part.data_ptr(), static_cast<int>(n / W), MPI_FLOAT, MPI_SUM, rt.comm());
+          MPI_Reduce_scatter_block(full.data_ptr(), part.data_ptr(), static_cast<int>(n / W), MPI_FLOAT, MPI_SUM,
+                                   rt.comm());
         else if (name == "all_gather")
-          MPI_Allgather(part.data_ptr(), static_cast<int>(n / W), MPI_FLOAT, full.data_ptr(), static_cast<int>(n / W), MPI_FLOAT, rt.comm());
-        else MPI_Bcast(full.data_ptr(), static_cast<int>(n), MPI_FLOAT, 0, rt.comm());
+          MPI_Allgather(part.data_ptr(), static_cast<int>(n / W), MPI_FLOAT, full.data_ptr(), static_cast<int>(n / W),
+                        MPI_FLOAT, rt.comm());
+        else
+          MPI_Bcast(full.data_ptr(), static_cast<int>(n), MPI_FLOAT, 0, rt.comm());
       };
       auto [ours, raw] = time_pair(rt.comm(), iters, through_communicator, raw_mpi);
       if (gpu) raw = std::numeric_limits<double>::quiet_NaN();
-      const double size = 4.0 * n, alg = size / ours / 1e9, bus = alg * op.factor, raw_bus = size / raw * op.factor / 1e9;
+      const double size = 4.0 * n, alg = size / ours / 1e9, bus = alg * op.factor,
+                   raw_bus = size / raw * op.factor / 1e9;
       if (rt.rank() == 0) {
         if (json)
-          rows.push_back({{"op", name}, {"bytes", size}, {"time_us", ours * 1e6}, {"algbw_gb_s", alg}, {"busbw_gb_s", bus}, {"mpi_time_us", raw * 1e6},
-                          {"mpi_busbw_gb_s", raw_bus}, {"ratio", raw / ours}});
+          rows.push_back({{"op", name},
+                          {"bytes", size},
+                          {"time_us", ours * 1e6},
+                          {"algbw_gb_s", alg},
+                          {"busbw_gb_s", bus},
+                          {"mpi_time_us", raw * 1e6},
+                          {"mpi_busbw_gb_s", raw_bus},
+                          {"ratio", raw / ours}});
         else
-          std::printf("  %-14s %12.0f %11.1f %11.2f %11.2f %11.1f %11.2f %7.2f\n", name.c_str(), size, ours * 1e6, alg, bus, raw * 1e6,
-                      raw_bus, raw / ours);
+          std::printf("  %-14s %12.0f %11.1f %11.2f %11.2f %11.1f %11.2f %7.2f\n", name.c_str(), size, ours * 1e6, alg,
+                      bus, raw * 1e6, raw_bus, raw / ours);
       }
     }
   }
-  if (json && rt.rank() == 0) std::cout << ordered_json({{"ranks", W}, {"iters", iters}, {"results", rows}}).dump(2) << "\n";
+  if (json && rt.rank() == 0)
+    std::cout << ordered_json({{"ranks", W}, {"iters", iters}, {"results", rows}}).dump(2) << "\n";
   return 0;
 }
 
@@ -153,13 +175,19 @@ int run_optim(bool json, int64_t n, int iters) {
   std::sort(t_copy.begin(), t_copy.end());
   const double opt = bytes / t_opt[t_opt.size() / 2] / 1e9, cp = bytes / t_copy[t_copy.size() / 2] / 1e9;
   if (json)
-    std::cout << ordered_json({{"elements", n}, {"bytes_per_step", bytes}, {"adamw_gb_s", opt}, {"memcpy_gb_s", cp},
-                               {"fraction_of_memcpy", opt / cp}, {"backend", Kokkos::DefaultHostExecutionSpace::name()}})
+    std::cout << ordered_json({{"elements", n},
+                               {"bytes_per_step", bytes},
+                               {"adamw_gb_s", opt},
+                               {"memcpy_gb_s", cp},
+                               {"fraction_of_memcpy", opt / cp},
+                               {"backend", Kokkos::DefaultHostExecutionSpace::name()}})
                      .dump(2)
               << "\n";
   else
-    std::printf("fused AdamW (%s): %.2f GB/s effective (30 B/element, %lld elements); memcpy of the same bytes: %.2f GB/s -> %.0f%%\n",
-                Kokkos::DefaultHostExecutionSpace::name(), opt, static_cast<long long>(n), cp, 100 * opt / cp);
+    std::printf(
+        "fused AdamW (%s): %.2f GB/s effective (30 B/element, %lld elements); memcpy of the same bytes: %.2f GB/s -> "
+        "%.0f%%\n",
+        Kokkos::DefaultHostExecutionSpace::name(), opt, static_cast<long long>(n), cp, 100 * opt / cp);
   return 0;
 }
 
@@ -193,21 +221,23 @@ int run_train(MpiRuntime& rt, const train::ThroughputConfig& c, bool json) {
                      .dump()
               << "\n";
   } else {
-    std::printf("# dtbench train: %s on %d x %s (%s), %s\n", r.model.c_str(), r.ranks, r.device.c_str(), r.backend.c_str(),
-                r.summary.c_str());
+    std::printf("# dtbench train: %s on %d x %s (%s), %s\n", r.model.c_str(), r.ranks, r.device.c_str(),
+                r.backend.c_str(), r.summary.c_str());
     std::printf("#   %lld params, micro-batch %lld at %lld px (latent %lld), %s, %s%s%s; %.3g GFLOP/image (fwd+bwd)\n",
-                static_cast<long long>(r.params), static_cast<long long>(r.micro_batch), static_cast<long long>(c.resolution),
-                static_cast<long long>(r.latent_size), c.sharding.c_str(), c.compute_dtype.c_str(),
-                c.activation_checkpointing ? ", activation checkpointing" : "", c.channels_last ? ", channels-last" : "",
-                r.flops_per_image / 1e9);
+                static_cast<long long>(r.params), static_cast<long long>(r.micro_batch),
+                static_cast<long long>(c.resolution), static_cast<long long>(r.latent_size), c.sharding.c_str(),
+                c.compute_dtype.c_str(), c.activation_checkpointing ? ", activation checkpointing" : "",
+                c.channels_last ? ", channels-last" : "", r.flops_per_image / 1e9);
     // (the device memory figures come from a GPU's caching allocator; the CPU has none)
-    const std::string memory = r.device_memory_bytes > 0 ? "memory peak " + format_bytes(static_cast<double>(r.peak_memory_bytes)) +
-                                                               " of " + format_bytes(static_cast<double>(r.device_memory_bytes)) + " | "
-                                                         : "";
-    std::printf("  step %.1f ms | %.1f img/s | %.4g TFLOP/s per device | peak %.4g TFLOP/s (measured %s matmul) | MFU %.1f%% | "
-                "%sloss %.4f\n",
-                r.step_seconds * 1e3, r.images_per_second, r.tflops_per_rank, r.peak_tflops, c.compute_dtype.c_str(), 100 * r.mfu,
-                memory.c_str(), r.final_loss);
+    const std::string memory = r.device_memory_bytes > 0
+                                   ? "memory peak " + format_bytes(static_cast<double>(r.peak_memory_bytes)) + " of " +
+                                         format_bytes(static_cast<double>(r.device_memory_bytes)) + " | "
+                                   : "";
+    std::printf(
+        "  step %.1f ms | %.1f img/s | %.4g TFLOP/s per device | peak %.4g TFLOP/s (measured %s matmul) | MFU %.1f%% | "
+        "%sloss %.4f\n",
+        r.step_seconds * 1e3, r.images_per_second, r.tflops_per_rank, r.peak_tflops, c.compute_dtype.c_str(),
+        100 * r.mfu, memory.c_str(), r.final_loss);
   }
   if (!std::isfinite(r.final_loss)) {
     std::fprintf(stderr, "dtbench: error: the loss is not finite after the timed steps\n");
@@ -239,7 +269,8 @@ int main(int argc, char** argv) {
   o->add_option("--elements", elements, "parameters in the flat shard")->capture_default_str();
   o->add_option("--iters", iters, "timed steps (median reported)")->capture_default_str();
   train::ThroughputConfig tc;
-  CLI::App* t = app.add_subcommand("train", "training throughput and MFU of a preset (run under mpirun: one rank per GPU)");
+  CLI::App* t =
+      app.add_subcommand("train", "training throughput and MFU of a preset (run under mpirun: one rank per GPU)");
   t->add_option("--model", tc.model, "preset (dtmodel list)")->capture_default_str();
   t->add_option("--batch", tc.micro_batch, "micro-batch per rank")->capture_default_str();
   t->add_option("--resolution", tc.resolution, "image size in pixels (latent models: / 8)")->capture_default_str();
@@ -250,8 +281,11 @@ int main(int argc, char** argv) {
   t->add_option("--sharding", tc.sharding, "replicate | zero1 | zero2 | zero3")
       ->check(CLI::IsMember({"replicate", "zero1", "zero2", "zero3"}))
       ->capture_default_str();
-  t->add_flag("--activation-checkpointing", tc.activation_checkpointing, "recompute each unit in backward (always on under zero3)");
-  t->add_option("--dtype", tc.compute_dtype, "compute dtype (fp32 masters either way)")->check(CLI::IsMember({"bf16", "fp32"}))->capture_default_str();
+  t->add_flag("--activation-checkpointing", tc.activation_checkpointing,
+              "recompute each unit in backward (always on under zero3)");
+  t->add_option("--dtype", tc.compute_dtype, "compute dtype (fp32 masters either way)")
+      ->check(CLI::IsMember({"bf16", "fp32"}))
+      ->capture_default_str();
   t->add_flag("--channels-last", tc.channels_last, "NHWC activations (UNets)");
   t->add_option("--peak-tflops", tc.peak_tflops, "MFU denominator instead of the measured matmul rate");
   t->add_option("--memory-limit-gib", tc.memory_limit_gib,
@@ -269,5 +303,6 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  return run_ranks(&argc, &argv, [&](MpiRuntime& rt) { return run_comm(rt, json, backend, min_bytes, max_bytes, iters); });
+  return run_ranks(&argc, &argv,
+                   [&](MpiRuntime& rt) { return run_comm(rt, json, backend, min_bytes, max_bytes, iters); });
 }

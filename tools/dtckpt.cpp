@@ -53,22 +53,26 @@ int inspect_safetensors(const std::string& path, bool json, bool tensors) {
   int64_t elements = 0;
   for (const auto& e : f.entries()) elements += e.numel();
   if (json) {
-    ordered_json out{{"path", path}, {"tensors", f.entries().size()}, {"elements", elements}, {"metadata", f.metadata()}};
+    ordered_json out{
+        {"path", path}, {"tensors", f.entries().size()}, {"elements", elements}, {"metadata", f.metadata()}};
     if (tensors) {
       ordered_json list = ordered_json::array();
-      for (const auto& e : f.entries()) list.push_back({{"name", e.name}, {"dtype", safetensors_dtype_name(e.dtype)}, {"shape", e.shape}});
+      for (const auto& e : f.entries())
+        list.push_back({{"name", e.name}, {"dtype", safetensors_dtype_name(e.dtype)}, {"shape", e.shape}});
       out["tensor_list"] = list;
     }
     std::cout << out.dump(2) << "\n";
     return 0;
   }
   std::printf("%s: safetensors, %zu tensors, %lld elements (%.3f M), %s\n", path.c_str(), f.entries().size(),
-              static_cast<long long>(elements), elements / 1e6, format_bytes(static_cast<double>(fs::file_size(path))).c_str());
+              static_cast<long long>(elements), elements / 1e6,
+              format_bytes(static_cast<double>(fs::file_size(path))).c_str());
   for (const auto& [k, v] : f.metadata())
     if (k != "config_toml") std::printf("  %-12s %s\n", k.c_str(), v.c_str());
   if (tensors)
     for (const auto& e : f.entries())
-      std::printf("  %-70s %-5s %s\n", e.name.c_str(), safetensors_dtype_name(e.dtype), c10::str(c10::IntArrayRef(e.shape)).c_str());
+      std::printf("  %-70s %-5s %s\n", e.name.c_str(), safetensors_dtype_name(e.dtype),
+                  c10::str(c10::IntArrayRef(e.shape)).c_str());
   return 0;
 }
 
@@ -116,7 +120,8 @@ int inspect_checkpoint(const std::string& path, bool json, bool tensors) {
         std::printf("    %-68s %s\n", t.name.c_str(), c10::str(c10::IntArrayRef(t.shape)).c_str());
     }
   }
-  if (m.contains("config_toml") && m["config_toml"].is_string()) std::printf("config:\n%s", m["config_toml"].get<std::string>().c_str());
+  if (m.contains("config_toml") && m["config_toml"].is_string())
+    std::printf("config:\n%s", m["config_toml"].get<std::string>().c_str());
   return 0;
 }
 
@@ -124,14 +129,17 @@ int validate(const std::string& path, bool values, bool json) {
   const CheckpointReader ck(resolve_checkpoint(path));
   const std::vector<std::string> problems = validate_checkpoint(ck, values);
   if (json) {
-    std::cout << ordered_json({{"path", ck.dir()}, {"format_version", ck.format_version()}, {"values_checked", values},
-                               {"ok", problems.empty()}, {"problems", problems}})
+    std::cout << ordered_json({{"path", ck.dir()},
+                               {"format_version", ck.format_version()},
+                               {"values_checked", values},
+                               {"ok", problems.empty()},
+                               {"problems", problems}})
                      .dump(2)
               << "\n";
   } else {
     for (const auto& p : problems) std::printf("%s: %s\n", ck.dir().c_str(), p.c_str());
-    std::printf("%s: %s (format %d, %zu units, %s)\n", ck.dir().c_str(), problems.empty() ? "sound" : "BROKEN", ck.format_version(),
-                ck.units().size(), values ? "structure and values checked" : "structure checked");
+    std::printf("%s: %s (format %d, %zu units, %s)\n", ck.dir().c_str(), problems.empty() ? "sound" : "BROKEN",
+                ck.format_version(), ck.units().size(), values ? "structure and values checked" : "structure checked");
   }
   return problems.empty() ? 0 : 1;
 }
@@ -143,17 +151,20 @@ int main(int argc, char** argv) {
       "dtckpt: inspect dtrainer checkpoints and export their weights.\n"
       "  dtckpt inspect runs/X                                  the run's newest checkpoint\n"
       "  dtckpt validate runs/X                                 is it whole and sound?\n"
-      "  dtckpt export runs/X --out model.safetensors           its weights (EMA if kept), named as the model's parameters\n"
+      "  dtckpt export runs/X --out model.safetensors           its weights (EMA if kept), named as the model's "
+      "parameters\n"
       "  mpirun -n 2 dtrainer --init-weights model.safetensors  a new run that starts from them"};
   app.require_subcommand(1);
   std::string path, out, weights = "auto", dtype = "fp32";
   bool json = false, tensors = false, force = false;
   CLI::App* in = app.add_subcommand("inspect", "what a checkpoint (or run directory, or .safetensors file) holds");
-  in->add_option("PATH", path, "checkpoint directory (runs/X/ckpt/step_N), run directory, or .safetensors file")->required();
+  in->add_option("PATH", path, "checkpoint directory (runs/X/ckpt/step_N), run directory, or .safetensors file")
+      ->required();
   in->add_flag("--json", json, "print JSON");
   in->add_flag("--tensors", tensors, "list every tensor: name and shape");
   bool structure_only = false;
-  CLI::App* va = app.add_subcommand("validate", "check a checkpoint: datasets, sizes, layout, finite values (exit 1 when broken)");
+  CLI::App* va =
+      app.add_subcommand("validate", "check a checkpoint: datasets, sizes, layout, finite values (exit 1 when broken)");
   va->add_option("PATH", path, "checkpoint directory, or a run directory (its newest checkpoint)")->required();
   va->add_flag("--structure-only", structure_only, "check names and sizes without reading the data");
   va->add_flag("--json", json, "print JSON");
@@ -163,7 +174,9 @@ int main(int argc, char** argv) {
   ex->add_option("--weights", weights, "auto (EMA when kept, else params), params (the trained weights) or ema")
       ->check(CLI::IsMember({"auto", "params", "ema"}))
       ->capture_default_str();
-  ex->add_option("--dtype", dtype, "element type in the file")->check(CLI::IsMember({"fp32", "bf16", "fp16"}))->capture_default_str();
+  ex->add_option("--dtype", dtype, "element type in the file")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
+      ->capture_default_str();
   ex->add_flag("--force", force, "replace an existing --out file");
   CLI11_PARSE(app, argc, argv);
   remove_temp_files_on_signals();  // (an interrupted export leaves no FILE.tmp-PID behind)
@@ -180,8 +193,8 @@ int main(int argc, char** argv) {
     const std::string dir = resolve_checkpoint(path);
     const ExportSummary s = export_weights(dir, out, o);
     std::printf("%s: %lld tensors, %lld parameters (%s weights, %s) from %s (step %lld), %s\n", out.c_str(),
-                static_cast<long long>(s.tensors), static_cast<long long>(s.elements), s.source.c_str(), dtype.c_str(), dir.c_str(),
-                static_cast<long long>(s.step), format_bytes(static_cast<double>(s.bytes)).c_str());
+                static_cast<long long>(s.tensors), static_cast<long long>(s.elements), s.source.c_str(), dtype.c_str(),
+                dir.c_str(), static_cast<long long>(s.step), format_bytes(static_cast<double>(s.bytes)).c_str());
     return 0;
   } catch (const Error& e) {
     std::fprintf(stderr, "dtckpt: error: %s\n", e.what());

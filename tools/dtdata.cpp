@@ -61,12 +61,14 @@ int run_inspect(const std::string& path, int64_t sample) {
     const ShardReader s(f);
     const auto& h = s.header();
     std::printf("%s\n  schema_version %lld, latent_space %s, latent_encoder %s, text_encoder %s\n", f.c_str(),
-                static_cast<long long>(h.schema_version), h.latent_space.c_str(), h.latent_encoder.c_str(), h.text_encoder.c_str());
-    std::printf("  images %lld, captions %lld, latents [%lld, %lld, %lld] %s, tokens D=%lld (max %lld) %s, caption text: %s\n",
-                static_cast<long long>(s.num_images()), static_cast<long long>(s.num_captions()),
-                static_cast<long long>(s.latent_shape()[0]), static_cast<long long>(s.latent_shape()[1]),
-                static_cast<long long>(s.latent_shape()[2]), to_string(s.latent_dtype()), static_cast<long long>(h.text_dim),
-                static_cast<long long>(h.max_tokens), to_string(s.token_dtype()), s.has_caption_text() ? "yes" : "no");
+                static_cast<long long>(h.schema_version), h.latent_space.c_str(), h.latent_encoder.c_str(),
+                h.text_encoder.c_str());
+    std::printf(
+        "  images %lld, captions %lld, latents [%lld, %lld, %lld] %s, tokens D=%lld (max %lld) %s, caption text: %s\n",
+        static_cast<long long>(s.num_images()), static_cast<long long>(s.num_captions()),
+        static_cast<long long>(s.latent_shape()[0]), static_cast<long long>(s.latent_shape()[1]),
+        static_cast<long long>(s.latent_shape()[2]), to_string(s.latent_dtype()), static_cast<long long>(h.text_dim),
+        static_cast<long long>(h.max_tokens), to_string(s.token_dtype()), s.has_caption_text() ? "yes" : "no");
     if (sample >= 0 && sample < s.num_images()) {
       const auto texts = s.caption_texts();
       const auto size = s.original_size(sample), crop = s.crop(sample);
@@ -75,7 +77,8 @@ int run_inspect(const std::string& path, int64_t sample) {
                   static_cast<long long>(crop[1]), s.source_names()[s.source(sample)].c_str());
       for (int64_t k = 0; k < s.caption_count(sample); ++k) {
         const int64_t j = s.first_caption(sample) + k;
-        std::printf("    %s %lld tokens, %lld nouns: %s\n", k == 0 ? "original " : ("synthetic" + std::to_string(k)).c_str(),
+        std::printf("    %s %lld tokens, %lld nouns: %s\n",
+                    k == 0 ? "original " : ("synthetic" + std::to_string(k)).c_str(),
                     static_cast<long long>(s.token_length(j)), static_cast<long long>(s.caption_nouns(j)),
                     texts.empty() ? "(no text stored)" : texts[j].c_str());
       }
@@ -134,23 +137,31 @@ int run_stats(const std::string& path, bool json) {
   if (json) {
     ordered_json h = ordered_json::object();
     for (const auto& [lo, n] : hist) h[std::to_string(lo) + "-" + std::to_string(lo + 7)] = n;
-    ordered_json j = {{"files", files.size()}, {"bytes", bytes}, {"images", images}, {"captions", captions},
-                      {"captions_per_image", double(captions) / images}, {"mean_tokens", double(tokens) / captions},
-                      {"image_noun_pairs_original", d_original}, {"image_noun_pairs_all_captions", d_all},
-                      {"token_length_histogram", h}, {"sources", sources}};
+    ordered_json j = {{"files", files.size()},
+                      {"bytes", bytes},
+                      {"images", images},
+                      {"captions", captions},
+                      {"captions_per_image", double(captions) / images},
+                      {"mean_tokens", double(tokens) / captions},
+                      {"image_noun_pairs_original", d_original},
+                      {"image_noun_pairs_all_captions", d_all},
+                      {"token_length_histogram", h},
+                      {"sources", sources}};
     std::cout << j.dump(2) << "\n";
     return 0;
   }
-  std::printf("%zu shard(s), %.1f MB: %lld images, %lld captions (%.2f per image), %.1f tokens per caption\n", files.size(),
-              bytes / 1e6, static_cast<long long>(images), static_cast<long long>(captions), double(captions) / images,
-              double(tokens) / captions);
-  std::printf("image-noun pairs D: %lld with original captions, %lld over all captions\n", static_cast<long long>(d_original),
-              static_cast<long long>(d_all));
+  std::printf("%zu shard(s), %.1f MB: %lld images, %lld captions (%.2f per image), %.1f tokens per caption\n",
+              files.size(), bytes / 1e6, static_cast<long long>(images), static_cast<long long>(captions),
+              double(captions) / images, double(tokens) / captions);
+  std::printf("image-noun pairs D: %lld with original captions, %lld over all captions\n",
+              static_cast<long long>(d_original), static_cast<long long>(d_all));
   std::printf("token lengths:\n");
   for (const auto& [lo, n] : hist)
-    std::printf("  %3lld-%-3lld %8lld %s\n", static_cast<long long>(lo), static_cast<long long>(lo + 7), static_cast<long long>(n),
+    std::printf("  %3lld-%-3lld %8lld %s\n", static_cast<long long>(lo), static_cast<long long>(lo + 7),
+                static_cast<long long>(n),
                 std::string(std::min<int64_t>(60, 60 * n / std::max<int64_t>(1, captions)), '#').c_str());
-  for (const auto& [name, n] : sources) std::printf("source %s: %lld images\n", name.c_str(), static_cast<long long>(n));
+  for (const auto& [name, n] : sources)
+    std::printf("source %s: %lld images\n", name.c_str(), static_cast<long long>(n));
   return 0;
 }
 
@@ -194,7 +205,8 @@ double raw_read_mb_per_s(const std::vector<std::string>& files, int64_t* total_b
   return bytes / 1e6 / s;
 }
 
-int run_bench(const std::string& dir, bool json, int64_t batch, double seconds, const std::string& padding, int64_t workers) {
+int run_bench(const std::string& dir, bool json, int64_t batch, double seconds, const std::string& padding,
+              int64_t workers) {
   at::set_num_threads(1);  // each loader thread does its own work on one core
   const auto files = list_shards(dir);
   int64_t file_bytes = 0;
@@ -223,17 +235,30 @@ int run_bench(const std::string& dir, bool json, int64_t batch, double seconds, 
   }
   const double sps = samples / s, mbps = bytes / 1e6 / s;
   if (json) {
-    ordered_json j = {{"samples_per_s", sps}, {"loader_mb_per_s", mbps}, {"raw_read_mb_per_s", raw},
-                      {"loader_fraction_of_raw", mbps / raw}, {"direct_read_mb_per_s", direct},
-                      {"loader_fraction_of_direct", direct > 0 ? mbps / direct : 0.0}, {"batch", batch}, {"batches", batches}, {"seconds", s},
-                      {"padding", padding}, {"files", files.size()}, {"file_bytes", file_bytes}, {"workers", workers}};
+    ordered_json j = {{"samples_per_s", sps},
+                      {"loader_mb_per_s", mbps},
+                      {"raw_read_mb_per_s", raw},
+                      {"loader_fraction_of_raw", mbps / raw},
+                      {"direct_read_mb_per_s", direct},
+                      {"loader_fraction_of_direct", direct > 0 ? mbps / direct : 0.0},
+                      {"batch", batch},
+                      {"batches", batches},
+                      {"seconds", s},
+                      {"padding", padding},
+                      {"files", files.size()},
+                      {"file_bytes", file_bytes},
+                      {"workers", workers}};
     std::cout << j.dump(2) << "\n";
   } else {
-    std::printf("raw sequential read: %.0f MB/s through the warm page cache, %.0f MB/s from the device (O_DIRECT) (%zu files, %.1f MB)\n",
-                raw, direct, files.size(), file_bytes / 1e6);
-    std::printf("loader (%lld thread(s), batch %lld, %s padding): %.0f samples/s, %.0f MB/s read = %.0f%% of the cached raw read, %.0f%% of the device's (%lld batches, %.1f s)\n",
-                static_cast<long long>(workers), static_cast<long long>(batch), padding.c_str(), sps, mbps, 100 * mbps / raw, direct > 0 ? 100 * mbps / direct : 0.0,
-                static_cast<long long>(batches), s);
+    std::printf(
+        "raw sequential read: %.0f MB/s through the warm page cache, %.0f MB/s from the device (O_DIRECT) (%zu files, "
+        "%.1f MB)\n",
+        raw, direct, files.size(), file_bytes / 1e6);
+    std::printf(
+        "loader (%lld thread(s), batch %lld, %s padding): %.0f samples/s, %.0f MB/s read = %.0f%% of the cached raw "
+        "read, %.0f%% of the device's (%lld batches, %.1f s)\n",
+        static_cast<long long>(workers), static_cast<long long>(batch), padding.c_str(), sps, mbps, 100 * mbps / raw,
+        direct > 0 ? 100 * mbps / direct : 0.0, static_cast<long long>(batches), s);
   }
   return 0;
 }
@@ -243,13 +268,15 @@ int run_bench(const std::string& dir, bool json, int64_t batch, double seconds, 
 int main(int argc, char** argv) {
   tune_malloc_for_streaming();
   dtrainer::remove_temp_files_on_signals();  // (an interrupted write leaves no FILE.tmp-PID behind)
-  CLI::App app{"dtdata: write, inspect, validate, summarise and benchmark HDF5 latent shards (format v1, see data/README.md)"};
+  CLI::App app{
+      "dtdata: write, inspect, validate, summarise and benchmark HDF5 latent shards (format v1, see data/README.md)"};
   app.require_subcommand(1);
   app.footer("Exit codes: 0 success, 1 validation found problems, 2 bad input or error.");
 
   SynthConfig synth;
   std::string latent_dtype = "float32", token_dtype = "float16";
-  CLI::App* s = app.add_subcommand("synth", "write a synthetic dataset: shapes (compositional) or latents (benchmark-sized)");
+  CLI::App* s =
+      app.add_subcommand("synth", "write a synthetic dataset: shapes (compositional) or latents (benchmark-sized)");
   s->add_option("--kind", synth.kind, "shapes | latents")->capture_default_str();
   s->add_option("--out", synth.out_dir, "output directory")->required();
   s->add_option("--images", synth.images, "number of images")->capture_default_str();
@@ -263,8 +290,10 @@ int main(int argc, char** argv) {
   s->add_option("--eval-prompts", synth.eval_prompts, "shapes: held-out evaluation prompts")->capture_default_str();
   s->add_option("--latent-dtype", latent_dtype, "float32 | float16 | bfloat16")->capture_default_str();
   s->add_option("--token-dtype", token_dtype, "float32 | float16 | bfloat16")->capture_default_str();
-  s->add_option("--chunk-rows", synth.write.chunk_rows, "0 = contiguous datasets; > 0 = chunks of this many rows")->capture_default_str();
-  s->add_option("--gzip", synth.write.gzip_level, "gzip level 1-9 for chunked datasets (0 = off)")->capture_default_str();
+  s->add_option("--chunk-rows", synth.write.chunk_rows, "0 = contiguous datasets; > 0 = chunks of this many rows")
+      ->capture_default_str();
+  s->add_option("--gzip", synth.write.gzip_level, "gzip level 1-9 for chunked datasets (0 = off)")
+      ->capture_default_str();
   s->add_flag("--force", synth.force, "replace shards already in --out");
 
   std::string path;
@@ -274,9 +303,11 @@ int main(int argc, char** argv) {
   in->add_option("--sample", sample, "image whose captions to print (-1: none)")->capture_default_str();
 
   bool skip_bad = false, json = false;
-  CLI::App* v = app.add_subcommand("validate", "check every shard's structure and values; exit 0 only when all are sound");
+  CLI::App* v =
+      app.add_subcommand("validate", "check every shard's structure and values; exit 0 only when all are sound");
   v->add_option("path", path, "shard file or directory")->required();
-  v->add_flag("--skip-bad-samples", skip_bad, "accept bad samples (reported and counted) as training with this flag would");
+  v->add_flag("--skip-bad-samples", skip_bad,
+              "accept bad samples (reported and counted) as training with this flag would");
   v->add_flag("--json", json, "print a JSON report");
 
   CLI::App* st = app.add_subcommand("stats", "images, captions, token-length histogram, image-noun pairs D");

@@ -52,12 +52,13 @@ std::string guidance_name(double g) {
 }
 
 void print_score(const std::string& title, const eval::AlignmentScore& s) {
-  std::printf("%s\n  alignment  %s  [%s, %s]  (chance %s; %lld prompts, %lld images)\n", title.c_str(), fmt(s.overall.mean).c_str(),
-              fmt(s.overall.lo).c_str(), fmt(s.overall.hi).c_str(), fmt(s.overall.chance).c_str(),
-              static_cast<long long>(s.overall.prompts), static_cast<long long>(s.images));
+  std::printf("%s\n  alignment  %s  [%s, %s]  (chance %s; %lld prompts, %lld images)\n", title.c_str(),
+              fmt(s.overall.mean).c_str(), fmt(s.overall.lo).c_str(), fmt(s.overall.hi).c_str(),
+              fmt(s.overall.chance).c_str(), static_cast<long long>(s.overall.prompts),
+              static_cast<long long>(s.images));
   for (const auto& [c, v] : s.by_category)
-    std::printf("  %-10s %s  [%s, %s]  (chance %s; %lld questions)\n", eval::to_string(c), fmt(v.mean).c_str(), fmt(v.lo).c_str(),
-                fmt(v.hi).c_str(), fmt(v.chance).c_str(), static_cast<long long>(v.questions));
+    std::printf("  %-10s %s  [%s, %s]  (chance %s; %lld questions)\n", eval::to_string(c), fmt(v.mean).c_str(),
+                fmt(v.lo).c_str(), fmt(v.hi).c_str(), fmt(v.chance).c_str(), static_cast<long long>(v.questions));
 }
 
 struct AlignmentArgs {
@@ -77,14 +78,17 @@ int run_alignment(dist::MpiRuntime& rt, const AlignmentArgs& a) {
     m = train::load_checkpoint_model(a.path, ckpt::parse_weights_source("--weights", a.weights));
     if (m.header.latent_space != "pixels")
       throw Error(m.checkpoint, "was trained on " + m.header.latent_space +
-                                    " latents: the alignment score reads pixels, and decoding latents needs a VAE, which dtrainer does not have yet");
-    if (a.guidance.empty()) guidance = {m.config.guidance_scale};
+                                    " latents: the alignment score reads pixels, and decoding latents needs a VAE, "
+                                    "which dtrainer does not have yet");
+    if (a.guidance.empty())
+      guidance = {m.config.guidance_scale};
     else {
       std::stringstream in(a.guidance);
       for (std::string item; std::getline(in, item, ',');) {
         char* end = nullptr;
         const double g = std::strtod(item.c_str(), &end);
-        if (item.empty() || *end != '\0' || !std::isfinite(g) || g < 0) throw Error("--guidance", "'" + item + "' is not a guidance scale >= 0");
+        if (item.empty() || *end != '\0' || !std::isfinite(g) || g < 0)
+          throw Error("--guidance", "'" + item + "' is not a guidance scale >= 0");
         guidance.push_back(g);
       }
     }
@@ -124,11 +128,12 @@ int run_alignment(dist::MpiRuntime& rt, const AlignmentArgs& a) {
                                      {"ranks", rt.world()},
                                      {"image_shape", m.image_shape}};
     const auto t0 = std::chrono::steady_clock::now();
-    const train::AlignmentRun r = train::evaluate_alignment(prompts, s, m.padding, m.image_shape, o, dir, manifest, rt.comm());
+    const train::AlignmentRun r =
+        train::evaluate_alignment(prompts, s, m.padding, m.image_shape, o, dir, manifest, rt.comm());
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (rt.rank() == 0) {
-      print_score(m.checkpoint + " (step " + std::to_string(m.step) + ", " + m.weights + " weights), guidance " + fmt(g) + ", " +
-                      std::to_string(s.steps) + " steps, " + fmt(secs) + " s: " + dir.string(),
+      print_score(m.checkpoint + " (step " + std::to_string(m.step) + ", " + m.weights + " weights), guidance " +
+                      fmt(g) + ", " + std::to_string(s.steps) + " steps, " + fmt(secs) + " s: " + dir.string(),
                   r.score);
       std::fflush(stdout);
     }
@@ -141,8 +146,8 @@ int run_alignment(dist::MpiRuntime& rt, const AlignmentArgs& a) {
 torch::Tensor blur3(const torch::Tensor& img) {
   const torch::Tensor k = torch::tensor({1.f, 2.f, 1.f}) / 4;
   const torch::Tensor w = (k.view({3, 1}) * k.view({1, 3})).expand({3, 1, 3, 3}).contiguous();
-  return torch::conv2d(torch::replication_pad2d(img.unsqueeze(0), {1, 1, 1, 1}), w, torch::Tensor(), torch::IntArrayRef{1},
-                       torch::IntArrayRef{0}, torch::IntArrayRef{1}, 3)
+  return torch::conv2d(torch::replication_pad2d(img.unsqueeze(0), {1, 1, 1, 1}), w, torch::Tensor(),
+                       torch::IntArrayRef{1}, torch::IntArrayRef{0}, torch::IntArrayRef{1}, 3)
       .squeeze(0);
 }
 
@@ -198,8 +203,8 @@ int run_answerer(int64_t scenes, bool json) {
     r["noise"] = sweep;
     report[std::to_string(size)] = r;
     if (!json) {
-      std::printf("%lld px, %lld scenes: colour confusion (rows: drawn, columns: read; last: none)\n", static_cast<long long>(size),
-                  static_cast<long long>(scenes));
+      std::printf("%lld px, %lld scenes: colour confusion (rows: drawn, columns: read; last: none)\n",
+                  static_cast<long long>(size), static_cast<long long>(scenes));
       for (int a = 0; a < 6; ++a) {
         std::printf("  %-8s", colors[a].c_str());
         for (int b = 0; b < 7; ++b) std::printf(" %5lld", static_cast<long long>(color[a][b]));
@@ -211,9 +216,11 @@ int run_answerer(int64_t scenes, bool json) {
         for (int b = 0; b < 4; ++b) std::printf(" %5lld", static_cast<long long>(shape[a][b]));
         std::printf("\n");
       }
-      std::printf("  presence: empty read empty %lld, empty read present %lld, present read empty %lld, present read present %lld\n",
-                  static_cast<long long>(presence[0][0]), static_cast<long long>(presence[0][1]), static_cast<long long>(presence[1][0]),
-                  static_cast<long long>(presence[1][1]));
+      std::printf(
+          "  presence: empty read empty %lld, empty read present %lld, present read empty %lld, present read present "
+          "%lld\n",
+          static_cast<long long>(presence[0][0]), static_cast<long long>(presence[0][1]),
+          static_cast<long long>(presence[1][0]), static_cast<long long>(presence[1][1]));
       std::printf("  noise sigma / blur: overall presence shape color position count relation\n");
       for (const auto& row : sweep) {
         std::printf("  %4.2f %-5s", row["sigma"].get<double>(), row["blur"].get<bool>() ? "blur" : "-");
@@ -234,20 +241,35 @@ int main(int argc, char** argv) {
     CLI::App app{"dteval: text-image alignment of trained models on the shapes world (docs/EVAL.md)"};
     app.require_subcommand(1);
     AlignmentArgs a;
-    CLI::App* al = app.add_subcommand("alignment", "sample held-out prompts, write the images for the public evaluators, score them");
+    CLI::App* al = app.add_subcommand(
+        "alignment", "sample held-out prompts, write the images for the public evaluators, score them");
     al->add_option("PATH", a.path, "run directory (its newest checkpoint) or checkpoint (RUN/ckpt/step_N)")->required();
-    al->add_option("--prompts", a.prompts, "the first N prompts of eval_prompts.json (0: all)")->capture_default_str()->check(CLI::NonNegativeNumber);
-    al->add_option("--images-per-prompt", a.images, "images sampled per prompt")->capture_default_str()->check(CLI::PositiveNumber);
-    al->add_option("--guidance", a.guidance, "guidance scales, comma-separated (a sweep; default: the run's guidance_scale)");
-    al->add_option("--weights", a.weights, "auto (EMA when kept) | ema | params")->capture_default_str()->check(CLI::IsMember({"auto", "ema", "params"}));
-    al->add_option("--steps", a.steps, "sampler steps (0: the run's sample_steps)")->capture_default_str()->check(CLI::NonNegativeNumber);
+    al->add_option("--prompts", a.prompts, "the first N prompts of eval_prompts.json (0: all)")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
+    al->add_option("--images-per-prompt", a.images, "images sampled per prompt")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
+    al->add_option("--guidance", a.guidance,
+                   "guidance scales, comma-separated (a sweep; default: the run's guidance_scale)");
+    al->add_option("--weights", a.weights, "auto (EMA when kept) | ema | params")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"auto", "ema", "params"}));
+    al->add_option("--steps", a.steps, "sampler steps (0: the run's sample_steps)")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
     al->add_option("--seed", a.seed, "seed of the starting noise and the bootstrap")->capture_default_str();
     al->add_option("--out", a.out, "output directory (default RUN/alignment/step_N); must not exist");
-    al->add_option("--threads", a.threads, "compute threads per rank (0: cores / ranks on the node)")->capture_default_str();
-    al->add_option("--batch", a.batch, "images per forward pass (the images depend on it and --seed, never on the rank count)")->capture_default_str()->check(CLI::PositiveNumber);
+    al->add_option("--threads", a.threads, "compute threads per rank (0: cores / ranks on the node)")
+        ->capture_default_str();
+    al->add_option("--batch", a.batch,
+                   "images per forward pass (the images depend on it and --seed, never on the rank count)")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
     int64_t scenes = 300;
     bool json = false;
-    CLI::App* an = app.add_subcommand("answerer", "validate the answerer: confusion matrices and accuracy under noise, at 16/32/64 px");
+    CLI::App* an = app.add_subcommand(
+        "answerer", "validate the answerer: confusion matrices and accuracy under noise, at 16/32/64 px");
     an->add_option("--scenes", scenes, "random scenes per size")->capture_default_str()->check(CLI::PositiveNumber);
     an->add_flag("--json", json, "print JSON");
     try {
@@ -261,7 +283,8 @@ int main(int argc, char** argv) {
       if (*an) return rt.rank() == 0 ? run_answerer(scenes, json) : 0;
       return run_alignment(rt, a);
     } catch (const CollectiveError& e) {
-      if (rt.rank() == 0) std::fprintf(stderr, "dteval: error: %s\n", e.failures() == rt.world() ? e.detail().c_str() : e.what());
+      if (rt.rank() == 0)
+        std::fprintf(stderr, "dteval: error: %s\n", e.failures() == rt.world() ? e.detail().c_str() : e.what());
       return 2;
     }
   });

@@ -25,8 +25,8 @@ using nlohmann::ordered_json;
 namespace {
 
 struct Query {
-  int64_t resolution = 256;   // image pixels
-  int64_t latent_scale = 8;   // VAE downsampling factor (SDXL-VAE: 8; pixel-space data: 1)
+  int64_t resolution = 256;  // image pixels
+  int64_t latent_scale = 8;  // VAE downsampling factor (SDXL-VAE: 8; pixel-space data: 1)
   int64_t text_len = 77;
   int64_t batch = 1;
   std::string dtype = "fp32";
@@ -48,10 +48,14 @@ UNetCost count_at(UNetSpec& spec, const Query& q) {
 
 std::string human(double v) {
   char buf[32];
-  if (v >= 1e9) std::snprintf(buf, sizeof buf, "%.3f G", v / 1e9);
-  else if (v >= 1e6) std::snprintf(buf, sizeof buf, "%.3f M", v / 1e6);
-  else if (v >= 1e3) std::snprintf(buf, sizeof buf, "%.3f K", v / 1e3);
-  else std::snprintf(buf, sizeof buf, "%.0f", v);
+  if (v >= 1e9)
+    std::snprintf(buf, sizeof buf, "%.3f G", v / 1e9);
+  else if (v >= 1e6)
+    std::snprintf(buf, sizeof buf, "%.3f M", v / 1e6);
+  else if (v >= 1e3)
+    std::snprintf(buf, sizeof buf, "%.3f K", v / 1e3);
+  else
+    std::snprintf(buf, sizeof buf, "%.0f", v);
   return buf;
 }
 
@@ -130,9 +134,10 @@ TransformerCost count_transformer_at(TransformerSpec& spec, const Query& q) {
 }
 
 ordered_json transformer_json(const TransformerSpec& spec, const TransformerCost& c, const Query& q, bool full) {
-  ordered_json j = common_json(spec.name, to_string(spec.family), to_string(spec.family), c.num_params, c.num_params, c.total,
-                               c.total.macs_linear_conv + c.total.macs_attention, q, spec.in_channels, spec.sample_size,
-                               spec.family == TransformerFamily::kDiT ? 0 : q.text_len, spec.context_dim);
+  ordered_json j =
+      common_json(spec.name, to_string(spec.family), to_string(spec.family), c.num_params, c.num_params, c.total,
+                  c.total.macs_linear_conv + c.total.macs_attention, q, spec.in_channels, spec.sample_size,
+                  spec.family == TransformerFamily::kDiT ? 0 : q.text_len, spec.context_dim);
   if (!full) return j;
   add_memory_json(j, c.total.activation_elems, c.num_params, q);
   ordered_json fields;
@@ -157,14 +162,19 @@ void print_transformer(const TransformerSpec& spec, const TransformerCost& c, co
   const ordered_json j = transformer_json(spec, c, q, true);
   std::printf("%s  (transformer, %s)\n", spec.name.c_str(), to_string(spec.family));
   for (const auto& [k, v] : j["fields"].items()) std::printf("  %-22s %s\n", k.c_str(), v.dump().c_str());
-  std::printf("\nper sample, one forward at %lld px (%lld tokens), %lld text tokens:\n", static_cast<long long>(q.resolution),
-              static_cast<long long>(spec.tokens()), static_cast<long long>(j["text_len"].get<int64_t>()));
-  std::printf("  %-22s %lld (%s)\n", "params", static_cast<long long>(c.num_params), human(static_cast<double>(c.num_params)).c_str());
-  std::printf("  %-22s %s  [S1] convention\n", "macs_linear_conv", human(static_cast<double>(c.total.macs_linear_conv)).c_str());
+  std::printf("\nper sample, one forward at %lld px (%lld tokens), %lld text tokens:\n",
+              static_cast<long long>(q.resolution), static_cast<long long>(spec.tokens()),
+              static_cast<long long>(j["text_len"].get<int64_t>()));
+  std::printf("  %-22s %lld (%s)\n", "params", static_cast<long long>(c.num_params),
+              human(static_cast<double>(c.num_params)).c_str());
+  std::printf("  %-22s %s  [S1] convention\n", "macs_linear_conv",
+              human(static_cast<double>(c.total.macs_linear_conv)).c_str());
   std::printf("  %-22s %s\n", "macs_attention", human(static_cast<double>(c.total.macs_attention)).c_str());
-  std::printf("  %-22s %s  [S2] convention: 2 x all MACs\n", "flops", human(static_cast<double>(c.total.flops())).c_str());
+  std::printf("  %-22s %s  [S2] convention: 2 x all MACs\n", "flops",
+              human(static_cast<double>(c.total.flops())).c_str());
   std::printf("  %-22s %s for batch %lld in %s\n", "activation_bytes",
-              human(static_cast<double>(j["activation_bytes"].get<int64_t>())).c_str(), static_cast<long long>(q.batch), q.dtype.c_str());
+              human(static_cast<double>(j["activation_bytes"].get<int64_t>())).c_str(), static_cast<long long>(q.batch),
+              q.dtype.c_str());
 }
 
 void print_describe(const UNetSpec& spec, const UNetCost& c, const Query& q) {
@@ -184,21 +194,24 @@ void print_describe(const UNetSpec& spec, const UNetCost& c, const Query& q) {
               static_cast<long long>(q.text_len), static_cast<long long>(spec.context_dim));
   const double all_macs = static_cast<double>(c.total.macs_linear_conv + c.total.macs_attention);
   const double tr_macs = static_cast<double>(c.transformer.macs_linear_conv + c.transformer.macs_attention);
-  std::printf("  macs_linear_conv  %sMAC  [S1] convention: conv + linear weight MACs\n", human(c.total.macs_linear_conv).c_str());
+  std::printf("  macs_linear_conv  %sMAC  [S1] convention: conv + linear weight MACs\n",
+              human(c.total.macs_linear_conv).c_str());
   std::printf("  macs_attention    %sMAC  QK^T and AV products\n", human(c.total.macs_attention).c_str());
   std::printf("  flops             %sFLOP [S2] convention: 2 x all MACs\n", human(c.total.flops()).c_str());
   std::printf("  macs_transformer  %sMAC  inside transformer stacks (%.1f%% of all MACs)\n", human(tr_macs).c_str(),
               all_macs > 0 ? 100.0 * tr_macs / all_macs : 0.0);
-  std::printf("memory (%s): weights %sB; activations for batch %lld ~%sB (lower bound: conv/linear/norm outputs + attention probabilities)\n\n",
-              q.dtype.c_str(), human(c.num_params * bytes).c_str(), static_cast<long long>(q.batch),
-              human(c.total.activation_elems * q.batch * bytes).c_str());
+  std::printf(
+      "memory (%s): weights %sB; activations for batch %lld ~%sB (lower bound: conv/linear/norm outputs + attention "
+      "probabilities)\n\n",
+      q.dtype.c_str(), human(c.num_params * bytes).c_str(), static_cast<long long>(q.batch),
+      human(c.total.activation_elems * q.batch * bytes).c_str());
   std::printf("%-16s %5s %5s %14s %14s %14s %14s\n", "stage", "level", "res", "params", "macs_lin_conv", "macs_attn",
               "macs_transf");
   for (const auto& s : c.stages) {
     const std::string res = s.level >= 0 ? std::to_string(spec.sample_size >> s.level) : "-";
     const std::string lvl = s.level >= 0 ? std::to_string(s.level) : "-";
-    std::printf("%-16s %5s %5s %14s %14s %14s %14s\n", s.name.c_str(), lvl.c_str(), res.c_str(), human(s.params).c_str(),
-                human(s.ops.macs_linear_conv).c_str(), human(s.ops.macs_attention).c_str(),
+    std::printf("%-16s %5s %5s %14s %14s %14s %14s\n", s.name.c_str(), lvl.c_str(), res.c_str(),
+                human(s.params).c_str(), human(s.ops.macs_linear_conv).c_str(), human(s.ops.macs_attention).c_str(),
                 human(s.transformer.macs_linear_conv + s.transformer.macs_attention).c_str());
   }
 }
@@ -240,11 +253,12 @@ int main(int argc, char** argv) {
   add_query_options(describe, q, true);
   std::map<std::string, std::string> overrides;
   std::vector<std::string> transformer_set;
-  describe->add_option("--set", transformer_set, "transformer presets: field overrides KEY=VALUE (" + [] {
-    std::string k;
-    for (const auto& key : transformer_field_keys()) k += (k.empty() ? "" : ", ") + key;
-    return k;
-  }() + ")");
+  describe->add_option(
+      "--set", transformer_set, "transformer presets: field overrides KEY=VALUE (" + [] {
+        std::string k;
+        for (const auto& key : transformer_field_keys()) k += (k.empty() ? "" : ", ") + key;
+        return k;
+      }() + ")");
   CLI::Option_group* group = describe->add_option_group("Model fields", "override any field of a UNet preset");
   for (const auto& f : unet_fields()) {
     std::string flag = "--" + f.key;
@@ -261,11 +275,13 @@ int main(int argc, char** argv) {
     if (*list) {
       ordered_json arr = ordered_json::array();
       if (!json)
-        std::printf("%-18s %-6s %14s %10s %18s %12s\n", "preset", "layout", "params", "params_B", "macs_linear_conv_G", "flops_G");
+        std::printf("%-18s %-6s %14s %10s %18s %12s\n", "preset", "layout", "params", "params_B", "macs_linear_conv_G",
+                    "flops_G");
       for (UNetSpec spec : unet_presets()) {
         if (!list_context.empty()) set_unet_field(spec, "context_dim", list_context);
         const UNetCost c = count_at(spec, q);
-        if (json) arr.push_back(summary_json(spec, c, q));
+        if (json)
+          arr.push_back(summary_json(spec, c, q));
         else
           std::printf("%-18s %-6s %14lld %10.3f %18.2f %12.2f\n", spec.name.c_str(), to_string(spec.layout),
                       static_cast<long long>(c.num_params), c.num_params / 1e9, c.total.macs_linear_conv / 1e9,
@@ -274,13 +290,15 @@ int main(int argc, char** argv) {
       for (TransformerSpec spec : transformer_presets()) {
         if (!list_context.empty()) set_transformer_field(spec, "context_dim", list_context);
         const TransformerCost c = count_transformer_at(spec, q);
-        if (json) arr.push_back(transformer_json(spec, c, q, false));
+        if (json)
+          arr.push_back(transformer_json(spec, c, q, false));
         else
           std::printf("%-18s %-6s %14lld %10.3f %18.2f %12.2f\n", spec.name.c_str(), to_string(spec.family),
                       static_cast<long long>(c.num_params), c.num_params / 1e9, c.total.macs_linear_conv / 1e9,
                       c.total.flops() / 1e9);
       }
-      if (json) std::cout << arr.dump(2) << "\n";
+      if (json)
+        std::cout << arr.dump(2) << "\n";
       else
         std::printf("\nper sample, one forward at %lld px, %lld text tokens; `dtmodel describe NAME` for details\n",
                     static_cast<long long>(q.resolution), static_cast<long long>(q.text_len));
@@ -293,8 +311,10 @@ int main(int argc, char** argv) {
       }
       if (!transformer_set.empty()) spec.name += "+overrides";
       const TransformerCost c = count_transformer_at(spec, q);
-      if (json) std::cout << transformer_json(spec, c, q, true).dump(2) << "\n";
-      else print_transformer(spec, c, q);
+      if (json)
+        std::cout << transformer_json(spec, c, q, true).dump(2) << "\n";
+      else
+        print_transformer(spec, c, q);
     } else {
       UNetSpec spec = unet_preset(name);
       bool overridden = false;
@@ -306,8 +326,10 @@ int main(int argc, char** argv) {
       }
       if (overridden) spec.name += "+overrides";
       const UNetCost c = count_at(spec, q);
-      if (json) std::cout << describe_json(spec, c, q).dump(2) << "\n";
-      else print_describe(spec, c, q);
+      if (json)
+        std::cout << describe_json(spec, c, q).dump(2) << "\n";
+      else
+        print_describe(spec, c, q);
     }
   } catch (const Error& e) {
     std::fprintf(stderr, "dtmodel: error: %s\n", e.what());

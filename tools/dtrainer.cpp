@@ -48,7 +48,8 @@ int run(int argc, char** argv) {
     // what one rank sees (a file, a device).
     auto refuse = [&](const CollectiveError& e) {
       if (rt.rank() == 0)
-        std::cerr << "dtrainer: configuration error: " << (e.failures() == rt.world() ? e.detail() : std::string(e.what())) << "\n";
+        std::cerr << "dtrainer: configuration error: "
+                  << (e.failures() == rt.world() ? e.detail() : std::string(e.what())) << "\n";
       return 2;
     };
     std::string error;
@@ -82,9 +83,11 @@ int run(int argc, char** argv) {
         const MemoryEstimate mem = estimate_memory(c, plan.cost, plan.world, plan.micro);
         const HostMemory host = available_host_memory();
         if (device.is_cpu())
-          check_memory_fits(c, mem, rt.local_world(), static_cast<double>(host.available_bytes), "the memory available (" + host.source + ")");
+          check_memory_fits(c, mem, rt.local_world(), static_cast<double>(host.available_bytes),
+                            "the memory available (" + host.source + ")");
         else
-          check_memory_fits(c, mem, 1, static_cast<double>(dist::device_total_memory(device)), "the memory of " + device.str());
+          check_memory_fits(c, mem, 1, static_cast<double>(dist::device_total_memory(device)),
+                            "the memory of " + device.str());
       }
     } catch (const Error& e) {
       error = e.what();
@@ -126,7 +129,9 @@ int run(int argc, char** argv) {
     }
     const std::string toml = train_config_toml(c);
     if (rt.rank() == 0)
-      std::cout << describe_plan(c, data, plan, dist::device_name(device) + (device.is_cuda() ? " (" + device.str() + " on rank 0)" : ""))
+      std::cout << describe_plan(
+                       c, data, plan,
+                       dist::device_name(device) + (device.is_cuda() ? " (" + device.str() + " on rank 0)" : ""))
                 << std::flush;
     {
       const dist::Watchdog::Phase phase(&watchdog, "start-up: synthetic data", 0);

@@ -89,7 +89,8 @@ std::string h5_cause() {
   const int err = errno;  // (before anything else can touch it: the system's reason, when there is one)
   std::string text;
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, collect_h5_error, &text);
-  if (err == ENOSPC || err == EDQUOT || err == EIO || err == EROFS || err == EFBIG) text += (text.empty() ? "" : "; ") + errno_message(err);
+  if (err == ENOSPC || err == EDQUOT || err == EIO || err == EROFS || err == EFBIG)
+    text += (text.empty() ? "" : "; ") + errno_message(err);
   return text.empty() ? "HDF5 gave no reason" : text;
 }
 
@@ -109,8 +110,9 @@ torch::Tensor read_vector(hid_t file, const std::string& name, int64_t numel, co
   const int64_t n = vector_length(dset);
   if (n != numel) {
     H5Dclose(dset);
-    throw Error(where, "dataset " + name + " has " + std::to_string(std::max<int64_t>(n, 0)) + " elements where the model's unit has " +
-                           std::to_string(numel) + " (the checkpoint's model differs from this run's)");
+    throw Error(where, "dataset " + name + " has " + std::to_string(std::max<int64_t>(n, 0)) +
+                           " elements where the model's unit has " + std::to_string(numel) +
+                           " (the checkpoint's model differs from this run's)");
   }
   torch::Tensor t = torch::empty({numel});
   const herr_t rc = H5Dread(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr<float>());
@@ -130,8 +132,9 @@ std::pair<int64_t, int64_t> my_slice(const dist::UnitShard& s, int rank) {
 // creation and never filled (the ranks write every byte of it), closes it, and reserves the file's
 // bytes on disk where the file system can (so a full disk is found here, not in the ranks' writes).
 // Returns each dataset's byte offset in the file.
-std::vector<uint64_t> lay_out_state_file(const std::string& path, const std::vector<std::string>& names,
-                                         const std::vector<std::pair<const dist::UnitShard*, const torch::Tensor*>>& slices) {
+std::vector<uint64_t> lay_out_state_file(
+    const std::string& path, const std::vector<std::string>& names,
+    const std::vector<std::pair<const dist::UnitShard*, const torch::Tensor*>>& slices) {
   std::lock_guard<std::mutex> lock(data::hdf5_mutex());  // (the loaders' threads wait meanwhile)
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   const hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
@@ -158,7 +161,9 @@ std::vector<uint64_t> lay_out_state_file(const std::string& path, const std::vec
   const herr_t closed = H5Fclose(file);
   if (closed < 0) forbid_library_cleanup("HDF5 could not close " + path);
   if (!failure.empty()) throw Error(path, failure);
-  if (closed < 0) throw Error(path, "cannot write the checkpoint file's structure: " + diagnose_write_failure(fs::path(path).parent_path()));
+  if (closed < 0)
+    throw Error(
+        path, "cannot write the checkpoint file's structure: " + diagnose_write_failure(fs::path(path).parent_path()));
   // Reserve the data's bytes (fallocate: no zeros written; where a file system cannot, the
   // free-space check made before stands in).
   const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
@@ -168,15 +173,17 @@ std::vector<uint64_t> lay_out_state_file(const std::string& path, const std::vec
   const int err = rc != 0 ? errno : 0;
   ::close(fd);
   if (rc != 0 && err != EOPNOTSUPP && err != ENOSYS)
-    throw Error(path, "cannot reserve " + format_bytes(static_cast<double>(st.st_size)) + " for the checkpoint: " + errno_message(err));
+    throw Error(path, "cannot reserve " + format_bytes(static_cast<double>(st.st_size)) +
+                          " for the checkpoint: " + errno_message(err));
   return offsets;
 }
 
 // Every rank: its slice of every dataset at the dataset's offset, synced; returns (crc, bytes) of
 // each slice. Throws (locally) naming the file, the dataset and the cause.
-std::vector<uint64_t> write_my_slices(const std::string& path, const std::vector<std::string>& names,
-                                      const std::vector<std::pair<const dist::UnitShard*, const torch::Tensor*>>& slices,
-                                      const std::vector<uint64_t>& offsets, int rank) {
+std::vector<uint64_t> write_my_slices(
+    const std::string& path, const std::vector<std::string>& names,
+    const std::vector<std::pair<const dist::UnitShard*, const torch::Tensor*>>& slices,
+    const std::vector<uint64_t>& offsets, int rank) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
   if (fd < 0) throw Error(path, "cannot open for writing: " + errno_message(errno));
   std::vector<uint64_t> sums;
@@ -192,8 +199,8 @@ std::vector<uint64_t> write_my_slices(const std::string& path, const std::vector
       const ssize_t n = ::pwrite(fd, p, static_cast<size_t>(std::min<int64_t>(left, int64_t{1} << 30)), at);
       if (n < 0 && errno == EINTR) continue;
       if (n <= 0) {
-        failure = "cannot write dataset " + names[d] + " (elements " + std::to_string(first) + " to " + std::to_string(first + count) +
-                  "): " + errno_message(n < 0 ? errno : EIO);
+        failure = "cannot write dataset " + names[d] + " (elements " + std::to_string(first) + " to " +
+                  std::to_string(first + count) + "): " + errno_message(n < 0 ? errno : EIO);
         break;
       }
       p += n;
@@ -216,8 +223,9 @@ void check_free_space(const fs::path& dir, int64_t bytes) {
   const double free_bytes = static_cast<double>(st.f_bavail) * static_cast<double>(st.f_frsize);
   const double need = static_cast<double>(bytes) * 1.02 + (1 << 20);
   if (free_bytes < need)
-    throw Error(dir.string(), "not enough free space for the checkpoint: it needs " + format_bytes(need) + ", the file system has " +
-                                  format_bytes(free_bytes) + " free (free space, lower keep_ckpts, or choose another --run-dir)");
+    throw Error(dir.string(), "not enough free space for the checkpoint: it needs " + format_bytes(need) +
+                                  ", the file system has " + format_bytes(free_bytes) +
+                                  " free (free space, lower keep_ckpts, or choose another --run-dir)");
 }
 
 // Moves a checkpoint aside into <root>/superseded/ (a unique name there); returns the new path.
@@ -244,16 +252,18 @@ SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedPara
 }
 
 SaveResult save_checkpoint(const std::string& root, int64_t step, const dist::ShardedParameters& params,
-                           const std::vector<models::UnitLayout>& layout, const nlohmann::json& meta, const SaveOptions& options) {
+                           const std::vector<models::UnitLayout>& layout, const nlohmann::json& meta,
+                           const SaveOptions& options) {
   try {
     return save(root, step, params, layout, meta, options);
   } catch (const CollectiveError& e) {
     // (what is left to resume from: every rank says the same, from the same directory listing)
     const auto all = complete_checkpoint_paths(root);
-    const std::string left = all.empty() ? "; this run has no complete checkpoint yet"
-                                         : "; the newest complete checkpoint, " + all.back().second.string() + ", is untouched";
-    throw CollectiveError(e.where(), "checkpoint of step " + std::to_string(step) + " failed: " + e.detail() + left, e.rank(),
-                          e.failures());
+    const std::string left = all.empty()
+                                 ? "; this run has no complete checkpoint yet"
+                                 : "; the newest complete checkpoint, " + all.back().second.string() + ", is untouched";
+    throw CollectiveError(e.where(), "checkpoint of step " + std::to_string(step) + " failed: " + e.detail() + left,
+                          e.rank(), e.failures());
   }
 }
 
@@ -280,24 +290,26 @@ SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedPara
     if (rank == 0) try_remove_tree(tmp);
   };
   try {
-  dist::agree(comm, [&] {
-    if (layout.size() != params.num_units()) throw Error("save_checkpoint", "the layout does not describe the sharded units");
-    for (size_t u = 0; u < layout.size(); ++u) {
-      const dist::UnitShard s = params.unit_shard(u);
-      if (layout[u].unit != s.name || layout[u].numel != s.numel)
-        throw Error("save_checkpoint", "layout unit " + layout[u].unit + " does not match sharded unit " + s.name);
-    }
-    if (rank != 0) return;
-    if (!options.resumed_from.empty() && fs::exists(final_dir / "COMPLETE") && same_directory(final_dir, options.resumed_from)) {
-      already = 1;
-      return;
-    }
-    fs::create_directories(root);
-    for (const auto& e : fs::directory_iterator(root))  // leftovers of a run killed mid-save
-      if (e.path().filename().string().rfind(".tmp-", 0) == 0) remove_tree(e.path());
-    fs::create_directories(tmp);
-    check_free_space(tmp, bytes);
-  });
+    dist::agree(comm, [&] {
+      if (layout.size() != params.num_units())
+        throw Error("save_checkpoint", "the layout does not describe the sharded units");
+      for (size_t u = 0; u < layout.size(); ++u) {
+        const dist::UnitShard s = params.unit_shard(u);
+        if (layout[u].unit != s.name || layout[u].numel != s.numel)
+          throw Error("save_checkpoint", "layout unit " + layout[u].unit + " does not match sharded unit " + s.name);
+      }
+      if (rank != 0) return;
+      if (!options.resumed_from.empty() && fs::exists(final_dir / "COMPLETE") &&
+          same_directory(final_dir, options.resumed_from)) {
+        already = 1;
+        return;
+      }
+      fs::create_directories(root);
+      for (const auto& e : fs::directory_iterator(root))  // leftovers of a run killed mid-save
+        if (e.path().filename().string().rfind(".tmp-", 0) == 0) remove_tree(e.path());
+      fs::create_directories(tmp);
+      check_free_space(tmp, bytes);
+    });
   } catch (const CollectiveError&) {
     remove_tmp();
     throw;
@@ -361,7 +373,8 @@ SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedPara
         uint32_t crc = 0;
         for (int r = 0; r < params.world(); ++r) {
           const uint64_t* rs = all.data() + static_cast<size_t>(r) * sums.size();
-          crc = static_cast<uint32_t>(crc32_combine(crc, static_cast<uLong>(rs[2 * d]), static_cast<z_off_t>(rs[2 * d + 1])));
+          crc = static_cast<uint32_t>(
+              crc32_combine(crc, static_cast<uLong>(rs[2 * d]), static_cast<z_off_t>(rs[2 * d + 1])));
         }
         checksums[names[d]] = crc_text(crc);
       }
@@ -427,7 +440,8 @@ std::optional<std::string> latest_checkpoint(const std::string& root) {
 namespace {
 
 // The first difference between the checkpoint's parameter layout and the model's, in words.
-std::string layout_difference(const std::vector<models::UnitLayout>& saved, const std::vector<models::UnitLayout>& model) {
+std::string layout_difference(const std::vector<models::UnitLayout>& saved,
+                              const std::vector<models::UnitLayout>& model) {
   std::map<std::string, std::vector<int64_t>> shapes;
   for (const auto& u : model)
     for (const auto& t : u.tensors) shapes[t.name] = t.shape;
@@ -442,19 +456,22 @@ std::string layout_difference(const std::vector<models::UnitLayout>& saved, cons
                c10::str(c10::IntArrayRef(it->second)) + " in this run's model";
     }
   if (saved_tensors != shapes.size())
-    return "the checkpoint has " + std::to_string(saved_tensors) + " tensors, this run's model " + std::to_string(shapes.size());
+    return "the checkpoint has " + std::to_string(saved_tensors) + " tensors, this run's model " +
+           std::to_string(shapes.size());
   return "";
 }
 
 }  // namespace
 
-nlohmann::json load_checkpoint(const std::string& dir, dist::ShardedParameters& params, const std::vector<models::UnitLayout>* model_layout) {
+nlohmann::json load_checkpoint(const std::string& dir, dist::ShardedParameters& params,
+                               const std::vector<models::UnitLayout>* model_layout) {
   const CheckpointReader ck(dir);
   if (model_layout && ck.meta().contains("layout")) {
     const std::string diff = layout_difference(ck.layout(), *model_layout);
     if (!diff.empty())
-      throw Error(dir, "was saved by a different model: " + diff +
-                           " (resume it with the model settings it was saved with: model, model_set, the data's shapes)");
+      throw Error(dir,
+                  "was saved by a different model: " + diff +
+                      " (resume it with the model settings it was saved with: model, model_set, the data's shapes)");
   }
   const auto units = ck.units();
   if (units.size() != params.num_units())
@@ -463,8 +480,8 @@ nlohmann::json load_checkpoint(const std::string& dir, dist::ShardedParameters& 
   for (size_t u = 0; u < params.num_units(); ++u) {
     const dist::UnitShard mine = params.unit_shard(u);
     if (units[u].first != mine.name)
-      throw Error(ck.state_file(), "unit " + std::to_string(u) + " is '" + units[u].first + "' in the checkpoint, '" + mine.name +
-                                       "' in the model");
+      throw Error(ck.state_file(), "unit " + std::to_string(u) + " is '" + units[u].first + "' in the checkpoint, '" +
+                                       mine.name + "' in the model");
     const torch::Tensor p = ck.read(mine.name, "params", mine.numel);
     const torch::Tensor m = ck.read(mine.name, "m", mine.numel);
     const torch::Tensor v = ck.read(mine.name, "v", mine.numel);
@@ -493,11 +510,13 @@ CheckpointReader::CheckpointReader(const std::string& dir) : dir_(dir), h5_((fs:
   if (!meta_.is_object() || !meta_.contains("units") || !meta_["units"].is_array())
     throw Error((d / "meta.json").string(), "has no 'units' list (not a dtrainer checkpoint?)");
   if (meta_.contains("format_version")) {
-    if (!meta_["format_version"].is_number_integer()) throw Error((d / "meta.json").string(), "format_version is not an integer");
+    if (!meta_["format_version"].is_number_integer())
+      throw Error((d / "meta.json").string(), "format_version is not an integer");
     version_ = meta_["format_version"].get<int>();
     if (version_ < 1 || version_ > kCheckpointFormatVersion)
-      throw Error((d / "meta.json").string(), "checkpoint format " + std::to_string(version_) + "; this dtrainer reads formats 1 to " +
-                                                  std::to_string(kCheckpointFormatVersion) + " (written by a newer dtrainer?)");
+      throw Error((d / "meta.json").string(),
+                  "checkpoint format " + std::to_string(version_) + "; this dtrainer reads formats 1 to " +
+                      std::to_string(kCheckpointFormatVersion) + " (written by a newer dtrainer?)");
   }
   std::lock_guard<std::mutex> lock(data::hdf5_mutex());
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);  // failures become our errors, not HDF5's stack dumps
@@ -516,7 +535,8 @@ int64_t CheckpointReader::step() const { return meta_.value("step", int64_t{-1})
 std::vector<std::pair<std::string, int64_t>> CheckpointReader::units() const {
   std::vector<std::pair<std::string, int64_t>> out;
   for (const auto& u : meta_["units"]) {
-    if (!u.is_object() || !u.contains("name") || !u.contains("numel") || !u["name"].is_string() || !u["numel"].is_number_integer())
+    if (!u.is_object() || !u.contains("name") || !u.contains("numel") || !u["name"].is_string() ||
+        !u["numel"].is_number_integer())
       throw Error(dir_ + "/meta.json", "malformed 'units' entry " + u.dump());
     out.emplace_back(u["name"].get<std::string>(), u["numel"].get<int64_t>());
   }
@@ -526,15 +546,17 @@ std::vector<std::pair<std::string, int64_t>> CheckpointReader::units() const {
 std::vector<models::UnitLayout> CheckpointReader::layout() const {
   const std::string where = dir_ + "/meta.json";
   if (!meta_.contains("layout"))
-    throw Error(where, "has no parameter layout (saved by a dtrainer older than dtckpt); resume it with this dtrainer and "
-                       "save again");
+    throw Error(where,
+                "has no parameter layout (saved by a dtrainer older than dtckpt); resume it with this dtrainer and "
+                "save again");
   std::vector<models::UnitLayout> l = layout_from_json(meta_["layout"], where);
   const auto u = units();
-  if (l.size() != u.size()) throw Error(where, "the layout lists " + std::to_string(l.size()) + " units, 'units' " + std::to_string(u.size()));
+  if (l.size() != u.size())
+    throw Error(where, "the layout lists " + std::to_string(l.size()) + " units, 'units' " + std::to_string(u.size()));
   for (size_t i = 0; i < l.size(); ++i)
     if (l[i].unit != u[i].first || l[i].numel != u[i].second)
-      throw Error(where, "layout unit " + l[i].unit + " (" + std::to_string(l[i].numel) + " elements) does not match unit " +
-                             u[i].first + " (" + std::to_string(u[i].second) + ")");
+      throw Error(where, "layout unit " + l[i].unit + " (" + std::to_string(l[i].numel) +
+                             " elements) does not match unit " + u[i].first + " (" + std::to_string(u[i].second) + ")");
   return l;
 }
 
@@ -564,7 +586,8 @@ bool CheckpointReader::has_ema() const {
 
 bool CheckpointReader::has_checksums() const { return meta_.contains("checksums") && meta_["checksums"].is_object(); }
 
-std::string CheckpointReader::checksum_problem(const std::string& unit, const std::string& kind, const torch::Tensor& data) const {
+std::string CheckpointReader::checksum_problem(const std::string& unit, const std::string& kind,
+                                               const torch::Tensor& data) const {
   if (!has_checksums()) return "";
   const std::string name = "units/" + unit + "/" + kind;
   const auto& sums = meta_["checksums"];
@@ -573,10 +596,12 @@ std::string CheckpointReader::checksum_problem(const std::string& unit, const st
   const std::string want = sums[name].get<std::string>();
   const std::string got = crc_text(crc_of(data.data_ptr(), data.numel() * 4));
   if (got == want) return "";
-  return name + ": corrupt: its checksum is " + got + ", the manifest recorded " + want + " when it was saved (bit flips on disk, or a torn copy)";
+  return name + ": corrupt: its checksum is " + got + ", the manifest recorded " + want +
+         " when it was saved (bit flips on disk, or a torn copy)";
 }
 
-torch::Tensor CheckpointReader::read(const std::string& unit, const std::string& kind, int64_t numel, bool verify) const {
+torch::Tensor CheckpointReader::read(const std::string& unit, const std::string& kind, int64_t numel,
+                                     bool verify) const {
   torch::Tensor t;
   {
     std::lock_guard<std::mutex> lock(data::hdf5_mutex());
@@ -603,7 +628,8 @@ std::vector<models::UnitLayout> layout_from_json(const nlohmann::json& j, const 
   if (!j.is_array()) throw Error(where, "'layout' is not a list");
   std::vector<models::UnitLayout> out;
   for (const auto& u : j) {
-    if (!u.is_object() || !u.contains("unit") || !u["unit"].is_string() || !u.contains("tensors") || !u["tensors"].is_array())
+    if (!u.is_object() || !u.contains("unit") || !u["unit"].is_string() || !u.contains("tensors") ||
+        !u["tensors"].is_array())
       throw Error(where, "malformed layout entry (want {unit, tensors})");
     models::UnitLayout l{u["unit"].get<std::string>(), {}, 0};
     for (const auto& t : u["tensors"]) {
@@ -611,7 +637,8 @@ std::vector<models::UnitLayout> layout_from_json(const nlohmann::json& j, const 
         throw Error(where, "unit " + l.unit + ": malformed tensor entry " + t.dump() + " (want [name, shape])");
       models::TensorLayout e{t[0].get<std::string>(), {}, l.numel};
       for (const auto& d : t[1]) {
-        if (!d.is_number_integer() || d.get<int64_t>() < 0) throw Error(where, "tensor " + e.name + ": bad shape " + t[1].dump());
+        if (!d.is_number_integer() || d.get<int64_t>() < 0)
+          throw Error(where, "tensor " + e.name + ": bad shape " + t[1].dump());
         e.shape.push_back(d.get<int64_t>());
       }
       l.numel += e.numel();

@@ -26,9 +26,9 @@ struct DtypeName {
   torch::ScalarType type;
   const char* name;
 };
-constexpr DtypeName kDtypes[] = {{torch::kFloat64, "F64"}, {torch::kFloat32, "F32"}, {torch::kFloat16, "F16"},
-                                 {torch::kBFloat16, "BF16"}, {torch::kInt64, "I64"},  {torch::kInt32, "I32"},
-                                 {torch::kInt16, "I16"},     {torch::kInt8, "I8"},    {torch::kUInt8, "U8"},
+constexpr DtypeName kDtypes[] = {{torch::kFloat64, "F64"},   {torch::kFloat32, "F32"}, {torch::kFloat16, "F16"},
+                                 {torch::kBFloat16, "BF16"}, {torch::kInt64, "I64"},   {torch::kInt32, "I32"},
+                                 {torch::kInt16, "I16"},     {torch::kInt8, "I8"},     {torch::kUInt8, "U8"},
                                  {torch::kBool, "BOOL"}};
 
 constexpr int64_t kMaxHeaderBytes = 100 << 20;  // what the reference reader accepts
@@ -38,7 +38,9 @@ void read_exact(int fd, void* buf, int64_t n, int64_t offset, const std::string&
   auto* p = static_cast<char*>(buf);
   while (n > 0) {
     const ssize_t got = ::pread(fd, p, static_cast<size_t>(n), offset);
-    if (got <= 0) throw Error(where, "cannot read " + std::to_string(n) + " bytes at offset " + std::to_string(offset) + " (truncated?)");
+    if (got <= 0)
+      throw Error(where,
+                  "cannot read " + std::to_string(n) + " bytes at offset " + std::to_string(offset) + " (truncated?)");
     p += got;
     n -= got;
     offset += got;
@@ -79,14 +81,16 @@ SafetensorsWriter::SafetensorsWriter(const std::string& path, std::vector<Safete
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   for (auto& e : entries_) {
-    if (e.name == "__metadata__" || header.contains(e.name)) throw Error(path, "duplicate or reserved tensor name '" + e.name + "'");
+    if (e.name == "__metadata__" || header.contains(e.name))
+      throw Error(path, "duplicate or reserved tensor name '" + e.name + "'");
     e.begin = data_bytes_;
     e.end = e.begin + e.numel() * static_cast<int64_t>(c10::elementSize(e.dtype));
     data_bytes_ = e.end;
-    header[e.name] = {{"dtype", safetensors_dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {e.begin, e.end}}};
+    header[e.name] = {
+        {"dtype", safetensors_dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {e.begin, e.end}}};
   }
   std::string text = header.dump();
-  text.append((8 - text.size() % 8) % 8, ' ');  // the data section starts 8-byte aligned
+  text.append((8 - text.size() % 8) % 8, ' ');     // the data section starts 8-byte aligned
   guard_ = std::make_unique<TempFileGuard>(tmp_);  // (removed on failure, and when a tool is interrupted)
   f_ = std::fopen(tmp_.c_str(), "wb");
   if (!f_) throw Error(tmp_, std::string("cannot create: ") + std::strerror(errno));
@@ -100,13 +104,15 @@ SafetensorsWriter::~SafetensorsWriter() {
 }
 
 void SafetensorsWriter::write(const std::string& name, const torch::Tensor& data) {
-  if (next_ >= entries_.size()) throw Error(path_, "tensor '" + name + "' written but all declared tensors are written");
+  if (next_ >= entries_.size())
+    throw Error(path_, "tensor '" + name + "' written but all declared tensors are written");
   const SafetensorsEntry& e = entries_[next_];
   if (name != e.name) throw Error(path_, "tensor '" + name + "' written where '" + e.name + "' was declared");
   if (data.sizes().vec() != e.shape) throw Error(path_, "tensor '" + name + "' has a shape other than declared");
   const torch::Tensor t = data.to(torch::kCPU, e.dtype).contiguous();
   const size_t bytes = static_cast<size_t>(e.end - e.begin);
-  if (bytes && std::fwrite(t.data_ptr(), 1, bytes, f_) != bytes) throw Error(tmp_, "cannot write tensor '" + name + "': " + errno_message(errno));
+  if (bytes && std::fwrite(t.data_ptr(), 1, bytes, f_) != bytes)
+    throw Error(tmp_, "cannot write tensor '" + name + "': " + errno_message(errno));
   ++next_;
 }
 
@@ -131,8 +137,8 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
   uint64_t n = 0;
   read_exact(f.fd, &n, 8, 0, path);
   if (n > static_cast<uint64_t>(kMaxHeaderBytes) || static_cast<int64_t>(n) > size - 8)
-    throw Error(path, "not a safetensors file (header length " + std::to_string(n) + " does not fit a " + std::to_string(size) +
-                          "-byte file)");
+    throw Error(path, "not a safetensors file (header length " + std::to_string(n) + " does not fit a " +
+                          std::to_string(size) + "-byte file)");
   std::string text(n, '\0');
   read_exact(f.fd, text.data(), static_cast<int64_t>(n), 8, path);
   data_start_ = 8 + static_cast<int64_t>(n);
@@ -168,10 +174,12 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       int64_t bytes = 0;
       if (__builtin_mul_overflow(elements, e.shape.back(), &elements) ||
           __builtin_mul_overflow(elements, static_cast<int64_t>(c10::elementSize(e.dtype)), &bytes))
-        throw Error(where, "shape " + value["shape"].dump() + " holds more elements than any file can (the count overflows 64 bits)");
+        throw Error(where, "shape " + value["shape"].dump() +
+                               " holds more elements than any file can (the count overflows 64 bits)");
     }
     for (const auto& o : value["data_offsets"])
-      if (!o.is_number_unsigned() || o.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) throw Error(where, "data_offsets " + value["data_offsets"].dump() + " are not byte offsets");
+      if (!o.is_number_unsigned() || o.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
+        throw Error(where, "data_offsets " + value["data_offsets"].dump() + " are not byte offsets");
     e.begin = value["data_offsets"][0].get<int64_t>();
     e.end = value["data_offsets"][1].get<int64_t>();
     if (e.end < e.begin || e.end - e.begin != e.numel() * static_cast<int64_t>(c10::elementSize(e.dtype)))
@@ -180,17 +188,18 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
     entries_.push_back(std::move(e));
   }
   // The tensors must tile the data section: no gaps, no overlaps, nothing past the end.
-  std::sort(entries_.begin(), entries_.end(), [](const auto& a, const auto& b) { return a.begin < b.begin || (a.begin == b.begin && a.end < b.end); });
+  std::sort(entries_.begin(), entries_.end(),
+            [](const auto& a, const auto& b) { return a.begin < b.begin || (a.begin == b.begin && a.end < b.end); });
   int64_t at = 0;
   for (const auto& e : entries_) {
     if (e.begin != at)
-      throw Error(path, "tensor '" + e.name + "' starts at byte " + std::to_string(e.begin) + " of the data, expected " +
-                            std::to_string(at) + " (overlapping or missing data)");
+      throw Error(path, "tensor '" + e.name + "' starts at byte " + std::to_string(e.begin) +
+                            " of the data, expected " + std::to_string(at) + " (overlapping or missing data)");
     at = e.end;
   }
   if (at != size - data_start_)
-    throw Error(path, "the tensors cover " + std::to_string(at) + " data bytes, the file holds " + std::to_string(size - data_start_) +
-                          " (truncated or padded file?)");
+    throw Error(path, "the tensors cover " + std::to_string(at) + " data bytes, the file holds " +
+                          std::to_string(size - data_start_) + " (truncated or padded file?)");
 }
 
 const SafetensorsEntry* SafetensorsFile::find(const std::string& name) const {

@@ -26,7 +26,8 @@ std::vector<std::string> validate_checkpoint(const CheckpointReader& ck, bool va
   for (const auto& [unit, numel] : units) with_ema += ck.has(unit, "ema") ? 1 : 0;
   const bool ema = with_ema > 0;
   if (ema && with_ema != static_cast<int64_t>(units.size()))
-    problems.push_back(std::to_string(with_ema) + " of " + std::to_string(units.size()) + " units have an EMA dataset (all or none)");
+    problems.push_back(std::to_string(with_ema) + " of " + std::to_string(units.size()) +
+                       " units have an EMA dataset (all or none)");
   for (const auto& [unit, numel] : units) {
     std::vector<std::string> kinds{"params", "m", "v"};
     if (ema) kinds.push_back("ema");

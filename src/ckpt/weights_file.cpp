@@ -13,7 +13,8 @@
 namespace dtrainer::ckpt {
 
 WeightsSource parse_weights_source(const std::string& field, const std::string& text) {
-  return parse_choice<WeightsSource>(field, text, {{"auto", WeightsSource::kAuto}, {"params", WeightsSource::kParams}, {"ema", WeightsSource::kEma}});
+  return parse_choice<WeightsSource>(
+      field, text, {{"auto", WeightsSource::kAuto}, {"params", WeightsSource::kParams}, {"ema", WeightsSource::kEma}});
 }
 
 ExportSummary export_weights(const std::string& checkpoint_dir, const std::string& out, const ExportOptions& options) {
@@ -27,7 +28,8 @@ ExportSummary export_weights(const std::string& checkpoint_dir, const std::strin
     case WeightsSource::kAuto: kind = all_ema ? "ema" : "params"; break;
     case WeightsSource::kParams: kind = "params"; break;
     case WeightsSource::kEma:
-      if (!all_ema) throw Error(ck.state_file(), "has no EMA weights (the run had ema_decay = 0); export --weights params instead");
+      if (!all_ema)
+        throw Error(ck.state_file(), "has no EMA weights (the run had ema_decay = 0); export --weights params instead");
       kind = "ema";
       break;
   }
@@ -60,11 +62,15 @@ ExportSummary export_weights(const std::string& checkpoint_dir, const std::strin
   return summary;
 }
 
-std::string load_checkpoint_weights(const std::string& checkpoint_dir, WeightsSource source, torch::nn::Module& module) {
+std::string load_checkpoint_weights(const std::string& checkpoint_dir, WeightsSource source,
+                                    torch::nn::Module& module) {
   const CheckpointReader ck(checkpoint_dir);
   const std::vector<models::UnitLayout> layout = ck.layout();
-  std::string kind = source == WeightsSource::kEma ? "ema" : source == WeightsSource::kParams ? "params" : (ck.has_ema() ? "ema" : "params");
-  if (kind == "ema" && !ck.has_ema()) throw Error(ck.state_file(), "has no EMA weights (the run had ema_decay = 0); use the trained ones (params)");
+  std::string kind = source == WeightsSource::kEma      ? "ema"
+                     : source == WeightsSource::kParams ? "params"
+                                                        : (ck.has_ema() ? "ema" : "params");
+  if (kind == "ema" && !ck.has_ema())
+    throw Error(ck.state_file(), "has no EMA weights (the run had ema_decay = 0); use the trained ones (params)");
   auto params = module.named_parameters(/*recurse=*/true);
   size_t seen = 0;
   torch::NoGradGuard no_grad;
@@ -72,16 +78,19 @@ std::string load_checkpoint_weights(const std::string& checkpoint_dir, WeightsSo
     const torch::Tensor flat = ck.read(u.unit, kind, u.numel);
     for (const auto& t : u.tensors) {
       torch::Tensor* p = params.find(t.name);
-      if (!p) throw Error(checkpoint_dir, "tensor '" + t.name + "' is not a parameter of this model (a different model or preset?)");
+      if (!p)
+        throw Error(checkpoint_dir,
+                    "tensor '" + t.name + "' is not a parameter of this model (a different model or preset?)");
       if (p->sizes().vec() != t.shape)
-        throw Error(checkpoint_dir, "tensor '" + t.name + "' is " + c10::str(c10::IntArrayRef(t.shape)) + " in the checkpoint, " +
-                                        c10::str(p->sizes()) + " in the model");
+        throw Error(checkpoint_dir, "tensor '" + t.name + "' is " + c10::str(c10::IntArrayRef(t.shape)) +
+                                        " in the checkpoint, " + c10::str(p->sizes()) + " in the model");
       p->copy_(flat.narrow(0, t.offset, t.numel()).view(t.shape).to(p->dtype()));
       ++seen;
     }
   }
   if (seen != params.size())
-    throw Error(checkpoint_dir, "holds " + std::to_string(seen) + " of the model's " + std::to_string(params.size()) + " parameters");
+    throw Error(checkpoint_dir,
+                "holds " + std::to_string(seen) + " of the model's " + std::to_string(params.size()) + " parameters");
   return kind;
 }
 
@@ -90,7 +99,9 @@ void check_weights_file(const std::string& path) {
   for (const auto& e : file.entries()) {
     if (!c10::isFloatingType(e.dtype)) continue;
     const int64_t bad = (~torch::isfinite(file.read(e.name))).sum().item<int64_t>();
-    if (bad) throw Error(path, "tensor '" + e.name + "' has " + std::to_string(bad) + " non-finite values (NaN or Inf): not usable as initial weights");
+    if (bad)
+      throw Error(path, "tensor '" + e.name + "' has " + std::to_string(bad) +
+                            " non-finite values (NaN or Inf): not usable as initial weights");
   }
 }
 
@@ -104,19 +115,22 @@ void load_weights(const std::string& path, torch::nn::Module& module) {
     const SafetensorsEntry* e = file.find(p.key());
     if (!e) throw Error(path, "has no tensor '" + p.key() + "', which the model has (a different model or preset?)");
     if (e->shape != p.value().sizes().vec())
-      throw Error(path, "tensor '" + p.key() + "' has shape " + c10::str(c10::IntArrayRef(e->shape)) + ", the model's is " +
-                            c10::str(p.value().sizes()));
+      throw Error(path, "tensor '" + p.key() + "' has shape " + c10::str(c10::IntArrayRef(e->shape)) +
+                            ", the model's is " + c10::str(p.value().sizes()));
     if (!c10::isFloatingType(e->dtype)) throw Error(path, "tensor '" + p.key() + "' is not floating point");
   }
   for (const auto& e : file.entries())
-    if (!expected.count(e.name)) throw Error(path, "tensor '" + e.name + "' is not a parameter of the model (a different model or preset?)");
+    if (!expected.count(e.name))
+      throw Error(path, "tensor '" + e.name + "' is not a parameter of the model (a different model or preset?)");
   // Read and check every tensor before any parameter changes: a NaN or an infinity in a weights
   // file is a broken export, never a starting point.
   std::vector<torch::Tensor> values;
   for (const auto& p : params) {
     torch::Tensor v = file.read(p.key()).to(p.value().dtype());
     const int64_t bad = (~torch::isfinite(v)).sum().item<int64_t>();
-    if (bad) throw Error(path, "tensor '" + p.key() + "' has " + std::to_string(bad) + " non-finite values (NaN or Inf): not usable as initial weights");
+    if (bad)
+      throw Error(path, "tensor '" + p.key() + "' has " + std::to_string(bad) +
+                            " non-finite values (NaN or Inf): not usable as initial weights");
     values.push_back(std::move(v));
   }
   torch::NoGradGuard no_grad;

@@ -43,8 +43,9 @@ DirectoryLock::DirectoryLock(const std::filesystem::path& dir, const std::string
     ::close(fd_);
     fd_ = -1;
     if (err == EAGAIN || err == EACCES)
-      throw Error(dir.string(), "in use by another process: " + (holder.empty() ? std::string("(holder unknown)") : holder) +
-                                    "; two trainers must not share a run directory: wait for it to end, or choose another --run-dir");
+      throw Error(dir.string(),
+                  "in use by another process: " + (holder.empty() ? std::string("(holder unknown)") : holder) +
+                      "; two trainers must not share a run directory: wait for it to end, or choose another --run-dir");
     throw Error(dir.string(), "cannot lock .lock: " + errno_message(err));
   }
   // The holder's description is for the messages of refused processes; the lock is what counts,

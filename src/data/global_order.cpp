@@ -30,7 +30,8 @@ GlobalOrder::GlobalOrder(std::vector<int64_t> sizes, std::vector<double> weights
   if (sizes_.empty()) throw Error("data", "no dataset");
   if (weights_.empty()) weights_.assign(sizes_.size(), 1.0);
   if (weights_.size() != sizes_.size())
-    throw Error("data.weights", std::to_string(weights_.size()) + " weights for " + std::to_string(sizes_.size()) + " datasets");
+    throw Error("data.weights",
+                std::to_string(weights_.size()) + " weights for " + std::to_string(sizes_.size()) + " datasets");
   if (G_ < 1) throw Error("global_batch", "must be at least 1");
   for (size_t d = 0; d < sizes_.size(); ++d) {
     if (sizes_[d] < 1) throw Error("data", "dataset " + std::to_string(d) + " is empty");
@@ -39,7 +40,8 @@ GlobalOrder::GlobalOrder(std::vector<int64_t> sizes, std::vector<double> weights
   slots_ = apportion(G_, weights_);
   for (size_t d = 0; d < slots_.size(); ++d)
     if (slots_[d] == 0)
-      throw Error("data.weights", "dataset " + std::to_string(d) + "'s weight is too small for a single sample of a global batch of " +
+      throw Error("data.weights", "dataset " + std::to_string(d) +
+                                      "'s weight is too small for a single sample of a global batch of " +
                                       std::to_string(G_));
 }
 
@@ -79,7 +81,8 @@ std::vector<SampleRef> GlobalOrder::batch(int64_t g) const {
 std::vector<SampleRef> GlobalOrder::rank_slice(int64_t g, int64_t rank, int64_t world) const {
   if (world < 1 || G_ % world != 0)
     throw Error("global_batch", std::to_string(G_) + " is not divisible by the " + std::to_string(world) + " ranks");
-  if (rank < 0 || rank >= world) throw Error("rank", std::to_string(rank) + " outside [0, " + std::to_string(world) + ")");
+  if (rank < 0 || rank >= world)
+    throw Error("rank", std::to_string(rank) + " outside [0, " + std::to_string(world) + ")");
   const std::vector<SampleRef> all = batch(g);
   const int64_t b = G_ / world;
   return std::vector<SampleRef>(all.begin() + rank * b, all.begin() + (rank + 1) * b);

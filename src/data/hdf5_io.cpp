@@ -25,9 +25,12 @@ const char* to_string(ElementType t) {
 
 ElementType parse_element_type(const std::string& field, const std::string& text) {
   return parse_choice<ElementType>(field, text,
-                                   {{"float32", ElementType::kFloat32}, {"fp32", ElementType::kFloat32},
-                                    {"float16", ElementType::kFloat16}, {"fp16", ElementType::kFloat16},
-                                    {"bfloat16", ElementType::kBFloat16}, {"bf16", ElementType::kBFloat16}});
+                                   {{"float32", ElementType::kFloat32},
+                                    {"fp32", ElementType::kFloat32},
+                                    {"float16", ElementType::kFloat16},
+                                    {"fp16", ElementType::kFloat16},
+                                    {"bfloat16", ElementType::kBFloat16},
+                                    {"bf16", ElementType::kBFloat16}});
 }
 
 int64_t element_bytes(ElementType t) { return t == ElementType::kFloat32 ? 4 : 2; }
@@ -82,9 +85,7 @@ Handle create_file(const std::string& path) {
   return Handle(id, H5Fclose);
 }
 
-bool has_dataset(hid_t file, const std::string& name) {
-  return H5Lexists(file, name.c_str(), H5P_DEFAULT) > 0;
-}
+bool has_dataset(hid_t file, const std::string& name) { return H5Lexists(file, name.c_str(), H5P_DEFAULT) > 0; }
 
 bool has_attribute(hid_t obj, const std::string& name) { return H5Aexists(obj, name.c_str()) > 0; }
 
@@ -229,8 +230,8 @@ void read_rows(hid_t dset, int64_t row, int64_t count, int64_t row_elems, Elemen
   std::vector<hsize_t> dims(rank), start(rank, 0), cnt(rank);
   H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
   if (row < 0 || count < 0 || static_cast<hsize_t>(row + count) > dims[0])
-    throw Error(where, "rows [" + std::to_string(row) + ", " + std::to_string(row + count) + ") outside the dataset's " +
-                           std::to_string(dims[0]) + " rows");
+    throw Error(where, "rows [" + std::to_string(row) + ", " + std::to_string(row + count) +
+                           ") outside the dataset's " + std::to_string(dims[0]) + " rows");
   if (count == 0) return;
   start[0] = row;
   cnt = dims;

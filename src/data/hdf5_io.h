@@ -23,7 +23,7 @@ class Handle {
   Handle(const Handle&) = delete;
   Handle& operator=(const Handle&) = delete;
   ~Handle() { reset(); }
-  void reset();   // closes; a failed close forbids HDF5's exit cleanup (core/library_cleanup.h)
+  void reset();    // closes; a failed close forbids HDF5's exit cleanup (core/library_cleanup.h)
   herr_t close();  // the same, returning the closer's result (a file's close writes its structure)
   hid_t get() const { return id_; }
   bool valid() const { return id_ >= 0; }

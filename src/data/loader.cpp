@@ -25,8 +25,12 @@ struct Loader::Dataset {
 };
 
 nlohmann::json LoaderState::to_json() const {
-  return {{"version", 1}, {"next_batch", next_batch}, {"seed", seed}, {"global_batch", global_batch},
-          {"dataset_sizes", dataset_sizes}, {"weights", weights}};
+  return {{"version", 1},
+          {"next_batch", next_batch},
+          {"seed", seed},
+          {"global_batch", global_batch},
+          {"dataset_sizes", dataset_sizes},
+          {"weights", weights}};
 }
 
 LoaderState LoaderState::from_json(const nlohmann::json& j) {
@@ -68,8 +72,8 @@ Loader::Loader(LoaderConfig config) : config_(std::move(config)) {
         throw Error(f, "latent shape / text_dim differ from " + ref_file + "'s: all shards of a run must match");
       }
       if (s.header().max_tokens > config_.padding.max_tokens)
-        throw Error(f, "has captions of up to " + std::to_string(s.header().max_tokens) + " tokens but text is padded to " +
-                           std::to_string(config_.padding.max_tokens));
+        throw Error(f, "has captions of up to " + std::to_string(s.header().max_tokens) +
+                           " tokens but text is padded to " + std::to_string(config_.padding.max_tokens));
       ds->first.push_back(ds->first.back() + s.num_images());
     }
     sizes.push_back(ds->size());
@@ -115,8 +119,10 @@ Batch Loader::load_batch(int64_t g) const {
     }
     const int64_t caption = shard->first_caption(local) + k;
     try {
-      if (shard->latent_dtype() == shard0->latent_dtype()) shard->read_latent_into(local, raw[i].data_ptr());
-      else raw[i].copy_(shard->read_latent(local));
+      if (shard->latent_dtype() == shard0->latent_dtype())
+        shard->read_latent_into(local, raw[i].data_ptr());
+      else
+        raw[i].copy_(shard->read_latent(local));
       prompts[i] = shard->read_tokens(caption);
       if (!torch::isfinite(prompts[i]).all().item<bool>())
         throw Error(shard->path(), "image " + std::to_string(local) + ": caption " + std::to_string(caption) +
@@ -130,7 +136,8 @@ Batch Loader::load_batch(int64_t g) const {
       prompts[i] = torch::zeros({1, text_dim_});
     }
     // [S2] flip conditioning: the latent is mirrored and the flag becomes a control input.
-    const bool flip = config_.random_flip && StreamRng(stream_key(config_.seed, RngPurpose::kFlip, g, r.id)).uniform() < 0.5;
+    const bool flip =
+        config_.random_flip && StreamRng(stream_key(config_.seed, RngPurpose::kFlip, g, r.id)).uniform() < 0.5;
     if (flip) flipped.push_back(i);
     const auto size = shard->original_size(local);
     const auto crop = shard->crop(local);
@@ -163,7 +170,8 @@ Batch Loader::load_batch(int64_t g) const {
       continue;
     }
     if (!config_.skip_bad_samples)
-      throw Error(where[i].first->path(), "image " + std::to_string(where[i].second) + ": latent has NaN or Inf values");
+      throw Error(where[i].first->path(),
+                  "image " + std::to_string(where[i].second) + ": latent has NaN or Inf values");
     ++out.skipped;
   }
   {
@@ -171,7 +179,8 @@ Batch Loader::load_batch(int64_t g) const {
     skipped_ += out.skipped;
   }
   if (keep.empty())
-    throw Error("data", "every sample of batch " + std::to_string(g) + " on rank " + std::to_string(config_.rank) + " was skipped");
+    throw Error("data", "every sample of batch " + std::to_string(g) + " on rank " + std::to_string(config_.rank) +
+                            " was skipped");
   out.latents = latents;
   out.text = padded.tokens;
   out.text_mask = padded.mask;
@@ -283,15 +292,18 @@ void Loader::restore(const LoaderState& s) {
     return "[" + out + "]";
   };
   if (s.seed != mine.seed)
-    throw Error("loader state", "the checkpoint was saved with seed " + std::to_string(s.seed) + ", this run has " + std::to_string(mine.seed));
+    throw Error("loader state", "the checkpoint was saved with seed " + std::to_string(s.seed) + ", this run has " +
+                                    std::to_string(mine.seed));
   if (s.global_batch != mine.global_batch)
-    throw Error("loader state", "the checkpoint was saved with global batch " + std::to_string(s.global_batch) + ", this run has " +
-                                    std::to_string(mine.global_batch));
+    throw Error("loader state", "the checkpoint was saved with global batch " + std::to_string(s.global_batch) +
+                                    ", this run has " + std::to_string(mine.global_batch));
   if (s.dataset_sizes != mine.dataset_sizes)
-    throw Error("loader state", "the checkpoint was saved with datasets of " + list(s.dataset_sizes) + " images, this run's data has " +
-                                    list(mine.dataset_sizes) + " (changed data: resume with the data the run started with)");
+    throw Error("loader state", "the checkpoint was saved with datasets of " + list(s.dataset_sizes) +
+                                    " images, this run's data has " + list(mine.dataset_sizes) +
+                                    " (changed data: resume with the data the run started with)");
   if (s.weights != mine.weights)
-    throw Error("loader state", "the checkpoint was saved with mixing weights " + list(s.weights) + ", this run has " + list(mine.weights));
+    throw Error("loader state", "the checkpoint was saved with mixing weights " + list(s.weights) + ", this run has " +
+                                    list(mine.weights));
   stop();
   next_batch_ = s.next_batch;
   start();

@@ -41,9 +41,13 @@ void write_png_pixels(const std::string& path, const uint8_t* rgb, int64_t width
 }
 
 void write_png(const std::string& path, const torch::Tensor& image) {
-  if (image.dim() != 3 || image.size(0) != 3) throw Error(path, "a PNG image needs [3, H, W], got " + c10::str(image.sizes()));
-  const torch::Tensor px =
-      ((image.detach().to(torch::kCPU, torch::kFloat32).clamp(-1, 1) + 1) * 127.5).round().to(torch::kUInt8).permute({1, 2, 0}).contiguous();
+  if (image.dim() != 3 || image.size(0) != 3)
+    throw Error(path, "a PNG image needs [3, H, W], got " + c10::str(image.sizes()));
+  const torch::Tensor px = ((image.detach().to(torch::kCPU, torch::kFloat32).clamp(-1, 1) + 1) * 127.5)
+                               .round()
+                               .to(torch::kUInt8)
+                               .permute({1, 2, 0})
+                               .contiguous();
   write_png_pixels(path, px.data_ptr<uint8_t>(), image.size(2), image.size(1));
 }
 
@@ -75,7 +79,8 @@ torch::Tensor read_png(const std::string& path) {
   png_read_end(png, nullptr);
   png_destroy_read_struct(&png, &info, nullptr);
   std::fclose(f);
-  const torch::Tensor hwc = torch::from_blob(pixels.data(), {static_cast<int64_t>(h), static_cast<int64_t>(w), 3}, torch::kUInt8);
+  const torch::Tensor hwc =
+      torch::from_blob(pixels.data(), {static_cast<int64_t>(h), static_cast<int64_t>(w), 3}, torch::kUInt8);
   return hwc.permute({2, 0, 1}).to(torch::kFloat32).div(127.5).sub(1).contiguous();
 }
 

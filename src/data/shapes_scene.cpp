@@ -34,7 +34,8 @@ ShapesScene random_scene(StreamRng& rng) {
   for (int64_t i = 3; i > 0; --i) std::swap(cells[i], cells[static_cast<int64_t>(rng.uniform() * (i + 1))]);
   for (int64_t i = 0; i < n; ++i)
     s.objects.push_back({static_cast<int64_t>(rng.uniform() * 6), static_cast<int64_t>(rng.uniform() * 3), cells[i]});
-  std::sort(s.objects.begin(), s.objects.end(), [](const ShapeObject& a, const ShapeObject& b) { return a.cell < b.cell; });
+  std::sort(s.objects.begin(), s.objects.end(),
+            [](const ShapeObject& a, const ShapeObject& b) { return a.cell < b.cell; });
   return s;
 }
 
@@ -49,9 +50,12 @@ torch::Tensor render_scene(const ShapesScene& scene, int64_t size) {
       for (int64_t x = 0; x < size; ++x) {
         const double px = x + 0.5 - cx, py = y + 0.5 - cy;
         bool inside = false;
-        if (o.kind == 0) inside = px * px + py * py <= r * r;                            // circle
-        else if (o.kind == 1) inside = std::abs(px) <= r * 0.85 && std::abs(py) <= r * 0.85;  // square
-        else inside = py <= r && py >= -r && std::abs(px) <= (py + r) / 2;               // triangle, apex up
+        if (o.kind == 0)
+          inside = px * px + py * py <= r * r;  // circle
+        else if (o.kind == 1)
+          inside = std::abs(px) <= r * 0.85 && std::abs(py) <= r * 0.85;  // square
+        else
+          inside = py <= r && py >= -r && std::abs(px) <= (py + r) / 2;  // triangle, apex up
         if (inside)
           for (int c = 0; c < 3; ++c) acc[c][y][x] = rgb[c];
       }
@@ -98,22 +102,26 @@ std::vector<std::string> scene_captions(const ShapesScene& scene) {
   std::vector<std::string> plain_a;
   for (const auto& p : plain) plain_a.push_back("a " + p);
   return {
-      join(plain, ", ", " and "),                                                    // original: short
-      count_word(n) + " " + shapes + ": " + join(located, ", ", " and ") + rel,      // 1: everything
-      join(located, ", ", " and "),                                                  // 2: objects and places
-      count_word(n) + " " + shapes + ": " + join(plain_a, ", ", " and "),            // 3: count and objects
-      "a picture with " + join(kinds, ", ", " and "),                                // 4: shapes only
-      "an image with " + count_word(n) + " " + shapes,                               // 5: count only
+      join(plain, ", ", " and "),                                                // original: short
+      count_word(n) + " " + shapes + ": " + join(located, ", ", " and ") + rel,  // 1: everything
+      join(located, ", ", " and "),                                              // 2: objects and places
+      count_word(n) + " " + shapes + ": " + join(plain_a, ", ", " and "),        // 3: count and objects
+      "a picture with " + join(kinds, ", ", " and "),                            // 4: shapes only
+      "an image with " + count_word(n) + " " + shapes,                           // 5: count only
   };
 }
 
 nlohmann::json scene_ground_truth(const ShapesScene& scene) {
   nlohmann::json objects = nlohmann::json::array(), relations = nlohmann::json::array();
   for (const auto& o : scene.objects)
-    objects.push_back({{"color", shape_colors()[o.color]}, {"shape", shape_kinds()[o.kind]}, {"position", shape_cells()[o.cell]}});
+    objects.push_back(
+        {{"color", shape_colors()[o.color]}, {"shape", shape_kinds()[o.kind]}, {"position", shape_cells()[o.cell]}});
   if (scene.objects.size() >= 2)
     relations.push_back({{"subject", 0}, {"relation", relation(scene.objects[0], scene.objects[1])}, {"object", 1}});
-  return {{"prompt", scene_captions(scene)[1]}, {"count", scene.objects.size()}, {"objects", objects}, {"relations", relations}};
+  return {{"prompt", scene_captions(scene)[1]},
+          {"count", scene.objects.size()},
+          {"objects", objects},
+          {"relations", relations}};
 }
 
 }  // namespace dtrainer::data

@@ -35,15 +35,18 @@ bool stat_identity(const std::string& path, uint64_t& dev, uint64_t& ino, int64_
 void ShardReader::check_unchanged() const {
   Identity now;
   if (!stat_identity(path_, now.dev, now.ino, now.size, now.mtime_ns))
-    throw ShardChangedError(path_, "disappeared while the run reads it (" + errno_message(errno) + "); restore it and resume");
+    throw ShardChangedError(path_,
+                            "disappeared while the run reads it (" + errno_message(errno) + "); restore it and resume");
   if (now.dev != identity_.dev || now.ino != identity_.ino)
-    throw ShardChangedError(path_, "was replaced by another file while the run reads it; the data of a run must not change: "
-                                   "restore it, or start a new run on the new data");
+    throw ShardChangedError(path_,
+                            "was replaced by another file while the run reads it; the data of a run must not change: "
+                            "restore it, or start a new run on the new data");
   if (now.size != identity_.size || now.mtime_ns != identity_.mtime_ns)
-    throw ShardChangedError(path_, "changed while the run reads it (" + std::to_string(identity_.size) + " bytes when opened, " +
-                                       std::to_string(now.size) + " now" + (now.size == identity_.size ? ", rewritten" : "") +
-                                       "): reads of a truncated or rewritten HDF5 file return zeros. Restore the shard (never "
-                                       "copy over the shards of a running job) and resume from the last checkpoint");
+    throw ShardChangedError(
+        path_, "changed while the run reads it (" + std::to_string(identity_.size) + " bytes when opened, " +
+                   std::to_string(now.size) + " now" + (now.size == identity_.size ? ", rewritten" : "") +
+                   "): reads of a truncated or rewritten HDF5 file return zeros. Restore the shard (never "
+                   "copy over the shards of a running job) and resume from the last checkpoint");
 }
 
 ShardReader::~ShardReader() {
@@ -64,14 +67,16 @@ ShardReader::ShardReader(const std::string& path) : path_(path), h_(std::make_un
   {  // (HDF5 checks this at open too; a file cut short between the stat and the open is caught here)
     haddr_t eoa = 0;
     if (H5Fget_eoa(f, &eoa) >= 0 && static_cast<int64_t>(eoa) > identity_.size)
-      throw Error(path, "truncated: HDF5 addresses " + std::to_string(eoa) + " bytes, the file has " + std::to_string(identity_.size));
+      throw Error(path, "truncated: HDF5 addresses " + std::to_string(eoa) + " bytes, the file has " +
+                            std::to_string(identity_.size));
   }
   header_.schema_version = h5::read_int_attr(f, "schema_version", path);
   if (header_.schema_version != kShardSchemaVersion)
-    throw Error(path, "shard schema version " + std::to_string(header_.schema_version) + ", this dtrainer reads version " +
-                          std::to_string(kShardSchemaVersion));
+    throw Error(path, "shard schema version " + std::to_string(header_.schema_version) +
+                          ", this dtrainer reads version " + std::to_string(kShardSchemaVersion));
   header_.latent_space = h5::read_string_attr(f, "latent_space", path);
-  header_.latent_encoder = h5::has_attribute(f, "latent_encoder") ? h5::read_string_attr(f, "latent_encoder", path) : "";
+  header_.latent_encoder =
+      h5::has_attribute(f, "latent_encoder") ? h5::read_string_attr(f, "latent_encoder", path) : "";
   header_.text_encoder = h5::read_string_attr(f, "text_encoder", path);
   header_.text_dim = h5::read_int_attr(f, "text_dim", path);
   header_.max_tokens = h5::read_int_attr(f, "max_tokens", path);
@@ -102,23 +107,32 @@ ShardReader::ShardReader(const std::string& path) : path_(path), h_(std::make_un
   // Structure: offsets monotone and consistent with the datasets they index.
   const int64_t N = num_images_, M = static_cast<int64_t>(caption_nouns_.size());
   auto fail = [&](const std::string& what) { throw Error(path, what); };
-  if (static_cast<int64_t>(caption_offsets_.size()) != N + 1) fail("caption_offsets has " + std::to_string(caption_offsets_.size()) + " entries, expected N + 1 = " + std::to_string(N + 1));
-  if (caption_offsets_.front() != 0 || caption_offsets_.back() != M) fail("caption_offsets must run from 0 to the caption count " + std::to_string(M));
+  if (static_cast<int64_t>(caption_offsets_.size()) != N + 1)
+    fail("caption_offsets has " + std::to_string(caption_offsets_.size()) +
+         " entries, expected N + 1 = " + std::to_string(N + 1));
+  if (caption_offsets_.front() != 0 || caption_offsets_.back() != M)
+    fail("caption_offsets must run from 0 to the caption count " + std::to_string(M));
   for (int64_t i = 0; i < N; ++i)
-    if (caption_offsets_[i + 1] <= caption_offsets_[i]) fail("image " + std::to_string(i) + " has no caption (caption_offsets must increase)");
-  if (static_cast<int64_t>(token_offsets_.size()) != M + 1) fail("token_offsets has " + std::to_string(token_offsets_.size()) + " entries, expected M + 1 = " + std::to_string(M + 1));
-  if (token_offsets_.front() != 0 || token_offsets_.back() != ts[0]) fail("token_offsets must run from 0 to the token rows " + std::to_string(ts[0]));
+    if (caption_offsets_[i + 1] <= caption_offsets_[i])
+      fail("image " + std::to_string(i) + " has no caption (caption_offsets must increase)");
+  if (static_cast<int64_t>(token_offsets_.size()) != M + 1)
+    fail("token_offsets has " + std::to_string(token_offsets_.size()) +
+         " entries, expected M + 1 = " + std::to_string(M + 1));
+  if (token_offsets_.front() != 0 || token_offsets_.back() != ts[0])
+    fail("token_offsets must run from 0 to the token rows " + std::to_string(ts[0]));
   for (int64_t j = 0; j < M; ++j) {
     const int64_t L = token_offsets_[j + 1] - token_offsets_[j];
     if (L < 1 || L > header_.max_tokens)
-      fail("caption " + std::to_string(j) + " has " + std::to_string(L) + " tokens (allowed 1.." + std::to_string(header_.max_tokens) + ")");
+      fail("caption " + std::to_string(j) + " has " + std::to_string(L) + " tokens (allowed 1.." +
+           std::to_string(header_.max_tokens) + ")");
   }
   if (static_cast<int64_t>(original_size_.size()) != 2 * N) fail("original_size must be [N, 2]");
   if (static_cast<int64_t>(crop_.size()) != 2 * N) fail("crop must be [N, 2]");
   if (static_cast<int64_t>(source_.size()) != N) fail("source must be [N]");
   for (int64_t i = 0; i < N; ++i)
     if (source_[i] < 0 || source_[i] >= static_cast<int64_t>(source_names_.size()))
-      fail("image " + std::to_string(i) + " has source id " + std::to_string(source_[i]) + " without a name in source_names");
+      fail("image " + std::to_string(i) + " has source id " + std::to_string(source_[i]) +
+           " without a name in source_names");
   if (h5::has_dataset(f, "captions")) {
     h5::Handle c = h5::open_dataset(f, path, "captions");
     const auto cs = h5::dataset_shape(c.get(), path);
@@ -147,7 +161,8 @@ void ShardReader::read_latent_into(int64_t image, void* out) const {
 }
 
 void ShardReader::read_tokens_into(int64_t caption, void* out) const {
-  if (caption < 0 || caption >= num_captions()) throw Error(path_, "caption " + std::to_string(caption) + " out of range");
+  if (caption < 0 || caption >= num_captions())
+    throw Error(path_, "caption " + std::to_string(caption) + " out of range");
   const int64_t L = token_length(caption);
   std::lock_guard<std::mutex> lock(hdf5_mutex());
   h5::read_rows(h_->tokens.get(), token_offsets_[caption], L, header_.text_dim, token_dtype_, out,
@@ -169,7 +184,8 @@ torch::Tensor ShardReader::read_tokens(int64_t caption) const {
 }
 
 torch::Tensor ShardReader::read_latent_rows(int64_t row, int64_t count) const {
-  torch::Tensor t = torch::empty({count, latent_shape_[0], latent_shape_[1], latent_shape_[2]}, torch_dtype(latent_dtype_));
+  torch::Tensor t =
+      torch::empty({count, latent_shape_[0], latent_shape_[1], latent_shape_[2]}, torch_dtype(latent_dtype_));
   std::lock_guard<std::mutex> lock(hdf5_mutex());
   h5::read_rows(h_->latents.get(), row, count, latent_shape_[0] * latent_shape_[1] * latent_shape_[2], latent_dtype_,
                 t.data_ptr(), path_ + ": images " + std::to_string(row) + ".." + std::to_string(row + count - 1));

@@ -24,7 +24,8 @@ void ShardBuilder::add_image(const torch::Tensor& latent, const std::vector<Capt
                              int64_t orig_w, int64_t crop_top, int64_t crop_left, int64_t source) {
   const std::string where = "image " + std::to_string(latents_.size());
   if (latent.dim() != 3) throw Error(where, "latent must be [C, H, W]");
-  if (!latents_.empty() && latent.sizes() != latents_[0].sizes()) throw Error(where, "latent shape differs from image 0's");
+  if (!latents_.empty() && latent.sizes() != latents_[0].sizes())
+    throw Error(where, "latent shape differs from image 0's");
   if (captions.empty()) throw Error(where, "needs at least the original caption");
   if (source < 0 || source >= static_cast<int64_t>(source_names_.size()))
     throw Error(where, "source id " + std::to_string(source) + " has no name");
@@ -94,11 +95,12 @@ void write_ints(hid_t file, const std::string& path, const std::string& name, co
   h5::Handle d = dataset<int64_t>(file, name, file_type, dims, ShardWriteOptions{});
   if (!d.valid()) throw Error(path, "cannot create dataset '" + name + "'");
   if (!v.empty() && H5Dwrite(d.get(), H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, v.data()) < 0)
-    throw Error(path, "cannot write dataset '" + name + "': " + diagnose_write_failure(std::filesystem::path(path).parent_path()));
+    throw Error(path, "cannot write dataset '" + name +
+                          "': " + diagnose_write_failure(std::filesystem::path(path).parent_path()));
 }
 
-void write_floats(hid_t file, const std::string& path, const std::string& name, const torch::Tensor& t, ElementType type,
-                  const ShardWriteOptions& o) {
+void write_floats(hid_t file, const std::string& path, const std::string& name, const torch::Tensor& t,
+                  ElementType type, const ShardWriteOptions& o) {
   const torch::Tensor data = t.to(torch_dtype(type)).contiguous();
   std::vector<hsize_t> dims(t.sizes().begin(), t.sizes().end());
   h5::Handle ftype = h5::file_type(type);
@@ -106,7 +108,8 @@ void write_floats(hid_t file, const std::string& path, const std::string& name, 
   if (!d.valid()) throw Error(path, "cannot create dataset '" + name + "'");
   if (type == ElementType::kBFloat16) h5::write_string_attr(d.get(), "dtype", "bfloat16");
   if (data.numel() > 0 && H5Dwrite(d.get(), ftype.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data_ptr()) < 0)
-    throw Error(path, "cannot write dataset '" + name + "': " + diagnose_write_failure(std::filesystem::path(path).parent_path()));
+    throw Error(path, "cannot write dataset '" + name +
+                          "': " + diagnose_write_failure(std::filesystem::path(path).parent_path()));
 }
 
 void write_strings(hid_t file, const std::string& path, const std::string& name, const std::vector<std::string>& v) {
@@ -115,11 +118,13 @@ void write_strings(hid_t file, const std::string& path, const std::string& name,
   H5Tset_cset(type.get(), H5T_CSET_UTF8);
   const hsize_t n = v.size();
   h5::Handle space(H5Screate_simple(1, &n, nullptr), H5Sclose);
-  h5::Handle d(H5Dcreate2(file, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
+  h5::Handle d(H5Dcreate2(file, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),
+               H5Dclose);
   std::vector<const char*> ptrs;
   for (const auto& s : v) ptrs.push_back(s.c_str());
   if (!d.valid() || (n > 0 && H5Dwrite(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data()) < 0))
-    throw Error(path, "cannot write dataset '" + name + "': " + diagnose_write_failure(std::filesystem::path(path).parent_path()));
+    throw Error(path, "cannot write dataset '" + name +
+                          "': " + diagnose_write_failure(std::filesystem::path(path).parent_path()));
 }
 
 }  // namespace
@@ -152,7 +157,8 @@ void write_shard(const std::string& path, const ShardContents& c, const ShardWri
       if (!c.captions.empty()) write_strings(root, path, "captions", c.captions);
       write_strings(root, path, "source_names", c.source_names);
       if (H5Fflush(root, H5F_SCOPE_GLOBAL) < 0 || f.close() < 0)
-        throw Error(path, "cannot write the shard: " + diagnose_write_failure(std::filesystem::path(tmp).parent_path()));
+        throw Error(path,
+                    "cannot write the shard: " + diagnose_write_failure(std::filesystem::path(tmp).parent_path()));
     }
   }
   fsync_path(tmp);

@@ -31,20 +31,25 @@ void prepare_dir(const SynthConfig& c) {
   if (ec) throw Error(c.out_dir, "cannot create directory: " + ec.message());
   for (const auto& e : fs::directory_iterator(c.out_dir)) {
     if (e.path().extension() != kShardExtension) continue;
-    if (!c.force) throw Error(c.out_dir, "already contains shards (" + e.path().filename().string() + "); use --force to replace");
+    if (!c.force)
+      throw Error(c.out_dir, "already contains shards (" + e.path().filename().string() + "); use --force to replace");
     fs::remove(e.path());
   }
 }
 
-void write_json_atomically(const std::string& path, const nlohmann::json& j) { write_file_atomic(path, j.dump(2) + "\n"); }
+void write_json_atomically(const std::string& path, const nlohmann::json& j) {
+  write_file_atomic(path, j.dump(2) + "\n");
+}
 
 }  // namespace
 
 SynthReport synthesize(const SynthConfig& c) {
-  if (c.kind != "shapes" && c.kind != "latents") throw Error("--kind", "expected shapes or latents, got '" + c.kind + "'");
+  if (c.kind != "shapes" && c.kind != "latents")
+    throw Error("--kind", "expected shapes or latents, got '" + c.kind + "'");
   if (c.images < 1) throw Error("--images", "must be at least 1");
   if (c.images_per_shard < 1) throw Error("--images-per-shard", "must be at least 1");
-  if (c.kind == "latents" && (c.captions < 1 || c.max_tokens < 8)) throw Error("--captions", "need >= 1 caption and max_tokens >= 8");
+  if (c.kind == "latents" && (c.captions < 1 || c.max_tokens < 8))
+    throw Error("--captions", "need >= 1 caption and max_tokens >= 8");
   prepare_dir(c);
   const bool shapes = c.kind == "shapes";
   // One text encoder for every dataset, whatever its seed: a run's training and held-out sets

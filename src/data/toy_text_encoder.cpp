@@ -25,7 +25,8 @@ std::vector<std::string> ToyTextEncoder::tokenize(const std::string& text) const
     word.clear();
   };
   for (unsigned char c : text) {
-    if (std::isalnum(c)) word += static_cast<char>(std::tolower(c));
+    if (std::isalnum(c))
+      word += static_cast<char>(std::tolower(c));
     else {
       flush();
       if (std::ispunct(c)) out.push_back(std::string(1, static_cast<char>(c)));
@@ -67,7 +68,8 @@ int64_t ToyTextEncoder::count_nouns(const std::string& text) {
   std::string word;
   for (size_t i = 0; i <= text.size(); ++i) {
     const unsigned char c = i < text.size() ? text[i] : ' ';
-    if (std::isalnum(c)) word += static_cast<char>(std::tolower(c));
+    if (std::isalnum(c))
+      word += static_cast<char>(std::tolower(c));
     else {
       if (nouns.count(word)) ++n;
       word.clear();

@@ -38,7 +38,8 @@ ValidationReport validate_shard(const std::string& path) {
     const int64_t block = 256;
     for (int64_t i = 0; i < s.num_images(); i += block) {
       const int64_t n = std::min(block, s.num_images() - i);
-      const torch::Tensor bad = torch::isfinite(s.read_latent_rows(i, n).to(torch::kFloat32)).logical_not().flatten(1).any(1);
+      const torch::Tensor bad =
+          torch::isfinite(s.read_latent_rows(i, n).to(torch::kFloat32)).logical_not().flatten(1).any(1);
       for (int64_t k = 0; k < n; ++k)
         if (bad[k].item<bool>()) r.problems.push_back({path, i + k, "latent has NaN or Inf values"});
     }
@@ -83,11 +84,15 @@ ValidationReport validate_directory(const std::string& dir) {
       return "[" + std::to_string(v[0]) + ", " + std::to_string(v[1]) + ", " + std::to_string(v[2]) + "]";
     };
     if (s.latent_shape() != ref_shape)
-      all.problems.push_back({f, -1, "latents are " + shape(s.latent_shape()) + " but " + ref_file + " has " + shape(ref_shape)});
+      all.problems.push_back(
+          {f, -1, "latents are " + shape(s.latent_shape()) + " but " + ref_file + " has " + shape(ref_shape)});
     if (s.header().text_dim != ref_dim)
-      all.problems.push_back({f, -1, "text_dim " + std::to_string(s.header().text_dim) + " but " + ref_file + " has " + std::to_string(ref_dim)});
+      all.problems.push_back(
+          {f, -1,
+           "text_dim " + std::to_string(s.header().text_dim) + " but " + ref_file + " has " + std::to_string(ref_dim)});
     if (s.header().latent_space != ref_space)
-      all.problems.push_back({f, -1, "latent_space '" + s.header().latent_space + "' but " + ref_file + " has '" + ref_space + "'"});
+      all.problems.push_back(
+          {f, -1, "latent_space '" + s.header().latent_space + "' but " + ref_file + " has '" + ref_space + "'"});
   }
   return all;
 }

@@ -18,13 +18,15 @@ Target parse_target(const std::string& field, const std::string& text) {
 
 LossWeighting parse_loss_weighting(const std::string& field, const std::string& text) {
   return parse_choice<LossWeighting>(field, text,
-                                     {{"none", LossWeighting::kNone}, {"sigma_inv_sq", LossWeighting::kSigmaInvSq}, {"min_snr", LossWeighting::kMinSnr},
+                                     {{"none", LossWeighting::kNone},
+                                      {"sigma_inv_sq", LossWeighting::kSigmaInvSq},
+                                      {"min_snr", LossWeighting::kMinSnr},
                                       {"truncated_snr", LossWeighting::kTruncatedSnr}});
 }
 
 TimestepSampling parse_timestep_sampling(const std::string& field, const std::string& text) {
-  return parse_choice<TimestepSampling>(field, text,
-                                        {{"uniform", TimestepSampling::kUniform}, {"logit_normal", TimestepSampling::kLogitNormal}});
+  return parse_choice<TimestepSampling>(
+      field, text, {{"uniform", TimestepSampling::kUniform}, {"logit_normal", TimestepSampling::kLogitNormal}});
 }
 
 at::Generator keyed_generator(uint64_t key) { return at::make_generator<at::CPUGeneratorImpl>(key); }
@@ -40,15 +42,17 @@ Objective::Objective(const ObjectiveConfig& c, NoiseSchedule schedule) : config_
   if (!(c.flow_time_scale > 0)) throw Error("objective.flow_time_scale", "must be positive");
   if (c.target != Target::kFlow && schedule_.abar_values().back() == 0.0 &&
       (c.target == Target::kEps || c.weighting == LossWeighting::kSigmaInvSq))
-    throw Error("objective.target", "a zero-terminal-SNR schedule needs target v (eps is undefined at abar = 0) "
-                                    "and a weighting other than sigma_inv_sq");
+    throw Error("objective.target",
+                "a zero-terminal-SNR schedule needs target v (eps is undefined at abar = 0) "
+                "and a weighting other than sigma_inv_sq");
 }
 
 double Objective::draw_unit(int64_t id, int64_t step) const {
   StreamRng rng(stream_key(config_.seed, RngPurpose::kTimestep, step, id));
   if (config_.sampling == TimestepSampling::kUniform) {
     double u;
-    do u = rng.uniform(); while (u == 0.0);
+    do u = rng.uniform();
+    while (u == 0.0);
     return u;
   }
   const double z = config_.logit_mean + config_.logit_std * rng.normal();
@@ -74,7 +78,8 @@ double Objective::loss_weight(double snr, double flow_t) const {
     case LossWeighting::kSigmaInvSq: return snr;
     case LossWeighting::kMinSnr:
     case LossWeighting::kTruncatedSnr: {
-      const double m = config_.weighting == LossWeighting::kMinSnr ? std::min(snr, config_.min_snr_gamma) : std::max(snr, 1.0);
+      const double m =
+          config_.weighting == LossWeighting::kMinSnr ? std::min(snr, config_.min_snr_gamma) : std::max(snr, 1.0);
       switch (config_.target) {  // (d x0 / d target)^2 turns an x0-space weight into a target-space one
         case Target::kEps: return m / snr;
         case Target::kV: return m / (snr + 1.0);
@@ -116,8 +121,8 @@ NoisedBatch Objective::build_batch(const torch::Tensor& x0, const std::vector<in
       t_model[i] = flow_t * config_.flow_time_scale;
       t_unit[i] = flow_t;
     } else {
-      const int64_t t = fixed ? std::llround(fixed_unit_t * static_cast<double>(schedule_.size() - 1))
-                              : draw_timestep(ids[i], step);
+      const int64_t t =
+          fixed ? std::llround(fixed_unit_t * static_cast<double>(schedule_.size() - 1)) : draw_timestep(ids[i], step);
       const double a = schedule_.abar(t);
       coef_x0[i] = std::sqrt(a);
       coef_eps[i] = std::sqrt(1.0 - a);
@@ -126,9 +131,11 @@ NoisedBatch Objective::build_batch(const torch::Tensor& x0, const std::vector<in
       t_unit[i] = static_cast<double>(t) / (schedule_.size() - 1);
     }
     weight[i] = loss_weight(snr[i], flow_t);
-    keep_text[i] = fixed || StreamRng(stream_key(config_.seed, RngPurpose::kTextDropout, step, ids[i])).uniform() >= config_.p_drop_text;
-    keep_control[i] = fixed || StreamRng(stream_key(config_.seed, RngPurpose::kControlDropout, step, ids[i])).uniform() >=
-                                   config_.p_drop_control;
+    keep_text[i] = fixed || StreamRng(stream_key(config_.seed, RngPurpose::kTextDropout, step, ids[i])).uniform() >=
+                                config_.p_drop_text;
+    keep_control[i] =
+        fixed || StreamRng(stream_key(config_.seed, RngPurpose::kControlDropout, step, ids[i])).uniform() >=
+                     config_.p_drop_control;
   }
   auto column = [&](const std::vector<double>& v) {
     std::vector<int64_t> shape(x0.dim(), 1);
@@ -149,19 +156,17 @@ NoisedBatch Objective::build_batch(const torch::Tensor& x0, const std::vector<in
   out.t_model = vec(t_model).to(x0.device());
   out.t_unit = vec(t_unit).to(x0.device());
   out.snr = vec(snr).to(x0.device());
-  out.keep_text = torch::tensor(std::vector<int64_t>(keep_text.begin(), keep_text.end())).to(torch::kBool).to(x0.device());
+  out.keep_text =
+      torch::tensor(std::vector<int64_t>(keep_text.begin(), keep_text.end())).to(torch::kBool).to(x0.device());
   out.keep_control =
       torch::tensor(std::vector<int64_t>(keep_control.begin(), keep_control.end())).to(torch::kBool).to(x0.device());
   return out;
 }
 
 torch::Tensor Objective::loss(const torch::Tensor& prediction, const NoisedBatch& b) const {
-  if (prediction.sizes() != b.target.sizes())
-    throw Error("prediction", "shape does not match the target's");
-  const torch::Tensor per_sample = (prediction.to(torch::kFloat32) - b.target.to(torch::kFloat32))
-                                       .pow(2)
-                                       .flatten(1)
-                                       .mean(1);
+  if (prediction.sizes() != b.target.sizes()) throw Error("prediction", "shape does not match the target's");
+  const torch::Tensor per_sample =
+      (prediction.to(torch::kFloat32) - b.target.to(torch::kFloat32)).pow(2).flatten(1).mean(1);
   return (b.weight.to(per_sample.device()) * per_sample).mean();
 }
 

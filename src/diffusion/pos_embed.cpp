@@ -8,7 +8,8 @@
 namespace dtrainer::diffusion {
 
 PosEmbedGrid parse_pos_embed_grid(const std::string& field, const std::string& text) {
-  return parse_choice<PosEmbedGrid>(field, text, {{"resampled", PosEmbedGrid::kResampled}, {"extrapolate", PosEmbedGrid::kExtrapolate}});
+  return parse_choice<PosEmbedGrid>(
+      field, text, {{"resampled", PosEmbedGrid::kResampled}, {"extrapolate", PosEmbedGrid::kExtrapolate}});
 }
 
 torch::Tensor pos_embed_positions(int64_t n, double scale, PosEmbedGrid grid) {
@@ -18,13 +19,14 @@ torch::Tensor pos_embed_positions(int64_t n, double scale, PosEmbedGrid grid) {
 
 static torch::Tensor embed_1d(int64_t dim, const torch::Tensor& pos) {
   const torch::Tensor k = torch::arange(dim / 2, torch::kFloat64) / (dim / 2.0);
-  const torch::Tensor omega = torch::pow(10000.0, -k);        // [dim/2]
+  const torch::Tensor omega = torch::pow(10000.0, -k);               // [dim/2]
   const torch::Tensor args = pos.unsqueeze(1) * omega.unsqueeze(0);  // [n, dim/2]
   return torch::cat({torch::sin(args), torch::cos(args)}, 1);
 }
 
 torch::Tensor sincos_pos_embed_2d(int64_t dim, int64_t h, int64_t w, double scale, PosEmbedGrid grid) {
-  if (dim < 4 || dim % 4 != 0) throw Error("pos_embed.dim", "must be a positive multiple of 4, got " + std::to_string(dim));
+  if (dim < 4 || dim % 4 != 0)
+    throw Error("pos_embed.dim", "must be a positive multiple of 4, got " + std::to_string(dim));
   if (h < 1 || w < 1) throw Error("pos_embed.grid", "needs at least one row and column");
   if (!(scale > 0)) throw Error("pos_embed.scale", "must be positive");
   const torch::Tensor rows = pos_embed_positions(h, scale, grid), cols = pos_embed_positions(w, scale, grid);

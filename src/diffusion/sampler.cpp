@@ -21,7 +21,8 @@ std::vector<int64_t> ddim_timesteps(int64_t T, int64_t steps) {
 
 torch::Tensor ddim_sample(const NoiseSchedule& schedule, const Denoiser& denoiser, torch::Tensor x,
                           const DdimConfig& c) {
-  if (c.prediction == Target::kFlow) throw Error("sampler.prediction", "DDIM samples eps or v models; use Euler for flow");
+  if (c.prediction == Target::kFlow)
+    throw Error("sampler.prediction", "DDIM samples eps or v models; use Euler for flow");
   if (!(c.eta >= 0)) throw Error("sampler.eta", "must be >= 0");
   const std::vector<int64_t> ts = ddim_timesteps(schedule.size(), c.steps);
   if (c.prediction == Target::kEps && schedule.abar(ts[0]) == 0.0)

@@ -10,8 +10,10 @@
 namespace dtrainer::diffusion {
 
 BetaSchedule parse_beta_schedule(const std::string& field, const std::string& text) {
-  return parse_choice<BetaSchedule>(
-      field, text, {{"scaled_linear", BetaSchedule::kScaledLinear}, {"linear", BetaSchedule::kLinear}, {"cosine", BetaSchedule::kCosine}});
+  return parse_choice<BetaSchedule>(field, text,
+                                    {{"scaled_linear", BetaSchedule::kScaledLinear},
+                                     {"linear", BetaSchedule::kLinear},
+                                     {"cosine", BetaSchedule::kCosine}});
 }
 
 const char* to_string(BetaSchedule s) {
@@ -42,7 +44,10 @@ NoiseSchedule NoiseSchedule::make(const ScheduleConfig& c) {
       }
       case BetaSchedule::kLinear: beta = c.beta_start + frac * (c.beta_end - c.beta_start); break;
       case BetaSchedule::kCosine: {
-        auto f = [](double u) { const double v = std::cos((u + 0.008) / 1.008 * M_PI / 2); return v * v; };
+        auto f = [](double u) {
+          const double v = std::cos((u + 0.008) / 1.008 * M_PI / 2);
+          return v * v;
+        };
         beta = std::min(1.0 - f(static_cast<double>(t + 1) / T) / f(static_cast<double>(t) / T), 0.999);
         break;
       }
@@ -65,7 +70,8 @@ NoiseSchedule::NoiseSchedule(std::vector<double> abar) : abar_(std::move(abar)) 
 }
 
 double NoiseSchedule::abar(int64_t t) const {
-  if (t < 0 || t >= size()) throw Error("schedule", "timestep " + std::to_string(t) + " outside [0, " + std::to_string(size()) + ")");
+  if (t < 0 || t >= size())
+    throw Error("schedule", "timestep " + std::to_string(t) + " outside [0, " + std::to_string(size()) + ")");
   return abar_[t];
 }
 

@@ -12,8 +12,10 @@
 namespace dtrainer::diffusion {
 
 TextPadding parse_text_padding(const std::string& field, const std::string& text) {
-  return parse_choice<TextPadding>(
-      field, text, {{"zero", TextPadding::kZero}, {"replicate", TextPadding::kReplicate}, {"noisy_replicate", TextPadding::kNoisyReplicate}});
+  return parse_choice<TextPadding>(field, text,
+                                   {{"zero", TextPadding::kZero},
+                                    {"replicate", TextPadding::kReplicate},
+                                    {"noisy_replicate", TextPadding::kNoisyReplicate}});
 }
 
 PaddedText pad_text(const std::vector<torch::Tensor>& prompts, const TextPaddingConfig& c,
@@ -30,7 +32,8 @@ PaddedText pad_text(const std::vector<torch::Tensor>& prompts, const TextPadding
   for (int64_t i = 0; i < B; ++i) {
     const torch::Tensor& p = prompts[i];
     if (p.dim() != 2 || p.size(1) != D || p.size(0) < 1)
-      throw Error("prompts[" + std::to_string(i) + "]", "expected [L >= 1, " + std::to_string(D) + "] token embeddings");
+      throw Error("prompts[" + std::to_string(i) + "]",
+                  "expected [L >= 1, " + std::to_string(D) + "] token embeddings");
     const int64_t L = std::min(p.size(0), T);
     const torch::Tensor prompt = p.narrow(0, 0, L);  // any float dtype; copies below convert to float32
     if (c.policy == TextPadding::kZero || L == T) {

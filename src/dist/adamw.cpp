@@ -25,8 +25,8 @@ void ensure_kokkos() {
 
 void check_flat(const torch::Tensor& t, int64_t n, torch::ScalarType dtype, const char* name) {
   if (!t.defined() || t.dim() != 1 || t.numel() != n || !t.is_contiguous() || t.scalar_type() != dtype)
-    throw Error(std::string("adamw.") + name, "expected a contiguous flat " + std::string(c10::toString(dtype)) + " tensor of " +
-                                                  std::to_string(n) + " elements");
+    throw Error(std::string("adamw.") + name, "expected a contiguous flat " + std::string(c10::toString(dtype)) +
+                                                  " tensor of " + std::to_string(n) + " elements");
 }
 
 }  // namespace
@@ -40,7 +40,8 @@ void adamw_step(torch::Tensor param, const torch::Tensor& grad, torch::Tensor m,
   check_flat(v, n, torch::kFloat32, "exp_avg_sq");
   if (bf16_copy.defined()) check_flat(bf16_copy, n, torch::kBFloat16, "bf16_copy");
   if (step < 1) throw Error("adamw.step", "steps count from 1");
-  const double bc1 = 1 - std::pow(c.beta1, static_cast<double>(step)), bc2 = 1 - std::pow(c.beta2, static_cast<double>(step));
+  const double bc1 = 1 - std::pow(c.beta1, static_cast<double>(step)),
+               bc2 = 1 - std::pow(c.beta2, static_cast<double>(step));
   const float b1 = static_cast<float>(c.beta1), b2 = static_cast<float>(c.beta2);
   const float decay = static_cast<float>(1 - c.lr * c.weight_decay), scale = static_cast<float>(grad_scale);
   const float step_size = static_cast<float>(c.lr / bc1), inv_sqrt_bc2 = static_cast<float>(1 / std::sqrt(bc2));
@@ -79,22 +80,24 @@ void adamw_step(torch::Tensor param, const torch::Tensor& grad, torch::Tensor m,
 #endif
 
 void adamw_step_on_device(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& grads,
-                          const std::vector<torch::Tensor>& m, const std::vector<torch::Tensor>& v, torch::Tensor step_count,
-                          const AdamWConfig& c, const torch::Tensor& grad_divisor, const torch::Tensor& skip,
-                          const std::vector<torch::Tensor>& bf16_copies) {
+                          const std::vector<torch::Tensor>& m, const std::vector<torch::Tensor>& v,
+                          torch::Tensor step_count, const AdamWConfig& c, const torch::Tensor& grad_divisor,
+                          const torch::Tensor& skip, const std::vector<torch::Tensor>& bf16_copies) {
   const size_t n = params.size();
   if (grads.size() != n || m.size() != n || v.size() != n || (!bf16_copies.empty() && bf16_copies.size() != n))
     throw Error("adamw", "adamw_step_on_device: params, grads, m, v (and bf16 copies) must come in equal numbers");
   for (const torch::Tensor* t : {static_cast<const torch::Tensor*>(&step_count), &grad_divisor, &skip})
     if (!t->defined() || !t->is_cuda() || t->numel() != 1 || t->scalar_type() != torch::kFloat32)
-      throw Error("adamw", "adamw_step_on_device: step_count, grad_divisor and skip must be one fp32 element on the device");
+      throw Error("adamw",
+                  "adamw_step_on_device: step_count, grad_divisor and skip must be one fp32 element on the device");
   for (size_t i = 0; i < n; ++i) {
     const int64_t len = params[i].numel();
     check_flat(params[i], len, torch::kFloat32, "param");
     check_flat(grads[i], len, torch::kFloat32, "grad");
     check_flat(m[i], len, torch::kFloat32, "exp_avg");
     check_flat(v[i], len, torch::kFloat32, "exp_avg_sq");
-    if (!params[i].is_cuda()) throw Error("adamw", "adamw_step_on_device: shard " + std::to_string(i) + " is not on a CUDA device");
+    if (!params[i].is_cuda())
+      throw Error("adamw", "adamw_step_on_device: shard " + std::to_string(i) + " is not on a CUDA device");
     if (!bf16_copies.empty()) check_flat(bf16_copies[i], len, torch::kBFloat16, "bf16_copy");
   }
 #if DT_FUSED_DEVICE_ADAMW
@@ -104,7 +107,8 @@ void adamw_step_on_device(const std::vector<torch::Tensor>& params, const std::v
   at::_fused_adamw_(params, grads, m, v, {}, steps, c.lr, c.beta1, c.beta2, c.weight_decay, c.eps, /*amsgrad=*/false,
                     /*maximize=*/false, grad_divisor, skip);
 #else
-  throw Error("adamw", std::string("the device update needs LibTorch >= 2.1 (its fused AdamW); this is ") + TORCH_VERSION);
+  throw Error("adamw",
+              std::string("the device update needs LibTorch >= 2.1 (its fused AdamW); this is ") + TORCH_VERSION);
 #endif
   for (size_t i = 0; i < bf16_copies.size(); ++i) bf16_copies[i].copy_(params[i]);
 }

@@ -65,7 +65,8 @@ void limit_device_memory(const std::string& field, const torch::Device& device, 
   if (bytes <= 0 || bytes > total)
     throw Error(field, format_bytes(static_cast<double>(bytes)) + " is outside what " + device_name(device) + " has (" +
                            format_bytes(static_cast<double>(total)) + ")");
-  c10::cuda::CUDACachingAllocator::setMemoryFraction(static_cast<double>(bytes) / static_cast<double>(total), device.index());
+  c10::cuda::CUDACachingAllocator::setMemoryFraction(static_cast<double>(bytes) / static_cast<double>(total),
+                                                     device.index());
 #else
   (void)bytes;
   require_cpu(device);  // (throws: this LibTorch has no CUDA)

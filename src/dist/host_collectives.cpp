@@ -67,8 +67,8 @@ std::vector<uint64_t> gather_host(MPI_Comm comm, const std::vector<uint64_t>& va
   MPI_Comm_size(comm, &world);
   std::vector<uint64_t> all(rank == root ? values.size() * static_cast<size_t>(world) : 0);
   note_collective();
-  MPI_Gather(values.data(), static_cast<int>(values.size()), MPI_UINT64_T, all.data(), static_cast<int>(values.size()), MPI_UINT64_T, root,
-             comm);
+  MPI_Gather(values.data(), static_cast<int>(values.size()), MPI_UINT64_T, all.data(), static_cast<int>(values.size()),
+             MPI_UINT64_T, root, comm);
   return all;
 }
 

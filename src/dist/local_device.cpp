@@ -56,11 +56,13 @@ torch::Device select_device(const MpiRuntime& rt, const std::string& choice) {
   const torch::Device d = local_device(rt);
   if (choice == "auto" && d.is_cpu()) return d;
   if (d.is_cpu())
-    throw Error("device", "cuda, but rank " + std::to_string(rt.rank()) +
-                              " sees no CUDA device (this LibTorch is built without CUDA, or no GPU is visible to the rank)");
+    throw Error("device",
+                "cuda, but rank " + std::to_string(rt.rank()) +
+                    " sees no CUDA device (this LibTorch is built without CUDA, or no GPU is visible to the rank)");
   if (!nccl_built())
-    throw Error("device", std::string(d.str()) + " needs the NCCL communicator, and this dtrainer was built without NCCL "
-                          "(scripts/gpu/build.sh builds it; --device cpu computes on the CPU)");
+    throw Error("device", std::string(d.str()) +
+                              " needs the NCCL communicator, and this dtrainer was built without NCCL "
+                              "(scripts/gpu/build.sh builds it; --device cpu computes on the CPU)");
   return d;
 }
 

@@ -60,7 +60,8 @@ struct Wire {
 };
 
 void check(const torch::Tensor& t, const char* what) {
-  if (!t.defined() || !t.device().is_cpu()) throw Error(std::string("communicator.") + what, "the MPI backend needs CPU tensors");
+  if (!t.defined() || !t.device().is_cpu())
+    throw Error(std::string("communicator.") + what, "the MPI backend needs CPU tensors");
   if (!t.is_contiguous()) throw Error(std::string("communicator.") + what, "tensor must be contiguous");
 }
 
@@ -73,7 +74,9 @@ Wire wire(const torch::Tensor& t, const char* what, bool reduce = true) {
     case torch::kInt32: return {t, MPI_INT32_T, false};
     case torch::kBFloat16:
     case torch::kFloat16: return reduce ? Wire{t.to(torch::kFloat32), MPI_FLOAT, true} : Wire{t, MPI_UINT16_T, false};
-    default: throw Error(std::string("communicator.") + what, std::string("unsupported dtype ") + c10::toString(t.scalar_type()));
+    default:
+      throw Error(std::string("communicator.") + what,
+                  std::string("unsupported dtype ") + c10::toString(t.scalar_type()));
   }
 }
 
@@ -113,8 +116,9 @@ class MpiCommunicator final : public Communicator {
       if (w.staged) t.copy_(w.data);
     });
     note_collective();
-    const int rc = async ? MPI_Iallreduce(MPI_IN_PLACE, w.data.data_ptr(), count(w.data), w.type, MPI_SUM, comm_, work->request())
-                         : MPI_Allreduce(MPI_IN_PLACE, w.data.data_ptr(), count(w.data), w.type, MPI_SUM, comm_);
+    const int rc =
+        async ? MPI_Iallreduce(MPI_IN_PLACE, w.data.data_ptr(), count(w.data), w.type, MPI_SUM, comm_, work->request())
+              : MPI_Allreduce(MPI_IN_PLACE, w.data.data_ptr(), count(w.data), w.type, MPI_SUM, comm_);
     if (rc != MPI_SUCCESS) throw Error("communicator.all_reduce", "MPI all-reduce failed");
     return finish(work, async);
   }
@@ -123,13 +127,16 @@ class MpiCommunicator final : public Communicator {
     check_whole_and_part("reduce_scatter", in, out, world_, /*whole_is_input=*/true);
     Wire wi = wire(in, "reduce_scatter"), wo = wire(out, "reduce_scatter");
     const int world = world_;
-    auto work = std::make_shared<MpiWork>(std::vector<torch::Tensor>{in, out, wi.data, wo.data}, [out, wo, op, world]() mutable {
-      if (op == ReduceOp::kAvg) wo.data.div_(world);
-      if (wo.staged) out.copy_(wo.data);
-    });
+    auto work = std::make_shared<MpiWork>(std::vector<torch::Tensor>{in, out, wi.data, wo.data},
+                                          [out, wo, op, world]() mutable {
+                                            if (op == ReduceOp::kAvg) wo.data.div_(world);
+                                            if (wo.staged) out.copy_(wo.data);
+                                          });
     note_collective();
-    const int rc = async ? MPI_Ireduce_scatter_block(wi.data.data_ptr(), wo.data.data_ptr(), count(wo.data), wi.type, MPI_SUM, comm_, work->request())
-                         : MPI_Reduce_scatter_block(wi.data.data_ptr(), wo.data.data_ptr(), count(wo.data), wi.type, MPI_SUM, comm_);
+    const int rc = async ? MPI_Ireduce_scatter_block(wi.data.data_ptr(), wo.data.data_ptr(), count(wo.data), wi.type,
+                                                     MPI_SUM, comm_, work->request())
+                         : MPI_Reduce_scatter_block(wi.data.data_ptr(), wo.data.data_ptr(), count(wo.data), wi.type,
+                                                    MPI_SUM, comm_);
     if (rc != MPI_SUCCESS) throw Error("communicator.reduce_scatter", "MPI reduce-scatter failed");
     return finish(work, async);
   }
@@ -141,14 +148,17 @@ class MpiCommunicator final : public Communicator {
       if (wo.staged) out.copy_(wo.data);
     });
     note_collective();
-    const int rc = async ? MPI_Iallgather(wi.data.data_ptr(), count(wi.data), wi.type, wo.data.data_ptr(), count(wi.data), wo.type, comm_, work->request())
-                         : MPI_Allgather(wi.data.data_ptr(), count(wi.data), wi.type, wo.data.data_ptr(), count(wi.data), wo.type, comm_);
+    const int rc = async ? MPI_Iallgather(wi.data.data_ptr(), count(wi.data), wi.type, wo.data.data_ptr(),
+                                          count(wi.data), wo.type, comm_, work->request())
+                         : MPI_Allgather(wi.data.data_ptr(), count(wi.data), wi.type, wo.data.data_ptr(),
+                                         count(wi.data), wo.type, comm_);
     if (rc != MPI_SUCCESS) throw Error("communicator.all_gather", "MPI all-gather failed");
     return finish(work, async);
   }
 
   std::shared_ptr<Work> broadcast(torch::Tensor t, int root, bool async) override {
-    if (root < 0 || root >= world_) throw Error("communicator.broadcast", "root " + std::to_string(root) + " is not a rank");
+    if (root < 0 || root >= world_)
+      throw Error("communicator.broadcast", "root " + std::to_string(root) + " is not a rank");
     Wire w = wire(t, "broadcast", /*reduce=*/false);
     auto work = std::make_shared<MpiWork>(std::vector<torch::Tensor>{t, w.data}, [t, w]() mutable {
       if (w.staged) t.copy_(w.data);
@@ -180,6 +190,8 @@ class MpiCommunicator final : public Communicator {
 
 }  // namespace
 
-std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm comm) { return std::make_unique<MpiCommunicator>(comm, false); }
+std::unique_ptr<Communicator> make_mpi_communicator(MPI_Comm comm) {
+  return std::make_unique<MpiCommunicator>(comm, false);
+}
 
 }  // namespace dtrainer::dist

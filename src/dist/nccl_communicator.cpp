@@ -110,13 +110,14 @@ class NcclCommunicator final : public Communicator {
     int devices = 0;
     check_cuda(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
     if (device_ < 0 || device_ >= devices)
-      throw Error("communicator.nccl", "rank " + std::to_string(rank_) + " asked for CUDA device " + std::to_string(device_) +
-                                           " but this node has " + std::to_string(devices));
+      throw Error("communicator.nccl", "rank " + std::to_string(rank_) + " asked for CUDA device " +
+                                           std::to_string(device_) + " but this node has " + std::to_string(devices));
     check_cuda(cudaSetDevice(device_), "cudaSetDevice");
     ncclUniqueId id{};
     if (rank_ == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId", rank_);
     if (MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, bootstrap_) != MPI_SUCCESS)
-      throw Error("communicator.nccl", "rank " + std::to_string(rank_) + ": broadcasting the ncclUniqueId over MPI failed");
+      throw Error("communicator.nccl",
+                  "rank " + std::to_string(rank_) + ": broadcasting the ncclUniqueId over MPI failed");
     check_nccl(ncclCommInitRank(&comm_, world_, id, rank_), "ncclCommInitRank", rank_);
     check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
   }
@@ -152,31 +153,46 @@ class NcclCommunicator final : public Communicator {
 
   std::shared_ptr<Work> all_reduce(torch::Tensor t, ReduceOp op, bool async) override {
     Wire w = wire(t, "all_reduce");
-    return launch("all_reduce", {t, w.data}, async,
-                  [&] { return ncclAllReduce(w.data.data_ptr(), w.data.data_ptr(), count(w.data), w.type, nccl_op(op, w, "all_reduce"), comm_, stream_); },
-                  copy_back(t, w));
+    return launch(
+        "all_reduce", {t, w.data}, async,
+        [&] {
+          return ncclAllReduce(w.data.data_ptr(), w.data.data_ptr(), count(w.data), w.type,
+                               nccl_op(op, w, "all_reduce"), comm_, stream_);
+        },
+        copy_back(t, w));
   }
 
   std::shared_ptr<Work> reduce_scatter(torch::Tensor in, torch::Tensor out, ReduceOp op, bool async) override {
     check_whole_and_part("reduce_scatter", in, out, world_, /*whole_is_input=*/true);
     Wire wi = wire(in, "reduce_scatter"), wo = wire(out, "reduce_scatter");
-    return launch("reduce_scatter", {in, out, wi.data, wo.data}, async,
-                  [&] { return ncclReduceScatter(wi.data.data_ptr(), wo.data.data_ptr(), count(wo.data), wi.type, nccl_op(op, wi, "reduce_scatter"), comm_, stream_); },
-                  copy_back(out, wo));
+    return launch(
+        "reduce_scatter", {in, out, wi.data, wo.data}, async,
+        [&] {
+          return ncclReduceScatter(wi.data.data_ptr(), wo.data.data_ptr(), count(wo.data), wi.type,
+                                   nccl_op(op, wi, "reduce_scatter"), comm_, stream_);
+        },
+        copy_back(out, wo));
   }
 
   std::shared_ptr<Work> all_gather(torch::Tensor in, torch::Tensor out, bool async) override {
     check_whole_and_part("all_gather", out, in, world_, /*whole_is_input=*/false);
     Wire wi = wire(in, "all_gather", /*reduce=*/false), wo = wire(out, "all_gather", /*reduce=*/false);
-    return launch("all_gather", {in, out}, async,
-                  [&] { return ncclAllGather(wi.data.data_ptr(), wo.data.data_ptr(), count(wi.data), wi.type, comm_, stream_); }, nullptr);
+    return launch(
+        "all_gather", {in, out}, async,
+        [&] { return ncclAllGather(wi.data.data_ptr(), wo.data.data_ptr(), count(wi.data), wi.type, comm_, stream_); },
+        nullptr);
   }
 
   std::shared_ptr<Work> broadcast(torch::Tensor t, int root, bool async) override {
-    if (root < 0 || root >= world_) throw Error("communicator.broadcast", "root " + std::to_string(root) + " is not a rank");
+    if (root < 0 || root >= world_)
+      throw Error("communicator.broadcast", "root " + std::to_string(root) + " is not a rank");
     Wire w = wire(t, "broadcast", /*reduce=*/false);
-    return launch("broadcast", {t}, async,
-                  [&] { return ncclBroadcast(w.data.data_ptr(), w.data.data_ptr(), count(w.data), w.type, root, comm_, stream_); }, nullptr);
+    return launch(
+        "broadcast", {t}, async,
+        [&] {
+          return ncclBroadcast(w.data.data_ptr(), w.data.data_ptr(), count(w.data), w.type, root, comm_, stream_);
+        },
+        nullptr);
   }
 
   // Every rank's queued collectives finish, then the ranks meet.
@@ -200,8 +216,10 @@ class NcclCommunicator final : public Communicator {
       case torch::kFloat64: return {t, ncclFloat64, false};
       case torch::kInt64: return {t, ncclInt64, false};
       case torch::kInt32: return {t, ncclInt32, false};
-      case torch::kBFloat16: return reduce ? Wire{t.to(torch::kFloat32), ncclFloat32, true} : Wire{t, ncclBfloat16, false};
-      case torch::kFloat16: return reduce ? Wire{t.to(torch::kFloat32), ncclFloat32, true} : Wire{t, ncclFloat16, false};
+      case torch::kBFloat16:
+        return reduce ? Wire{t.to(torch::kFloat32), ncclFloat32, true} : Wire{t, ncclBfloat16, false};
+      case torch::kFloat16:
+        return reduce ? Wire{t.to(torch::kFloat32), ncclFloat32, true} : Wire{t, ncclFloat16, false};
       default: throw Error(where, std::string("unsupported dtype ") + c10::toString(t.scalar_type()));
     }
   }
@@ -209,7 +227,8 @@ class NcclCommunicator final : public Communicator {
   static ncclRedOp_t nccl_op(ReduceOp op, const Wire& w, const char* what) {
     if (op == ReduceOp::kSum) return ncclSum;
     if (w.type == ncclInt32 || w.type == ncclInt64)
-      throw Error(std::string("communicator.") + what, "an average of integer tensors is not defined; reduce with kSum");
+      throw Error(std::string("communicator.") + what,
+                  "an average of integer tensors is not defined; reduce with kSum");
     return ncclAvg;
   }
 
@@ -222,7 +241,8 @@ class NcclCommunicator final : public Communicator {
   // Orders the communicator's stream after the caller's queued work (which produced the inputs),
   // queues the collective, and records its completion.
   template <class Call>
-  std::shared_ptr<Work> launch(const char* what, std::vector<torch::Tensor> keep, bool async, Call&& call, std::function<void()> finish) {
+  std::shared_ptr<Work> launch(const char* what, std::vector<torch::Tensor> keep, bool async, Call&& call,
+                               std::function<void()> finish) {
     check_cuda(cudaSetDevice(device_), "cudaSetDevice");
     cudaEvent_t inputs_ready = record_on(caller_stream(device_));
     const cudaError_t waited = cudaStreamWaitEvent(stream_, inputs_ready, 0);

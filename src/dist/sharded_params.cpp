@@ -44,11 +44,12 @@ struct ShardedParameters::Unit {
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
   std::vector<uintptr_t> hook_keys;
   int64_t numel = 0, padded = 0, shard = 0;
-  torch::Tensor full;    // [padded] the parameters the model computes with (compute dtype); under zero3 only while gathered
-  torch::Tensor master;  // fp32, what this rank updates: replicate all [padded], zero1-3 its [shard]
-                         // (with fp32 compute and zero1-3 not sharded: a view of full, else its own)
+  torch::Tensor
+      full;  // [padded] the parameters the model computes with (compute dtype); under zero3 only while gathered
+  torch::Tensor master;         // fp32, what this rank updates: replicate all [padded], zero1-3 its [shard]
+                                // (with fp32 compute and zero1-3 not sharded: a view of full, else its own)
   torch::Tensor compute_shard;  // bf16 compute under zero1-3: this rank's [shard] of the copy, written by the update
-  torch::Tensor grad;    // replicate/zero1: [padded] packed and all-reduced; zero2/3: [shard] accumulated
+  torch::Tensor grad;           // replicate/zero1: [padded] packed and all-reduced; zero2/3: [shard] accumulated
   torch::Tensor m, v, ema;
   std::vector<bool> arrived;  // this round's gradient has arrived for parameter i
   size_t n_arrived = 0;
@@ -86,7 +87,8 @@ ShardedParameters::ShardedParameters(models::UnitModel& model, Communicator* com
   bool first = true;
   for (const auto& unit : units)
     for (const auto& p : unit.parameters) {
-      if (first) device_ = p.device(), first = false;
+      if (first)
+        device_ = p.device(), first = false;
       else if (p.device() != device_)
         throw Error("sharding", "unit " + unit.name + ": parameters on " + p.device().str() + " and " + device_.str() +
                                     " (move the whole model to one device first)");
@@ -94,7 +96,8 @@ ShardedParameters::ShardedParameters(models::UnitModel& model, Communicator* com
   if (device_.is_cuda()) device_steps_ = torch::zeros({1}, fp32());
   world_ = comm ? comm->world() : 1;
   if (config_.compute_dtype != torch::kFloat32 && config_.compute_dtype != torch::kBFloat16)
-    throw Error("sharding", std::string("compute dtype must be fp32 or bf16, not ") + c10::toString(config_.compute_dtype));
+    throw Error("sharding",
+                std::string("compute dtype must be fp32 or bf16, not ") + c10::toString(config_.compute_dtype));
   if (comm) grad_comm_ = comm->duplicate();
   const bool zero3 = config_.strategy == ShardingStrategy::kZero3;
   const bool whole = config_.strategy == ShardingStrategy::kReplicate;
@@ -105,7 +108,8 @@ ShardedParameters::ShardedParameters(models::UnitModel& model, Communicator* com
     u->name = units[ui].name;
     u->params = units[ui].parameters;
     for (const auto& p : u->params) {
-      if (p.scalar_type() != torch::kFloat32) throw Error("sharding", "unit " + u->name + ": parameters must be fp32 masters");
+      if (p.scalar_type() != torch::kFloat32)
+        throw Error("sharding", "unit " + u->name + ": parameters must be fp32 masters");
       if (!p.requires_grad()) throw Error("sharding", "unit " + u->name + ": every parameter must require grad");
       u->offsets.push_back(u->numel);
       u->numels.push_back(p.numel());
@@ -128,9 +132,12 @@ ShardedParameters::ShardedParameters(models::UnitModel& model, Communicator* com
       u->accumulators.push_back(torch::autograd::impl::grad_accumulator(u->params[i]));
       u->hook_keys.push_back(u->accumulators.back()->add_post_hook(std::make_unique<GradReadyHook>(this, ui, i)));
     }
-    if (whole) u->master = flat;
-    else if (zero3 || low) u->master = flat.narrow(0, rank_ * u->shard, u->shard).clone();
-    else u->master = u->full.narrow(0, rank_ * u->shard, u->shard);
+    if (whole)
+      u->master = flat;
+    else if (zero3 || low)
+      u->master = flat.narrow(0, rank_ * u->shard, u->shard).clone();
+    else
+      u->master = u->full.narrow(0, rank_ * u->shard, u->shard);
     if (low && !whole) u->compute_shard = u->full.narrow(0, rank_ * u->shard, u->shard).clone();
     if (zero3) release(*u);  // parameters exist only while the unit runs
     const int64_t state = whole ? u->padded : u->shard;
@@ -176,8 +183,10 @@ void ShardedParameters::gather(Unit& u) {
   torch::NoGradGuard no_grad;
   u.full = torch::empty({u.padded}, fp32().dtype(config_.compute_dtype));
   const torch::Tensor& mine = low_precision() ? u.compute_shard : u.master;
-  if (comm_) comm_->all_gather(mine, u.full);
-  else u.full.copy_(mine);
+  if (comm_)
+    comm_->all_gather(mine, u.full);
+  else
+    u.full.copy_(mine);
   for (size_t i = 0; i < u.params.size(); ++i)
     u.params[i].set_data(u.full.narrow(0, u.offsets[i], u.numels[i]).view(u.shapes[i]));
 }
@@ -218,8 +227,10 @@ void ShardedParameters::launch(size_t unit) {
   for (size_t i = 0; i < u.params.size(); ++i) {  // pack (a parameter without a gradient counts as zeros)
     torch::Tensor dst = send.narrow(0, u.offsets[i], u.numels[i]);
     torch::Tensor& g = u.params[i].mutable_grad();
-    if (g.defined()) dst.copy_(g.reshape({-1}));
-    else dst.zero_();
+    if (g.defined())
+      dst.copy_(g.reshape({-1}));
+    else
+      dst.zero_();
     g = torch::Tensor();  // the packed copy is the gradient now
   }
   send.narrow(0, u.numel, u.padded - u.numel).zero_();
@@ -228,8 +239,10 @@ void ShardedParameters::launch(size_t unit) {
   r->send = send;
   if (scatter) {
     r->recv = torch::empty({u.shard}, fp32());
-    if (grad_comm_) r->work = grad_comm_->reduce_scatter(send, r->recv, ReduceOp::kAvg, true);
-    else r->recv.copy_(send);
+    if (grad_comm_)
+      r->work = grad_comm_->reduce_scatter(send, r->recv, ReduceOp::kAvg, true);
+    else
+      r->recv.copy_(send);
   } else if (grad_comm_) {
     r->work = grad_comm_->all_reduce(send, ReduceOp::kAvg, true);
   }
@@ -265,7 +278,9 @@ void ShardedParameters::backward(const torch::Tensor& loss, bool last_micro_batc
   sync_ = true;
 }
 
-torch::TensorOptions ShardedParameters::fp32() const { return torch::TensorOptions().dtype(torch::kFloat32).device(device_); }
+torch::TensorOptions ShardedParameters::fp32() const {
+  return torch::TensorOptions().dtype(torch::kFloat32).device(device_);
+}
 
 int64_t ShardedParameters::steps() const {
   return device_steps_.defined() ? static_cast<int64_t>(device_steps_.item<float>()) : step_;
@@ -303,7 +318,8 @@ torch::Tensor ShardedParameters::step_on_device(double max_grad_norm, double gra
   adamw_step_on_device(masters, grads, ms, vs, device_steps_, config_.adamw, 1.0 / factor, skip, copies);
   for (size_t i = 0; i < units_.size(); ++i) {
     Unit& u = *units_[i];
-    if (u.ema.defined()) u.ema.lerp_(u.master, (1 - config_.ema_decay) * (1 - skip));  // ema += (1-d)(p-ema), not on a skip
+    if (u.ema.defined())
+      u.ema.lerp_(u.master, (1 - config_.ema_decay) * (1 - skip));  // ema += (1-d)(p-ema), not on a skip
     gather_updated_shards(u);
     u.grad.zero_();
   }
@@ -358,8 +374,10 @@ ShardedMemory ShardedParameters::memory() const {
     m.padded_elements += u->padded;
     // fp32 masters, plus what the model computes with when that is a separate copy: all of it
     // (held between steps unless zero3) and this rank's shard of it.
-    if (!low_precision()) m.param_bytes += 4 * (zero3 ? u->shard : u->padded);
-    else m.param_bytes += 4 * u->master.numel() + compute_bytes * ((zero3 ? 0 : u->padded) + u->compute_shard.numel());
+    if (!low_precision())
+      m.param_bytes += 4 * (zero3 ? u->shard : u->padded);
+    else
+      m.param_bytes += 4 * u->master.numel() + compute_bytes * ((zero3 ? 0 : u->padded) + u->compute_shard.numel());
     m.grad_bytes += 4 * u->grad.numel();
     m.optimizer_state_bytes += 4 * (u->m.numel() + u->v.numel());
     if (u->ema.defined()) m.ema_bytes += 4 * u->ema.numel();
@@ -416,8 +434,10 @@ void ShardedParameters::publish(Unit& u) {
   torch::NoGradGuard no_grad;
   const bool low = low_precision();
   if (low) {
-    if (config_.strategy == ShardingStrategy::kReplicate) u.full.copy_(u.master);
-    else u.compute_shard.copy_(u.master);
+    if (config_.strategy == ShardingStrategy::kReplicate)
+      u.full.copy_(u.master);
+    else
+      u.compute_shard.copy_(u.master);
   }
   gather_updated_shards(u);
 }
@@ -428,8 +448,10 @@ void ShardedParameters::gather_updated_shards(Unit& u) {
   if (config_.strategy != ShardingStrategy::kZero1 && config_.strategy != ShardingStrategy::kZero2) return;
   const bool low = low_precision();
   const torch::Tensor mine = low ? u.compute_shard : u.master.clone();  // (all_gather may not alias its input)
-  if (comm_) comm_->all_gather(mine, u.full);
-  else if (low) u.full.copy_(mine);
+  if (comm_)
+    comm_->all_gather(mine, u.full);
+  else if (low)
+    u.full.copy_(mine);
 }
 
 // The gradient each rank updates with: the whole reduced gradient (replicate), its slice (zero1),
@@ -437,14 +459,16 @@ void ShardedParameters::gather_updated_shards(Unit& u) {
 std::vector<torch::Tensor> ShardedParameters::update_gradients() const {
   std::vector<torch::Tensor> grads;
   for (const auto& u : units_)
-    grads.push_back(config_.strategy == ShardingStrategy::kZero1 ? u->grad.narrow(0, rank_ * u->shard, u->shard) : u->grad);
+    grads.push_back(config_.strategy == ShardingStrategy::kZero1 ? u->grad.narrow(0, rank_ * u->shard, u->shard)
+                                                                 : u->grad);
   return grads;
 }
 
 torch::Tensor ShardedParameters::gather_unit(size_t i, bool ema) const {
   const Unit& u = *units_.at(i);
   if (ema && !u.ema.defined()) throw Error("sharding", "gather_unit: EMA is off");
-  if (!ema && config_.strategy != ShardingStrategy::kZero3 && !low_precision()) return u.full.narrow(0, 0, u.numel).clone();
+  if (!ema && config_.strategy != ShardingStrategy::kZero3 && !low_precision())
+    return u.full.narrow(0, 0, u.numel).clone();
   return gather_full(u, ema ? u.ema : u.master);
 }
 
@@ -452,8 +476,10 @@ torch::Tensor ShardedParameters::gather_unit(size_t i, bool ema) const {
 torch::Tensor ShardedParameters::gather_full(const Unit& u, const torch::Tensor& mine) const {
   if (config_.strategy == ShardingStrategy::kReplicate) return mine.narrow(0, 0, u.numel).clone();
   torch::Tensor full = torch::empty({u.padded}, fp32());
-  if (comm_) comm_->all_gather(mine.contiguous(), full);
-  else full.copy_(mine);
+  if (comm_)
+    comm_->all_gather(mine.contiguous(), full);
+  else
+    full.copy_(mine);
   return full.narrow(0, 0, u.numel).clone();
 }
 

@@ -79,8 +79,8 @@ void Watchdog::enter(const char* phase, int64_t step) {
     std::vector<double> v = recent;
     std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(v.size() / 2), v.end());
     char buf[160];
-    std::snprintf(buf, sizeof buf, "watchdog_factor %g x the recent median %s, at least watchdog_min %s", config_.factor,
-                  seconds(v[v.size() / 2]).c_str(), seconds(config_.min_s).c_str());
+    std::snprintf(buf, sizeof buf, "watchdog_factor %g x the recent median %s, at least watchdog_min %s",
+                  config_.factor, seconds(v[v.size() / 2]).c_str(), seconds(config_.min_s).c_str());
     s.limit_why = buf;
   }
 }
@@ -143,18 +143,22 @@ std::string Watchdog::survey(const State& mine, double elapsed) {
       continue;
     }
     behind += (behind.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) +
-              (a.active ? " (in step " + std::to_string(a.step) + " phase '" + a.phase + "' for " + seconds(a.elapsed_ms / 1e3)
+              (a.active ? " (in step " + std::to_string(a.step) + " phase '" + a.phase + "' for " +
+                              seconds(a.elapsed_ms / 1e3)
                         : " (between phases after step " + std::to_string(a.step)) +
-              ", " + std::to_string(a.collectives) + " collectives issued where the others reached " + std::to_string(max_coll) + ")";
+              ", " + std::to_string(a.collectives) + " collectives issued where the others reached " +
+              std::to_string(max_coll) + ")";
   }
   std::string out;
   if (!silent.empty())
-    out += " Did not arrive: rank" + std::string(silent.size() > 1 ? "s " : " ") + rank_list(silent) + " (no answer within " +
-           seconds(config_.survey_s) + ": stopped, or hung outside MPI)" + (behind.empty() ? "." : ";");
+    out += " Did not arrive: rank" + std::string(silent.size() > 1 ? "s " : " ") + rank_list(silent) +
+           " (no answer within " + seconds(config_.survey_s) + ": stopped, or hung outside MPI)" +
+           (behind.empty() ? "." : ";");
   if (!behind.empty()) out += (silent.empty() ? " Did not arrive: " : " ") + behind + ".";
   if (silent.empty() && behind.empty())
     out += " Every rank reached the same point (a collective, or a file system, that does not return).";
-  if (!waiting.empty()) out += " Waiting there: rank" + std::string(waiting.size() > 1 ? "s " : " ") + rank_list(waiting) + ".";
+  if (!waiting.empty())
+    out += " Waiting there: rank" + std::string(waiting.size() > 1 ? "s " : " ") + rank_list(waiting) + ".";
   return out;
 }
 
@@ -167,14 +171,19 @@ void Watchdog::answer_of_mine(const State& s, Answer& a) const {
 }
 
 void Watchdog::fire(const State& s, double elapsed) {
-  std::string msg = "rank " + std::to_string(rank_) + ": watchdog: step " + std::to_string(s.step) + ", phase '" + s.phase +
-                    "' has run " + seconds(elapsed) + " (limit " + seconds(s.limit_s) + ": " + s.limit_why + ").";
-  if (multiple_ && rank_ == 0 && world_ > 1) msg += survey(s, elapsed);
+  std::string msg = "rank " + std::to_string(rank_) + ": watchdog: step " + std::to_string(s.step) + ", phase '" +
+                    s.phase + "' has run " + seconds(elapsed) + " (limit " + seconds(s.limit_s) + ": " + s.limit_why +
+                    ").";
+  if (multiple_ && rank_ == 0 && world_ > 1)
+    msg += survey(s, elapsed);
   else if (world_ > 1)
-    msg += multiple_ ? " Rank 0, which names the ranks that did not arrive, has not ended the job: it may be the one stalled."
-                     : " (MPI without MPI_THREAD_MULTIPLE: the other ranks are not surveyed.)";
-  msg += " Ending the job; it resumes from its last complete checkpoint (watchdog_timeout, watchdog_factor and watchdog_min "
-         "set the bounds).\n";
+    msg += multiple_
+               ? " Rank 0, which names the ranks that did not arrive, has not ended the job: it may be the one stalled."
+               : " (MPI without MPI_THREAD_MULTIPLE: the other ranks are not surveyed.)";
+  msg +=
+      " Ending the job; it resumes from its last complete checkpoint (watchdog_timeout, watchdog_factor and "
+      "watchdog_min "
+      "set the bounds).\n";
   std::fputs(msg.c_str(), stderr);
   std::fflush(stderr);
   if (multiple_) MPI_Abort(MPI_COMM_WORLD, 3);

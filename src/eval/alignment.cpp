@@ -27,8 +27,8 @@ std::pair<double, double> prompt_score(const PromptResult& r, Keep keep) {
   return {score / static_cast<double>(r.correct.size()), chance / n};
 }
 
-ScoreSummary summarise(const std::vector<double>& scores, const std::vector<double>& chances, int64_t questions, int64_t bootstrap,
-                       uint64_t seed, uint64_t stream) {
+ScoreSummary summarise(const std::vector<double>& scores, const std::vector<double>& chances, int64_t questions,
+                       int64_t bootstrap, uint64_t seed, uint64_t stream) {
   ScoreSummary s;
   std::vector<double> v, c;
   for (size_t i = 0; i < scores.size(); ++i)
@@ -36,25 +36,33 @@ ScoreSummary summarise(const std::vector<double>& scores, const std::vector<doub
   s.prompts = static_cast<int64_t>(v.size());
   s.questions = questions;
   if (v.empty()) return s;
-  for (size_t i = 0; i < v.size(); ++i) s.mean += v[i] / static_cast<double>(v.size()), s.chance += c[i] / static_cast<double>(c.size());
+  for (size_t i = 0; i < v.size(); ++i)
+    s.mean += v[i] / static_cast<double>(v.size()), s.chance += c[i] / static_cast<double>(c.size());
   s.lo = s.hi = s.mean;
   if (bootstrap < 2 || v.size() < 2) return s;
   std::vector<double> means(static_cast<size_t>(bootstrap));
   for (int64_t b = 0; b < bootstrap; ++b) {
     StreamRng rng(stream_key(seed, RngPurpose::kEvaluation, stream, static_cast<uint64_t>(b)));
     double m = 0;
-    for (size_t i = 0; i < v.size(); ++i) m += v[std::min(v.size() - 1, static_cast<size_t>(rng.uniform() * static_cast<double>(v.size())))];
+    for (size_t i = 0; i < v.size(); ++i)
+      m += v[std::min(v.size() - 1, static_cast<size_t>(rng.uniform() * static_cast<double>(v.size())))];
     means[static_cast<size_t>(b)] = m / static_cast<double>(v.size());
   }
   std::sort(means.begin(), means.end());
-  auto q = [&](double p) { return means[std::min(means.size() - 1, static_cast<size_t>(p * static_cast<double>(means.size() - 1) + 0.5))]; };
+  auto q = [&](double p) {
+    return means[std::min(means.size() - 1, static_cast<size_t>(p * static_cast<double>(means.size() - 1) + 0.5))];
+  };
   s.lo = q(0.025);
   s.hi = q(0.975);
   return s;
 }
 
 nlohmann::json summary_json(const ScoreSummary& s) {
-  return {{"score", s.mean}, {"interval", {s.lo, s.hi}}, {"chance", s.chance}, {"prompts", s.prompts}, {"questions", s.questions}};
+  return {{"score", s.mean},
+          {"interval", {s.lo, s.hi}},
+          {"chance", s.chance},
+          {"prompts", s.prompts},
+          {"questions", s.questions}};
 }
 
 }  // namespace
@@ -70,8 +78,8 @@ AlignmentScore score_alignment(const std::vector<PromptResult>& results, int64_t
     if (r.correct.empty()) throw Error("alignment", "prompt " + std::to_string(r.prompt) + " has no image");
     for (const auto& row : r.correct)
       if (row.size() != r.questions.size())
-        throw Error("alignment", "prompt " + std::to_string(r.prompt) + ": " + std::to_string(row.size()) + " answers for " +
-                                     std::to_string(r.questions.size()) + " questions");
+        throw Error("alignment", "prompt " + std::to_string(r.prompt) + ": " + std::to_string(row.size()) +
+                                     " answers for " + std::to_string(r.questions.size()) + " questions");
     const auto [score, ch] = prompt_score(r, [](const Question&) { return true; });
     a.per_prompt.push_back(score);
     chance.push_back(ch);

@@ -10,7 +10,8 @@
 namespace dtrainer::eval {
 namespace {
 
-int64_t index_of(const std::vector<std::string>& names, const nlohmann::json& j, const std::string& field, const std::string& where) {
+int64_t index_of(const std::vector<std::string>& names, const nlohmann::json& j, const std::string& field,
+                 const std::string& where) {
   if (!j.contains(field) || !j[field].is_string()) throw Error(where, "object without a '" + field + "' name");
   const auto it = std::find(names.begin(), names.end(), j[field].get<std::string>());
   if (it == names.end()) throw Error(where, "unknown " + field + " '" + j[field].get<std::string>() + "'");
@@ -51,13 +52,15 @@ std::vector<Question> questions_for_prompt(const nlohmann::json& prompt, const s
   const auto& kinds = data::shape_kinds();
   const auto& cells = data::shape_cells();
   if (!prompt.is_object() || !prompt.contains("objects") || !prompt["objects"].is_array() || prompt["objects"].empty())
-    throw Error(where, "has no 'objects' list (a prompt of the shapes world needs its objects: color, shape, position)");
+    throw Error(where,
+                "has no 'objects' list (a prompt of the shapes world needs its objects: color, shape, position)");
   struct Obj {
     int64_t color, shape, cell;
   };
   std::vector<Obj> objs;
   for (const auto& o : prompt["objects"])
-    objs.push_back({index_of(colors, o, "color", where), index_of(kinds, o, "shape", where), index_of(cells, o, "position", where)});
+    objs.push_back({index_of(colors, o, "color", where), index_of(kinds, o, "shape", where),
+                    index_of(cells, o, "position", where)});
   std::vector<bool> occupied(cells.size(), false);
   for (const auto& o : objs) {
     if (occupied[o.cell]) throw Error(where, "two objects in the cell '" + cells[o.cell] + "'");
@@ -111,11 +114,13 @@ std::vector<Question> questions_for_prompt(const nlohmann::json& prompt, const s
   for (const auto& o : objs) {
     Query k;
     k.kind = Query::Kind::kColorAt, k.cell = o.cell;
-    add(Category::kColor, "what color is the " + kinds[o.shape] + " at the " + cells[o.cell] + "?", colors[o.color], colors, k);
+    add(Category::kColor, "what color is the " + kinds[o.shape] + " at the " + cells[o.cell] + "?", colors[o.color],
+        colors, k);
   }
   // position (only where the colour and shape name one object)
   for (const auto& o : objs) {
-    const auto same = std::count_if(objs.begin(), objs.end(), [&](const Obj& p) { return p.color == o.color && p.shape == o.shape; });
+    const auto same =
+        std::count_if(objs.begin(), objs.end(), [&](const Obj& p) { return p.color == o.color && p.shape == o.shape; });
     if (same != 1) continue;
     Query k;
     k.kind = Query::Kind::kWhere, k.color = o.color, k.shape = o.shape;
@@ -138,15 +143,21 @@ std::vector<Question> questions_for_prompt(const nlohmann::json& prompt, const s
         throw Error(where, "a relation names objects that are not there");
       const std::string rel = r["relation"].get<std::string>();
       const auto unique = [&](const Obj& o) {
-        return std::count_if(objs.begin(), objs.end(), [&](const Obj& p) { return p.color == o.color && p.shape == o.shape; }) == 1;
+        return std::count_if(objs.begin(), objs.end(),
+                             [&](const Obj& p) { return p.color == o.color && p.shape == o.shape; }) == 1;
       };
-      if (!unique(objs[a]) || !unique(objs[b])) continue;  // (two objects of one description: the question would be ambiguous)
-      if (rel != "left of" && rel != "right of" && rel != "above" && rel != "below") throw Error(where, "unknown relation '" + rel + "'");
+      if (!unique(objs[a]) || !unique(objs[b]))
+        continue;  // (two objects of one description: the question would be ambiguous)
+      if (rel != "left of" && rel != "right of" && rel != "above" && rel != "below")
+        throw Error(where, "unknown relation '" + rel + "'");
       for (const auto& [asked, answer] : {std::pair<std::string, std::string>{rel, "yes"}, {opposite(rel), "no"}}) {
         Query k;
         k.kind = Query::Kind::kRelation;
-        k.color = objs[a].color, k.shape = objs[a].shape, k.color2 = objs[b].color, k.shape2 = objs[b].shape, k.relation = asked;
-        add(Category::kRelation, "is the " + name(objs[a].color, objs[a].shape) + " " + asked + " the " + name(objs[b].color, objs[b].shape) + "?",
+        k.color = objs[a].color, k.shape = objs[a].shape, k.color2 = objs[b].color, k.shape2 = objs[b].shape,
+        k.relation = asked;
+        add(Category::kRelation,
+            "is the " + name(objs[a].color, objs[a].shape) + " " + asked + " the " +
+                name(objs[b].color, objs[b].shape) + "?",
             answer, kYesNo, k);
       }
     }
@@ -161,7 +172,8 @@ nlohmann::json read_eval_prompts(const std::string& path) {
   } catch (const nlohmann::json::exception& e) {
     throw Error(path, std::string("not valid JSON: ") + e.what());
   }
-  if (!j.is_object() || j.value("version", 0) != 1 || !j.contains("prompts") || !j["prompts"].is_array() || j["prompts"].empty())
+  if (!j.is_object() || j.value("version", 0) != 1 || !j.contains("prompts") || !j["prompts"].is_array() ||
+      j["prompts"].empty())
     throw Error(path, "not an eval_prompts.json of version 1 with a non-empty 'prompts' list");
   return j;
 }

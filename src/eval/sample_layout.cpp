@@ -15,7 +15,8 @@ std::string prompt_dir_name(int64_t prompt) {
 
 std::string image_relative_path(int64_t prompt, int64_t image) {
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%05lld/samples/%04lld.png", static_cast<long long>(prompt), static_cast<long long>(image));
+  std::snprintf(buf, sizeof buf, "%05lld/samples/%04lld.png", static_cast<long long>(prompt),
+                static_cast<long long>(image));
   return buf;
 }
 
@@ -43,7 +44,8 @@ nlohmann::json geneval_metadata(const nlohmann::json& prompt) {
       it = clause_index.emplace(key, static_cast<int64_t>(include.size())).first;
       include.push_back({{"class", key.first}, {"count", 0}, {"color", key.second}});
     }
-    include[static_cast<size_t>(it->second)]["count"] = include[static_cast<size_t>(it->second)]["count"].get<int64_t>() + 1;
+    include[static_cast<size_t>(it->second)]["count"] =
+        include[static_cast<size_t>(it->second)]["count"].get<int64_t>() + 1;
     clause_of.push_back(it->second);
   }
   bool position = false;
@@ -52,8 +54,10 @@ nlohmann::json geneval_metadata(const nlohmann::json& prompt) {
     if (a == b) continue;  // (two objects of one kind: no clause can say which is where)
     // "subject REL object": the later clause gets its relation to the earlier one.
     const std::string rel = r.at("relation").get<std::string>();
-    if (a < b) include[static_cast<size_t>(b)]["position"] = {inverse_relation(rel), a};
-    else include[static_cast<size_t>(a)]["position"] = {rel, b};
+    if (a < b)
+      include[static_cast<size_t>(b)]["position"] = {inverse_relation(rel), a};
+    else
+      include[static_cast<size_t>(a)]["position"] = {rel, b};
     position = true;
   }
   const size_t objects = prompt.at("objects").size();
@@ -65,8 +69,12 @@ nlohmann::json geneval_metadata(const nlohmann::json& prompt) {
 nlohmann::json tifa_question_answers(int64_t id, const std::string& caption, const std::vector<Question>& questions) {
   nlohmann::json out = nlohmann::json::array();
   for (const auto& q : questions)
-    out.push_back({{"id", std::to_string(id)}, {"caption", caption}, {"question", q.text}, {"choices", q.choices},
-                   {"answer", q.answer}, {"element_type", to_string(q.category)}});
+    out.push_back({{"id", std::to_string(id)},
+                   {"caption", caption},
+                   {"question", q.text},
+                   {"choices", q.choices},
+                   {"answer", q.answer},
+                   {"element_type", to_string(q.category)}});
   return out;
 }
 

@@ -55,7 +55,8 @@ torch::Tensor shifted(const torch::Tensor& mask, int64_t dy, int64_t dx) {
   if (dy == 0 && dx == 0) return mask;
   torch::Tensor out = torch::zeros_like(mask);
   const int64_t H = mask.size(0), W = mask.size(1);
-  const int64_t y0 = std::max<int64_t>(0, dy), y1 = std::min(H, H + dy), x0 = std::max<int64_t>(0, dx), x1 = std::min(W, W + dx);
+  const int64_t y0 = std::max<int64_t>(0, dy), y1 = std::min(H, H + dy), x0 = std::max<int64_t>(0, dx),
+                x1 = std::min(W, W + dx);
   if (y1 <= y0 || x1 <= x0) return out;
   out.slice(0, y0, y1).slice(1, x0, x1).copy_(mask.slice(0, y0 - dy, y1 - dy).slice(1, x0 - dx, x1 - dx));
   return out;
@@ -74,8 +75,8 @@ int64_t SceneDetection::count() const {
 }
 
 SceneDetection detect_shapes(const torch::Tensor& image_in) {
-  if (image_in.dim() != 3 || image_in.size(0) != 3 || image_in.size(1) != image_in.size(2) || image_in.size(1) % 2 != 0 ||
-      image_in.size(1) < 8)
+  if (image_in.dim() != 3 || image_in.size(0) != 3 || image_in.size(1) != image_in.size(2) ||
+      image_in.size(1) % 2 != 0 || image_in.size(1) < 8)
     throw Error("detect_shapes", "wants an RGB image [3, S, S] with an even S >= 8, got " + c10::str(image_in.sizes()));
   const torch::Tensor image = image_in.detach().to(torch::kCPU, torch::kFloat32).contiguous();
   const int64_t size = image.size(1), half = size / 2;

@@ -67,13 +67,16 @@ BackboneSpec resolve_transformer(const std::string& preset, const std::vector<st
   out.inputs = inputs;
   TransformerSpec& spec = out.transformer;
   spec = transformer_preset(preset);
-  apply_overrides(spec, overrides,
-                  {{"in_channels", inputs.latent_channels}, {"sample_size", inputs.latent_size}, {"context_dim", inputs.text_dim}},
-                  set_transformer_field);
+  apply_overrides(
+      spec, overrides,
+      {{"in_channels", inputs.latent_channels}, {"sample_size", inputs.latent_size}, {"context_dim", inputs.text_dim}},
+      set_transformer_field);
   if (spec.conditioning == "class")
-    throw Error("model_set", preset + " is class-conditional; the training data carries captions: set conditioning=text");
+    throw Error("model_set",
+                preset + " is class-conditional; the training data carries captions: set conditioning=text");
   if (control_conditioning && !spec.control_conditioning())
-    throw Error("control_conditioning", "among the transformers only mmDiT++ (family mmdit_pp) has the control embedding");
+    throw Error("control_conditioning",
+                "among the transformers only mmDiT++ (family mmdit_pp) has the control embedding");
   spec.validate();
   return out;
 }
@@ -126,9 +129,9 @@ std::string backbone_summary(const BackboneSpec& b) {
   if (b.family == "transformer") {
     const TransformerSpec& s = b.transformer;
     std::ostringstream o;
-    o << "transformer " << s.name << " (" << to_string(s.family) << "): hidden " << s.hidden_size << ", depth " << s.depth
-      << ", heads " << s.num_heads << ", patch " << s.patch_size << ", context_dim " << s.context_dim << ", input "
-      << s.in_channels << "x" << s.sample_size << "x" << s.sample_size;
+    o << "transformer " << s.name << " (" << to_string(s.family) << "): hidden " << s.hidden_size << ", depth "
+      << s.depth << ", heads " << s.num_heads << ", patch " << s.patch_size << ", context_dim " << s.context_dim
+      << ", input " << s.in_channels << "x" << s.sample_size << "x" << s.sample_size;
     return o.str();
   }
   const UNetSpec& s = b.unet;
@@ -137,12 +140,14 @@ std::string backbone_summary(const BackboneSpec& b) {
   for (size_t i = 0; i < s.channel_mult.size(); ++i) o << (i ? "," : "") << s.channel_mult[i];
   o << "], transformer_depth [";
   for (size_t i = 0; i < s.transformer_depth.size(); ++i) o << (i ? "," : "") << s.transformer_depth[i];
-  o << "], context_dim " << s.context_dim << ", input " << s.in_channels << "x" << s.sample_size << "x" << s.sample_size;
+  o << "], context_dim " << s.context_dim << ", input " << s.in_channels << "x" << s.sample_size << "x"
+    << s.sample_size;
   return o.str();
 }
 
 std::unique_ptr<Backbone> build_backbone(const BackboneSpec& spec) {
-  if (spec.family == "transformer") return std::make_unique<ModuleBackbone<DiffusionTransformer, TransformerSpec>>(spec.transformer);
+  if (spec.family == "transformer")
+    return std::make_unique<ModuleBackbone<DiffusionTransformer, TransformerSpec>>(spec.transformer);
   return std::make_unique<ModuleBackbone<UNet, UNetSpec>>(spec.unet);
 }
 

@@ -11,13 +11,16 @@ using unet_detail::Act;
 using unet_detail::TimestepEmbedding;
 
 ControlEmbeddingImpl::ControlEmbeddingImpl(int64_t feature_dim, int64_t out_dim) : feature_dim_(feature_dim) {
-  high_ = register_module("high", std::make_shared<TimestepEmbedding>(kHighLevelControls * feature_dim, out_dim, Act::kSiLU));
-  low_ = register_module("low", std::make_shared<TimestepEmbedding>(kLowLevelControls * feature_dim, out_dim, Act::kSiLU));
+  high_ = register_module("high",
+                          std::make_shared<TimestepEmbedding>(kHighLevelControls * feature_dim, out_dim, Act::kSiLU));
+  low_ =
+      register_module("low", std::make_shared<TimestepEmbedding>(kLowLevelControls * feature_dim, out_dim, Act::kSiLU));
 }
 
 static torch::Tensor scalar_features(const torch::Tensor& values, int64_t dim) {
   std::vector<torch::Tensor> parts;
-  for (int64_t j = 0; j < values.size(1); ++j) parts.push_back(unet_detail::timestep_features(values.select(1, j), dim));
+  for (int64_t j = 0; j < values.size(1); ++j)
+    parts.push_back(unet_detail::timestep_features(values.select(1, j), dim));
   return torch::cat(parts, 1);
 }
 

@@ -51,8 +51,8 @@ torch::Tensor masked_group_norm(torch::nn::GroupNorm& layer, const torch::Tensor
   return y;
 }
 
-torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                        int64_t heads, const torch::Tensor& key_mask) {
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t heads,
+                        const torch::Tensor& key_mask) {
   const int64_t B = q.size(0), nq = q.size(1), nk = k.size(1), inner = q.size(2), d = inner / heads;
   auto split = [&](const torch::Tensor& t, int64_t n) { return t.reshape({B, n, heads, d}).transpose(1, 2); };
   // Fused scaled-dot-product attention where LibTorch has it (FlashAttention on a GPU when there is

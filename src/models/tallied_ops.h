@@ -21,7 +21,7 @@ torch::Tensor masked_group_norm(torch::nn::GroupNorm& layer, const torch::Tensor
 // Multi-head attention softmax(q k^T / sqrt(d)) v (models::attention: fused where LibTorch has it).
 // q [B, Nq, heads*d], k and v [B, Nk, heads*d]; key_mask [B, Nk] bool (true = attend) or undefined.
 // Returns [B, Nq, heads*d].
-torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
-                        int64_t heads, const torch::Tensor& key_mask);
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v, int64_t heads,
+                        const torch::Tensor& key_mask);
 
 }  // namespace dtrainer::models::ops

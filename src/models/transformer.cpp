@@ -121,15 +121,20 @@ struct DiTBlock : Block {
     attn = register_module("attn", std::make_shared<Attn>(h, s.head_dim(), false, true));
     if (pixart) cross_attn = register_module("cross_attn", std::make_shared<CrossAttention>(h, H));
     mlp = register_module("mlp", std::make_shared<Mlp>(h, s.mlp_ratio * h));
-    if (pixart) scale_shift_table = register_parameter("scale_shift_table", torch::randn({6, h}) / std::sqrt(static_cast<double>(h)));
-    else adaLN_modulation = register_module("adaLN_modulation", silu_linear(h, 6 * h, /*zero=*/true));  // adaLN-Zero
+    if (pixart)
+      scale_shift_table =
+          register_parameter("scale_shift_table", torch::randn({6, h}) / std::sqrt(static_cast<double>(h)));
+    else
+      adaLN_modulation = register_module("adaLN_modulation", silu_linear(h, 6 * h, /*zero=*/true));  // adaLN-Zero
   }
   // DiT: in = {x [B,N,h], c [B,h]}; PixArt: in = {x, y [B,T,h], t0 [B,6h]} (mask in `mask`).
   Tensor forward(const std::vector<Tensor>& in) override {
     const Tensor& x = in[0];
     std::vector<Tensor> mod;
-    if (cross_attn) mod = (scale_shift_table.unsqueeze(0) + in[2].view({x.size(0), 6, -1})).unbind(1);
-    else mod = adaLN_modulation->forward(in[1]).chunk(6, -1);
+    if (cross_attn)
+      mod = (scale_shift_table.unsqueeze(0) + in[2].view({x.size(0), 6, -1})).unbind(1);
+    else
+      mod = adaLN_modulation->forward(in[1]).chunk(6, -1);
     auto [q, k, v] = attn->qkv_heads(modulate(layer_norm(x), mod[0], mod[1]), H);
     Tensor out = x + mod[2].unsqueeze(1) * attn->proj(merge_heads(attention(q, k, v)));
     if (cross_attn) out = out + cross_attn->forward(out, in[1], mask);
@@ -170,7 +175,8 @@ struct JointBlock : Block {
     // Joint attention over the concatenated sequence (text first); padded text keys are masked.
     Tensor key_mask;
     if (mask.defined()) key_mask = torch::cat({mask, torch::ones({x.size(0), x.size(1)}, mask.options())}, 1);
-    const Tensor joint = merge_heads(attention(torch::cat({qc, qx}, 2), torch::cat({kc, kx}, 2), torch::cat({vc, vx}, 2), key_mask));
+    const Tensor joint =
+        merge_heads(attention(torch::cat({qc, qx}, 2), torch::cat({kc, kx}, 2), torch::cat({vc, vx}, 2), key_mask));
     const Tensor ax = joint.narrow(1, T, x.size(1)), ac = joint.narrow(1, 0, T);
     Tensor xo = x + mx[2].unsqueeze(1) * x_block->attn->proj(ax);
     xo = xo + mx[5].unsqueeze(1) * x_block->mlp->forward(modulate(layer_norm(xo), mx[3], mx[4]));
@@ -195,12 +201,15 @@ struct FinalLayer : nn::Module {
       linear_->weight.zero_();
       linear_->bias.zero_();
     }
-    if (s.family == TransformerFamily::kPixArt) scale_shift_table = register_parameter("scale_shift_table", torch::randn({2, h}) / std::sqrt(static_cast<double>(h)));
-    else adaLN_modulation = register_module("adaLN_modulation", silu_linear(h, 2 * h, true));
+    if (s.family == TransformerFamily::kPixArt)
+      scale_shift_table =
+          register_parameter("scale_shift_table", torch::randn({2, h}) / std::sqrt(static_cast<double>(h)));
+    else
+      adaLN_modulation = register_module("adaLN_modulation", silu_linear(h, 2 * h, true));
   }
   Tensor forward(const Tensor& x, const Tensor& c) {
     std::vector<Tensor> m = scale_shift_table.defined() ? (scale_shift_table.unsqueeze(0) + c.unsqueeze(1)).unbind(1)
-                                                         : adaLN_modulation->forward(c).chunk(2, -1);
+                                                        : adaLN_modulation->forward(c).chunk(2, -1);
     return linear_(modulate(layer_norm(x), m[0], m[1]));
   }
 };
@@ -235,8 +244,10 @@ DiffusionTransformerImpl::DiffusionTransformerImpl(const TransformerSpec& s) : s
   switch (s.family) {
     case TransformerFamily::kDiT: {
       auto ye = holder("y_embedder");
-      if (s.conditioning == "class") e.class_table = ye->register_module("embedding_table", nn::Embedding(s.num_classes + 1, h));
-      else e.pooled_proj = ye->register_module("proj", linear(s.context_dim, h));
+      if (s.conditioning == "class")
+        e.class_table = ye->register_module("embedding_table", nn::Embedding(s.num_classes + 1, h));
+      else
+        e.pooled_proj = ye->register_module("proj", linear(s.context_dim, h));
       e.modules.push_back(ye);
       break;
     }
@@ -268,8 +279,10 @@ DiffusionTransformerImpl::DiffusionTransformerImpl(const TransformerSpec& s) : s
   const bool mm = s.family == TransformerFamily::kMMDiT || s.family == TransformerFamily::kMMDiTPP;
   nn::ModuleList list;
   for (int64_t i = 0; i < s.depth; ++i) {
-    if (mm) blocks_.push_back(std::make_shared<JointBlock>(s, i == s.depth - 1));
-    else blocks_.push_back(std::make_shared<DiTBlock>(s));
+    if (mm)
+      blocks_.push_back(std::make_shared<JointBlock>(s, i == s.depth - 1));
+    else
+      blocks_.push_back(std::make_shared<DiTBlock>(s));
     list->push_back(blocks_.back());
   }
   register_module(mm ? "joint_blocks" : "blocks", list);
@@ -282,26 +295,29 @@ std::vector<ModelUnit> DiffusionTransformerImpl::units() {
   for (const auto& m : embed_->modules)
     for (const auto& p : m->parameters()) embed.parameters.push_back(p);
   out.push_back(std::move(embed));
-  const std::string prefix = spec_.family == TransformerFamily::kMMDiT || spec_.family == TransformerFamily::kMMDiTPP ? "joint_blocks." : "blocks.";
+  const std::string prefix = spec_.family == TransformerFamily::kMMDiT || spec_.family == TransformerFamily::kMMDiTPP
+                                 ? "joint_blocks."
+                                 : "blocks.";
   for (size_t i = 0; i < blocks_.size(); ++i) out.push_back({prefix + std::to_string(i), blocks_[i]->parameters()});
   out.push_back({"final_layer", final_->parameters()});
   return out;
 }
 
-torch::Tensor DiffusionTransformerImpl::forward(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
-                                                const torch::Tensor& text_mask, const ControlInputs* controls,
-                                                const torch::Tensor& labels) {
+torch::Tensor DiffusionTransformerImpl::forward(const torch::Tensor& x_t, const torch::Tensor& t,
+                                                const torch::Tensor& text, const torch::Tensor& text_mask,
+                                                const ControlInputs* controls, const torch::Tensor& labels) {
   const torch::Tensor out = forward_all(x_t, t, text, text_mask, controls, labels);
   return spec_.learn_sigma ? out.narrow(1, 0, spec_.in_channels) : out;
 }
 
-torch::Tensor DiffusionTransformerImpl::forward_all(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
-                                                    const torch::Tensor& text_mask, const ControlInputs* controls,
-                                                    const torch::Tensor& labels) {
+torch::Tensor DiffusionTransformerImpl::forward_all(const torch::Tensor& x_t, const torch::Tensor& t,
+                                                    const torch::Tensor& text, const torch::Tensor& text_mask,
+                                                    const ControlInputs* controls, const torch::Tensor& labels) {
   const TransformerSpec& s = spec_;
   const int64_t p = s.patch_size, h = s.hidden_size;
   if (!x_t.defined() || x_t.dim() != 4 || x_t.size(1) != s.in_channels || x_t.size(2) % p || x_t.size(3) % p)
-    throw Error("x_t", "expected [B, " + std::to_string(s.in_channels) + ", H, W] with H, W divisible by " + std::to_string(p));
+    throw Error(
+        "x_t", "expected [B, " + std::to_string(s.in_channels) + ", H, W] with H, W divisible by " + std::to_string(p));
   const int64_t B = x_t.size(0), gh = x_t.size(2) / p, gw = x_t.size(3) / p, N = gh * gw;
   const bool class_cond = s.family == TransformerFamily::kDiT && s.conditioning == "class";
   if (class_cond && (!labels.defined() || labels.dim() != 1 || labels.size(0) != B))
@@ -316,9 +332,10 @@ torch::Tensor DiffusionTransformerImpl::forward_all(const torch::Tensor& x_t, co
   const double scale = s.pos_embed_scale * static_cast<double>(gh) / static_cast<double>(s.sample_size / p);
   // (computed once per grid size, dtype and device, not every step: a host-to-GPU copy per step
   // would make each step wait for the host)
-  if (!pos_cache_.defined() || pos_cache_.size(0) != N || pos_grid_ != std::make_pair(gh, gw) || pos_cache_.dtype() != x_t.dtype() ||
-      pos_cache_.device() != x_t.device())
-    pos_cache_ = diffusion::sincos_pos_embed_2d(h, gh, gw, scale, diffusion::parse_pos_embed_grid("model.pos_embed_grid", s.pos_embed_grid))
+  if (!pos_cache_.defined() || pos_cache_.size(0) != N || pos_grid_ != std::make_pair(gh, gw) ||
+      pos_cache_.dtype() != x_t.dtype() || pos_cache_.device() != x_t.device())
+    pos_cache_ = diffusion::sincos_pos_embed_2d(
+                     h, gh, gw, scale, diffusion::parse_pos_embed_grid("model.pos_embed_grid", s.pos_embed_grid))
                      .to(x_t.device(), x_t.dtype());
   pos_grid_ = {gh, gw};
   const torch::Tensor pos = pos_cache_;
@@ -352,8 +369,10 @@ torch::Tensor DiffusionTransformerImpl::forward_all(const torch::Tensor& x_t, co
           }
           default: {
             const torch::Tensor ctx = e->context_embedder(in[2]);
-            if (fam == TransformerFamily::kMMDiT) c = c + e->y_mlp->forward(pooled(in[2], msk));
-            else if (ctl) c = c + e->control->forward(*ctl);  // [S2]: c_emb joins the timestep embedding
+            if (fam == TransformerFamily::kMMDiT)
+              c = c + e->y_mlp->forward(pooled(in[2], msk));
+            else if (ctl)
+              c = c + e->control->forward(*ctl);  // [S2]: c_emb joins the timestep embedding
             parts = {ctx, x, c.unsqueeze(1)};
           }
         }
@@ -380,23 +399,21 @@ torch::Tensor DiffusionTransformerImpl::forward_all(const torch::Tensor& x_t, co
     // (T and the mask are set inside the function: a checkpointing runner calls it again later)
     if (mm) {
       auto jb = std::static_pointer_cast<JointBlock>(block);
-      seq = run_unit(
-          i + 1,
-          [jb, T, msk](const std::vector<torch::Tensor>& in) {
-            jb->T = T;
-            jb->mask = msk;
-            return jb->forward(in);
-          },
-          {seq, c});
+      seq = run_unit(i + 1,
+                     [jb, T, msk](const std::vector<torch::Tensor>& in) {
+                       jb->T = T;
+                       jb->mask = msk;
+                       return jb->forward(in);
+                     },
+                     {seq, c});
     } else if (fam == TransformerFamily::kPixArt) {
       auto db = std::static_pointer_cast<DiTBlock>(block);
-      x = run_unit(
-          i + 1,
-          [db, msk](const std::vector<torch::Tensor>& in) {
-            db->mask = msk;
-            return db->forward(in);
-          },
-          {x, y, t0});
+      x = run_unit(i + 1,
+                   [db, msk](const std::vector<torch::Tensor>& in) {
+                     db->mask = msk;
+                     return db->forward(in);
+                   },
+                   {x, y, t0});
     } else {
       x = run_unit(i + 1, [block](const std::vector<torch::Tensor>& in) { return block->forward(in); }, {x, c});
     }
@@ -404,8 +421,8 @@ torch::Tensor DiffusionTransformerImpl::forward_all(const torch::Tensor& x_t, co
   if (mm) x = seq.narrow(1, T, N);
   auto fin = final_;
   const int64_t out_c = s.out_channels();
-  const torch::Tensor tokens =
-      run_unit(blocks_.size() + 1, [fin](const std::vector<torch::Tensor>& in) { return fin->forward(in[0], in[1]); }, {x, c});
+  const torch::Tensor tokens = run_unit(
+      blocks_.size() + 1, [fin](const std::vector<torch::Tensor>& in) { return fin->forward(in[0], in[1]); }, {x, c});
   // Unpatchify: [B, gh * gw, p * p * out] -> [B, out, gh * p, gw * p]
   return tokens.view({B, gh, gw, p, p, out_c}).permute({0, 5, 1, 3, 2, 4}).reshape({B, out_c, gh * p, gw * p});
 }

@@ -40,8 +40,10 @@ TransformerCost count_transformer(const TransformerSpec& s, int64_t T) {
   k.linear("t_embedder.mlp.2", h, h, 1);
   switch (s.family) {
     case TransformerFamily::kDiT:
-      if (s.conditioning == "class") k.param("y_embedder.embedding_table.weight", {s.num_classes + 1, h});
-      else k.linear("y_embedder.proj", D, h, 1);  // pooled (masked mean) text tokens
+      if (s.conditioning == "class")
+        k.param("y_embedder.embedding_table.weight", {s.num_classes + 1, h});
+      else
+        k.linear("y_embedder.proj", D, h, 1);  // pooled (masked mean) text tokens
       break;
     case TransformerFamily::kPixArt:
       k.linear("t_block.1", h, 6 * h, 1);
@@ -79,8 +81,10 @@ TransformerCost count_transformer(const TransformerSpec& s, int64_t T) {
       }
       k.linear(b + "mlp.fc1", h, m, N);
       k.linear(b + "mlp.fc2", m, h, N);
-      if (s.family == TransformerFamily::kDiT) k.linear(b + "adaLN_modulation.1", h, 6 * h, 1);
-      else k.param(b + "scale_shift_table", {6, h});
+      if (s.family == TransformerFamily::kDiT)
+        k.linear(b + "adaLN_modulation.1", h, 6 * h, 1);
+      else
+        k.param(b + "scale_shift_table", {6, h});
     } else {
       const std::string b = "joint_blocks." + std::to_string(i) + ".";
       const bool last = i == s.depth - 1;  // SD3: the text stream of the last block only feeds attention
@@ -103,8 +107,10 @@ TransformerCost count_transformer(const TransformerSpec& s, int64_t T) {
     }
   }
   k.linear("final_layer.linear", h, out, N);
-  if (s.family == TransformerFamily::kPixArt) k.param("final_layer.scale_shift_table", {2, h});
-  else k.linear("final_layer.adaLN_modulation.1", h, 2 * h, 1);
+  if (s.family == TransformerFamily::kPixArt)
+    k.param("final_layer.scale_shift_table", {2, h});
+  else
+    k.linear("final_layer.adaLN_modulation.1", h, 2 * h, 1);
   for (const auto& e : k.c.params) k.c.num_params += e.numel();
   return k.c;
 }

@@ -35,14 +35,21 @@ void TransformerSpec::validate() const {
   positive("context_dim", context_dim);
   positive("in_channels", in_channels);
   positive("sample_size", sample_size);
-  if (hidden_size % num_heads) throw Error("model.num_heads", "hidden_size " + std::to_string(hidden_size) + " is not divisible by " + std::to_string(num_heads) + " heads");
+  if (hidden_size % num_heads)
+    throw Error("model.num_heads", "hidden_size " + std::to_string(hidden_size) + " is not divisible by " +
+                                       std::to_string(num_heads) + " heads");
   if (hidden_size % 4) throw Error("model.hidden_size", "must be divisible by 4 (2-D sin-cos positional embedding)");
-  if (sample_size % patch_size) throw Error("model.sample_size", std::to_string(sample_size) + " is not divisible by patch_size " + std::to_string(patch_size));
+  if (sample_size % patch_size)
+    throw Error("model.sample_size",
+                std::to_string(sample_size) + " is not divisible by patch_size " + std::to_string(patch_size));
   if (frequency_dim % 2) throw Error("model.frequency_dim", "must be even");
-  if (conditioning != "class" && conditioning != "text") throw Error("model.conditioning", "class or text, got '" + conditioning + "'");
-  if (family != TransformerFamily::kDiT && conditioning != "text") throw Error("model.conditioning", "only DiT can be class-conditional");
+  if (conditioning != "class" && conditioning != "text")
+    throw Error("model.conditioning", "class or text, got '" + conditioning + "'");
+  if (family != TransformerFamily::kDiT && conditioning != "text")
+    throw Error("model.conditioning", "only DiT can be class-conditional");
   if (!(pos_embed_scale > 0)) throw Error("model.pos_embed_scale", "must be positive");
-  if (pos_embed_grid != "resampled" && pos_embed_grid != "extrapolate") throw Error("model.pos_embed_grid", "resampled or extrapolate");
+  if (pos_embed_grid != "resampled" && pos_embed_grid != "extrapolate")
+    throw Error("model.pos_embed_grid", "resampled or extrapolate");
   if (family == TransformerFamily::kPixArt && caption_mlp == 0 && context_dim != hidden_size)
     throw Error("model.caption_mlp", "0 needs context_dim == hidden_size (the text enters cross-attention as is)");
 }
@@ -57,7 +64,8 @@ TransformerSpec make(const std::string& name, TransformerFamily f, int64_t hidde
   s.depth = depth;
   s.caption_mlp = caption_mlp;
   s.conditioning = conditioning;
-  if (f == TransformerFamily::kMMDiT || f == TransformerFamily::kMMDiTPP) s.learn_sigma = false;  // SD3 predicts the target only
+  if (f == TransformerFamily::kMMDiT || f == TransformerFamily::kMMDiTPP)
+    s.learn_sigma = false;  // SD3 predicts the target only
   return s;
 }
 }  // namespace
@@ -88,32 +96,47 @@ TransformerSpec transformer_preset(const std::string& name) {
 }
 
 std::vector<std::string> transformer_field_keys() {
-  return {"family", "patch_size", "hidden_size", "depth", "num_heads", "mlp_ratio", "context_dim", "in_channels", "learn_sigma",
-          "sample_size", "conditioning", "num_classes", "caption_mlp", "pos_embed_scale", "pos_embed_grid"};
+  return {"family",       "patch_size",  "hidden_size", "depth",           "num_heads",
+          "mlp_ratio",    "context_dim", "in_channels", "learn_sigma",     "sample_size",
+          "conditioning", "num_classes", "caption_mlp", "pos_embed_scale", "pos_embed_grid"};
 }
 
 void set_transformer_field(TransformerSpec& s, const std::string& key, const std::string& v) {
   const std::string f = "model." + key;
-  if (key == "family") s.family = parse_transformer_family(f, v);
-  else if (key == "patch_size") s.patch_size = parse_int(f, v);
-  else if (key == "hidden_size") s.hidden_size = parse_int(f, v);
-  else if (key == "depth") s.depth = parse_int(f, v);
-  else if (key == "num_heads") s.num_heads = parse_int(f, v);
-  else if (key == "mlp_ratio") s.mlp_ratio = parse_int(f, v);
-  else if (key == "context_dim") s.context_dim = parse_int(f, v);
-  else if (key == "in_channels" || key == "out_channels") s.in_channels = parse_int(f, v);  // out follows in
-  else if (key == "learn_sigma") s.learn_sigma = parse_bool(f, v);
-  else if (key == "sample_size") s.sample_size = parse_int(f, v);
-  else if (key == "conditioning") s.conditioning = v;
-  else if (key == "num_classes") s.num_classes = parse_int(f, v);
-  else if (key == "caption_mlp") s.caption_mlp = parse_int(f, v);
+  if (key == "family")
+    s.family = parse_transformer_family(f, v);
+  else if (key == "patch_size")
+    s.patch_size = parse_int(f, v);
+  else if (key == "hidden_size")
+    s.hidden_size = parse_int(f, v);
+  else if (key == "depth")
+    s.depth = parse_int(f, v);
+  else if (key == "num_heads")
+    s.num_heads = parse_int(f, v);
+  else if (key == "mlp_ratio")
+    s.mlp_ratio = parse_int(f, v);
+  else if (key == "context_dim")
+    s.context_dim = parse_int(f, v);
+  else if (key == "in_channels" || key == "out_channels")
+    s.in_channels = parse_int(f, v);  // out follows in
+  else if (key == "learn_sigma")
+    s.learn_sigma = parse_bool(f, v);
+  else if (key == "sample_size")
+    s.sample_size = parse_int(f, v);
+  else if (key == "conditioning")
+    s.conditioning = v;
+  else if (key == "num_classes")
+    s.num_classes = parse_int(f, v);
+  else if (key == "caption_mlp")
+    s.caption_mlp = parse_int(f, v);
   else if (key == "pos_embed_scale") {
     try {
       s.pos_embed_scale = std::stod(v);
     } catch (const std::exception&) {
       throw Error(f, "not a number: '" + v + "'");
     }
-  } else if (key == "pos_embed_grid") s.pos_embed_grid = v;
+  } else if (key == "pos_embed_grid")
+    s.pos_embed_grid = v;
   else {
     std::string known;
     for (const auto& k : transformer_field_keys()) known += (known.empty() ? "" : ", ") + k;

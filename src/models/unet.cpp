@@ -18,9 +18,11 @@ UNetImpl::UNetImpl(const UNetSpec& spec) : spec_(spec) {
   const Act act = spec.layout == UNetLayout::kDeepFloydIF ? Act::kGELU : Act::kSiLU;
   const int64_t C = spec.model_channels;
   conv_in_ = register_module("conv_in", torch::nn::Conv2d(torch::nn::Conv2dOptions(spec.in_channels, C, 3).padding(1)));
-  time_embedding_ = register_module("time_embedding", std::make_shared<TimestepEmbedding>(C, spec.time_embed_dim(), act));
+  time_embedding_ =
+      register_module("time_embedding", std::make_shared<TimestepEmbedding>(C, spec.time_embed_dim(), act));
   if (spec.control_conditioning)
-    control_embedding_ = register_module("control_embedding", ControlEmbedding(spec.control_feature_dim, spec.time_embed_dim()));
+    control_embedding_ =
+        register_module("control_embedding", ControlEmbedding(spec.control_feature_dim, spec.time_embed_dim()));
   torch::nn::ModuleList down, up;
   for (const auto& st : plan.down) {
     down_.push_back(std::make_shared<Stage>(st, spec));
@@ -33,8 +35,10 @@ UNetImpl::UNetImpl(const UNetSpec& spec) : spec_(spec) {
     up->push_back(up_.back());
   }
   register_module("up_blocks", up);
-  conv_norm_out_ = register_module("conv_norm_out", torch::nn::GroupNorm(torch::nn::GroupNormOptions(spec.norm_groups, C).eps(1e-5)));
-  conv_out_ = register_module("conv_out", torch::nn::Conv2d(torch::nn::Conv2dOptions(C, spec.out_channels, 3).padding(1)));
+  conv_norm_out_ = register_module("conv_norm_out",
+                                   torch::nn::GroupNorm(torch::nn::GroupNormOptions(spec.norm_groups, C).eps(1e-5)));
+  conv_out_ =
+      register_module("conv_out", torch::nn::Conv2d(torch::nn::Conv2dOptions(C, spec.out_channels, 3).padding(1)));
 
   // Units in forward order (the order forward() runs them).
   std::unordered_map<const torch::nn::Module*, std::string> name_of;
@@ -96,7 +100,8 @@ void UNetImpl::check_inputs(const torch::Tensor& x, const torch::Tensor& t, cons
                            " is not divisible by 2^(levels-1) = " + std::to_string(factor));
   const int64_t B = x.size(0);
   if (!t.defined() || t.dim() != 1 || t.size(0) != B)
-    throw Error("t", "expected [" + std::to_string(B) + "], got " + (t.defined() ? shape_of(t) : std::string("undefined")));
+    throw Error("t",
+                "expected [" + std::to_string(B) + "], got " + (t.defined() ? shape_of(t) : std::string("undefined")));
   if (!text.defined() || text.dim() != 3 || text.size(0) != B || text.size(2) != spec_.context_dim)
     throw Error("text", "expected [" + std::to_string(B) + ", T, " + std::to_string(spec_.context_dim) + "], got " +
                             (text.defined() ? shape_of(text) : std::string("undefined")));
@@ -125,25 +130,26 @@ torch::Tensor UNetImpl::forward(const torch::Tensor& x_t, const torch::Tensor& t
   auto ce = control_embedding_;
   const std::optional<ControlInputs> ctl = controls ? std::optional<ControlInputs>(*controls) : std::nullopt;
   const int64_t C = spec_.model_channels;
-  const torch::Tensor temb = run_unit(
-      0,
-      [te, ce, ctl](const std::vector<torch::Tensor>& in) mutable {
-        torch::Tensor e = te->forward(in[0]);
-        if (ctl) e = e + ce->forward(*ctl);  // [S2]: c_emb joins the time embedding
-        return e;
-      },
-      {timestep_features(t, C).to(conv_in_->weight.dtype())});
+  const torch::Tensor temb = run_unit(0,
+                                      [te, ce, ctl](const std::vector<torch::Tensor>& in) mutable {
+                                        torch::Tensor e = te->forward(in[0]);
+                                        if (ctl) e = e + ce->forward(*ctl);  // [S2]: c_emb joins the time embedding
+                                        return e;
+                                      },
+                                      {timestep_features(t, C).to(conv_in_->weight.dtype())});
   auto conv_in = conv_in_;
-  torch::Tensor h = run_unit(1, [conv_in](const std::vector<torch::Tensor>& in) mutable { return ops::conv(conv_in, in[0]); }, {x_t});
+  torch::Tensor h =
+      run_unit(1, [conv_in](const std::vector<torch::Tensor>& in) mutable { return ops::conv(conv_in, in[0]); }, {x_t});
 
   auto temb_block = [&](const std::shared_ptr<TembBlock>& block, const torch::Tensor& x) {
     return run_unit(unit_of_.at(block.get()),
                     [block](const std::vector<torch::Tensor>& in) { return block->forward(in[0], in[1]); }, {x, temb});
   };
   auto text_block = [&](const std::shared_ptr<TextBlock>& block, const torch::Tensor& x) {
-    return run_unit(unit_of_.at(block.get()),
-                    [block, text_mask](const std::vector<torch::Tensor>& in) { return block->forward(in[0], in[1], text_mask); },
-                    {x, text});
+    return run_unit(
+        unit_of_.at(block.get()),
+        [block, text_mask](const std::vector<torch::Tensor>& in) { return block->forward(in[0], in[1], text_mask); },
+        {x, text});
   };
   std::vector<torch::Tensor> skips{h};
   for (auto& st : down_) {

@@ -12,9 +12,7 @@ namespace dtrainer::models::unet_detail {
 namespace nn = torch::nn;
 namespace F = torch::nn::functional;
 
-torch::Tensor activate(Act act, const torch::Tensor& x) {
-  return act == Act::kSiLU ? torch::silu(x) : torch::gelu(x);
-}
+torch::Tensor activate(Act act, const torch::Tensor& x) { return act == Act::kSiLU ? torch::silu(x) : torch::gelu(x); }
 
 torch::Tensor timestep_features(const torch::Tensor& t, int64_t dim) {
   const int64_t half = dim / 2;
@@ -50,8 +48,8 @@ ResnetBlock::ResnetBlock(const ResnetPlan& p, const UNetSpec& spec)
       act(spec.layout == UNetLayout::kDeepFloydIF ? Act::kGELU : Act::kSiLU) {
   norm1 = register_module("norm1", make_group_norm(spec.norm_groups, p.in_channels, 1e-5));
   conv1 = register_module("conv1", make_conv(p.in_channels, p.out_channels, 3));
-  time_emb_proj = register_module("time_emb_proj",
-                                  make_linear(spec.time_embed_dim(), (scale_shift ? 2 : 1) * p.out_channels));
+  time_emb_proj =
+      register_module("time_emb_proj", make_linear(spec.time_embed_dim(), (scale_shift ? 2 : 1) * p.out_channels));
   norm2 = register_module("norm2", make_group_norm(spec.norm_groups, p.out_channels, 1e-5));
   conv2 = register_module("conv2", make_conv(p.out_channels, p.out_channels, 3));
   if (p.in_channels != p.out_channels)
@@ -61,7 +59,8 @@ ResnetBlock::ResnetBlock(const ResnetPlan& p, const UNetSpec& spec)
 static torch::Tensor resample_map(Resample r, const torch::Tensor& x) {
   if (r == Resample::kDown) return F::avg_pool2d(x, F::AvgPool2dFuncOptions(2).stride(2));
   if (r == Resample::kUp)
-    return F::interpolate(x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest));
+    return F::interpolate(
+        x, F::InterpolateFuncOptions().scale_factor(std::vector<double>{2.0, 2.0}).mode(torch::kNearest));
   return x;
 }
 
@@ -98,8 +97,8 @@ CrossAttention::CrossAttention(int64_t dim, int64_t kv_dim, int64_t heads_) : he
 }
 
 torch::Tensor CrossAttention::forward(const torch::Tensor& x, const torch::Tensor& context, const torch::Tensor& mask) {
-  return ops::linear(out, ops::attention(ops::linear(to_q, x), ops::linear(to_k, context),
-                                         ops::linear(to_v, context), heads, mask));
+  return ops::linear(
+      out, ops::attention(ops::linear(to_q, x), ops::linear(to_k, context), ops::linear(to_v, context), heads, mask));
 }
 
 GegluProj::GegluProj(int64_t dim, int64_t inner) { proj = register_module("proj", make_linear(dim, 2 * inner)); }
@@ -127,7 +126,8 @@ BasicTransformerBlock::BasicTransformerBlock(int64_t dim, int64_t context_dim, i
   ff = register_module("ff", std::make_shared<FeedForward>(dim, ff_inner));
 }
 
-torch::Tensor BasicTransformerBlock::forward(const torch::Tensor& x, const torch::Tensor& text, const torch::Tensor& mask) {
+torch::Tensor BasicTransformerBlock::forward(const torch::Tensor& x, const torch::Tensor& text,
+                                             const torch::Tensor& mask) {
   torch::Tensor h = ops::norm(norm1, x);
   torch::Tensor y = x + attn1->forward(h, h, torch::Tensor());
   y = y + attn2->forward(ops::norm(norm2, y), text, mask);
@@ -137,16 +137,20 @@ torch::Tensor BasicTransformerBlock::forward(const torch::Tensor& x, const torch
 Transformer2D::Transformer2D(const AttentionPlan& p, const UNetSpec& spec) {
   const int64_t c = p.channels;
   norm = register_module("norm", make_group_norm(spec.norm_groups, c, 1e-6));
-  if (spec.use_linear_projection) proj_in_linear = register_module("proj_in", make_linear(c, c));
-  else proj_in_conv = register_module("proj_in", make_conv(c, c, 1));
+  if (spec.use_linear_projection)
+    proj_in_linear = register_module("proj_in", make_linear(c, c));
+  else
+    proj_in_conv = register_module("proj_in", make_conv(c, c, 1));
   nn::ModuleList list;
   for (int64_t k = 0; k < p.depth; ++k) {
     blocks.push_back(std::make_shared<BasicTransformerBlock>(c, spec.context_dim, spec.heads(c), spec.ff_mult * c));
     list->push_back(blocks.back());
   }
   register_module("transformer_blocks", list);
-  if (spec.use_linear_projection) proj_out_linear = register_module("proj_out", make_linear(c, c));
-  else proj_out_conv = register_module("proj_out", make_conv(c, c, 1));
+  if (spec.use_linear_projection)
+    proj_out_linear = register_module("proj_out", make_linear(c, c));
+  else
+    proj_out_conv = register_module("proj_out", make_conv(c, c, 1));
 }
 
 torch::Tensor Transformer2D::forward(const torch::Tensor& x, const torch::Tensor& text, const torch::Tensor& mask) {
@@ -157,7 +161,9 @@ torch::Tensor Transformer2D::forward(const torch::Tensor& x, const torch::Tensor
   torch::Tensor h = ops::norm(norm, x);
   h = proj_in_linear ? ops::linear(proj_in_linear, to_tokens(h)) : to_tokens(ops::conv(proj_in_conv, h));
   for (auto& block : blocks) h = block->forward(h, text, mask);
-  h = proj_out_linear ? to_map(ops::linear(proj_out_linear, h)) : ops::conv(proj_out_conv, to_map(h).contiguous(x.suggest_memory_format()));  // (keeps channels-last)
+  h = proj_out_linear
+          ? to_map(ops::linear(proj_out_linear, h))
+          : ops::conv(proj_out_conv, to_map(h).contiguous(x.suggest_memory_format()));  // (keeps channels-last)
   return x + h;
 }
 
@@ -183,8 +189,7 @@ torch::Tensor IFAttention::forward(const torch::Tensor& x, const torch::Tensor& 
   const torch::Tensor k = torch::cat({ops::linear(add_k_proj, txt), ops::linear(to_k, h)}, 1);
   const torch::Tensor v = torch::cat({ops::linear(add_v_proj, txt), ops::linear(to_v, h)}, 1);
   torch::Tensor key_mask;
-  if (mask.defined())
-    key_mask = torch::cat({mask, torch::ones({B, H * W}, mask.options())}, 1);
+  if (mask.defined()) key_mask = torch::cat({mask, torch::ones({B, H * W}, mask.options())}, 1);
   const torch::Tensor o = ops::linear(out, ops::attention(ops::linear(to_q, h), k, v, heads, key_mask));
   return x + o.transpose(1, 2).reshape({B, C, H, W});
 }
@@ -196,8 +201,10 @@ Stage::Stage(const StagePlan& p, const UNetSpec& spec) {
     res->push_back(resnets.back());
   }
   for (const auto& a : p.attentions) {
-    if (spec.layout == UNetLayout::kDeepFloydIF) attentions.push_back(std::make_shared<IFAttention>(a, spec));
-    else attentions.push_back(std::make_shared<Transformer2D>(a, spec));
+    if (spec.layout == UNetLayout::kDeepFloydIF)
+      attentions.push_back(std::make_shared<IFAttention>(a, spec));
+    else
+      attentions.push_back(std::make_shared<Transformer2D>(a, spec));
     att->push_back(attentions.back());
   }
   for (const auto& s : p.conv_samplers) samplers.push_back(std::make_shared<ConvSampler>(s));

@@ -123,8 +123,9 @@ class Counter {
 
   void resnet(const ResnetPlan& r) {
     const bool scale_shift = spec_.layout == UNetLayout::kDeepFloydIF;
-    const int64_t out_level =
-        r.resample == Resample::kDown ? r.level + 1 : r.resample == Resample::kUp ? r.level - 1 : r.level;
+    const int64_t out_level = r.resample == Resample::kDown ? r.level + 1
+                              : r.resample == Resample::kUp ? r.level - 1
+                                                            : r.level;
     norm(r.name + ".norm1", r.in_channels, r.in_channels * pixels(r.level));
     conv(r.name + ".conv1", r.in_channels, r.out_channels, 3, out_level);
     linear(r.name + ".time_emb_proj", spec_.time_embed_dim(), (scale_shift ? 2 : 1) * r.out_channels, 1, true);
@@ -135,8 +136,10 @@ class Counter {
 
   void attention_block(const AttentionPlan& a) {
     in_transformer_ = true;
-    if (spec_.layout == UNetLayout::kDeepFloydIF) if_attention(a);
-    else transformer(a);
+    if (spec_.layout == UNetLayout::kDeepFloydIF)
+      if_attention(a);
+    else
+      transformer(a);
     in_transformer_ = false;
   }
 
@@ -145,8 +148,10 @@ class Counter {
     const int64_t c = a.channels, n = pixels(a.level), T = q_.text_len, ctx = spec_.context_dim;
     norm(a.name + ".norm", c, c * n);
     auto proj = [&](const std::string& name) {
-      if (spec_.use_linear_projection) linear(name, c, c, n, true);
-      else conv(name, c, c, 1, a.level);
+      if (spec_.use_linear_projection)
+        linear(name, c, c, n, true);
+      else
+        conv(name, c, c, 1, a.level);
     };
     proj(a.name + ".proj_in");
     for (int64_t k = 0; k < a.depth; ++k) {

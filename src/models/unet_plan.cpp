@@ -24,14 +24,17 @@ UNetPlan plan_unet(const UNetSpec& spec) {
     const int64_t ch = spec.level_channels(l);
     for (int64_t j = 0; j < spec.res_blocks(l); ++j) {
       st.resnets.push_back({st.name + ".resnets." + std::to_string(j), cur, ch, l, Resample::kNone});
-      if (spec.transformer_depth[l] > 0) st.attentions.push_back(attention(st.name, j, ch, spec.transformer_depth[l], l));
+      if (spec.transformer_depth[l] > 0)
+        st.attentions.push_back(attention(st.name, j, ch, spec.transformer_depth[l], l));
       cur = ch;
       skips.push_back(cur);
     }
     if (l < levels - 1) {
       const std::string name = st.name + ".downsamplers.0";
-      if (is_if) st.resnet_samplers.push_back({name, cur, cur, l, Resample::kDown});
-      else st.conv_samplers.push_back({name, cur, l, Resample::kDown});
+      if (is_if)
+        st.resnet_samplers.push_back({name, cur, cur, l, Resample::kDown});
+      else
+        st.conv_samplers.push_back({name, cur, l, Resample::kDown});
       skips.push_back(cur);
     }
     plan.down.push_back(std::move(st));
@@ -53,13 +56,16 @@ UNetPlan plan_unet(const UNetSpec& spec) {
       const int64_t skip = skips.back();
       skips.pop_back();
       st.resnets.push_back({st.name + ".resnets." + std::to_string(j), cur + skip, ch, l, Resample::kNone});
-      if (spec.transformer_depth[l] > 0) st.attentions.push_back(attention(st.name, j, ch, spec.transformer_depth[l], l));
+      if (spec.transformer_depth[l] > 0)
+        st.attentions.push_back(attention(st.name, j, ch, spec.transformer_depth[l], l));
       cur = ch;
     }
     if (l > 0) {
       const std::string name = st.name + ".upsamplers.0";
-      if (is_if) st.resnet_samplers.push_back({name, cur, cur, l, Resample::kUp});
-      else st.conv_samplers.push_back({name, cur, l, Resample::kUp});
+      if (is_if)
+        st.resnet_samplers.push_back({name, cur, cur, l, Resample::kUp});
+      else
+        st.conv_samplers.push_back({name, cur, l, Resample::kUp});
     }
     plan.up.push_back(std::move(st));
   }

@@ -16,7 +16,8 @@ const char* to_string(UNetLayout layout) {
 }
 
 UNetLayout parse_unet_layout(const std::string& field, const std::string& text) {
-  return parse_choice<UNetLayout>(field, text, {{"sd", UNetLayout::kStableDiffusion}, {"if", UNetLayout::kDeepFloydIF}});
+  return parse_choice<UNetLayout>(field, text,
+                                  {{"sd", UNetLayout::kStableDiffusion}, {"if", UNetLayout::kDeepFloydIF}});
 }
 
 int64_t UNetSpec::res_blocks(int64_t level) const {
@@ -80,7 +81,8 @@ void UNetSpec::validate() const {
       if (d > 1) fail("transformer_depth", "the IF layout has one attention block per res block: use 0 or 1 per level");
     if (mid_depth() > 1) fail("mid_transformer_depth", "the IF layout's mid block has one attention block: use 0 or 1");
     if (context_dim % norm_groups != 0)
-      fail("context_dim", "the IF layout group-normalises the text tokens: context_dim must be divisible by norm_groups");
+      fail("context_dim",
+           "the IF layout group-normalises the text tokens: context_dim must be divisible by norm_groups");
   }
 }
 
@@ -102,7 +104,8 @@ const std::vector<UNetField>& unet_fields() {
       {"use_linear_projection", "transformer proj_in/proj_out as Linear (true) or 1x1 conv (false)"},
       {"ff_mult", "feed-forward inner width multiplier"},
       {"time_embed_mult", "time embedding width as a multiple of C"},
-      {"control_conditioning", "[S2] control conditions (crop, flip, aspect, original size) added to the time embedding"},
+      {"control_conditioning",
+       "[S2] control conditions (crop, flip, aspect, original size) added to the time embedding"},
       {"control_feature_dim", "sinusoidal features per control scalar"},
   };
   return fields;
@@ -110,11 +113,16 @@ const std::vector<UNetField>& unet_fields() {
 
 void set_unet_field(UNetSpec& s, const std::string& key, const std::string& v) {
   const std::string f = "model." + key;
-  if (key == "layout") s.layout = parse_unet_layout(f, v);
-  else if (key == "model_channels") s.model_channels = parse_int(f, v);
-  else if (key == "channel_mult") s.channel_mult = parse_int_list(f, v);
-  else if (key == "num_res_blocks") s.num_res_blocks = parse_int_list(f, v);
-  else if (key == "transformer_depth") s.transformer_depth = parse_int_list(f, v);
+  if (key == "layout")
+    s.layout = parse_unet_layout(f, v);
+  else if (key == "model_channels")
+    s.model_channels = parse_int(f, v);
+  else if (key == "channel_mult")
+    s.channel_mult = parse_int_list(f, v);
+  else if (key == "num_res_blocks")
+    s.num_res_blocks = parse_int_list(f, v);
+  else if (key == "transformer_depth")
+    s.transformer_depth = parse_int_list(f, v);
   else if (key == "attention_levels") {
     const auto levels = parse_int_list(f, v);
     for (int64_t l : levels)
@@ -123,21 +131,35 @@ void set_unet_field(UNetSpec& s, const std::string& key, const std::string& v) {
                            std::to_string(s.transformer_depth.size() - 1) + ")");
     for (int64_t l = 0; l < static_cast<int64_t>(s.transformer_depth.size()); ++l) {
       const bool listed = std::find(levels.begin(), levels.end(), l) != levels.end();
-      if (!listed) s.transformer_depth[l] = 0;
-      else if (s.transformer_depth[l] == 0) s.transformer_depth[l] = 1;
+      if (!listed)
+        s.transformer_depth[l] = 0;
+      else if (s.transformer_depth[l] == 0)
+        s.transformer_depth[l] = 1;
     }
-  } else if (key == "mid_transformer_depth") s.mid_transformer_depth = parse_int(f, v);
-  else if (key == "context_dim") s.context_dim = parse_int(f, v);
-  else if (key == "head_dim") s.head_dim = parse_int(f, v);
-  else if (key == "in_channels") s.in_channels = parse_int(f, v);
-  else if (key == "out_channels") s.out_channels = parse_int(f, v);
-  else if (key == "sample_size") s.sample_size = parse_int(f, v);
-  else if (key == "norm_groups") s.norm_groups = parse_int(f, v);
-  else if (key == "use_linear_projection") s.use_linear_projection = parse_bool(f, v);
-  else if (key == "ff_mult") s.ff_mult = parse_int(f, v);
-  else if (key == "time_embed_mult") s.time_embed_mult = parse_int(f, v);
-  else if (key == "control_conditioning") s.control_conditioning = parse_bool(f, v);
-  else if (key == "control_feature_dim") s.control_feature_dim = parse_int(f, v);
+  } else if (key == "mid_transformer_depth")
+    s.mid_transformer_depth = parse_int(f, v);
+  else if (key == "context_dim")
+    s.context_dim = parse_int(f, v);
+  else if (key == "head_dim")
+    s.head_dim = parse_int(f, v);
+  else if (key == "in_channels")
+    s.in_channels = parse_int(f, v);
+  else if (key == "out_channels")
+    s.out_channels = parse_int(f, v);
+  else if (key == "sample_size")
+    s.sample_size = parse_int(f, v);
+  else if (key == "norm_groups")
+    s.norm_groups = parse_int(f, v);
+  else if (key == "use_linear_projection")
+    s.use_linear_projection = parse_bool(f, v);
+  else if (key == "ff_mult")
+    s.ff_mult = parse_int(f, v);
+  else if (key == "time_embed_mult")
+    s.time_embed_mult = parse_int(f, v);
+  else if (key == "control_conditioning")
+    s.control_conditioning = parse_bool(f, v);
+  else if (key == "control_feature_dim")
+    s.control_feature_dim = parse_int(f, v);
   else {
     std::string known;
     for (const auto& field : unet_fields()) known += (known.empty() ? "" : ", ") + field.key;

@@ -19,13 +19,15 @@ namespace fs = std::filesystem;
 
 namespace dtrainer::train {
 
-AlignmentPrompts load_alignment_prompts(const std::string& path, int64_t text_dim, int64_t max_tokens, int64_t count, bool exactly) {
+AlignmentPrompts load_alignment_prompts(const std::string& path, int64_t text_dim, int64_t max_tokens, int64_t count,
+                                        bool exactly) {
   const nlohmann::json file = eval::read_eval_prompts(path);
   const auto& all = file["prompts"];
   const int64_t available = static_cast<int64_t>(all.size());
   if (exactly && count > available)
     throw Error(path, "holds " + std::to_string(available) + " prompts, and " + std::to_string(count) +
-                          " were asked for (ask for at most " + std::to_string(available) + ", or 0 for all; dtdata synth --eval-prompts N makes more)");
+                          " were asked for (ask for at most " + std::to_string(available) +
+                          ", or 0 for all; dtdata synth --eval-prompts N makes more)");
   const int64_t n = count > 0 ? std::min<int64_t>(count, available) : available;
   AlignmentPrompts p;
   p.source = path;
@@ -48,18 +50,24 @@ std::string find_eval_prompts(const std::vector<std::string>& eval_dirs, const s
   std::error_code ec;
   for (const auto& d : dirs)
     if (fs::exists(fs::path(d) / "eval_prompts.json", ec)) return (fs::path(d) / "eval_prompts.json").string();
-  throw Error("alignment", "no eval_prompts.json in the run's data (" + (dirs.empty() ? std::string("none") : dirs.front()) +
-                               "): the alignment score needs prompts of the shapes world with their structure (dtdata synth --kind shapes)");
+  throw Error(
+      "alignment",
+      "no eval_prompts.json in the run's data (" + (dirs.empty() ? std::string("none") : dirs.front()) +
+          "): the alignment score needs prompts of the shapes world with their structure (dtdata synth --kind shapes)");
 }
 
-AlignmentRun evaluate_alignment(const AlignmentPrompts& prompts, const SamplerSetup& sampler, const diffusion::TextPaddingConfig& padding,
-                                const std::vector<int64_t>& image_shape, const AlignmentOptions& o, const fs::path& out,
-                                const nlohmann::json& manifest, MPI_Comm comm) {
+AlignmentRun evaluate_alignment(const AlignmentPrompts& prompts, const SamplerSetup& sampler,
+                                const diffusion::TextPaddingConfig& padding, const std::vector<int64_t>& image_shape,
+                                const AlignmentOptions& o, const fs::path& out, const nlohmann::json& manifest,
+                                MPI_Comm comm) {
   int rank = 0, world = 1;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &world);
-  const int64_t P = static_cast<int64_t>(prompts.prompts.size()), K = o.images_per_prompt, B = std::max<int64_t>(1, o.batch);
-  if (P == 0 || K < 1) throw Error("alignment", "nothing to sample (" + std::to_string(P) + " prompts x " + std::to_string(K) + " images)");
+  const int64_t P = static_cast<int64_t>(prompts.prompts.size()), K = o.images_per_prompt,
+                B = std::max<int64_t>(1, o.batch);
+  if (P == 0 || K < 1)
+    throw Error("alignment",
+                "nothing to sample (" + std::to_string(P) + " prompts x " + std::to_string(K) + " images)");
   if (image_shape.size() != 3 || image_shape[0] != 3)
     throw Error("alignment", "needs RGB pixels [3, H, W]; this data is " + c10::str(c10::IntArrayRef(image_shape)) +
                                  " (latents: decoding them needs a VAE, which dtrainer does not have yet)");
@@ -72,7 +80,8 @@ AlignmentRun evaluate_alignment(const AlignmentPrompts& prompts, const SamplerSe
     remove_tree(partial);
     for (int64_t p = 0; p < P; ++p) {
       fs::create_directories(partial / eval::prompt_dir_name(p) / "samples");
-      write_file_atomic(partial / eval::prompt_dir_name(p) / "metadata.jsonl", eval::geneval_metadata(prompts.prompts[p]).dump() + "\n");
+      write_file_atomic(partial / eval::prompt_dir_name(p) / "metadata.jsonl",
+                        eval::geneval_metadata(prompts.prompts[p]).dump() + "\n");
     }
   });
   auto cleanup = [&] {
@@ -105,7 +114,8 @@ AlignmentRun evaluate_alignment(const AlignmentPrompts& prompts, const SamplerSe
         if (spare) continue;
         for (int64_t i = 0; i < n; ++i) sampled.emplace_back(ids[i], images[i]);
       }
-      for (const auto& [id, image] : sampled) data::write_png((partial / eval::image_relative_path(id / K, id % K)).string(), image);
+      for (const auto& [id, image] : sampled)
+        data::write_png((partial / eval::image_relative_path(id / K, id % K)).string(), image);
     });
   } catch (const CollectiveError&) {
     cleanup();
@@ -119,7 +129,8 @@ AlignmentRun evaluate_alignment(const AlignmentPrompts& prompts, const SamplerSe
     dist::agree(comm, [&] {
       if (rank != 0) return;
       std::vector<eval::PromptResult> results;
-      nlohmann::json rows = nlohmann::json::array(), tifa = nlohmann::json::object(), tifa_questions = nlohmann::json::array();
+      nlohmann::json rows = nlohmann::json::array(), tifa = nlohmann::json::object(),
+                     tifa_questions = nlohmann::json::array();
       for (int64_t p = 0; p < P; ++p) {
         eval::PromptResult r;
         r.prompt = p;
@@ -142,7 +153,8 @@ AlignmentRun evaluate_alignment(const AlignmentPrompts& prompts, const SamplerSe
           if (k == 0) tifa[std::to_string(p)] = rel;
         }
         nlohmann::json qs = nlohmann::json::array();
-        for (const auto& q : r.questions) qs.push_back({{"category", eval::to_string(q.category)}, {"question", q.text}, {"answer", q.answer}});
+        for (const auto& q : r.questions)
+          qs.push_back({{"category", eval::to_string(q.category)}, {"question", q.text}, {"answer", q.answer}});
         const std::string caption = prompts.prompts[static_cast<size_t>(p)]["prompt"].get<std::string>();
         rows.push_back({{"prompt", p}, {"text", caption}, {"questions", qs}, {"images", images}});
         for (auto& q : eval::tifa_question_answers(p, caption, r.questions)) tifa_questions.push_back(std::move(q));
@@ -176,8 +188,9 @@ AlignmentRun evaluate_alignment(const AlignmentPrompts& prompts, const SamplerSe
     for (eval::Category c : eval::all_categories())
       if (j["by_category"].contains(eval::to_string(c))) {
         const auto& s = j["by_category"][eval::to_string(c)];
-        run.score.by_category[c] = {s["score"].get<double>(), s["interval"][0].get<double>(), s["interval"][1].get<double>(),
-                                    s["chance"].get<double>(), s["prompts"].get<int64_t>(), s["questions"].get<int64_t>()};
+        run.score.by_category[c] = {s["score"].get<double>(),       s["interval"][0].get<double>(),
+                                    s["interval"][1].get<double>(), s["chance"].get<double>(),
+                                    s["prompts"].get<int64_t>(),    s["questions"].get<int64_t>()};
       }
     run.score.images = j["images"].get<int64_t>();
   }

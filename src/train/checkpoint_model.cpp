@@ -35,7 +35,8 @@ CheckpointModel load_checkpoint_model(const std::string& path, ckpt::WeightsSour
     meta = ck.meta();
   }
   if (!meta.contains("config_toml") || !meta["config_toml"].is_string())
-    throw Error(m.checkpoint + "/meta.json", "records no configuration (saved by an older dtrainer): the model cannot be rebuilt");
+    throw Error(m.checkpoint + "/meta.json",
+                "records no configuration (saved by an older dtrainer): the model cannot be rebuilt");
   m.config = train_config_from_toml(meta["config_toml"].get<std::string>(), m.checkpoint + "/meta.json:config_toml");
   m.step = meta.value("step", int64_t{0});
   m.samples = meta.value("trainer", nlohmann::json::object()).value("samples", int64_t{0});
@@ -49,7 +50,8 @@ CheckpointModel load_checkpoint_model(const std::string& path, ckpt::WeightsSour
     m.header = r.header();
     m.image_shape = r.latent_shape();
   }
-  const models::BackboneSpec spec = models::resolve_backbone(m.config.model, m.config.model_set, m.data.inputs, m.config.control_conditioning);
+  const models::BackboneSpec spec =
+      models::resolve_backbone(m.config.model, m.config.model_set, m.data.inputs, m.config.control_conditioning);
   torch::manual_seed(m.config.seed);
   m.model = models::build_backbone(spec);
   m.weights = ckpt::load_checkpoint_weights(m.checkpoint, weights, m.model->module());

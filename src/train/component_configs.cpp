@@ -52,6 +52,8 @@ std::unique_ptr<diffusion::Objective> make_objective(const TrainConfig& c) {
   return std::make_unique<diffusion::Objective>(oc, diffusion::NoiseSchedule::make(sched));
 }
 
-LrSchedule make_lr_schedule(const TrainConfig& c) { return {c.lr, c.warmup_steps, c.steps, c.lr_schedule == "cosine", c.min_lr_ratio}; }
+LrSchedule make_lr_schedule(const TrainConfig& c) {
+  return {c.lr, c.warmup_steps, c.steps, c.lr_schedule == "cosine", c.min_lr_ratio};
+}
 
 }  // namespace dtrainer::train

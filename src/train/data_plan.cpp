@@ -19,8 +19,8 @@ namespace {
 // Every data set of a run (training mixes, held-out sets) must take the same model: checked when
 // the run is planned, not at the first evaluation (each loader checks all of its own shards when
 // it opens them). `source` says where the expected shapes come from.
-void check_data_sets(const DataPlan& p, bool synthetic, const std::vector<int64_t>& shape, int64_t text_dim, const std::string& text_encoder,
-                     const std::string& source) {
+void check_data_sets(const DataPlan& p, bool synthetic, const std::vector<int64_t>& shape, int64_t text_dim,
+                     const std::string& text_encoder, const std::string& source) {
   const auto fmt = [](const std::vector<int64_t>& v) { return c10::str(c10::IntArrayRef(v)); };
   std::vector<std::pair<std::string, std::string>> sets;
   for (const auto& d : p.train_dirs) sets.emplace_back("data", d);
@@ -35,18 +35,21 @@ void check_data_sets(const DataPlan& p, bool synthetic, const std::vector<int64_
     if (files.empty()) throw Error(field + " " + d, "no shards (*.h5) in the data directory");
     const data::ShardReader r(files.front());
     if (r.header().text_encoder == "dtrainer-toy-text-v1")
-      throw Error(field + " " + d, "was synthesized by an older dtrainer whose toy text encoder depended on the dataset's seed (a "
-                                   "held-out set's captions were encoded unlike the training set's): delete it and run again to "
-                                   "synthesize it anew");
+      throw Error(field + " " + d,
+                  "was synthesized by an older dtrainer whose toy text encoder depended on the dataset's seed (a "
+                  "held-out set's captions were encoded unlike the training set's): delete it and run again to "
+                  "synthesize it anew");
     if (r.header().text_encoder != text_encoder)
-      throw Error(field + " " + d, "text was encoded by '" + r.header().text_encoder + "', the training data's by '" + text_encoder +
-                                       "': every data set of a run needs the same text encoder");
+      throw Error(field + " " + d, "text was encoded by '" + r.header().text_encoder + "', the training data's by '" +
+                                       text_encoder + "': every data set of a run needs the same text encoder");
     if (r.latent_shape() != shape)
-      throw Error(field + " " + d, "latents are " + fmt(r.latent_shape()) + " but the model takes " + fmt(shape) + " (" + source +
+      throw Error(field + " " + d, "latents are " + fmt(r.latent_shape()) + " but the model takes " + fmt(shape) +
+                                       " (" + source +
                                        "): every data set of a run must have the training data's shapes");
     if (r.header().text_dim != text_dim)
-      throw Error(field + " " + d, "text embeddings are " + std::to_string(r.header().text_dim) + " wide but the model's context is " +
-                                       std::to_string(text_dim) + " (" + source + ")");
+      throw Error(field + " " + d, "text embeddings are " + std::to_string(r.header().text_dim) +
+                                       " wide but the model's context is " + std::to_string(text_dim) + " (" + source +
+                                       ")");
   }
 }
 
@@ -59,21 +62,25 @@ DataPlan plan_data(const TrainConfig& c, const fs::path& run_dir) {
     if (d == "synthetic:shapes") {
       synthetic = true;
       // (size and count in the name: a run with other synthetic settings never reuses these)
-      p.train_dirs.push_back((run_dir / "data" / ("shapes-" + std::to_string(c.synthetic_image_size) + "px-" +
-                                                  std::to_string(c.synthetic_images))).string());
+      p.train_dirs.push_back(
+          (run_dir / "data" /
+           ("shapes-" + std::to_string(c.synthetic_image_size) + "px-" + std::to_string(c.synthetic_images)))
+              .string());
     } else {
       p.train_dirs.push_back(d);
     }
   }
   p.eval_dirs = c.eval_data;
   if (p.eval_dirs.empty() && synthetic)
-    p.eval_dirs.push_back((run_dir / "data" / ("shapes-" + std::to_string(c.synthetic_image_size) + "px-eval")).string());
+    p.eval_dirs.push_back(
+        (run_dir / "data" / ("shapes-" + std::to_string(c.synthetic_image_size) + "px-eval")).string());
   if (synthetic && c.data.size() == 1) {
     p.pixels = true;
     p.inputs = {3, c.synthetic_image_size, kSyntheticTextDim, c.max_tokens};
     p.caption_tokens = data::SynthConfig{}.max_tokens;  // (what the trainer synthesizes with)
     p.shapes_world = true;
-    check_data_sets(p, true, {3, c.synthetic_image_size, c.synthetic_image_size}, kSyntheticTextDim, data::ToyTextEncoder::name(),
+    check_data_sets(p, true, {3, c.synthetic_image_size, c.synthetic_image_size}, kSyntheticTextDim,
+                    data::ToyTextEncoder::name(),
                     "synthetic:shapes at synthetic_image_size " + std::to_string(c.synthetic_image_size));
     return p;
   }
@@ -93,12 +100,13 @@ DataPlan plan_data(const TrainConfig& c, const fs::path& run_dir) {
   p.inputs = {shape[0], shape[1], reader.header().text_dim, c.max_tokens};
   p.caption_tokens = reader.header().max_tokens;
   p.shapes_world = p.pixels && reader.header().text_encoder == data::ToyTextEncoder::name();
-  check_data_sets(p, synthetic, shape, reader.header().text_dim, reader.header().text_encoder, "the shape of " + shards.front());
+  check_data_sets(p, synthetic, shape, reader.header().text_dim, reader.header().text_encoder,
+                  "the shape of " + shards.front());
   return p;
 }
 
-
-void check_data_fits(const data::Loader& loader, const models::BackboneInputs& in, const std::vector<std::string>& dirs, const char* field) {
+void check_data_fits(const data::Loader& loader, const models::BackboneInputs& in, const std::vector<std::string>& dirs,
+                     const char* field) {
   const auto& shape = loader.latent_shape();
   const std::vector<int64_t> want = {in.latent_channels, in.latent_size, in.latent_size};
   std::string where = std::string(field) + " " + (dirs.empty() ? "" : dirs.front());
@@ -108,8 +116,8 @@ void check_data_fits(const data::Loader& loader, const models::BackboneInputs& i
     throw Error(where, "latents are " + fmt(shape) + " but the model takes " + fmt(want) +
                            " (from the training data): every data set of a run must have the training data's shapes");
   if (loader.text_dim() != in.text_dim)
-    throw Error(where, "text embeddings are " + std::to_string(loader.text_dim()) + " wide but the model's context is " +
-                           std::to_string(in.text_dim));
+    throw Error(where, "text embeddings are " + std::to_string(loader.text_dim()) +
+                           " wide but the model's context is " + std::to_string(in.text_dim));
 }
 
 }  // namespace dtrainer::train

@@ -19,15 +19,18 @@ namespace fs = std::filesystem;
 
 namespace dtrainer::train {
 
-std::unique_ptr<AlignmentHook> AlignmentHook::make(const TrainConfig& c, const DataPlan& data, const fs::path& run_dir) {
+std::unique_ptr<AlignmentHook> AlignmentHook::make(const TrainConfig& c, const DataPlan& data,
+                                                   const fs::path& run_dir) {
   if (c.align_every == 0) return nullptr;
   const bool asked = c.align_every > 0;
   if (!data.shapes_world) {
     if (!asked) return nullptr;
-    throw Error("align_every", data.pixels ? "the alignment score answers questions about the synthetic shapes world; this data is not it "
-                                             "(set align_every = 0)"
-                                           : "the alignment score reads pixels, and this run trains on latents: decoding them needs a VAE, "
-                                             "which dtrainer does not have yet (set align_every = 0)");
+    throw Error("align_every",
+                data.pixels
+                    ? "the alignment score answers questions about the synthetic shapes world; this data is not it "
+                      "(set align_every = 0)"
+                    : "the alignment score reads pixels, and this run trains on latents: decoding them needs a VAE, "
+                      "which dtrainer does not have yet (set align_every = 0)");
   }
   const bool synthetic = c.data.size() == 1 && c.data[0] == "synthetic:shapes";
   if (!synthetic) {  // (given data: its prompts must be there now, not at the first evaluation)
@@ -54,11 +57,13 @@ bool AlignmentHook::due(int64_t step, int64_t last_step) const {
   return step == 0 || step == last_step || (every_ > 0 && step % every_ == 0);
 }
 
-nlohmann::json AlignmentHook::evaluate(int64_t step, const SamplerSetup& sampler, const diffusion::TextPaddingConfig& padding, MPI_Comm comm) const {
+nlohmann::json AlignmentHook::evaluate(int64_t step, const SamplerSetup& sampler,
+                                       const diffusion::TextPaddingConfig& padding, MPI_Comm comm) const {
   if (prompts_.prompts.empty()) {
     dist::agree(comm, [&] {
-      prompts_ = load_alignment_prompts(find_eval_prompts(data_.eval_dirs, data_.train_dirs), data_.inputs.text_dim, data_.caption_tokens,
-                                        options_.prompts, /*exactly=*/false);  // (the record says how many)
+      prompts_ = load_alignment_prompts(find_eval_prompts(data_.eval_dirs, data_.train_dirs), data_.inputs.text_dim,
+                                        data_.caption_tokens, options_.prompts,
+                                        /*exactly=*/false);  // (the record says how many)
     });
   }
   char name[32];
@@ -72,8 +77,10 @@ nlohmann::json AlignmentHook::evaluate(int64_t step, const SamplerSetup& sampler
       remove_tree(dir);  // (an interrupted run's: this run recomputes it, alike)
     }
   });
-  const nlohmann::json manifest = {{"step", step}, {"guidance", sampler.guidance}, {"steps", sampler.steps}, {"seed", options_.seed},
-                                   {"prompts", prompts_.prompts.size()}, {"prompts_file", prompts_.source}, {"images_per_prompt", 1}};
+  const nlohmann::json manifest = {
+      {"step", step},          {"guidance", sampler.guidance},       {"steps", sampler.steps},
+      {"seed", options_.seed}, {"prompts", prompts_.prompts.size()}, {"prompts_file", prompts_.source},
+      {"images_per_prompt", 1}};
   const AlignmentRun r = evaluate_alignment(prompts_, sampler, padding, image_shape_, options_, dir, manifest, comm);
   nlohmann::json by = nlohmann::json::object();
   for (const auto& [c, v] : r.score.by_category) by[eval::to_string(c)] = v.mean;
@@ -97,8 +104,8 @@ std::string step_name(int64_t step) {
 
 }  // namespace
 
-Evaluation::Evaluation(const TrainConfig& c, const DataPlan& data, const fs::path& run_dir, std::unique_ptr<AlignmentHook> align,
-                       MPI_Comm comm)
+Evaluation::Evaluation(const TrainConfig& c, const DataPlan& data, const fs::path& run_dir,
+                       std::unique_ptr<AlignmentHook> align, MPI_Comm comm)
     : c_(c), data_(data), run_(run_dir), align_(std::move(align)), comm_(comm) {
   MPI_Comm_rank(comm, &rank_);
   MPI_Comm_size(comm, &world_);
@@ -135,9 +142,11 @@ nlohmann::json Evaluation::held_out_loss(const EvalModel& m, int64_t /*step*/) c
   const std::vector<double> grid = {0.1, 0.3, 0.5, 0.7, 0.9};
   std::vector<double> sums;
   const int64_t n = eval_batch_.latents.size(0);
-  const torch::Tensor text = to_device(eval_batch_.text, m.device), mask = attention_mask(eval_batch_.text_mask, m.device);
+  const torch::Tensor text = to_device(eval_batch_.text, m.device),
+                      mask = attention_mask(eval_batch_.text_mask, m.device);
   for (double t : grid) {
-    const diffusion::NoisedBatch nb = to_device(m.objective->make_eval_batch(eval_batch_.latents, eval_batch_.sample_ids, t), m.device);
+    const diffusion::NoisedBatch nb =
+        to_device(m.objective->make_eval_batch(eval_batch_.latents, eval_batch_.sample_ids, t), m.device);
     const torch::Tensor pred = forward_backbone(*m.model, m.channels_last, nb.x_t, nb.t_model, text, mask, nullptr);
     sums.push_back(m.objective->loss(pred, nb).item<double>() * static_cast<double>(n));
   }
@@ -172,7 +181,8 @@ void Evaluation::sample_grid(const EvalModel& m, int64_t step) const {
   const int64_t n = prompts_.latents.size(0);
   const auto shape = prompts_.latents.sizes().vec();
   std::vector<torch::Tensor> starts;
-  for (int64_t i = 0; i < n; ++i) starts.push_back(diffusion::initial_noise(at::IntArrayRef(shape).slice(1), c_.seed, i));
+  for (int64_t i = 0; i < n; ++i)
+    starts.push_back(diffusion::initial_noise(at::IntArrayRef(shape).slice(1), c_.seed, i));
   torch::Tensor images;
   {
     EmaWeights ema(*m.params, c_.ema_decay > 0);

@@ -21,7 +21,11 @@ void write_png_grid(const std::string& path, const torch::Tensor& images, int64_
   const int64_t rows = (n + cols - 1) / cols;
   const int64_t pad = 2, W = cols * (w + pad) + pad, H = rows * (h + pad) + pad;
   // [-1, 1] -> [0, 255], HWC
-  const torch::Tensor px = ((big.detach().to(torch::kFloat32).clamp(-1, 1) + 1) * 127.5).round().to(torch::kUInt8).permute({0, 2, 3, 1}).contiguous();
+  const torch::Tensor px = ((big.detach().to(torch::kFloat32).clamp(-1, 1) + 1) * 127.5)
+                               .round()
+                               .to(torch::kUInt8)
+                               .permute({0, 2, 3, 1})
+                               .contiguous();
   std::vector<uint8_t> canvas(static_cast<size_t>(W * H * 3), 255);
   const uint8_t* src = px.data_ptr<uint8_t>();
   for (int64_t i = 0; i < n; ++i) {

@@ -51,18 +51,24 @@ std::vector<JobItem> parse_job_toml(const std::string& text, const std::string& 
     item.column = node.source().begin.column;
     const std::string where = at(source, node.source());
     if (node.is_table())
-      throw Error(where, "[" + item.key + "]: sections are not supported: write flat keys (dtrainer --help lists them)");
+      throw Error(where,
+                  "[" + item.key + "]: sections are not supported: write flat keys (dtrainer --help lists them)");
     if (const auto* arr = node.as_array()) {
       item.kind = "array";
       for (const auto& e : *arr) item.values.push_back(scalar_text(e, item.key, at(source, e.source())));
     } else {
       item.values.push_back(scalar_text(node, item.key, where));
-      item.kind = node.is_string() ? "string" : node.is_integer() ? "integer" : node.is_floating_point() ? "float" : "boolean";
+      item.kind = node.is_string()           ? "string"
+                  : node.is_integer()        ? "integer"
+                  : node.is_floating_point() ? "float"
+                                             : "boolean";
     }
     items.push_back(std::move(item));
   }
   // (toml++ keeps keys sorted: back to the file's order, so the first error is the first in the file)
-  std::sort(items.begin(), items.end(), [](const JobItem& a, const JobItem& b) { return a.line < b.line || (a.line == b.line && a.column < b.column); });
+  std::sort(items.begin(), items.end(), [](const JobItem& a, const JobItem& b) {
+    return a.line < b.line || (a.line == b.line && a.column < b.column);
+  });
   return items;
 }
 

@@ -6,7 +6,8 @@
 namespace dtrainer::train {
 
 double LrSchedule::at(int64_t step) const {
-  if (warmup_steps > 0 && step <= warmup_steps) return peak * static_cast<double>(step) / static_cast<double>(warmup_steps);
+  if (warmup_steps > 0 && step <= warmup_steps)
+    return peak * static_cast<double>(step) / static_cast<double>(warmup_steps);
   if (!cosine) return peak;
   const double span = std::max<int64_t>(1, total_steps - warmup_steps);
   const double progress = std::min(1.0, static_cast<double>(step - warmup_steps) / span);

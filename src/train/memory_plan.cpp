@@ -7,11 +7,13 @@
 namespace dtrainer::train {
 
 std::string MemoryEstimate::describe() const {
-  return "params " + format_bytes(params) + ", grads " + format_bytes(grads) + ", AdamW state " + format_bytes(optimizer) + ", EMA " +
-         format_bytes(ema) + ", activations ~" + format_bytes(activations) + " => ~" + format_bytes(total());
+  return "params " + format_bytes(params) + ", grads " + format_bytes(grads) + ", AdamW state " +
+         format_bytes(optimizer) + ", EMA " + format_bytes(ema) + ", activations ~" + format_bytes(activations) +
+         " => ~" + format_bytes(total());
 }
 
-MemoryEstimate estimate_memory(const TrainConfig& c, const models::BackboneCost& cost, int64_t world, int64_t micro_batch) {
+MemoryEstimate estimate_memory(const TrainConfig& c, const models::BackboneCost& cost, int64_t world,
+                               int64_t micro_batch) {
   const double N = static_cast<double>(cost.params), W = static_cast<double>(world);
   const bool bf16 = c.compute_dtype == "bf16";
   MemoryEstimate m;
@@ -23,7 +25,8 @@ MemoryEstimate estimate_memory(const TrainConfig& c, const models::BackboneCost&
   m.params = c.sharding == "zero3" ? 4 * N / W : 4 * N;
   if (bf16) m.params = c.sharding == "replicate" ? 6 * N : 6 * N / W + (c.sharding == "zero3" ? 0 : 2 * N);
   const bool ckpt = c.activation_checkpointing || c.sharding == "zero3";
-  m.activations = (bf16 ? 2.0 : 4.0) * static_cast<double>(cost.activation_elems) * static_cast<double>(micro_batch) * (ckpt ? 0.1 : 1.0);
+  m.activations = (bf16 ? 2.0 : 4.0) * static_cast<double>(cost.activation_elems) * static_cast<double>(micro_batch) *
+                  (ckpt ? 0.1 : 1.0);
   return m;
 }
 
@@ -34,14 +37,16 @@ void check_memory_fits(const TrainConfig& c, const MemoryEstimate& per_rank, int
   if (need <= available) return;
   std::string help;
   auto add = [&](const std::string& h) { help += (help.empty() ? "" : "; ") + h; };
-  if (c.sharding != "zero3") add("sharding = \"zero3\" (parameters, gradients and optimizer state split over the ranks)");
+  if (c.sharding != "zero3")
+    add("sharding = \"zero3\" (parameters, gradients and optimizer state split over the ranks)");
   if (!c.activation_checkpointing && c.sharding != "zero3" && per_rank.activations > 0.2 * per_rank.total())
     add("activation_checkpointing = true (activations ~" + format_bytes(per_rank.activations) + " per rank now)");
-  if (per_rank.activations > 0.2 * per_rank.total()) add("a smaller micro_batch (gradient accumulation keeps the global batch)");
+  if (per_rank.activations > 0.2 * per_rank.total())
+    add("a smaller micro_batch (gradient accumulation keeps the global batch)");
   add("more ranks over more nodes (fewer ranks per node)");
-  throw Error("memory", "the plan needs ~" + format_bytes(need) + " on this node (" + std::to_string(ranks_here) + " rank" +
-                            (ranks_here > 1 ? "s" : "") + " x " + per_rank.describe() + ") but " + what + " is " +
-                            format_bytes(available) + ". What would help: " + help +
+  throw Error("memory", "the plan needs ~" + format_bytes(need) + " on this node (" + std::to_string(ranks_here) +
+                            " rank" + (ranks_here > 1 ? "s" : "") + " x " + per_rank.describe() + ") but " + what +
+                            " is " + format_bytes(available) + ". What would help: " + help +
                             ". --ignore-memory-check starts anyway (dtrainer --dry-run prints the plan)");
 }
 

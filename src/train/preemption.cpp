@@ -28,7 +28,11 @@ int preemption_signal() { return g_signal; }
 std::string preemption_description() {
   if (g_signal == 0) return "";
   const int sig = g_signal;
-  const char* name = sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : sig == SIGUSR1 ? "SIGUSR1" : sig == SIGUSR2 ? "SIGUSR2" : "signal";
+  const char* name = sig == SIGTERM   ? "SIGTERM"
+                     : sig == SIGINT  ? "SIGINT"
+                     : sig == SIGUSR1 ? "SIGUSR1"
+                     : sig == SIGUSR2 ? "SIGUSR2"
+                                      : "signal";
   const std::time_t when = g_when;
   char at[32] = "?";
   std::tm tm{};

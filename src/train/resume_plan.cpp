@@ -16,7 +16,7 @@ namespace {
 
 // Fields a resumed run must keep as they were: others (lr, steps, intervals, sharding, ranks,
 // device, ...) may change between the parts of a run.
-const char* const kKeptFields[] = {"model",       "model_set",          "control_conditioning", "global_batch", "seed",
+const char* const kKeptFields[] = {"model",        "model_set",        "control_conditioning", "global_batch", "seed",
                                    "data_weights", "synthetic_images", "synthetic_image_size", "max_tokens"};
 
 std::map<std::string, std::vector<std::string>> fields_of(const std::string& toml, const std::string& source) {
@@ -48,10 +48,11 @@ void check_same_run(const TrainConfig& c, const nlohmann::json& meta, const std:
     const auto b = now.find(key);
     const std::vector<std::string> was = a == saved.end() ? std::vector<std::string>{} : a->second;
     const std::vector<std::string> is = b == now.end() ? std::vector<std::string>{} : b->second;
-    if (a == saved.end() && std::string(key) != "model_set" && std::string(key) != "data_weights") continue;  // (not recorded then)
+    if (a == saved.end() && std::string(key) != "model_set" && std::string(key) != "data_weights")
+      continue;  // (not recorded then)
     if (was != is)
-      throw Error(key, "the checkpoint " + dir + " was saved with " + key + " = " + shown(was) + ", this run has " + shown(is) +
-                           ": a resume keeps it (set it back), or start a new run with another --run-dir");
+      throw Error(key, "the checkpoint " + dir + " was saved with " + key + " = " + shown(was) + ", this run has " +
+                           shown(is) + ": a resume keeps it (set it back), or start a new run with another --run-dir");
   }
 }
 
@@ -83,7 +84,8 @@ ResumePlan plan_resume(const TrainConfig& c, const fs::path& run_dir) {
   const auto all = ckpt::complete_checkpoints(root.string());
   if (c.resume == "none") {
     if (!all.empty())
-      throw Error("resume", "none, but " + root.string() + " holds checkpoints: resume them (--resume auto) or choose another --run-dir");
+      throw Error("resume", "none, but " + root.string() +
+                                " holds checkpoints: resume them (--resume auto) or choose another --run-dir");
     return p;
   }
   std::string dir;

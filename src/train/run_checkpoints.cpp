@@ -12,11 +12,12 @@
 
 namespace dtrainer::train {
 
-RunCheckpoints::RunCheckpoints(const TrainConfig& c, const std::filesystem::path& run_dir, const ResumePlan& resume, std::string config_toml)
+RunCheckpoints::RunCheckpoints(const TrainConfig& c, const std::filesystem::path& run_dir, const ResumePlan& resume,
+                               std::string config_toml)
     : c_(c), dir_(run_dir / "ckpt"), resume_(resume), toml_(std::move(config_toml)) {}
 
-bool RunCheckpoints::resume(dist::ShardedParameters& params, const std::vector<models::UnitLayout>& layout, MPI_Comm comm, int rank,
-                            TrainingProgress& progress, nlohmann::json& loader_state) {
+bool RunCheckpoints::resume(dist::ShardedParameters& params, const std::vector<models::UnitLayout>& layout,
+                            MPI_Comm comm, int rank, TrainingProgress& progress, nlohmann::json& loader_state) {
   if (!resume_.checkpoint) return false;
   const std::string from = *resume_.checkpoint;
   nlohmann::json m;
@@ -38,15 +39,16 @@ bool RunCheckpoints::resume(dist::ShardedParameters& params, const std::vector<m
   return true;
 }
 
-void RunCheckpoints::save(const TrainingProgress& progress, const nlohmann::json& loader_state, const dist::ShardedParameters& params,
-                          const std::vector<models::UnitLayout>& layout) {
+void RunCheckpoints::save(const TrainingProgress& progress, const nlohmann::json& loader_state,
+                          const dist::ShardedParameters& params, const std::vector<models::UnitLayout>& layout) {
   const int64_t step = progress.step;
   if (step == newest_) return;  // (a preemption right after a scheduled save)
   const auto t0 = std::chrono::steady_clock::now();
   ckpt::SaveOptions o;
   o.keep = c_.keep_ckpts;
   o.resumed_from = resume_.checkpoint.value_or("");
-  const nlohmann::json meta = {{"trainer", progress.to_json()}, {"loader", loader_state}, {"seed", c_.seed}, {"config_toml", toml_}};
+  const nlohmann::json meta = {
+      {"trainer", progress.to_json()}, {"loader", loader_state}, {"seed", c_.seed}, {"config_toml", toml_}};
   const ckpt::SaveResult r = ckpt::save_checkpoint(dir_.string(), step, params, layout, meta, o);
   newest_ = step;
   if (r.already_saved) {
@@ -54,11 +56,13 @@ void RunCheckpoints::save(const TrainingProgress& progress, const nlohmann::json
     return;
   }
   char took[32];
-  std::snprintf(took, sizeof took, "%.3f s", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  std::snprintf(took, sizeof took, "%.3f s",
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   log_info("checkpoint " + r.dir + " (" + format_bytes(static_cast<double>(r.bytes)) + ", " + took + ")" +
            (r.replaced ? ", replacing the step_ of another trajectory" : ""));
   for (const auto& d : r.superseded)
-    log_warn("checkpoint " + d + ": a newer step of the trajectory this run abandoned by resuming an older checkpoint; "
+    log_warn("checkpoint " + d +
+             ": a newer step of the trajectory this run abandoned by resuming an older checkpoint; "
              "moved aside so that --resume auto never picks it (delete it when you do not need it)");
   for (const auto& w : r.warnings) log_warn(w);
 }

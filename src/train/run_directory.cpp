@@ -79,7 +79,8 @@ void RunDirectory::mark_done(int64_t step) const {
 }
 
 void RunDirectory::mark_preempted(int64_t step, int signal) const {
-  if (writer_) write_file_atomic(dir_ / "PREEMPTED", "step " + std::to_string(step) + " signal " + std::to_string(signal) + "\n");
+  if (writer_)
+    write_file_atomic(dir_ / "PREEMPTED", "step " + std::to_string(step) + " signal " + std::to_string(signal) + "\n");
 }
 
 }  // namespace dtrainer::train

@@ -18,8 +18,9 @@ diffusion::NoisedBatch to_device(diffusion::NoisedBatch b, const torch::Device& 
   return b;
 }
 
-torch::Tensor forward_backbone(models::Backbone& model, bool channels_last, const torch::Tensor& x, const torch::Tensor& t,
-                               const torch::Tensor& text, const torch::Tensor& mask, const models::ControlInputs* controls) {
+torch::Tensor forward_backbone(models::Backbone& model, bool channels_last, const torch::Tensor& x,
+                               const torch::Tensor& t, const torch::Tensor& text, const torch::Tensor& mask,
+                               const models::ControlInputs* controls) {
   const torch::Tensor input = channels_last ? x.contiguous(torch::MemoryFormat::ChannelsLast) : x;
   return model.forward(input, t, text, mask, controls);
 }
@@ -35,7 +36,8 @@ torch::Tensor attention_mask(const torch::Tensor& host_mask, const torch::Device
   return host_mask.all().item<bool>() ? torch::Tensor() : to_device(host_mask, device);
 }
 
-torch::Tensor sample_images(const SamplerSetup& s, const torch::Tensor& x_start, const torch::Tensor& text, const torch::Tensor& mask) {
+torch::Tensor sample_images(const SamplerSetup& s, const torch::Tensor& x_start, const torch::Tensor& text,
+                            const torch::Tensor& mask) {
   if (!s.model || !s.objective) throw Error("sample_images", "needs a model and an objective");
   torch::NoGradGuard no_grad;
   const int64_t n = x_start.size(0);
@@ -44,7 +46,8 @@ torch::Tensor sample_images(const SamplerSetup& s, const torch::Tensor& x_start,
   const torch::Tensor tx = to_device(text, s.device), tm = attention_mask(mask, s.device);
   diffusion::ConditionalModel cond = [&](const torch::Tensor& x, const torch::Tensor& t, bool with_text, bool) {
     const torch::Tensor tt = t.dim() == 0 ? t.expand({x.size(0)}) : t;
-    return forward_backbone(*s.model, s.channels_last, x, tt.to(torch::kFloat32), with_text ? tx : nt, with_text ? tm : nm, nullptr);
+    return forward_backbone(*s.model, s.channels_last, x, tt.to(torch::kFloat32), with_text ? tx : nt,
+                            with_text ? tm : nm, nullptr);
   };
   diffusion::GuidanceConfig g;
   g.scale = s.guidance;

@@ -74,12 +74,16 @@ std::string describe_plan(const TrainConfig& c, const DataPlan& d, const Startup
     << "  device       " << device << "\n"
     << "  batch        global " << c.global_batch << " = " << p.world << " ranks x micro-batch " << p.micro
     << " x accumulation " << p.accumulation << "\n"
-    << "  sharding     " << c.sharding << (ckpt ? " + activation checkpointing" : "") << ", compute in " << c.compute_dtype
-    << (bf16 ? " (fp32 masters)" : "") << (c.channels_last ? ", channels-last activations" : "") << "\n"
+    << "  sharding     " << c.sharding << (ckpt ? " + activation checkpointing" : "") << ", compute in "
+    << c.compute_dtype << (bf16 ? " (fp32 masters)" : "") << (c.channels_last ? ", channels-last activations" : "")
+    << "\n"
     << "  memory/rank  " << mem.describe() << "\n"
-    << "  FLOPs/step   " << static_cast<double>(p.train_flops_per_sample) * c.global_batch << " (fwd+bwd, all MACs x 2)\n"
-    << "  steps        " << c.steps << " (warm-up " << c.warmup_steps << ", " << c.lr_schedule << " lr " << c.lr << ")\n"
-    << "  compute C    " << p.gflops_per_sample_s1 * c.global_batch * c.steps << " GFLOPs ([S1]: 3 x 2 x linear/conv MACs x samples)\n";
+    << "  FLOPs/step   " << static_cast<double>(p.train_flops_per_sample) * c.global_batch
+    << " (fwd+bwd, all MACs x 2)\n"
+    << "  steps        " << c.steps << " (warm-up " << c.warmup_steps << ", " << c.lr_schedule << " lr " << c.lr
+    << ")\n"
+    << "  compute C    " << p.gflops_per_sample_s1 * c.global_batch * c.steps
+    << " GFLOPs ([S1]: 3 x 2 x linear/conv MACs x samples)\n";
   return o.str();
 }
 

@@ -46,23 +46,25 @@ void StepWindow::resolve(int64_t max_bad_steps, const LrSchedule& lr, int64_t& b
     }
     ++bad_steps;
     if (++bad_in_a_row_ >= max_bad_steps)
-      throw Error("training", std::to_string(bad_in_a_row_) + " consecutive steps with a non-finite loss or gradient (step " +
+      throw Error("training", std::to_string(bad_in_a_row_) +
+                                  " consecutive steps with a non-finite loss or gradient (step " +
                                   std::to_string(step) + ": loss " + std::to_string(loss) + ", grad norm " +
                                   std::to_string(grad_norm) + ", lr " + std::to_string(lr.at(step)) +
                                   "); lower lr or check the data (dtdata validate)");
-    log_warn("step " + std::to_string(step) + ": non-finite loss or gradient, update skipped (" + std::to_string(bad_in_a_row_) +
-             " in a row)");
+    log_warn("step " + std::to_string(step) + ": non-finite loss or gradient, update skipped (" +
+             std::to_string(bad_in_a_row_) + " in a row)");
   }
 }
 
 WindowFigures StepWindow::close(MPI_Comm comm, const torch::Device& device) {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
-  const dist::NamedFigures worst = dist::NamedFigures{{"time", time_},
-                                                      {"data_wait", data_wait_},
-                                                      {"memory", ru.ru_maxrss * 1024.0},
-                                                      {"device_memory", static_cast<double>(dist::peak_device_memory(device))}}
-                                       .reduced(comm, dist::HostOp::kMax);
+  const dist::NamedFigures worst = dist::NamedFigures{
+      {"time", time_},
+      {"data_wait", data_wait_},
+      {"memory", ru.ru_maxrss * 1024.0},
+      {"device_memory", static_cast<double>(dist::peak_device_memory(
+                            device))}}.reduced(comm, dist::HostOp::kMax);
   WindowFigures f;
   f.steps = steps_;
   f.step_time_s = worst["time"] / static_cast<double>(steps_);

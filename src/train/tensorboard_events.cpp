@@ -34,7 +34,9 @@ void varint(std::string& out, uint64_t v) {
   }
   out.push_back(static_cast<char>(v));
 }
-void key(std::string& out, int field, int wire) { varint(out, static_cast<uint64_t>(field) << 3 | static_cast<uint64_t>(wire)); }
+void key(std::string& out, int field, int wire) {
+  varint(out, static_cast<uint64_t>(field) << 3 | static_cast<uint64_t>(wire));
+}
 template <typename T>
 void fixed(std::string& out, T v) {  // little-endian (x86 and ARM Linux)
   char b[sizeof(T)];
@@ -107,8 +109,8 @@ TensorBoardWriter::TensorBoardWriter(const std::string& dir) {
   char host[256] = "host";
   gethostname(host, sizeof host - 1);
   const double t = now_s();
-  path_ = (std::filesystem::path(dir) / ("events.out.tfevents." + std::to_string(static_cast<int64_t>(t)) + "." + host + "." +
-                                         std::to_string(getpid())))
+  path_ = (std::filesystem::path(dir) / ("events.out.tfevents." + std::to_string(static_cast<int64_t>(t)) + "." + host +
+                                         "." + std::to_string(getpid())))
               .string();
   file_ = std::fopen(path_.c_str(), "ab");
   if (!file_) throw Error(path_, std::string("cannot open for writing: ") + std::strerror(errno));

@@ -37,9 +37,7 @@ void check(const ThroughputConfig& c) {
 }
 
 // The worst of the ranks' values (a step takes as long as its slowest rank).
-double max_over_ranks(double v, MPI_Comm comm) {
-  return dist::all_reduce_host(comm, {v}, dist::HostOp::kMax)[0];
-}
+double max_over_ranks(double v, MPI_Comm comm) { return dist::all_reduce_host(comm, {v}, dist::HostOp::kMax)[0]; }
 
 }  // namespace
 
@@ -68,7 +66,8 @@ ThroughputResult measure_training_throughput(const ThroughputConfig& c, dist::Mp
   check(c);
   const torch::Device device = dist::local_device(rt);
   if (c.memory_limit_gib > 0)
-    dist::limit_device_memory("memory-limit-gib", device, static_cast<int64_t>(c.memory_limit_gib * 1024 * 1024 * 1024));
+    dist::limit_device_memory("memory-limit-gib", device,
+                              static_cast<int64_t>(c.memory_limit_gib * 1024 * 1024 * 1024));
   // The preset's own conditioning shapes; the latent grid from the resolution (latent models: the
   // SD VAE's factor 8 and 4 channels; pixel models see the pixels).
   models::BackboneInputs inputs = models::preset_inputs(c.model);
@@ -77,7 +76,8 @@ ThroughputResult measure_training_throughput(const ThroughputConfig& c, dist::Mp
   // A class-conditional DiT benchmarks with pooled-text conditioning (the same blocks; the data
   // path carries captions, not labels).
   if (models::is_transformer_preset(c.model) && models::transformer_preset(c.model).conditioning == "class" &&
-      std::none_of(overrides.begin(), overrides.end(), [](const std::string& o) { return o.rfind("conditioning=", 0) == 0; }))
+      std::none_of(overrides.begin(), overrides.end(),
+                   [](const std::string& o) { return o.rfind("conditioning=", 0) == 0; }))
     overrides.push_back("conditioning=text");
   const models::BackboneSpec spec = models::resolve_backbone(c.model, overrides, inputs, false);
   if (spec.control_conditioning())

@@ -110,12 +110,18 @@ CLI::Validator number_in(double lo, double hi, bool lo_open = false, const std::
           std::snprintf(buf, sizeof buf, "%g", b);
           return std::string(buf);
         };
-        const bool lo_inf = lo == -std::numeric_limits<double>::max(), hi_inf = hi == std::numeric_limits<double>::max();
+        const bool lo_inf = lo == -std::numeric_limits<double>::max(),
+                   hi_inf = hi == std::numeric_limits<double>::max();
         if (lo_open ? !(v > lo) : !(v >= lo)) {
-          if (hi_inf) return std::string("must be ") + (lo_open ? "greater than " : "at least ") + bound(lo) + ", got " + text + hint;
-          return "must be in " + std::string(lo_open ? "(" : "[") + bound(lo) + ", " + bound(hi) + "], got " + text + hint;
+          if (hi_inf)
+            return std::string("must be ") + (lo_open ? "greater than " : "at least ") + bound(lo) + ", got " + text +
+                   hint;
+          return "must be in " + std::string(lo_open ? "(" : "[") + bound(lo) + ", " + bound(hi) + "], got " + text +
+                 hint;
         }
-        if (v > hi) return (lo_inf ? "must be at most " + bound(hi) : "must be in [" + bound(lo) + ", " + bound(hi) + "]") + ", got " + text + hint;
+        if (v > hi)
+          return (lo_inf ? "must be at most " + bound(hi) : "must be in [" + bound(lo) + ", " + bound(hi) + "]") +
+                 ", got " + text + hint;
         return "";
       },
       "NUMBER", "number");
@@ -155,10 +161,14 @@ CLI::Option* opt(CLI::App& app, const std::string& group, const std::string& key
                  TomlLines* lines, std::optional<CLI::Validator> check = std::nullopt) {
   if (lines) lines->emplace_back(key, [&field] { return toml_value(field); });
   CLI::Option* o = app.add_option(names(key), field, help)->group(group)->capture_default_str();
-  if (check) o->check(*check);
-  else if constexpr (std::is_same_v<T, int64_t>) o->check(integer_in(std::numeric_limits<int64_t>::min()));
-  else if constexpr (std::is_same_v<T, uint64_t>) o->check(unsigned_integer());
-  else if constexpr (std::is_same_v<T, double> || std::is_same_v<T, std::vector<double>>) o->check(number_in(-kMax, kMax));
+  if (check)
+    o->check(*check);
+  else if constexpr (std::is_same_v<T, int64_t>)
+    o->check(integer_in(std::numeric_limits<int64_t>::min()));
+  else if constexpr (std::is_same_v<T, uint64_t>)
+    o->check(unsigned_integer());
+  else if constexpr (std::is_same_v<T, double> || std::is_same_v<T, std::vector<double>>)
+    o->check(number_in(-kMax, kMax));
   if constexpr (!std::is_same_v<T, std::vector<std::string>> && !std::is_same_v<T, std::vector<double>>)
     o->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   return o;
@@ -206,62 +216,96 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
   opt(app, run, "steps", c.steps, "optimizer steps to train for (the total, counting resumed ones)", lines, positive);
   opt(app, run, "seed", c.seed, "seed of every random draw (initialisation, data order, noise, dropout)", lines);
   opt(app, run, "log_every", c.log_every, "steps between metrics records and progress lines", lines, positive);
-  opt(app, run, "eval_every", c.eval_every, "steps between held-out evaluations (0: at the end only)", lines, non_negative);
+  opt(app, run, "eval_every", c.eval_every, "steps between held-out evaluations (0: at the end only)", lines,
+      non_negative);
   opt(app, run, "align_every", c.align_every,
-      "steps between alignment scores (TIFA-style questions answered on samples of held-out prompts; docs/EVAL.md), and at "
+      "steps between alignment scores (TIFA-style questions answered on samples of held-out prompts; docs/EVAL.md), "
+      "and at "
       "step 0 and the end; -1: auto (eval_every's steps when the data is the synthetic shapes world, else off); 0: off",
       lines, integer_in(-1));
-  opt(app, run, "align_prompts", c.align_prompts, "held-out prompts each alignment score samples (the first N of eval_prompts.json; all it holds when fewer, as the record's alignment_prompts says)",
+  opt(app, run, "align_prompts", c.align_prompts,
+      "held-out prompts each alignment score samples (the first N of eval_prompts.json; all it holds when fewer, as "
+      "the record's alignment_prompts says)",
       lines, integer_in(1));
-  opt(app, run, "ckpt_every", c.ckpt_every, "steps between checkpoints (0: at the end and on preemption only)", lines, non_negative);
+  opt(app, run, "ckpt_every", c.ckpt_every, "steps between checkpoints (0: at the end and on preemption only)", lines,
+      non_negative);
   opt(app, run, "keep_ckpts", c.keep_ckpts, "complete checkpoints to keep (the oldest are deleted)", lines, positive);
   opt(app, run, "sample_every", c.sample_every, "steps between sample grids (0: at the end only)", lines, non_negative);
-  opt(app, run, "resume", c.resume, "auto (newest complete checkpoint of the run, if any), none, or a checkpoint path", lines);
+  opt(app, run, "resume", c.resume, "auto (newest complete checkpoint of the run, if any), none, or a checkpoint path",
+      lines);
   flag(app, run, "dry_run", c.dry_run, "build everything, print the plan, do not train", lines);
   opt(app, run, "device", c.device,
-      "auto | cpu | cuda: where each rank computes (auto: GPU <node-local rank> where LibTorch sees GPUs, else the CPU)", lines, CLI::IsMember({"auto", "cpu", "cuda"}));
-  opt(app, run, "threads", c.threads, "compute threads per rank (0: cores on this node / ranks on it)", lines, non_negative);
-  opt(app, run, "max_bad_steps", c.max_bad_steps, "abort after this many consecutive steps with a non-finite loss or gradient", lines, positive);
+      "auto | cpu | cuda: where each rank computes (auto: GPU <node-local rank> where LibTorch sees GPUs, else the "
+      "CPU)",
+      lines, CLI::IsMember({"auto", "cpu", "cuda"}));
+  opt(app, run, "threads", c.threads, "compute threads per rank (0: cores on this node / ranks on it)", lines,
+      non_negative);
+  opt(app, run, "max_bad_steps", c.max_bad_steps,
+      "abort after this many consecutive steps with a non-finite loss or gradient", lines, positive);
   opt(app, run, "watchdog_timeout", c.watchdog_timeout,
       "seconds any phase of the loop (data, step, eval, sample, checkpoint) may run before the watchdog ends the job, "
-      "naming the ranks that did not arrive (0: no watchdog)", lines, number_in(0.0, kMax));
-  opt(app, run, "watchdog_factor", c.watchdog_factor,
-      "...and a phase running longer than this many times its recent median (and watchdog_min) ends it too (0: the timeout only)",
+      "naming the ranks that did not arrive (0: no watchdog)",
       lines, number_in(0.0, kMax));
-  opt(app, run, "watchdog_min", c.watchdog_min, "seconds below which the relative bound never fires", lines, number_in(0.0, kMax));
+  opt(app, run, "watchdog_factor", c.watchdog_factor,
+      "...and a phase running longer than this many times its recent median (and watchdog_min) ends it too (0: the "
+      "timeout only)",
+      lines, number_in(0.0, kMax));
+  opt(app, run, "watchdog_min", c.watchdog_min, "seconds below which the relative bound never fires", lines,
+      number_in(0.0, kMax));
   flag(app, run, "ignore_memory_check", c.ignore_memory_check,
-       "start even when the plan's memory per rank exceeds what this node has available (the check runs at start-up)", lines);
-  opt(app, run, "peak_tflops", c.peak_tflops, "peak TFLOP/s per rank for MFU (0: measure a matmul at start-up: fp32 on the CPU, the compute dtype on a GPU)", lines, number_in(0.0, kMax));
+       "start even when the plan's memory per rank exceeds what this node has available (the check runs at start-up)",
+       lines);
+  opt(app, run, "peak_tflops", c.peak_tflops,
+      "peak TFLOP/s per rank for MFU (0: measure a matmul at start-up: fp32 on the CPU, the compute dtype on a GPU)",
+      lines, number_in(0.0, kMax));
 
   const std::string model = "Model";
   opt(app, model, "model", c.model, "backbone preset (dtmodel list)", lines);
-  opt(app, model, "model_set", c.model_set, "preset field overrides, key=value (dtmodel describe lists the keys)", lines);
-  opt(app, model, "sharding", c.sharding, "replicate | zero1 | zero2 | zero3", lines, CLI::IsMember({"replicate", "zero1", "zero2", "zero3"}));
-  flag(app, model, "activation_checkpointing", c.activation_checkpointing, "recompute every block in backward (always on under zero3)", lines);
-  opt(app, model, "compute_dtype", c.compute_dtype, "fp32 | bf16: what the model computes in (bf16: a compute copy of fp32 master weights)", lines, CLI::IsMember({"fp32", "bf16"}));
+  opt(app, model, "model_set", c.model_set, "preset field overrides, key=value (dtmodel describe lists the keys)",
+      lines);
+  opt(app, model, "sharding", c.sharding, "replicate | zero1 | zero2 | zero3", lines,
+      CLI::IsMember({"replicate", "zero1", "zero2", "zero3"}));
+  flag(app, model, "activation_checkpointing", c.activation_checkpointing,
+       "recompute every block in backward (always on under zero3)", lines);
+  opt(app, model, "compute_dtype", c.compute_dtype,
+      "fp32 | bf16: what the model computes in (bf16: a compute copy of fp32 master weights)", lines,
+      CLI::IsMember({"fp32", "bf16"}));
   flag(app, model, "channels_last", c.channels_last,
        "NHWC activations: the UNet's convolutions run channels-last (on a GPU in bf16 usually faster; "
-       "dtbench train --channels-last measures it)", lines);
+       "dtbench train --channels-last measures it)",
+       lines);
   opt(app, model, "init_weights", c.init_weights,
-      "safetensors weights (dtckpt export) to start from instead of a random initialisation; names and shapes must match "
-      "the model; a checkpoint being resumed takes precedence", lines);
+      "safetensors weights (dtckpt export) to start from instead of a random initialisation; names and shapes must "
+      "match "
+      "the model; a checkpoint being resumed takes precedence",
+      lines);
 
   const std::string data = "Data";
   opt(app, data, "data", c.data, "shard directories, or synthetic:shapes (generated once in <run_dir>/data)", lines);
-  opt(app, data, "data_weights", c.data_weights, "mixing weights of the data directories (default: equal)", lines, number_in(0.0, kMax, true));
-  opt(app, data, "eval_data", c.eval_data, "held-out shard directories (synthetic data gets a held-out set of its own)", lines);
+  opt(app, data, "data_weights", c.data_weights, "mixing weights of the data directories (default: equal)", lines,
+      number_in(0.0, kMax, true));
+  opt(app, data, "eval_data", c.eval_data, "held-out shard directories (synthetic data gets a held-out set of its own)",
+      lines);
   opt(app, data, "synthetic_images", c.synthetic_images, "images in the synthetic dataset", lines, positive);
-  opt(app, data, "synthetic_image_size", c.synthetic_image_size, "pixels per side of the synthetic images (a multiple of 8)", lines, integer_in(8, 512));
+  opt(app, data, "synthetic_image_size", c.synthetic_image_size,
+      "pixels per side of the synthetic images (a multiple of 8)", lines, integer_in(8, 512));
   opt(app, data, "global_batch", c.global_batch, "samples per optimizer step, over all ranks", lines, positive);
-  opt(app, data, "micro_batch", c.micro_batch, "samples per rank per forward (0: global_batch / ranks); accumulation = global / (ranks x micro)", lines, non_negative);
+  opt(app, data, "micro_batch", c.micro_batch,
+      "samples per rank per forward (0: global_batch / ranks); accumulation = global / (ranks x micro)", lines,
+      non_negative);
   opt(app, data, "workers", c.workers, "loader threads per rank", lines, positive);
   opt(app, data, "prefetch", c.prefetch, "batches prepared ahead per rank", lines, non_negative);
-  opt(app, data, "p_synthetic_caption", c.p_synthetic_caption, "[S1] probability of a synthetic caption", lines, probability);
-  opt(app, data, "synthetic_top_k", c.synthetic_top_k, "[S1] synthetic caption chosen among the top k", lines, positive);
+  opt(app, data, "p_synthetic_caption", c.p_synthetic_caption, "[S1] probability of a synthetic caption", lines,
+      probability);
+  opt(app, data, "synthetic_top_k", c.synthetic_top_k, "[S1] synthetic caption chosen among the top k", lines,
+      positive);
   flag(app, data, "skip_bad_samples", c.skip_bad_samples,
-       "drop (and count: skipped_samples in metrics.jsonl) samples with unreadable or non-finite data instead of failing", lines);
+       "drop (and count: skipped_samples in metrics.jsonl) samples with unreadable or non-finite data instead of "
+       "failing",
+       lines);
   flag(app, data, "random_flip", c.random_flip, "horizontal flips (p = 0.5), flagged in the controls", lines);
-  opt(app, data, "text_padding", c.text_padding, "zero | replicate | noisy_replicate", lines, CLI::IsMember({"zero", "replicate", "noisy_replicate"}));
+  opt(app, data, "text_padding", c.text_padding, "zero | replicate | noisy_replicate", lines,
+      CLI::IsMember({"zero", "replicate", "noisy_replicate"}));
   opt(app, data, "max_tokens", c.max_tokens, "text tokens T the model attends to", lines, positive);
 
   const std::string optim = "Optimizer";
@@ -271,21 +315,29 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
   opt(app, optim, "eps", c.eps, "AdamW epsilon", lines, number_in(0.0, kMax, true));
   opt(app, optim, "weight_decay", c.weight_decay, "AdamW decoupled weight decay", lines, number_in(0.0, kMax));
   opt(app, optim, "warmup_steps", c.warmup_steps, "linear warm-up steps", lines, non_negative);
-  opt(app, optim, "lr_schedule", c.lr_schedule, "after warm-up: constant | cosine", lines, CLI::IsMember({"constant", "cosine"}));
+  opt(app, optim, "lr_schedule", c.lr_schedule, "after warm-up: constant | cosine", lines,
+      CLI::IsMember({"constant", "cosine"}));
   opt(app, optim, "min_lr_ratio", c.min_lr_ratio, "cosine ends at lr x this", lines, probability);
-  opt(app, optim, "max_grad_norm", c.max_grad_norm, "global gradient-norm clipping (<= 0: off)", lines, number_in(-kMax, kMax, false, " (0 turns clipping off)"));
-  opt(app, optim, "ema_decay", c.ema_decay, "EMA of the weights (0: off); samples use the EMA when on", lines, number_in(0.0, 0.999999999));
+  opt(app, optim, "max_grad_norm", c.max_grad_norm, "global gradient-norm clipping (<= 0: off)", lines,
+      number_in(-kMax, kMax, false, " (0 turns clipping off)"));
+  opt(app, optim, "ema_decay", c.ema_decay, "EMA of the weights (0: off); samples use the EMA when on", lines,
+      number_in(0.0, 0.999999999));
 
   const std::string diff = "Diffusion";
   opt(app, diff, "target", c.target, "eps | v | flow", lines, CLI::IsMember({"eps", "v", "flow"}));
-  opt(app, diff, "loss_weighting", c.loss_weighting, "none | sigma_inv_sq | min_snr | truncated_snr", lines, CLI::IsMember({"none", "sigma_inv_sq", "min_snr"}));
-  opt(app, diff, "timestep_sampling", c.timestep_sampling, "uniform | logit_normal", lines, CLI::IsMember({"uniform", "logit_normal"}));
-  opt(app, diff, "beta_schedule", c.beta_schedule, "scaled_linear | linear | cosine", lines, CLI::IsMember({"scaled_linear", "linear", "cosine"}));
+  opt(app, diff, "loss_weighting", c.loss_weighting, "none | sigma_inv_sq | min_snr | truncated_snr", lines,
+      CLI::IsMember({"none", "sigma_inv_sq", "min_snr"}));
+  opt(app, diff, "timestep_sampling", c.timestep_sampling, "uniform | logit_normal", lines,
+      CLI::IsMember({"uniform", "logit_normal"}));
+  opt(app, diff, "beta_schedule", c.beta_schedule, "scaled_linear | linear | cosine", lines,
+      CLI::IsMember({"scaled_linear", "linear", "cosine"}));
   opt(app, diff, "num_timesteps", c.num_timesteps, "diffusion steps T", lines, integer_in(2, 100000));
-  flag(app, diff, "zero_terminal_snr", c.zero_terminal_snr, "rescale the schedule to zero terminal SNR (needs target = v)", lines);
+  flag(app, diff, "zero_terminal_snr", c.zero_terminal_snr,
+       "rescale the schedule to zero terminal SNR (needs target = v)", lines);
   opt(app, diff, "p_drop_text", c.p_drop_text, "classifier-free-guidance text dropout", lines, probability);
   opt(app, diff, "p_drop_control", c.p_drop_control, "[S2] control-condition dropout", lines, probability);
-  flag(app, diff, "control_conditioning", c.control_conditioning, "[S2] control embedding (crop, flip, size) added to the time embedding", lines);
+  flag(app, diff, "control_conditioning", c.control_conditioning,
+       "[S2] control embedding (crop, flip, size) added to the time embedding", lines);
 
   const std::string samples = "Samples";
   opt(app, samples, "sample_count", c.sample_count, "prompts sampled per grid", lines, non_negative);
@@ -301,13 +353,16 @@ void parse_train_config(CLI::App& app, int argc, const char* const* argv) {
   std::string file;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--config" && i + 1 < argc) file = argv[i + 1];
-    else if (a.rfind("--config=", 0) == 0) file = a.substr(9);
+    if (a == "--config" && i + 1 < argc)
+      file = argv[i + 1];
+    else if (a.rfind("--config=", 0) == 0)
+      file = a.substr(9);
   }
   if (!file.empty()) {
     std::error_code ec;
     if (!std::filesystem::exists(file, ec)) throw Error(file, "no such config file");
-    if (!std::filesystem::is_regular_file(file, ec)) throw Error(file, "is not a file (--config takes a TOML job file, e.g. jobs/quickstart.toml)");
+    if (!std::filesystem::is_regular_file(file, ec))
+      throw Error(file, "is not a file (--config takes a TOML job file, e.g. jobs/quickstart.toml)");
     // Each key's TOML type, from the defaults written out (an integer may stand for a float;
     // a list of one for a list: the rest is a type error, at its line).
     std::map<std::string, std::string> kinds;
@@ -317,12 +372,16 @@ void parse_train_config(CLI::App& app, int argc, const char* const* argv) {
       const std::string where = file + ":" + std::to_string(item.line) + ":" + std::to_string(item.column);
       const CLI::Option* o = app.get_option_no_throw("--" + item.key);
       if (!o || item.key == "config")
-        throw Error(where, "unknown key '" + item.key + "' (dtrainer --help lists the options; TOML keys are snake_case)");
+        throw Error(where,
+                    "unknown key '" + item.key + "' (dtrainer --help lists the options; TOML keys are snake_case)");
       const auto k = kinds.find(item.key);
       if (k == kinds.end() || k->second == item.kind || (k->second == "float" && item.kind == "integer")) continue;
       const bool quoted_number = item.kind == "string" && (k->second == "integer" || k->second == "float");
       auto a = [](const std::string& kind) {
-        return kind == "array" ? std::string("a list") : kind == "integer" ? std::string("an integer") : kind == "float" ? std::string("a number") : "a " + kind;
+        return kind == "array"     ? std::string("a list")
+               : kind == "integer" ? std::string("an integer")
+               : kind == "float"   ? std::string("a number")
+                                   : "a " + kind;
       };
       throw Error(where, "key '" + item.key + "' wants " + a(k->second) + ", got " + a(item.kind) +
                              (quoted_number ? " (write the number without quotes)" : ""));
@@ -352,20 +411,24 @@ void validate_train_config(const TrainConfig& c, int world) {
   if (c.name.empty() || c.name == "." || c.name == ".." || c.name.find('/') != std::string::npos)
     throw Error("name", "'" + c.name + "' is not a run name (one path component: runs/<name>; --run-dir takes a path)");
   if (c.global_batch % world != 0)
-    throw Error("global_batch", std::to_string(c.global_batch) + " is not divisible by the " + std::to_string(world) + " ranks");
+    throw Error("global_batch",
+                std::to_string(c.global_batch) + " is not divisible by the " + std::to_string(world) + " ranks");
   const int64_t per_rank = c.global_batch / world;
   const int64_t micro = c.micro_batch ? c.micro_batch : per_rank;
   if (per_rank % micro != 0)
-    throw Error("micro_batch", std::to_string(micro) + " does not divide the per-rank batch " + std::to_string(per_rank) +
-                                   " (global_batch " + std::to_string(c.global_batch) + " / " + std::to_string(world) + " ranks)");
+    throw Error("micro_batch", std::to_string(micro) + " does not divide the per-rank batch " +
+                                   std::to_string(per_rank) + " (global_batch " + std::to_string(c.global_batch) +
+                                   " / " + std::to_string(world) + " ranks)");
   if (c.data.empty()) throw Error("data", "no data directory given");
   if (!c.data_weights.empty() && c.data_weights.size() != c.data.size())
-    throw Error("data_weights", std::to_string(c.data_weights.size()) + " weights for " + std::to_string(c.data.size()) + " data directories");
+    throw Error("data_weights", std::to_string(c.data_weights.size()) + " weights for " +
+                                    std::to_string(c.data.size()) + " data directories");
   for (const auto& d : c.data)
     if (d.rfind("synthetic:", 0) == 0 && d != "synthetic:shapes")
       throw Error("data", "unknown synthetic dataset '" + d + "' (synthetic:shapes exists)");
   if (c.zero_terminal_snr && c.target != "v") throw Error("zero_terminal_snr", "needs target = v");
-  if (c.warmup_steps > c.steps) throw Error("warmup_steps", std::to_string(c.warmup_steps) + " exceeds steps " + std::to_string(c.steps));
+  if (c.warmup_steps > c.steps)
+    throw Error("warmup_steps", std::to_string(c.warmup_steps) + " exceeds steps " + std::to_string(c.steps));
   for (const auto& kv : c.model_set)
     if (kv.find('=') == std::string::npos) throw Error("model_set", "'" + kv + "' is not key=value");
   int64_t samples = 0;  // (the samples counter, and everything counted per sample, must not wrap)
@@ -373,7 +436,8 @@ void validate_train_config(const TrainConfig& c, int world) {
     throw Error("steps", std::to_string(c.steps) + " steps x global_batch " + std::to_string(c.global_batch) +
                              " samples overflow a 64-bit counter");
   if (c.watchdog_timeout > 0 && c.watchdog_min > c.watchdog_timeout)
-    throw Error("watchdog_min", "exceeds watchdog_timeout (" + std::to_string(c.watchdog_min) + " > " + std::to_string(c.watchdog_timeout) + ")");
+    throw Error("watchdog_min", "exceeds watchdog_timeout (" + std::to_string(c.watchdog_min) + " > " +
+                                    std::to_string(c.watchdog_timeout) + ")");
 }
 
 }  // namespace dtrainer::train

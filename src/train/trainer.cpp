@@ -52,10 +52,21 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 
 class Trainer {
  public:
-  Trainer(const TrainConfig& c, std::string config_toml, dist::MpiRuntime& rt, const torch::Device& device, const RunDirectory& dir,
-          const DataPlan& data, const StartupPlan& plan, ResumePlan resume, dist::Watchdog& watchdog, std::unique_ptr<AlignmentHook> align)
-      : c_(c), toml_(std::move(config_toml)), rt_(rt), device_(device), dir_(dir), metrics_(dir, rt.rank()), run_(dir.path()), data_(data),
-        plan_(plan), resume_(std::move(resume)), watchdog_(&watchdog), eval_(c_, data, dir.path(), std::move(align), rt.comm()),
+  Trainer(const TrainConfig& c, std::string config_toml, dist::MpiRuntime& rt, const torch::Device& device,
+          const RunDirectory& dir, const DataPlan& data, const StartupPlan& plan, ResumePlan resume,
+          dist::Watchdog& watchdog, std::unique_ptr<AlignmentHook> align)
+      : c_(c),
+        toml_(std::move(config_toml)),
+        rt_(rt),
+        device_(device),
+        dir_(dir),
+        metrics_(dir, rt.rank()),
+        run_(dir.path()),
+        data_(data),
+        plan_(plan),
+        resume_(std::move(resume)),
+        watchdog_(&watchdog),
+        eval_(c_, data, dir.path(), std::move(align), rt.comm()),
         checkpoints_(c_, dir.path(), resume_, toml_) {}
 
   int run();
@@ -93,8 +104,8 @@ class Trainer {
   DataPlan data_;
   StartupPlan plan_;
   ResumePlan resume_;
-  dist::Watchdog* watchdog_;  // (watches start-up too: owned by trainer_main)
-  Evaluation eval_;  // held-out loss, samples, alignment
+  dist::Watchdog* watchdog_;    // (watches start-up too: owned by trainer_main)
+  Evaluation eval_;             // held-out loss, samples, alignment
   RunCheckpoints checkpoints_;  // resume and saves
   std::unique_ptr<dist::Communicator> comm_;
   std::unique_ptr<models::Backbone> model_;
@@ -104,15 +115,16 @@ class Trainer {
   std::unique_ptr<diffusion::Objective> objective_;
   LrSchedule lr_;
   double peak_tflops_ = 0;
-  StepWindow window_;  // the steps since the last metrics record
+  StepWindow window_;          // the steps since the last metrics record
   TrainingProgress progress_;  // carried through checkpoints
 };
 
 void Trainer::build() {
   const TrainingStackConfig sc = training_stack_config(c_, plan_, resume_.checkpoint.has_value());
   if (sc.sharding.compute_dtype == torch::kBFloat16 && device_.is_cpu())
-    log_warn("compute_dtype = bf16 on the CPU: LibTorch emulates bf16 there (measured ~14x slower than fp32 on the "
-             "quickstart); the compute copy is meant for GPUs");
+    log_warn(
+        "compute_dtype = bf16 on the CPU: LibTorch emulates bf16 there (measured ~14x slower than fp32 on the "
+        "quickstart); the compute copy is meant for GPUs");
   TrainingStack stack = build_training_stack(sc, rt_, device_);
   if (!sc.init_weights.empty()) log_info("initial weights from " + sc.init_weights);
   comm_ = std::move(stack.comm);
@@ -126,7 +138,9 @@ void Trainer::build() {
   lr_ = make_lr_schedule(c_);
   eval_.load(lc, plan_.backbone.inputs);
   // MFU's denominator: a GPU's matmul rate in the compute dtype, the CPU's in fp32 (its bf16 is emulated).
-  peak_tflops_ = c_.peak_tflops > 0 ? c_.peak_tflops : measure_matmul_tflops(device_.str(), device_.is_cuda() ? c_.compute_dtype : "fp32");
+  peak_tflops_ = c_.peak_tflops > 0
+                     ? c_.peak_tflops
+                     : measure_matmul_tflops(device_.str(), device_.is_cuda() ? c_.compute_dtype : "fp32");
 }
 
 void Trainer::resume() {
@@ -169,13 +183,15 @@ Trainer::StepResult Trainer::train_step(const data::Batch& batch, int64_t step) 
       controls.high = to_device(batch.controls_high.index({rows}), device_);
       controls.low = to_device(batch.controls_low.index({rows}), device_);
       std::vector<float> gamma(micro);
-      for (int64_t i = 0; i < micro; ++i) gamma[i] = static_cast<float>(diffusion::power_cosine_gamma(nb.t_unit[i].item<double>()));
+      for (int64_t i = 0; i < micro; ++i)
+        gamma[i] = static_cast<float>(diffusion::power_cosine_gamma(nb.t_unit[i].item<double>()));
       controls.low_weight = to_device(torch::tensor(gamma), device_);
       controls.keep = to_device(nb.keep_control, device_);
     }
     const diffusion::NoisedBatch on_device = to_device(nb, device_);
-    const torch::Tensor pred = forward_backbone(*model_, c_.channels_last, on_device.x_t, on_device.t_model, to_device(text, device_),
-                                                attention_mask(mask, device_), control ? &controls : nullptr);
+    const torch::Tensor pred =
+        forward_backbone(*model_, c_.channels_last, on_device.x_t, on_device.t_model, to_device(text, device_),
+                         attention_mask(mask, device_), control ? &controls : nullptr);
     const torch::Tensor loss = objective_->loss(pred, on_device);
     params_->backward(loss, k == accumulation - 1);
     loss_sum += loss.detach().to(torch::kFloat64);
@@ -185,7 +201,7 @@ Trainer::StepResult Trainer::train_step(const data::Batch& batch, int64_t step) 
   comm_->all_reduce(loss, dist::ReduceOp::kAvg);  // (on a GPU: queued on the device, not waited for)
   const dist::NamedFigures sums = dist::NamedFigures{{"image_noun_pairs", batch.caption_nouns.sum().item<double>()},
                                                      {"preempt", preemption_requested() ? 1.0 : 0.0}}
-                                       .reduced(rt_.comm(), dist::HostOp::kSum);
+                                      .reduced(rt_.comm(), dist::HostOp::kSum);
   r.image_noun_pairs = sums["image_noun_pairs"];
   r.preempt = sums["preempt"] > 0;
   // A non-finite loss makes the gradients non-finite, and a non-finite global norm skips the update
@@ -216,7 +232,8 @@ void Trainer::evaluate(int64_t step) {
   const dist::Watchdog::Phase phase(watchdog_, "eval", step);
   const json record = with_axes(eval_.held_out_loss(eval_model(), step), step);
   write_metrics(record);
-  log_info("eval step " + std::to_string(step) + ": held-out loss " + std::to_string(record["eval_loss"].get<double>()));
+  log_info("eval step " + std::to_string(step) + ": held-out loss " +
+           std::to_string(record["eval_loss"].get<double>()));
 }
 
 void Trainer::sample(int64_t step) {
@@ -233,16 +250,20 @@ void Trainer::align(int64_t step) {
   const json record = with_axes(eval_.alignment(eval_model(), step), step);
   write_metrics(record);
   char line[160];
-  std::snprintf(line, sizeof line, "alignment step %lld: %.3f [%.3f, %.3f] (chance %.3f; %lld prompts) ", static_cast<long long>(step),
-                record["alignment"].get<double>(), record["alignment_interval"][0].get<double>(), record["alignment_interval"][1].get<double>(),
-                record["alignment_chance"].get<double>(), static_cast<long long>(record["alignment_prompts"].get<int64_t>()));
+  std::snprintf(line, sizeof line, "alignment step %lld: %.3f [%.3f, %.3f] (chance %.3f; %lld prompts) ",
+                static_cast<long long>(step), record["alignment"].get<double>(),
+                record["alignment_interval"][0].get<double>(), record["alignment_interval"][1].get<double>(),
+                record["alignment_chance"].get<double>(),
+                static_cast<long long>(record["alignment_prompts"].get<int64_t>()));
   log_info(line + record["alignment_dir"].get<std::string>());
 }
 
 std::string format_duration(double s) {
   char buf[32];
-  if (s >= 3600) std::snprintf(buf, sizeof buf, "%dh%02dm", static_cast<int>(s / 3600), static_cast<int>(s / 60) % 60);
-  else std::snprintf(buf, sizeof buf, "%dm%02ds", static_cast<int>(s / 60), static_cast<int>(s) % 60);
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%dh%02dm", static_cast<int>(s / 3600), static_cast<int>(s / 60) % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%dm%02ds", static_cast<int>(s / 60), static_cast<int>(s) % 60);
   return buf;
 }
 
@@ -251,7 +272,8 @@ void Trainer::log_window(int64_t step, Clock::time_point start, int64_t first) {
   const WindowFigures w = window_.close(rt_.comm(), device_);
   const double sps = c_.global_batch / w.step_time_s;
   const double flops = static_cast<double>(plan_.train_flops_per_sample);
-  const double tflops = achieved_tflops(flops, sps), mfu = model_flops_utilization(flops, sps, peak_tflops_, rt_.world());
+  const double tflops = achieved_tflops(flops, sps),
+               mfu = model_flops_utilization(flops, sps, peak_tflops_, rt_.world());
   json record = with_axes({{"loss", w.mean_loss},  // (NaN, written as null, when every step of the window was skipped)
                            {"lr", lr_.at(step)},
                            {"grad_norm", w.grad_norm},
@@ -264,13 +286,14 @@ void Trainer::log_window(int64_t step, Clock::time_point start, int64_t first) {
                            {"bad_steps", progress_.bad_steps},
                            {"skipped_samples", progress_.skipped_samples}},
                           step);
-  if (device_.is_cuda()) record["max_device_memory_bytes"] = w.max_device_memory_bytes;  // the allocator's peak on the busiest rank's GPU
+  if (device_.is_cuda())
+    record["max_device_memory_bytes"] = w.max_device_memory_bytes;  // the allocator's peak on the busiest rank's GPU
   write_metrics(record);
   const double eta = seconds_since(start) / static_cast<double>(step - first) * static_cast<double>(c_.steps - step);
   char line[256];
   std::snprintf(line, sizeof line, "step %lld/%lld | loss %.4f | lr %.2e | %.1f img/s | MFU %.1f%% | ETA %s",
-                static_cast<long long>(step), static_cast<long long>(c_.steps), w.mean_loss, lr_.at(step), sps, 100 * mfu,
-                format_duration(eta).c_str());
+                static_cast<long long>(step), static_cast<long long>(c_.steps), w.mean_loss, lr_.at(step), sps,
+                100 * mfu, format_duration(eta).c_str());
   log_info(line);
 }
 
@@ -282,11 +305,12 @@ int Trainer::run() {
   }
   if (progress_.step == 0) {
     log_info(models::backbone_summary(plan_.backbone));
-    log_info("training " + std::to_string(c_.steps) + " steps, global batch " + std::to_string(c_.global_batch) + " on " +
-             std::to_string(rt_.world()) + " ranks (" + dist::device_name(device_) + "), " + c_.sharding + "; run directory " +
-             run_.string());
+    log_info("training " + std::to_string(c_.steps) + " steps, global batch " + std::to_string(c_.global_batch) +
+             " on " + std::to_string(rt_.world()) + " ranks (" + dist::device_name(device_) + "), " + c_.sharding +
+             "; run directory " + run_.string());
   }
-  if (progress_.step >= c_.steps && RunDirectory::state(run_) == RunState::kDone) {  // (nothing changes in a complete run)
+  if (progress_.step >= c_.steps &&
+      RunDirectory::state(run_) == RunState::kDone) {  // (nothing changes in a complete run)
     log_info("the run is already complete at step " + std::to_string(progress_.step) + " (" + run_.string() +
              "); raise --steps to continue it, or use another --run-dir");
     return 0;
@@ -297,15 +321,17 @@ int Trainer::run() {
     metrics_.start(progress_.step);  // (a fresh start keeps no records of an earlier attempt)
   });
   if (progress_.step >= c_.steps) {
-    log_info("step " + std::to_string(progress_.step) + " is the last; finishing the run (what is missing of its evaluation and samples)");
+    log_info("step " + std::to_string(progress_.step) +
+             " is the last; finishing the run (what is missing of its evaluation and samples)");
     catch_up();
     dist::agree(rt_.comm(), [&] { dir_.mark_done(progress_.step); });
     log_info("done: " + std::to_string(progress_.step) + " steps; " + (run_ / "metrics.jsonl").string());
     return 0;
   }
   catch_up();
-  dist::agree(rt_.comm(), [&] { dir_.clear_markers(); });  // (a stale DONE or PREEMPTED must not mislead the job scripts)
-  if (progress_.step == 0) align(0);  // (what an untrained model scores)
+  dist::agree(rt_.comm(),
+              [&] { dir_.clear_markers(); });  // (a stale DONE or PREEMPTED must not mislead the job scripts)
+  if (progress_.step == 0) align(0);           // (what an untrained model scores)
   const auto start = Clock::now();
   const int64_t first = progress_.step;
   while (progress_.step < c_.steps) {
@@ -345,8 +371,9 @@ int Trainer::run() {
     if (result.preempt && step != c_.steps) {
       checkpoint(step);
       dist::agree(rt_.comm(), [&] { dir_.mark_preempted(step, preemption_signal()); });
-      log_info("preempted (" + (preemption_requested() ? preemption_description() : "a signal to another rank") + ") at step " + std::to_string(step) +
-               ": checkpoint written, " + (run_ / "PREEMPTED").string() + " marks the stop; rerun with --resume auto to continue");
+      log_info("preempted (" + (preemption_requested() ? preemption_description() : "a signal to another rank") +
+               ") at step " + std::to_string(step) + ": checkpoint written, " + (run_ / "PREEMPTED").string() +
+               " marks the stop; rerun with --resume auto to continue");
       return 0;
     }
   }
@@ -364,11 +391,11 @@ void Trainer::catch_up() {
   std::error_code ec;
   const bool align_due = eval_.alignment_due(progress_.step, c_.steps);
   std::vector<int64_t> missing = {eval_due && !dir_.has_record(progress_.step, "eval") ? 1 : 0,
-                    sample_due && !fs::exists(run_ / "samples" / (std::string(name) + ".png"), ec) &&
-                            !fs::exists(run_ / "samples" / (std::string(name) + ".pt"), ec)
-                        ? 1
-                        : 0,
-                    align_due && !dir_.has_record(progress_.step, "alignment") ? 1 : 0};
+                                  sample_due && !fs::exists(run_ / "samples" / (std::string(name) + ".png"), ec) &&
+                                          !fs::exists(run_ / "samples" / (std::string(name) + ".pt"), ec)
+                                      ? 1
+                                      : 0,
+                                  align_due && !dir_.has_record(progress_.step, "alignment") ? 1 : 0};
   dist::broadcast_host(rt_.comm(), missing);  // (rank 0 read the run directory: every rank evaluates alike)
   if (missing[0]) evaluate(progress_.step);
   if (missing[1]) sample(progress_.step);
@@ -387,8 +414,8 @@ void Trainer::finish() {
 }  // namespace
 
 int train(TrainerSetup setup, dist::MpiRuntime& rt, const RunDirectory& dir, dist::Watchdog& watchdog) {
-  Trainer trainer(setup.config, std::move(setup.config_toml), rt, setup.device, dir, setup.data, setup.plan, std::move(setup.resume), watchdog,
-                  std::move(setup.align));
+  Trainer trainer(setup.config, std::move(setup.config_toml), rt, setup.device, dir, setup.data, setup.plan,
+                  std::move(setup.resume), watchdog, std::move(setup.align));
   return trainer.run();
 }
 

@@ -7,7 +7,8 @@
 
 namespace dtrainer::train {
 
-TrainingStack build_training_stack(const TrainingStackConfig& c, const dist::MpiRuntime& rt, const torch::Device& device) {
+TrainingStack build_training_stack(const TrainingStackConfig& c, const dist::MpiRuntime& rt,
+                                   const torch::Device& device) {
   TrainingStack s;
   s.comm = dist::make_communicator(rt, device);
   torch::manual_seed(c.seed);  // identical initialisation on every rank
@@ -19,9 +20,12 @@ TrainingStack build_training_stack(const TrainingStackConfig& c, const dist::Mpi
   return s;
 }
 
-double achieved_tflops(double flops_per_sample, double samples_per_s) { return flops_per_sample * samples_per_s / 1e12; }
+double achieved_tflops(double flops_per_sample, double samples_per_s) {
+  return flops_per_sample * samples_per_s / 1e12;
+}
 
-double model_flops_utilization(double flops_per_sample, double samples_per_s, double peak_tflops_per_rank, int64_t ranks) {
+double model_flops_utilization(double flops_per_sample, double samples_per_s, double peak_tflops_per_rank,
+                               int64_t ranks) {
   return achieved_tflops(flops_per_sample, samples_per_s) / (peak_tflops_per_rank * static_cast<double>(ranks));
 }
 

@@ -87,7 +87,8 @@ TEST_CASE("synthetic data from a known law: the fit recovers it within its repor
   const ChinchillaFit fit = fit_chinchilla(d, coarse);
   const ChinchillaBootstrap b = bootstrap_chinchilla(d, fit, 100, 3);
   INFO("alpha " << fit.params.alpha << " [" << b.alpha.lo << ", " << b.alpha.hi << "], beta " << fit.params.beta << " ["
-                << b.beta.lo << ", " << b.beta.hi << "], E " << fit.params.E << " [" << b.E.lo << ", " << b.E.hi << "]");
+                << b.beta.lo << ", " << b.beta.hi << "], E " << fit.params.E << " [" << b.E.lo << ", " << b.E.hi
+                << "]");
   CHECK(b.alpha.lo <= truth.alpha);
   CHECK(truth.alpha <= b.alpha.hi);
   CHECK(b.beta.lo <= truth.beta);
@@ -128,11 +129,13 @@ TEST_CASE("data that cannot identify the law is refused, saying why") {
   CHECK_THROWS_WITH(fit_chinchilla(two), Catch::Contains("2 distinct N"));
   // D = 20 N in every row (a fixed tokens-per-parameter sweep): N's and D's terms are confounded.
   ChinchillaData ratio;
-  for (double N : {1e8, 2e8, 4e8, 8e8, 1.6e9, 3.2e9}) ratio.N.push_back(N), ratio.D.push_back(20 * N), ratio.loss.push_back(2 + 300 / std::pow(N, 0.3));
+  for (double N : {1e8, 2e8, 4e8, 8e8, 1.6e9, 3.2e9})
+    ratio.N.push_back(N), ratio.D.push_back(20 * N), ratio.loss.push_back(2 + 300 / std::pow(N, 0.3));
   CHECK_THROWS_WITH(fit_chinchilla(ratio), Catch::Contains("D is a fixed power of N"));
 }
 
-TEST_CASE("unphysical fits are flagged: exponents at or below zero, intervals reaching zero, a loss rising with compute") {
+TEST_CASE(
+    "unphysical fits are flagged: exponents at or below zero, intervals reaching zero, a loss rising with compute") {
   // Besiroglu et al.'s estimates: a sound law, nothing to flag.
   CHECK(chinchilla_warnings({1.82, 482, 2085, 0.348, 0.366}, nullptr).empty());
   const auto w = chinchilla_warnings({3.1, 0.5, 2.0, -0.02, 0.3}, nullptr);

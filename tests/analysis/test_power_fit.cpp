@@ -94,9 +94,12 @@ TEST_CASE("fitlaws CLI: power and chinchilla JSON keys, SVG plot, run directorie
   {
     std::ofstream f(csv);
     f << "C,S\n";
-    for (int i = 0; i < 12; ++i) f << std::pow(10.0, 1 + i * 0.3) << "," << 0.47 * std::pow(10.0, (1 + i * 0.3) * 0.02) * (i % 3 == 1 ? 0.97 : 1.0) << "\n";
+    for (int i = 0; i < 12; ++i)
+      f << std::pow(10.0, 1 + i * 0.3) << "," << 0.47 * std::pow(10.0, (1 + i * 0.3) * 0.02) * (i % 3 == 1 ? 0.97 : 1.0)
+        << "\n";
   }
-  auto r = test::run_process(std::string(FITLAWS_PATH) + " power --data " + csv + " --x C --y S --frontier max --json --bootstrap 50 --plot " + scratch("p.svg"));
+  auto r = test::run_process(std::string(FITLAWS_PATH) + " power --data " + csv +
+                             " --x C --y S --frontier max --json --bootstrap 50 --plot " + scratch("p.svg"));
   REQUIRE(r.status == 0);
   auto j = nlohmann::json::parse(r.out);
   for (const char* k : {"a", "b", "r2", "ci"}) CHECK(j.contains(k));
@@ -122,9 +125,11 @@ TEST_CASE("fitlaws CLI: power and chinchilla JSON keys, SVG plot, run directorie
     const std::string d = runs + "/run" + std::to_string(i);
     std::filesystem::create_directories(d);
     const double N = 1e8 * (1 + i), D = 1e9 * (6 - i), C = 6 * N * D / 1e9;
-    std::ofstream(d + "/metrics.jsonl") << "{\"step\": 1, \"loss\": 9.0, \"params\": " << N << ", \"compute_gflops\": 1, \"image_noun_pairs\": 1}\n"
-                                        << "{\"step\": 2, \"loss\": " << 2 + 100 / std::pow(N, 0.3) + 300 / std::pow(D, 0.3)
-                                        << ", \"params\": " << N << ", \"compute_gflops\": " << C << ", \"image_noun_pairs\": " << D << "}\n";
+    std::ofstream(d + "/metrics.jsonl") << "{\"step\": 1, \"loss\": 9.0, \"params\": " << N
+                                        << ", \"compute_gflops\": 1, \"image_noun_pairs\": 1}\n"
+                                        << "{\"step\": 2, \"loss\": "
+                                        << 2 + 100 / std::pow(N, 0.3) + 300 / std::pow(D, 0.3) << ", \"params\": " << N
+                                        << ", \"compute_gflops\": " << C << ", \"image_noun_pairs\": " << D << "}\n";
     dirs.push_back(d);
   }
   std::string args;
@@ -155,14 +160,34 @@ TEST_CASE("run directories: --pick final, best, highest, step and all choose the
     std::ofstream m(d + "/metrics.jsonl");
     // Loss records without the metric in between: they are skipped, not errors.
     // The untrained model's record: no compute yet.
-    m << nlohmann::json{{"step", 0}, {"alignment", 0.1}, {"params", 100}, {"compute_gflops", 0}, {"image_noun_pairs", 0}}.dump() << "\n";
+    m << nlohmann::json{{"step", 0},
+                        {"alignment", 0.1},
+                        {"params", 100},
+                        {"compute_gflops", 0},
+                        {"image_noun_pairs", 0}}
+             .dump()
+      << "\n";
     const double scores[] = {0.2, 0.6, 0.5};
     for (int i = 0; i < 3; ++i) {
-      m << nlohmann::json{{"step", 10 * (i + 1)}, {"loss", 1.0 / (i + 1)}, {"params", 100}, {"compute_gflops", 10 * (i + 1)}, {"image_noun_pairs", 5 * i}}.dump() << "\n";
-      m << nlohmann::json{{"step", 10 * (i + 1)}, {"alignment", scores[i]}, {"params", 100}, {"compute_gflops", 10 * (i + 1)}, {"image_noun_pairs", 5 * i}}.dump() << "\n";
+      m << nlohmann::json{{"step", 10 * (i + 1)},
+                          {"loss", 1.0 / (i + 1)},
+                          {"params", 100},
+                          {"compute_gflops", 10 * (i + 1)},
+                          {"image_noun_pairs", 5 * i}}
+               .dump()
+        << "\n";
+      m << nlohmann::json{{"step", 10 * (i + 1)},
+                          {"alignment", scores[i]},
+                          {"params", 100},
+                          {"compute_gflops", 10 * (i + 1)},
+                          {"image_noun_pairs", 5 * i}}
+               .dump()
+        << "\n";
     }
   }
-  auto values = [&](RunPick pick, long long step = -1) { return read_runs({d}, "alignment", pick, step).numeric("alignment"); };
+  auto values = [&](RunPick pick, long long step = -1) {
+    return read_runs({d}, "alignment", pick, step).numeric("alignment");
+  };
   CHECK(values(RunPick::kFinal) == std::vector<double>{0.5});
   CHECK(values(RunPick::kBest) == std::vector<double>{0.1});
   CHECK(values(RunPick::kHighest) == std::vector<double>{0.6});
@@ -174,6 +199,7 @@ TEST_CASE("run directories: --pick final, best, highest, step and all choose the
   CHECK(all.numeric("C") == std::vector<double>{10, 20, 30});
   REQUIRE(all.notes.size() == 1);
   CHECK_THAT(all.notes[0], Catch::Contains("1 record(s)") && Catch::Contains("step 0"));
-  CHECK_THROWS_WITH(read_runs({d}, "alignment", RunPick::kStep, 15), Catch::Contains("no record with 'alignment' at step 15"));
+  CHECK_THROWS_WITH(read_runs({d}, "alignment", RunPick::kStep, 15),
+                    Catch::Contains("no record with 'alignment' at step 15"));
   CHECK_THROWS_WITH(read_runs({d}, "fid", RunPick::kAll), Catch::Contains("no record with 'fid'"));
 }

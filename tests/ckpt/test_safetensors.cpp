@@ -81,8 +81,11 @@ TEST_CASE("a file written here is read by numpy with the declared order, dtypes,
   const torch::Tensor n = torch::tensor({int64_t{-3}, int64_t{1} << 33});
   {
     SafetensorsWriter out(path,
-                          {{"w", torch::kFloat32, {2, 3}}, {"h", torch::kFloat16, {4}}, {"bf", torch::kBFloat16, {3}},
-                           {"scalar", torch::kFloat32, {}}, {"n", torch::kInt64, {2}}},
+                          {{"w", torch::kFloat32, {2, 3}},
+                           {"h", torch::kFloat16, {4}},
+                           {"bf", torch::kBFloat16, {3}},
+                           {"scalar", torch::kFloat32, {}},
+                           {"n", torch::kInt64, {2}}},
                           {{"producer", "test"}, {"note", "x y"}});
     out.write("w", w);
     out.write("h", h);  // converted (rounded) to the declared F16 / BF16 by the writer
@@ -134,18 +137,27 @@ TEST_CASE("corrupt files are refused with the file and the problem named") {
   // Sizes that do not match the shape, gaps, overlaps, unknown dtypes, negative sizes.
   CHECK_THAT(error_of(raw_file(dir, R"({"t":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8)),
              Catch::Contains("tensor 't'") && Catch::Contains("do not hold 3 F32"));
-  CHECK_THAT(error_of(raw_file(dir, R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})", 12)),
-             Catch::Contains("tensor 'b' starts at byte 8"));
-  CHECK_THAT(error_of(raw_file(dir, R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", 8)),
-             Catch::Contains("overlapping"));
+  CHECK_THAT(
+      error_of(raw_file(
+          dir,
+          R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})",
+          12)),
+      Catch::Contains("tensor 'b' starts at byte 8"));
+  CHECK_THAT(
+      error_of(raw_file(
+          dir,
+          R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+          8)),
+      Catch::Contains("overlapping"));
   CHECK_THAT(error_of(raw_file(dir, R"({"t":{"dtype":"F8_E4M3","shape":[1],"data_offsets":[0,1]}})", 1)),
              Catch::Contains("unsupported dtype 'F8_E4M3'"));
   CHECK_THAT(error_of(raw_file(dir, R"({"t":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}})", 4)),
              Catch::Contains("not a list of sizes"));
   CHECK_THAT(error_of(raw_file(dir, R"({"t":{"dtype":"F32","shape":[1]}})", 4)), Catch::Contains("data_offsets"));
   // A shape whose element count (or byte count) overflows 64 bits never wraps into a "valid" size.
-  CHECK_THAT(error_of(raw_file(dir, R"({"t":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", 0)),
-             Catch::Contains("overflows 64 bits"));
+  CHECK_THAT(
+      error_of(raw_file(dir, R"({"t":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", 0)),
+      Catch::Contains("overflows 64 bits"));
   CHECK_THAT(error_of(raw_file(dir, R"({"t":{"dtype":"F32","shape":[4611686018427387904],"data_offsets":[0,0]}})", 0)),
              Catch::Contains("overflows 64 bits"));
   CHECK_THAT(error_of(raw_file(dir, R"({"t":{"dtype":"F32","shape":[18446744073709551615],"data_offsets":[0,4]}})", 4)),

@@ -76,7 +76,8 @@ TEST_CASE("a weights file of another model is refused by name and changes nothin
   CHECK(torch::equal(target->proj->weight, before));
 
   save(*target, dir + "/extra.safetensors", torch::kFloat32, "head.bias");
-  CHECK_THROWS_WITH(load_weights(dir + "/extra.safetensors", *target), Catch::Contains("tensor 'head.bias' is not a parameter"));
+  CHECK_THROWS_WITH(load_weights(dir + "/extra.safetensors", *target),
+                    Catch::Contains("tensor 'head.bias' is not a parameter"));
 
   torch::nn::Linear only(3, 4);  // has weight and bias, but not the norm's
   SafetensorsWriter w(dir + "/partial.safetensors", {{"proj.weight", torch::kFloat32, {4, 3}}}, {});

@@ -57,7 +57,8 @@ TEST_CASE("a directory lock is exclusive, names its holder, and is free again on
   {
     const DirectoryLock a(dir, "first holder --steps 9");
     CHECK_THROWS_WITH(DirectoryLock(dir, "second"),
-                      Catch::Contains(dir.string()) && Catch::Contains("in use by another process: pid " + std::to_string(::getpid())) &&
+                      Catch::Contains(dir.string()) &&
+                          Catch::Contains("in use by another process: pid " + std::to_string(::getpid())) &&
                           Catch::Contains("first holder --steps 9"));
   }
   const DirectoryLock again(dir, "third");  // released with the first

@@ -38,8 +38,8 @@ inline std::string scratch_dir(const std::string& name) {
 }
 
 // `n` images of [C, S, S] latents with 1-4 captions each (random lengths 1..T, width D).
-inline data::ShardContents random_shard(int64_t n, int seed, int64_t C = 4, int64_t S = 8, int64_t D = 16, int64_t T = 12,
-                                        int64_t first_id = 0) {
+inline data::ShardContents random_shard(int64_t n, int seed, int64_t C = 4, int64_t S = 8, int64_t D = 16,
+                                        int64_t T = 12, int64_t first_id = 0) {
   torch::manual_seed(seed);
   data::ShardHeader h;
   h.text_dim = D;
@@ -51,7 +51,8 @@ inline data::ShardContents random_shard(int64_t n, int seed, int64_t C = 4, int6
     const int64_t k = 1 + torch::randint(0, 4, {1}).item<int64_t>();
     for (int64_t j = 0; j < k; ++j) {
       const int64_t L = 1 + torch::randint(0, T, {1}).item<int64_t>();
-      caps.push_back({"caption " + std::to_string(first_id + i) + "." + std::to_string(j), torch::randn({L, D}), j + 1});
+      caps.push_back(
+          {"caption " + std::to_string(first_id + i) + "." + std::to_string(j), torch::randn({L, D}), j + 1});
     }
     b.add_image(torch::randn({C, S, S}) + static_cast<double>(first_id + i), caps, 64 + i, 96, i % 3, i % 5, i % 2);
   }

@@ -35,7 +35,9 @@ TEST_CASE("dtdata synth then validate passes; stats report image-noun pairs") {
   CHECK(j["image_noun_pairs_all_captions"].get<int64_t>() > j["image_noun_pairs_original"].get<int64_t>());
 }
 
-TEST_CASE("dtdata validate: exit 1 with the bad image named; --skip-bad-samples accepts and counts; exit 2 on missing input") {
+TEST_CASE(
+    "dtdata validate: exit 1 with the bad image named; --skip-bad-samples accepts and counts; exit 2 on missing "
+    "input") {
   const std::string dir = test::scratch_dir("cli-bad");
   data::ShardContents c = test::random_shard(5, 9);
   c.latents[2][0][0][0] = std::numeric_limits<float>::quiet_NaN();

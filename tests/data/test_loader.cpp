@@ -113,11 +113,13 @@ TEST_CASE("restoring a state from different data, seed or batch is refused") {
   CHECK_THROWS_WITH(l.restore(s), Catch::Contains("saved with seed 1, this run has " + std::to_string(l.state().seed)));
   s = l.state();
   s.global_batch = 16;
-  CHECK_THROWS_WITH(l.restore(s), Catch::Contains("saved with global batch 16, this run has " + std::to_string(l.state().global_batch)));
+  CHECK_THROWS_WITH(l.restore(s), Catch::Contains("saved with global batch 16, this run has " +
+                                                  std::to_string(l.state().global_batch)));
   s = l.state();
   s.dataset_sizes = {1, 2};
   CHECK_THROWS_WITH(l.restore(s), Catch::Contains("saved with datasets of [1, 2] images, this run's data has [" +
-                                                  std::to_string(l.dataset_size(0)) + ", " + std::to_string(l.dataset_size(1)) + "]"));
+                                                  std::to_string(l.dataset_size(0)) + ", " +
+                                                  std::to_string(l.dataset_size(1)) + "]"));
   CHECK_THROWS_WITH(LoaderState::from_json(nlohmann::json{{"version", 1}}), Catch::Contains("loader state: malformed"));
 }
 

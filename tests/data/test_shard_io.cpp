@@ -26,8 +26,10 @@ TEST_CASE("shards read back bit-exactly in every element type and layout") {
     int64_t chunk;
     int gzip;
   };
-  for (const Case& k : {Case{ElementType::kFloat32, ElementType::kFloat32, 0, 0}, Case{ElementType::kFloat16, ElementType::kFloat16, 0, 0},
-                        Case{ElementType::kBFloat16, ElementType::kBFloat16, 0, 0}, Case{ElementType::kFloat32, ElementType::kFloat16, 3, 4}}) {
+  for (const Case& k : {Case{ElementType::kFloat32, ElementType::kFloat32, 0, 0},
+                        Case{ElementType::kFloat16, ElementType::kFloat16, 0, 0},
+                        Case{ElementType::kBFloat16, ElementType::kBFloat16, 0, 0},
+                        Case{ElementType::kFloat32, ElementType::kFloat16, 3, 4}}) {
     INFO(to_string(k.lat) << "/" << to_string(k.tok) << " chunk " << k.chunk << " gzip " << k.gzip);
     const std::string path = dir + "/s.h5";
     write_shard(path, c, {k.lat, k.tok, k.chunk, k.gzip});
@@ -46,8 +48,11 @@ TEST_CASE("shards read back bit-exactly in every element type and layout") {
     CHECK(back.crop == c.crop);
     CHECK(back.source == c.source);
     CHECK(back.source_names == c.source_names);
-    CHECK(torch::equal(r.read_tokens(c.token_offsets.size() - 2), c.tokens.narrow(0, c.token_offsets[c.token_offsets.size() - 2],
-                                                                                   c.token_offsets.back() - c.token_offsets[c.token_offsets.size() - 2]).to(torch_dtype(k.tok))));
+    CHECK(torch::equal(r.read_tokens(c.token_offsets.size() - 2),
+                       c.tokens
+                           .narrow(0, c.token_offsets[c.token_offsets.size() - 2],
+                                   c.token_offsets.back() - c.token_offsets[c.token_offsets.size() - 2])
+                           .to(torch_dtype(k.tok))));
   }
 }
 
@@ -114,7 +119,8 @@ TEST_CASE("bad input: truncated, corrupt, wrong version, empty, missing -> error
   v2.header.schema_version = 2;
   const std::string wrong_version = dir + "/v2.h5";
   write_shard(wrong_version, v2);
-  CHECK_THROWS_WITH(ShardReader(wrong_version), Catch::StartsWith(wrong_version) && Catch::Contains("schema version 2"));
+  CHECK_THROWS_WITH(ShardReader(wrong_version),
+                    Catch::StartsWith(wrong_version) && Catch::Contains("schema version 2"));
 
   const std::string empty_dir = test::scratch_dir("bad-empty");
   REQUIRE(test::run_command(std::string(DT_NUMPY_PYTHON) + " " + DT_H5PY_WRITER + " " + empty_dir + " empty") == 0);
@@ -124,7 +130,8 @@ TEST_CASE("bad input: truncated, corrupt, wrong version, empty, missing -> error
 
   CHECK_THROWS_WITH(list_shards(dir + "/nowhere"), Catch::Contains("nowhere: no such directory"));
   CHECK_THROWS_WITH(list_shards(test::scratch_dir("no-shards")), Catch::Contains("contains no shard files"));
-  CHECK_THROWS_WITH(write_shard(dir + "/missing-subdir/x.h5", test::random_shard(1, 4)), Catch::Contains("cannot create"));
+  CHECK_THROWS_WITH(write_shard(dir + "/missing-subdir/x.h5", test::random_shard(1, 4)),
+                    Catch::Contains("cannot create"));
 }
 
 TEST_CASE("bad input: NaN/Inf latents are found with their image; skip_bad_samples drops and counts them") {
@@ -163,7 +170,8 @@ TEST_CASE("bad input: shards with mismatched shapes are rejected naming the file
   write_shard(dir + "/b.h5", test::random_shard(3, 7, 4, 16));
   const ValidationReport r = validate_directory(dir);
   REQUIRE(r.problems.size() == 1);
-  CHECK_THAT(r.problems[0].message(), Catch::Contains("b.h5") && Catch::Contains("latents are [4, 16, 16] but") && Catch::Contains("a.h5"));
+  CHECK_THAT(r.problems[0].message(),
+             Catch::Contains("b.h5") && Catch::Contains("latents are [4, 16, 16] but") && Catch::Contains("a.h5"));
   LoaderConfig lc;
   lc.dirs = {dir};
   lc.padding.max_tokens = 12;

@@ -48,15 +48,19 @@ TEST_CASE("rendered scenes show each shape in its colour at its cell; captions a
   scene.objects = {{0, 0, 0}, {2, 1, 3}};  // red circle top left, blue square bottom right
   const torch::Tensor img = render_scene(scene, 32);
   CHECK(img.sizes() == torch::IntArrayRef({3, 32, 32}));
-  CHECK(torch::equal(img.index({torch::indexing::Slice(), 8, 8}), torch::tensor({1.0f, -1.0f, -1.0f})));    // red centre
-  CHECK(torch::equal(img.index({torch::indexing::Slice(), 24, 24}), torch::tensor({-1.0f, -1.0f, 1.0f})));  // blue centre
-  CHECK(torch::equal(img.index({torch::indexing::Slice(), 8, 24}), torch::tensor({-1.0f, -1.0f, -1.0f})));  // empty cell
+  CHECK(torch::equal(img.index({torch::indexing::Slice(), 8, 8}), torch::tensor({1.0f, -1.0f, -1.0f})));  // red centre
+  CHECK(
+      torch::equal(img.index({torch::indexing::Slice(), 24, 24}), torch::tensor({-1.0f, -1.0f, 1.0f})));  // blue centre
+  CHECK(
+      torch::equal(img.index({torch::indexing::Slice(), 8, 24}), torch::tensor({-1.0f, -1.0f, -1.0f})));  // empty cell
   CHECK(img.min().item<float>() >= -1.0f);
   CHECK(img.max().item<float>() <= 1.0f);
   const auto caps = scene_captions(scene);
   REQUIRE(caps.size() == 6);
   CHECK(caps[0] == "red circle and blue square");
-  CHECK(caps[1] == "two shapes: a red circle at the top left and a blue square at the bottom right. the red circle is left of the blue square");
+  CHECK(caps[1] ==
+        "two shapes: a red circle at the top left and a blue square at the bottom right. the red circle is left of the "
+        "blue square");
   CHECK(caps[5] == "an image with two shapes");
   for (size_t k = 2; k < caps.size(); ++k) CHECK(caps[k].size() < caps[1].size());  // rank 1 is the densest
   const auto gt = scene_ground_truth(scene);

@@ -71,7 +71,7 @@ TEST_CASE("draws depend on (seed, step, sample id) only: a batch split in two gi
   const NoisedBatch b = obj.make_batch(x0.narrow(0, 2, 4), iota(42, 4), 3);
   CHECK(torch::equal(whole.x_t, torch::cat({a.x_t, b.x_t})));
   CHECK(torch::equal(whole.t_model, torch::cat({a.t_model, b.t_model})));
-  CHECK_FALSE(torch::equal(whole.x_t, obj.make_batch(x0, iota(40, 6), 4).x_t));     // next step differs
+  CHECK_FALSE(torch::equal(whole.x_t, obj.make_batch(x0, iota(40, 6), 4).x_t));  // next step differs
   CHECK_FALSE(torch::equal(whole.x_t, make(Target::kEps, LossWeighting::kNone, 12).make_batch(x0, iota(40, 6), 3).x_t));
 }
 
@@ -117,7 +117,8 @@ TEST_CASE("text and control dropout have their own probabilities and are indepen
   const NoisedBatch b = obj.make_batch(torch::zeros({N, 1}), iota(0, N), 5);
   const double drop_text = 1.0 - b.keep_text.to(torch::kFloat64).mean().item<double>();
   const double drop_ctrl = 1.0 - b.keep_control.to(torch::kFloat64).mean().item<double>();
-  const double both = (b.keep_text.logical_not() & b.keep_control.logical_not()).to(torch::kFloat64).mean().item<double>();
+  const double both =
+      (b.keep_text.logical_not() & b.keep_control.logical_not()).to(torch::kFloat64).mean().item<double>();
   auto se = [&](double p) { return std::sqrt(p * (1 - p) / N); };  // binomial standard error
   CHECK(drop_text == Approx(0.1).margin(5 * se(0.1)));
   CHECK(drop_ctrl == Approx(0.3).margin(5 * se(0.3)));
@@ -139,9 +140,12 @@ TEST_CASE("min-SNR-gamma weights equal min(SNR, gamma) times the x0-space error,
     for (int64_t i = 0; i < 8; ++i) {
       const double snr = b.snr[i].item<double>();
       double dx0;  // d x0 / d target
-      if (target == Target::kFlow) dx0 = obj.draw_flow_time(i, 0);                      // x0 = x_t - t u
-      else if (target == Target::kEps) dx0 = 1.0 / std::sqrt(snr);                        // x0 = (x_t - sqrt(1-a) eps)/sqrt(a)
-      else dx0 = std::sqrt(1.0 / (snr + 1.0));                                             // x0 = sqrt(a) x_t - sqrt(1-a) v
+      if (target == Target::kFlow)
+        dx0 = obj.draw_flow_time(i, 0);  // x0 = x_t - t u
+      else if (target == Target::kEps)
+        dx0 = 1.0 / std::sqrt(snr);  // x0 = (x_t - sqrt(1-a) eps)/sqrt(a)
+      else
+        dx0 = std::sqrt(1.0 / (snr + 1.0));  // x0 = sqrt(a) x_t - sqrt(1-a) v
       expected += std::min(snr, 5.0) * (dx0 * delta[i]).pow(2).mean().item<double>();
     }
     INFO(static_cast<int>(target));

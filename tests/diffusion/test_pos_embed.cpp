@@ -25,8 +25,8 @@ TEST_CASE("positional embeddings match the numpy (MAE-convention) reference") {
   const auto ref = test::numpy_reference();
   CHECK(torch::allclose(sincos_pos_embed_2d(8, 3, 4, 1.0), from_json(ref["pos_resampled_s1"]), 1e-6, 1e-6));
   CHECK(torch::allclose(sincos_pos_embed_2d(8, 6, 8, 2.0), from_json(ref["pos_resampled_s2"]), 1e-6, 1e-6));
-  CHECK(torch::allclose(sincos_pos_embed_2d(8, 3, 4, 1.0, PosEmbedGrid::kExtrapolate), from_json(ref["pos_extrapolate"]),
-                        1e-6, 1e-6));
+  CHECK(torch::allclose(sincos_pos_embed_2d(8, 3, 4, 1.0, PosEmbedGrid::kExtrapolate),
+                        from_json(ref["pos_extrapolate"]), 1e-6, 1e-6));
 }
 
 TEST_CASE("the resampled grid keeps its extent when the resolution grows; extrapolation does not") {

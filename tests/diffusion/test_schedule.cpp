@@ -51,7 +51,8 @@ TEST_CASE("scaled-linear endpoints and the EDM identities hold in closed form") 
     const double a = s.abar(t), sig = s.sigma(t);
     CHECK(sig * sig == Approx((1 - a) / a).epsilon(1e-12));
     CHECK(s.snr(t) == Approx(1.0 / (sig * sig)).epsilon(1e-12));
-    CHECK(1.0 / std::sqrt(1 + sig * sig) == Approx(std::sqrt(a)).epsilon(1e-12));  // x_t = (x0 + sigma eps)/sqrt(1+sigma^2)
+    CHECK(1.0 / std::sqrt(1 + sig * sig) ==
+          Approx(std::sqrt(a)).epsilon(1e-12));  // x_t = (x0 + sigma eps)/sqrt(1+sigma^2)
   }
 }
 
@@ -91,7 +92,8 @@ TEST_CASE("Eq. 4 guidance law and gamma_c match the reference and their closed f
     INFO("t = " << t);
     CHECK(power_cosine_gamma(t, 8.0) == Approx(ref["gamma_alpha8"][i].get<double>()).margin(1e-15));
     CHECK(power_cosine_gamma(t, 1.0) == Approx(ref["gamma_alpha1"][i].get<double>()).margin(1e-15));
-    CHECK(power_cosine_gamma(t, 1.0) == Approx(std::pow(std::sin(M_PI * (1 - t) / 2), 2)).margin(1e-15));  // half-angle form
+    CHECK(power_cosine_gamma(t, 1.0) ==
+          Approx(std::pow(std::sin(M_PI * (1 - t) / 2), 2)).margin(1e-15));  // half-angle form
   }
   CHECK(power_cosine_gamma(1.0) == 0.0);          // pure noise: low-level controls off
   CHECK(power_cosine_gamma(0.0) == Approx(1.0));  // clean end: full strength

@@ -69,7 +69,7 @@ TEST_CASE("noisy replicate: originals untouched, replicas cycle, noise std = bet
   for (int64_t i = 0; i < S; ++i) REQUIRE(torch::equal(out.tokens[i].index({Slice(0, L)}), p));  // originals untouched
   std::vector<int64_t> cyc(77 - L);
   for (int64_t j = L; j < 77; ++j) cyc[j - L] = j % L;
-  const torch::Tensor expected_clean = p.index({torch::tensor(cyc)});                           // [72, D]
+  const torch::Tensor expected_clean = p.index({torch::tensor(cyc)});  // [72, D]
   const torch::Tensor noise = (out.tokens.index({Slice(), Slice(L, 77)}) - expected_clean).to(torch::kFloat64);
   const int64_t n = S * (77 - L);
   for (int64_t d = 0; d < D; ++d) {
@@ -98,7 +98,8 @@ TEST_CASE("noisy replicate is deterministic per (seed, step, sample) and truncat
 
 TEST_CASE("bad prompts are rejected with the prompt named") {
   TextPaddingConfig c;
-  CHECK_THROWS_WITH(pad_text({torch::zeros({3, 4}), torch::zeros({3, 5})}, c, {0, 1}, 0), Catch::Contains("prompts[1]"));
+  CHECK_THROWS_WITH(pad_text({torch::zeros({3, 4}), torch::zeros({3, 5})}, c, {0, 1}, 0),
+                    Catch::Contains("prompts[1]"));
   CHECK_THROWS_WITH(pad_text({torch::zeros({0, 4})}, c, {0}, 0), Catch::Contains("prompts[0]"));
   CHECK_THROWS_WITH(pad_text({torch::zeros({3, 4})}, c, {}, 0), Catch::Contains("sample_ids"));
   CHECK_THROWS_WITH(parse_text_padding("text.padding", "mirror"), Catch::Contains("text.padding"));

@@ -35,7 +35,8 @@ TEST_CASE("fused AdamW matches torch::optim::AdamW step for step") {
 
 TEST_CASE("grad_scale is the same as scaling the gradient") {
   torch::manual_seed(2);
-  torch::Tensor p1 = torch::randn({100}), p2 = p1.clone(), m1 = torch::zeros({100}), m2 = m1.clone(), v1 = m1.clone(), v2 = m1.clone();
+  torch::Tensor p1 = torch::randn({100}), p2 = p1.clone(), m1 = torch::zeros({100}), m2 = m1.clone(), v1 = m1.clone(),
+                v2 = m1.clone();
   const torch::Tensor g = torch::randn({100});
   adamw_step(p1, g, m1, v1, 1, {}, 0.25);
   adamw_step(p2, g * 0.25, m2, v2, 1, {});
@@ -47,7 +48,8 @@ TEST_CASE("EMA, gradient norm and clipping follow their definitions") {
   torch::Tensor e = torch::ones({8}), p = torch::full({8}, 3.0f);
   ema_update(e, p, 0.9);
   CHECK(torch::allclose(e, torch::full({8}, 0.9f * 1 + 0.1f * 3)));
-  CHECK(global_grad_norm({torch::full({4}, 3.0f), torch::full({9}, 4.0f / 3)}, nullptr) == Approx(std::sqrt(36.0 + 16.0)));
+  CHECK(global_grad_norm({torch::full({4}, 3.0f), torch::full({9}, 4.0f / 3)}, nullptr) ==
+        Approx(std::sqrt(36.0 + 16.0)));
   CHECK(clip_factor(10.0, 1.0) == Approx(0.1).epsilon(1e-6));
   CHECK(clip_factor(0.5, 1.0) == 1.0);
   CHECK(clip_factor(10.0, 0.0) == 1.0);

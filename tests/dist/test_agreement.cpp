@@ -31,11 +31,16 @@ TEST_CASE("a failure on some ranks is every rank's CollectiveError, naming the l
       CHECK(e.failures() == W - failing);
       CHECK(e.where() == "rank " + std::to_string(failing));
       CHECK_THAT(e.detail(), Catch::StartsWith("file-" + std::to_string(failing) + ": no space"));
-      if (W - failing > 1) CHECK_THAT(e.detail(), Catch::Contains("and " + std::to_string(W - failing - 1) + " other rank"));
+      if (W - failing > 1)
+        CHECK_THAT(e.detail(), Catch::Contains("and " + std::to_string(W - failing - 1) + " other rank"));
     }
   }
   // Any exception type counts; a CollectiveError raised inside is passed on as it is.
-  CHECK_THROWS_AS(dist::agree(rt.comm(), [&] { if (R == 0) throw std::runtime_error("plain"); }), CollectiveError);
+  CHECK_THROWS_AS(dist::agree(rt.comm(),
+                              [&] {
+                                if (R == 0) throw std::runtime_error("plain");
+                              }),
+                  CollectiveError);
   try {
     dist::agree(rt.comm(), [&] { dist::agree_on(rt.comm(), R == W - 1 ? "inner" : ""); });
     FAIL("no error");

@@ -104,7 +104,8 @@ TEST_CASE("bf16 is reduced in fp32: the result is the rounded exact sum, not a b
   torch::Tensor t = torch::full({64}, 256.0 + 0.25 * r).to(torch::kBFloat16).to(device());
   comm().all_reduce(t, ReduceOp::kSum);
   double exact = 0;
-  for (int k = 0; k < W; ++k) exact += static_cast<double>(torch::tensor(256.0 + 0.25 * k).to(torch::kBFloat16).item<float>());
+  for (int k = 0; k < W; ++k)
+    exact += static_cast<double>(torch::tensor(256.0 + 0.25 * k).to(torch::kBFloat16).item<float>());
   CHECK(t.scalar_type() == torch::kBFloat16);
   CHECK(t[0].item<float>() == torch::tensor(exact).to(torch::kBFloat16).item<float>());
 }
@@ -114,7 +115,8 @@ TEST_CASE("bf16 all_gather moves the bits unchanged") {
   torch::Tensor mine = contribution(r, 16, torch::kBFloat16);
   torch::Tensor all = torch::empty({16 * W}, mine.options());
   comm().all_gather(mine, all);
-  for (int k = 0; k < W; ++k) CHECK(torch::equal(all.narrow(0, k * 16, 16).cpu(), contribution(k, 16, torch::kBFloat16).cpu()));
+  for (int k = 0; k < W; ++k)
+    CHECK(torch::equal(all.narrow(0, k * 16, 16).cpu(), contribution(k, 16, torch::kBFloat16).cpu()));
 }
 
 TEST_CASE("a duplicate orders its collectives independently and gives the same results") {
@@ -132,12 +134,15 @@ TEST_CASE("a duplicate orders its collectives independently and gives the same r
 
 TEST_CASE("tensors on another device, non-contiguous ones or mismatched dtypes are refused with the operation named") {
   torch::Tensor strided = torch::zeros({4, 4}, device()).t();
-  CHECK_THROWS_WITH(comm().all_reduce(strided, ReduceOp::kSum), Catch::Contains("communicator.all_reduce") && Catch::Contains("contiguous"));
+  CHECK_THROWS_WITH(comm().all_reduce(strided, ReduceOp::kSum),
+                    Catch::Contains("communicator.all_reduce") && Catch::Contains("contiguous"));
   const int W = comm().world();
-  CHECK_THROWS_WITH(comm().all_gather(torch::zeros({2}, device()).to(torch::kBFloat16), torch::zeros({2 * W}, device())),
-                    Catch::Contains("communicator.all_gather") && Catch::Contains("BFloat16"));
+  CHECK_THROWS_WITH(
+      comm().all_gather(torch::zeros({2}, device()).to(torch::kBFloat16), torch::zeros({2 * W}, device())),
+      Catch::Contains("communicator.all_gather") && Catch::Contains("BFloat16"));
   if (device().is_cuda()) {
-    CHECK_THROWS_WITH(comm().all_reduce(torch::zeros({4}), ReduceOp::kSum), Catch::Contains("communicator.all_reduce") && Catch::Contains("CUDA"));
+    CHECK_THROWS_WITH(comm().all_reduce(torch::zeros({4}), ReduceOp::kSum),
+                      Catch::Contains("communicator.all_reduce") && Catch::Contains("CUDA"));
   }
 }
 
@@ -162,8 +167,9 @@ TEST_CASE("select_device: cpu, auto (a GPU where LibTorch sees one), cuda (an er
     CHECK(chosen.index() == runtime().local_rank());
     if (nccl_built()) CHECK(select_device(runtime(), "cuda") == chosen);
   } else {
-    CHECK_THROWS_WITH(select_device(runtime(), "cuda"), Catch::Contains("device") && Catch::Contains("no CUDA device") &&
-                                                            Catch::Contains("rank " + std::to_string(runtime().rank())));
+    CHECK_THROWS_WITH(select_device(runtime(), "cuda"),
+                      Catch::Contains("device") && Catch::Contains("no CUDA device") &&
+                          Catch::Contains("rank " + std::to_string(runtime().rank())));
   }
   CHECK_THROWS_WITH(select_device(runtime(), "tpu"), Catch::Contains("'tpu'"));
 }

@@ -40,8 +40,8 @@ double rel_diff(const torch::Tensor& a, const torch::Tensor& b) {
 }
 
 // Trains a fresh tiny UNet (seeded) for `steps` AdamW steps on `device`; returns its flat parameters.
-torch::Tensor train_tiny(const torch::Device& device, ShardingStrategy strategy, Communicator* comm, torch::ScalarType dtype,
-                         int steps, std::vector<double>* norms = nullptr) {
+torch::Tensor train_tiny(const torch::Device& device, ShardingStrategy strategy, Communicator* comm,
+                         torch::ScalarType dtype, int steps, std::vector<double>* norms = nullptr) {
   torch::manual_seed(11);
   models::UNet net(tiny_spec());
   net->to(device);
@@ -54,7 +54,8 @@ torch::Tensor train_tiny(const torch::Device& device, ShardingStrategy strategy,
     torch::manual_seed(1000 + step);  // the same batch on either device (drawn on the CPU)
     const torch::Tensor x = torch::randn({4, 4, 8, 8}), t = torch::randint(0, 1000, {4}).to(torch::kFloat32),
                         text = torch::randn({4, 5, 32}), target = torch::randn({4, 4, 8, 8});
-    const torch::Tensor pred = net->forward(x.to(device, dtype), t.to(device), text.to(device, dtype)).to(torch::kFloat32);
+    const torch::Tensor pred =
+        net->forward(x.to(device, dtype), t.to(device), text.to(device, dtype)).to(torch::kFloat32);
     sharded.backward(torch::mse_loss(pred, target.to(device)));
     const torch::Tensor norm = sharded.step_async(0.5);  // clipping active: the norm is ~1
     if (norms) norms->push_back(norm.item<double>());
@@ -73,7 +74,8 @@ TEST_CASE("the fused device AdamW equals the host update, and skips on the devic
   for (int64_t n : {1, 1000, 4099}) {
     INFO(n << " elements");
     torch::Tensor p = torch::randn({n}), m = torch::zeros({n}), v = torch::zeros({n});
-    torch::Tensor gp = p.to(kGpu), gm = m.to(kGpu), gv = v.to(kGpu), copy = torch::empty({n}, torch::TensorOptions(kGpu).dtype(torch::kBFloat16));
+    torch::Tensor gp = p.to(kGpu), gm = m.to(kGpu), gv = v.to(kGpu),
+                  copy = torch::empty({n}, torch::TensorOptions(kGpu).dtype(torch::kBFloat16));
     torch::Tensor count = torch::zeros({1}, torch::TensorOptions(kGpu).dtype(torch::kFloat32));
     for (int step = 1; step <= 3; ++step) {
       const torch::Tensor g = torch::randn({n});
@@ -89,8 +91,8 @@ TEST_CASE("the fused device AdamW equals the host update, and skips on the devic
     CHECK(count.item<float>() == 3.0f);
     // skip = 1: nothing moves, the count stays
     const torch::Tensor before = gp.clone(), m_before = gm.clone();
-    adamw_step_on_device({gp}, {torch::randn({n}, count.options())}, {gm}, {gv}, count, c, torch::ones({1}, count.options()),
-                         torch::ones({1}, count.options()), {});
+    adamw_step_on_device({gp}, {torch::randn({n}, count.options())}, {gm}, {gv}, count, c,
+                         torch::ones({1}, count.options()), torch::ones({1}, count.options()), {});
     CHECK(torch::equal(gp, before));
     CHECK(torch::equal(gm, m_before));
     CHECK(count.item<float>() == 3.0f);
@@ -133,8 +135,8 @@ TEST_CASE("sharded training on the GPU equals the same steps on the CPU") {
       const torch::Tensor cpu = train_tiny(torch::kCPU, s, nullptr, torch::kFloat32, 3, &cpu_norms);
       const torch::Tensor gpu = train_tiny(kGpu, s, comm, torch::kFloat32, 3, &gpu_norms);
       const double d = rel_diff(gpu, cpu);
-      std::printf("%s %s: parameters rel diff %.3g; first norms gpu %.6f cpu %.6f\n", sharding_strategy_name(s), comm ? "nccl" : "none",
-                  d, gpu_norms[0], cpu_norms[0]);
+      std::printf("%s %s: parameters rel diff %.3g; first norms gpu %.6f cpu %.6f\n", sharding_strategy_name(s),
+                  comm ? "nccl" : "none", d, gpu_norms[0], cpu_norms[0]);
       CHECK(d < 1e-5);
       for (size_t i = 0; i < cpu_norms.size(); ++i) CHECK(gpu_norms[i] == Approx(cpu_norms[i]).epsilon(1e-4));
     }

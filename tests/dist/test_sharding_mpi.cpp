@@ -64,7 +64,8 @@ ShardingConfig config(ShardingStrategy strategy, bool checkpointing = false) {
 std::map<std::string, torch::Tensor> reference_parameters(int64_t G, int steps) {
   torch::manual_seed(11);
   models::UNet ref(tiny_spec());
-  torch::optim::AdamW opt(ref->parameters(), torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).eps(kEps).weight_decay(0.03));
+  torch::optim::AdamW opt(ref->parameters(),
+                          torch::optim::AdamWOptions(1e-3).betas({0.9, 0.95}).eps(kEps).weight_decay(0.03));
   for (int step = 0; step < steps; ++step) {
     const Data d = global_batch(G, step);
     opt.zero_grad();
@@ -116,8 +117,8 @@ TEST_CASE("replicate, zero1, zero2 and zero3 on N ranks equal one process's full
   for (Case c : {Case{ShardingStrategy::kReplicate, false}, Case{ShardingStrategy::kZero1, false},
                  Case{ShardingStrategy::kZero2, false}, Case{ShardingStrategy::kZero3, false},
                  Case{ShardingStrategy::kReplicate, true}}) {
-    INFO(sharding_strategy_name(c.strategy) << (c.checkpointing ? " + activation checkpointing" : "") << " on " << W
-                                            << " ranks");
+    INFO(sharding_strategy_name(c.strategy)
+         << (c.checkpointing ? " + activation checkpointing" : "") << " on " << W << " ranks");
     torch::manual_seed(11);
     models::UNet net(tiny_spec());
     std::map<std::string, std::vector<int64_t>> shapes;
@@ -129,7 +130,8 @@ TEST_CASE("replicate, zero1, zero2 and zero3 on N ranks equal one process's full
       const auto mine = torch::indexing::Slice(r * b, (r + 1) * b);
       // Each rank's loss is the mean over its micro-batch; averaging gradients over ranks gives
       // the full-batch mean (equal micro-batches).
-      sharded.backward(torch::mse_loss(net->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})), d.target.index({mine})));
+      sharded.backward(torch::mse_loss(net->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})),
+                                       d.target.index({mine})));
       sharded.step();
     }
     if (c.strategy == ShardingStrategy::kZero3) {  // between steps a rank holds no full parameter
@@ -144,7 +146,8 @@ TEST_CASE("replicate, zero1, zero2 and zero3 on N ranks equal one process's full
     for (size_t u = 0; u < units.size(); ++u) {
       const UnitShard s = sharded.unit_shard(u);
       int64_t n = 0;
-      for (const auto& p : units[u].parameters) n += c10::multiply_integers(shapes.at(name_of.at(p.unsafeGetTensorImpl())));
+      for (const auto& p : units[u].parameters)
+        n += c10::multiply_integers(shapes.at(name_of.at(p.unsafeGetTensorImpl())));
       CHECK(s.numel == n);
       CHECK(s.padded == (n + W - 1) / W * W);
       CHECK(s.shard * W == s.padded);
@@ -164,8 +167,8 @@ TEST_CASE("gradient accumulation: two micro-batches per rank equal the full batc
   const int W = comm->world(), r = comm->rank();
   const int64_t G = 2 * W, b = 1;  // two micro-batches of one sample per rank
   const auto want = reference_parameters(G, 3);
-  for (ShardingStrategy strategy : {ShardingStrategy::kReplicate, ShardingStrategy::kZero1, ShardingStrategy::kZero2,
-                                    ShardingStrategy::kZero3}) {
+  for (ShardingStrategy strategy :
+       {ShardingStrategy::kReplicate, ShardingStrategy::kZero1, ShardingStrategy::kZero2, ShardingStrategy::kZero3}) {
     INFO(sharding_strategy_name(strategy) << " on " << W << " ranks");
     torch::manual_seed(11);
     models::UNet net(tiny_spec());
@@ -176,7 +179,8 @@ TEST_CASE("gradient accumulation: two micro-batches per rank equal the full batc
       const Data d = global_batch(G, step);
       for (int k = 0; k < 2; ++k) {  // rank r's samples: r * 2 + k
         const auto mine = torch::indexing::Slice(r * 2 + k, r * 2 + k + b);
-        sharded.backward(torch::mse_loss(net->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})), d.target.index({mine})),
+        sharded.backward(torch::mse_loss(net->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})),
+                                         d.target.index({mine})),
                          /*last_micro_batch=*/k == 1);
       }
       sharded.step(0.0, 0.5);
@@ -192,7 +196,8 @@ TEST_CASE("gradient clipping uses the global norm across ranks") {
   // The norm of the averaged gradient, computed independently first: all-reduce each grad and sum squares.
   const Data d = global_batch(comm->world(), 0);
   const auto mine = torch::indexing::Slice(comm->rank(), comm->rank() + 1);
-  torch::mse_loss(net->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})), d.target.index({mine})).backward();
+  torch::mse_loss(net->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})), d.target.index({mine}))
+      .backward();
   double sq = 0;
   for (const auto& p : net->parameters()) {
     torch::Tensor g = p.grad().clone();
@@ -204,7 +209,8 @@ TEST_CASE("gradient clipping uses the global norm across ranks") {
     torch::manual_seed(3);
     models::UNet fresh(tiny_spec());
     ShardedParameters sharded(*fresh, comm.get(), config(strategy));
-    sharded.backward(torch::mse_loss(fresh->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})), d.target.index({mine})));
+    sharded.backward(torch::mse_loss(fresh->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})),
+                                     d.target.index({mine})));
     CHECK(sharded.step(1e-3) == Approx(std::sqrt(sq)).epsilon(1e-5));
   }
 }
@@ -254,7 +260,9 @@ std::map<std::string, torch::Tensor> reference_bf16_parameters(int64_t G, int W,
 }
 }  // namespace
 
-TEST_CASE("bf16 compute copy: the model computes in bf16, fp32 masters match a bf16 reference, copies are the rounded masters") {
+TEST_CASE(
+    "bf16 compute copy: the model computes in bf16, fp32 masters match a bf16 reference, copies are the rounded "
+    "masters") {
   auto comm = make_mpi_communicator(runtime().comm());
   const int W = comm->world(), r = comm->rank();
   const int64_t G = 4, b = G / W;
@@ -269,11 +277,12 @@ TEST_CASE("bf16 compute copy: the model computes in bf16, fp32 masters match a b
     bool checkpointing;
   };
   std::vector<torch::Tensor> checkpointed_masters;  // replicate + checkpointing's, unit by unit
-  for (Case c : {Case{ShardingStrategy::kReplicate, false}, Case{ShardingStrategy::kZero1, false}, Case{ShardingStrategy::kZero2, false},
-                 Case{ShardingStrategy::kReplicate, true}, Case{ShardingStrategy::kZero3, true}}) {
+  for (Case c : {Case{ShardingStrategy::kReplicate, false}, Case{ShardingStrategy::kZero1, false},
+                 Case{ShardingStrategy::kZero2, false}, Case{ShardingStrategy::kReplicate, true},
+                 Case{ShardingStrategy::kZero3, true}}) {
     const ShardingStrategy strategy = c.strategy;
-    INFO(sharding_strategy_name(strategy) << (c.checkpointing ? " + activation checkpointing" : "") << " with a bf16 compute copy on "
-                                          << W << " ranks");
+    INFO(sharding_strategy_name(strategy)
+         << (c.checkpointing ? " + activation checkpointing" : "") << " with a bf16 compute copy on " << W << " ranks");
     torch::manual_seed(11);
     models::UNet net(tiny_spec());
     const auto name_of = parameter_names(net);
@@ -284,8 +293,8 @@ TEST_CASE("bf16 compute copy: the model computes in bf16, fp32 masters match a b
     for (int step = 0; step < steps; ++step) {
       const Data d = global_batch(G, step);
       const auto mine = torch::indexing::Slice(r * b, (r + 1) * b);
-      const torch::Tensor out =
-          net->forward(d.x.index({mine}).to(torch::kBFloat16), d.t.index({mine}), d.text.index({mine}).to(torch::kBFloat16));
+      const torch::Tensor out = net->forward(d.x.index({mine}).to(torch::kBFloat16), d.t.index({mine}),
+                                             d.text.index({mine}).to(torch::kBFloat16));
       CHECK(out.scalar_type() == torch::kBFloat16);  // the whole forward ran in bf16
       sharded.backward(torch::mse_loss(out.to(torch::kFloat32), d.target.index({mine})));
       sharded.step();
@@ -312,8 +321,10 @@ TEST_CASE("bf16 compute copy: the model computes in bf16, fp32 masters match a b
         }
         offset += ref.numel();
       }
-      if (c.checkpointing && strategy == ShardingStrategy::kReplicate) checkpointed_masters.push_back(flat);
-      else if (c.checkpointing) CHECK(torch::allclose(flat, checkpointed_masters[u], 1e-4, 1e-6));
+      if (c.checkpointing && strategy == ShardingStrategy::kReplicate)
+        checkpointed_masters.push_back(flat);
+      else if (c.checkpointing)
+        CHECK(torch::allclose(flat, checkpointed_masters[u], 1e-4, 1e-6));
     }
     INFO("|run - bf16 reference| = " << std::sqrt(diff) << ", |run - fp32 reference| = " << std::sqrt(diff_fp32)
                                      << ", |bf16 reference - fp32 reference| = " << std::sqrt(moved));

@@ -27,8 +27,9 @@ std::vector<std::pair<std::string, std::string>> text_and_answers(const std::vec
 TEST_CASE("a red circle left of a blue square: the exact questions, answers and categories") {
   const json prompt = {{"prompt", "two shapes: a red circle at the top left and a blue square at the bottom right"},
                        {"count", 2},
-                       {"objects", {{{"color", "red"}, {"shape", "circle"}, {"position", "top left"}},
-                                    {{"color", "blue"}, {"shape", "square"}, {"position", "bottom right"}}}},
+                       {"objects",
+                        {{{"color", "red"}, {"shape", "circle"}, {"position", "top left"}},
+                         {{"color", "blue"}, {"shape", "square"}, {"position", "bottom right"}}}},
                        {"relations", {{{"subject", 0}, {"relation", "left of"}, {"object", 1}}}}};
   const auto q = questions_for_prompt(prompt, "test");
   const std::vector<std::pair<std::string, std::string>> expected = {
@@ -61,7 +62,8 @@ TEST_CASE("a red circle left of a blue square: the exact questions, answers and 
   CHECK(per[Category::kRelation] == 2);
   for (const auto& x : q) {
     INFO(x.text);
-    CHECK(std::find(x.choices.begin(), x.choices.end(), x.answer) != x.choices.end());  // the answer is one of the choices
+    CHECK(std::find(x.choices.begin(), x.choices.end(), x.answer) !=
+          x.choices.end());  // the answer is one of the choices
   }
   CHECK(q[8].choices.size() == 3);   // shapes
   CHECK(q[10].choices.size() == 6);  // colours
@@ -69,9 +71,10 @@ TEST_CASE("a red circle left of a blue square: the exact questions, answers and 
 }
 
 TEST_CASE("two objects of one description: no position or relation question that would be ambiguous") {
-  const json prompt = {{"objects", {{{"color", "yellow"}, {"shape", "triangle"}, {"position", "top left"}},
-                                    {{"color", "yellow"}, {"shape", "triangle"}, {"position", "top right"}},
-                                    {{"color", "cyan"}, {"shape", "circle"}, {"position", "bottom left"}}}},
+  const json prompt = {{"objects",
+                        {{{"color", "yellow"}, {"shape", "triangle"}, {"position", "top left"}},
+                         {{"color", "yellow"}, {"shape", "triangle"}, {"position", "top right"}},
+                         {{"color", "cyan"}, {"shape", "circle"}, {"position", "bottom left"}}}},
                        {"relations", {{{"subject", 0}, {"relation", "left of"}, {"object", 1}}}}};
   const auto q = questions_for_prompt(prompt, "test");
   std::vector<std::string> where, relation;
@@ -99,7 +102,9 @@ TEST_CASE("every prompt the dataset writes gives questions whose answers are the
     for (const auto& x : q) {
       yes += x.answer == "yes";
       no += x.answer == "no";
-      if (x.query.kind == Query::Kind::kHasAnyAt) CHECK((x.answer == "yes") == std::any_of(scene.objects.begin(), scene.objects.end(), [&](const data::ShapeObject& o) { return o.cell == x.query.cell; }));
+      if (x.query.kind == Query::Kind::kHasAnyAt)
+        CHECK((x.answer == "yes") == std::any_of(scene.objects.begin(), scene.objects.end(),
+                                                 [&](const data::ShapeObject& o) { return o.cell == x.query.cell; }));
     }
     INFO(data::scene_ground_truth(scene).dump());
     CHECK(no >= 2 + (4 - objects));  // two absent descriptions and every empty cell: "no" questions in every prompt
@@ -110,16 +115,19 @@ TEST_CASE("every prompt the dataset writes gives questions whose answers are the
 TEST_CASE("prompts without their structure are refused, naming the prompt") {
   CHECK_THROWS_WITH(questions_for_prompt(json{{"prompt", "a red circle"}}, "eval_prompts.json: prompt 3"),
                     Catch::Contains("eval_prompts.json: prompt 3") && Catch::Contains("no 'objects' list"));
-  CHECK_THROWS_WITH(questions_for_prompt(json{{"objects", {{{"color", "purple"}, {"shape", "circle"}, {"position", "top left"}}}}}, "p"),
+  CHECK_THROWS_WITH(questions_for_prompt(
+                        json{{"objects", {{{"color", "purple"}, {"shape", "circle"}, {"position", "top left"}}}}}, "p"),
                     Catch::Contains("unknown color 'purple'"));
   CHECK_THROWS_WITH(questions_for_prompt(json{{"objects", {{{"color", "red"}, {"position", "top left"}}}}}, "p"),
                     Catch::Contains("'shape'"));
-  CHECK_THROWS_WITH(questions_for_prompt(json{{"objects", {{{"color", "red"}, {"shape", "circle"}, {"position", "top left"}},
-                                                           {{"color", "red"}, {"shape", "square"}, {"position", "top left"}}}}},
+  CHECK_THROWS_WITH(questions_for_prompt(json{{"objects",
+                                               {{{"color", "red"}, {"shape", "circle"}, {"position", "top left"}},
+                                                {{"color", "red"}, {"shape", "square"}, {"position", "top left"}}}}},
                                          "p"),
                     Catch::Contains("two objects in the cell 'top left'"));
-  CHECK_THROWS_WITH(questions_for_prompt(json{{"objects", {{{"color", "red"}, {"shape", "circle"}, {"position", "top left"}}}},
-                                              {"relations", {{{"subject", 0}, {"relation", "left of"}, {"object", 5}}}}},
-                                         "p"),
-                    Catch::Contains("relation names objects that are not there"));
+  CHECK_THROWS_WITH(
+      questions_for_prompt(json{{"objects", {{{"color", "red"}, {"shape", "circle"}, {"position", "top left"}}}},
+                                {"relations", {{{"subject", 0}, {"relation", "left of"}, {"object", 5}}}}},
+                           "p"),
+      Catch::Contains("relation names objects that are not there"));
 }

@@ -42,7 +42,9 @@ TEST_CASE("GenEval metadata: tags, one include clause per kind with its count an
                   {"shape": "circle", "color": "red", "position": "bottom left"}], "relations": []})");
   m = eval::geneval_metadata(three);
   CHECK(m["tag"] == "color_attr");
-  CHECK(m["include"] == json::parse(R"([{"class": "circle", "count": 2, "color": "red"}, {"class": "square", "count": 1, "color": "red"}])"));
+  CHECK(m["include"] ==
+        json::parse(
+            R"([{"class": "circle", "count": 2, "color": "red"}, {"class": "square", "count": 1, "color": "red"}])"));
 
   // One kind, several: counting; a relation between two objects of one kind cannot be a clause.
   json same = json::parse(R"({"prompt": "...", "count": 2,

@@ -42,14 +42,17 @@ torch::Tensor blur(const torch::Tensor& img) {  // 3x3 binomial kernel (a Gaussi
   const torch::Tensor k = torch::tensor({1.f, 2.f, 1.f}) / 4;
   const torch::Tensor w = (k.view({3, 1}) * k.view({1, 3})).expand({3, 1, 3, 3}).contiguous();
   const torch::Tensor padded = torch::replication_pad2d(img.unsqueeze(0), {1, 1, 1, 1});
-  return torch::conv2d(padded, w, torch::Tensor(), torch::IntArrayRef{1}, torch::IntArrayRef{0}, torch::IntArrayRef{1}, 3).squeeze(0);
+  return torch::conv2d(padded, w, torch::Tensor(), torch::IntArrayRef{1}, torch::IntArrayRef{0}, torch::IntArrayRef{1},
+                       3)
+      .squeeze(0);
 }
 
 }  // namespace
 
 TEST_CASE("on the world's real renderings the answerer is right on >= 99% of every category, at 16, 32 and 64 px") {
   for (int64_t size : {16, 32, 64}) {
-    const AlignmentScore s = score_images(300, 7 + size, [&](const data::ShapesScene& sc, int64_t) { return data::render_scene(sc, size); });
+    const AlignmentScore s =
+        score_images(300, 7 + size, [&](const data::ShapesScene& sc, int64_t) { return data::render_scene(sc, size); });
     INFO(size << " px: " << s.to_json().dump());
     CHECK(s.overall.mean >= 0.99);  // (the oracle sampler: the ground-truth rendering itself)
     for (const auto& [cat, summary] : s.by_category) {
@@ -78,7 +81,9 @@ TEST_CASE("detections of a rendered scene: presence, colour and kind per cell") 
 }
 
 TEST_CASE("blank, pure-noise and wrong-colour images score at chance or below where they carry nothing") {
-  const AlignmentScore blank = score_images(200, 11, [](const data::ShapesScene&, int64_t) { return torch::full({3, 32, 32}, -1.0f); });
+  const AlignmentScore blank = score_images(200, 11, [](const data::ShapesScene&, int64_t) {
+    return torch::full({3, 32, 32}, -1.0f);
+  });
   const AlignmentScore noise = score_images(200, 12, [](const data::ShapesScene&, int64_t i) {
     torch::manual_seed(static_cast<uint64_t>(i));
     return torch::rand({3, 32, 32}) * 2 - 1;
@@ -88,7 +93,8 @@ TEST_CASE("blank, pure-noise and wrong-colour images score at chance or below wh
     for (auto& o : sc.objects) o.color = (o.color + 3) % 6;
     return data::render_scene(sc, 32);
   });
-  INFO("blank " << blank.to_json().dump() << "\nnoise " << noise.to_json().dump() << "\nwrong colour " << wrong.to_json().dump());
+  INFO("blank " << blank.to_json().dump() << "\nnoise " << noise.to_json().dump() << "\nwrong colour "
+                << wrong.to_json().dump());
   // Nothing drawn: at or below a random answerer overall; the attribute categories at zero.
   CHECK(blank.overall.mean <= blank.overall.chance + 0.05);
   CHECK(noise.overall.mean <= noise.overall.chance + 0.05);

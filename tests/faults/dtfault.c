@@ -45,11 +45,16 @@ static void configure(void) {
   }
   const char* e = getenv("DT_FAULT_ERRNO");
   if (e && *e) {
-    if (!strcmp(e, "ENOSPC")) fault_errno = ENOSPC;
-    else if (!strcmp(e, "EIO")) fault_errno = EIO;
-    else if (!strcmp(e, "EDQUOT")) fault_errno = EDQUOT;
-    else if (!strcmp(e, "EROFS")) fault_errno = EROFS;
-    else fault_errno = atoi(e);
+    if (!strcmp(e, "ENOSPC"))
+      fault_errno = ENOSPC;
+    else if (!strcmp(e, "EIO"))
+      fault_errno = EIO;
+    else if (!strcmp(e, "EDQUOT"))
+      fault_errno = EDQUOT;
+    else if (!strcmp(e, "EROFS"))
+      fault_errno = EROFS;
+    else
+      fault_errno = atoi(e);
   }
   const char* a = getenv("DT_FAULT_AFTER");
   budget = a && *a ? atoll(a) : 0;
@@ -86,8 +91,8 @@ static ssize_t allowed(int fd, size_t n) {
   return (ssize_t)n;
 }
 
-#define REAL(name, ret, ...)                                            \
-  static ret (*real_##name)(__VA_ARGS__);                               \
+#define REAL(name, ret, ...)              \
+  static ret (*real_##name)(__VA_ARGS__); \
   if (!real_##name) real_##name = (ret(*)(__VA_ARGS__))dlsym(RTLD_NEXT, #name)
 
 static mode_t mode_arg(int flags, va_list ap) { return (flags & (O_CREAT | O_TMPFILE)) ? (mode_t)va_arg(ap, int) : 0; }

@@ -35,9 +35,11 @@ namespace fs = std::filesystem;
 namespace {
 
 // LD_PRELOAD of the injector for every rank of an mpirun command (mpirun -x passes the variables).
-std::string with_fault(const std::string& cmd, const std::string& path, const std::string& err, int64_t after, int rank = -1) {
-  std::string env = "-x LD_PRELOAD=" + std::string(DTFAULT_PATH) + " -x DT_FAULT_PATH=" + path + " -x DT_FAULT_ERRNO=" + err +
-                    " -x DT_FAULT_AFTER=" + std::to_string(after) + (rank >= 0 ? " -x DT_FAULT_RANK=" + std::to_string(rank) : "");
+std::string with_fault(const std::string& cmd, const std::string& path, const std::string& err, int64_t after,
+                       int rank = -1) {
+  std::string env = "-x LD_PRELOAD=" + std::string(DTFAULT_PATH) + " -x DT_FAULT_PATH=" + path +
+                    " -x DT_FAULT_ERRNO=" + err + " -x DT_FAULT_AFTER=" + std::to_string(after) +
+                    (rank >= 0 ? " -x DT_FAULT_RANK=" + std::to_string(rank) : "");
   const std::string at = "--oversubscribe";
   const size_t p = cmd.find(at);
   return cmd.substr(0, p + at.size()) + " " + env + cmd.substr(p + at.size());
@@ -99,7 +101,9 @@ std::map<int, pid_t> ranks_of(pid_t mpirun) {
 
 }  // namespace
 
-TEST_CASE("a write failing on one rank mid-checkpoint ends every rank, naming the rank, file and cause; the last checkpoint stays") {
+TEST_CASE(
+    "a write failing on one rank mid-checkpoint ends every rank, naming the rank, file and cause; the last checkpoint "
+    "stays") {
   struct Case {
     const char* err;
     int rank;
@@ -107,18 +111,24 @@ TEST_CASE("a write failing on one rank mid-checkpoint ends every rank, naming th
     int64_t after;      // ...after this many bytes written to them on that rank
     const char* where;  // what the message names
   };
-  for (const Case& k : {Case{"ENOSPC", 1, ".tmp-step_00000004/", 300000, "state.h5: cannot write dataset"},  // a rank's data
-                        Case{"EIO", 0, ".tmp-step_00000004/", 300000, "state.h5: cannot write dataset"},
-                        Case{"ENOSPC", 0, ".tmp-step_00000004/", 2000, "state.h5: cannot write the checkpoint file's structure"},  // HDF5's
-                        Case{"EDQUOT", 0, ".tmp-step_00000004/meta.json", 0, "meta.json: cannot write"}}) {  // the manifest, after the data
+  for (const Case& k :
+       {Case{"ENOSPC", 1, ".tmp-step_00000004/", 300000, "state.h5: cannot write dataset"},  // a rank's data
+        Case{"EIO", 0, ".tmp-step_00000004/", 300000, "state.h5: cannot write dataset"},
+        Case{"ENOSPC", 0, ".tmp-step_00000004/", 2000,
+             "state.h5: cannot write the checkpoint file's structure"},  // HDF5's
+        Case{"EDQUOT", 0, ".tmp-step_00000004/meta.json", 0,
+             "meta.json: cannot write"}}) {  // the manifest, after the data
     const std::string dir = test::scratch_dir(std::string("write-fault-") + k.err + "-" + std::to_string(k.after));
-    INFO(k.err << " on rank " << k.rank << " after " << k.after << " bytes of " << k.files << "\n" << slurp(dir + ".log"));
-    const std::string cmd = with_fault(command(2, "--steps 6 --ckpt-every 2 --keep-ckpts 3 --run-dir " + dir), k.files, k.err, k.after, k.rank);
+    INFO(k.err << " on rank " << k.rank << " after " << k.after << " bytes of " << k.files << "\n"
+               << slurp(dir + ".log"));
+    const std::string cmd = with_fault(command(2, "--steps 6 --ckpt-every 2 --keep-ckpts 3 --run-dir " + dir), k.files,
+                                       k.err, k.after, k.rank);
     const int rc = run_bounded(cmd, dir + ".log");
     const std::string log = slurp(dir + ".log");
     CHECK(rc == 1);  // (not 124: a hang; not 139: a crash in a library's clean-up)
-    CHECK_THAT(log, Catch::Contains("rank " + std::to_string(k.rank) + ": checkpoint of step 4 failed") && Catch::Contains(k.err) &&
-                        Catch::Contains(k.where) && Catch::Contains("step_00000002, is untouched"));
+    CHECK_THAT(log, Catch::Contains("rank " + std::to_string(k.rank) + ": checkpoint of step 4 failed") &&
+                        Catch::Contains(k.err) && Catch::Contains(k.where) &&
+                        Catch::Contains("step_00000002, is untouched"));
     CHECK(validates(step_dir(dir, 2)));
     CHECK_FALSE(fs::exists(step_dir(dir, 4)));
     CHECK_FALSE(has_temporaries(dir + "/ckpt"));
@@ -130,8 +140,8 @@ TEST_CASE("a write failing on one rank mid-checkpoint ends every rank, naming th
 
 TEST_CASE("dtdata synth on a full disk: exit 2 with the cause, no shard and no temporary left") {
   const std::string dir = test::scratch_dir("synth-full");
-  const auto r = test::run_process("DT_FAULT_PATH=" + dir + " DT_FAULT_AFTER=20000 LD_PRELOAD=" + DTFAULT_PATH + " " + DTDATA_PATH +
-                                   " synth --out " + dir + "/shapes --images 64");
+  const auto r = test::run_process("DT_FAULT_PATH=" + dir + " DT_FAULT_AFTER=20000 LD_PRELOAD=" + DTFAULT_PATH + " " +
+                                   DTDATA_PATH + " synth --out " + dir + "/shapes --images 64");
   INFO(r.out);
   CHECK(r.status == 2);
   CHECK_THAT(r.out, Catch::Contains("No space left on device (ENOSPC)"));
@@ -143,7 +153,8 @@ TEST_CASE("a full disk: the checkpoint is refused before anything is written, ev
   // A real full disk where this test may mount a small tmpfs (root with CAP_SYS_ADMIN); else skipped.
   // 6 MiB: the first checkpoint of the tiny UNet (~4 MB) fits, the second does not.
   if (mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=6m") != 0) {
-    WARN("skipped: cannot mount a 6 MiB tmpfs at " << mnt << " (" << std::strerror(errno) << "; needs root with CAP_SYS_ADMIN)");
+    WARN("skipped: cannot mount a 6 MiB tmpfs at " << mnt << " (" << std::strerror(errno)
+                                                   << "; needs root with CAP_SYS_ADMIN)");
     return;
   }
   struct Unmount {
@@ -152,23 +163,29 @@ TEST_CASE("a full disk: the checkpoint is refused before anything is written, ev
   } unmount{mnt};
   const std::string dir = mnt + "/run";
   INFO(slurp(mnt + "/../tmpfs.log"));
-  const int rc = run_bounded(command(2, "--steps 8 --ckpt-every 2 --keep-ckpts 8 --run-dir " + dir), mnt + "/../tmpfs.log");
+  const int rc =
+      run_bounded(command(2, "--steps 8 --ckpt-every 2 --keep-ckpts 8 --run-dir " + dir), mnt + "/../tmpfs.log");
   const std::string log = slurp(mnt + "/../tmpfs.log");
   CHECK(rc != 0);
   CHECK(rc != 124);
   CHECK_THAT(log, Catch::Contains("not enough free space for the checkpoint") && Catch::Contains("is untouched"));
   int sound = 0;
-  for (int64_t s = 2; s <= 8; s += 2) sound += fs::exists(step_dir(dir, s)) ? (validates(step_dir(dir, s)) ? 1 : -100) : 0;
+  for (int64_t s = 2; s <= 8; s += 2)
+    sound += fs::exists(step_dir(dir, s)) ? (validates(step_dir(dir, s)) ? 1 : -100) : 0;
   CHECK(sound >= 1);  // every checkpoint there is whole, and at least the first fitted
   CHECK_FALSE(has_temporaries(dir + "/ckpt"));
 }
 
-TEST_CASE("metrics and config writes are checked: a failing append ends the run naming the file; a resume on a full disk keeps config.toml") {
+TEST_CASE(
+    "metrics and config writes are checked: a failing append ends the run naming the file; a resume on a full disk "
+    "keeps config.toml") {
   const std::string dir = test::scratch_dir("metrics-fault");
   {
     INFO(slurp(dir + ".log"));
     // (the third record or so fails: step 2's checkpoint is written before)
-    const int rc = run_bounded(with_fault(command(2, "--steps 8 --ckpt-every 2 --align-every 0 --run-dir " + dir), "metrics.jsonl", "EIO", 1200, 0), dir + ".log");
+    const int rc = run_bounded(with_fault(command(2, "--steps 8 --ckpt-every 2 --align-every 0 --run-dir " + dir),
+                                          "metrics.jsonl", "EIO", 1200, 0),
+                               dir + ".log");
     CHECK(rc != 0);
     CHECK(rc != 124);
     CHECK_THAT(slurp(dir + ".log"), Catch::Contains("metrics.jsonl: cannot append") && Catch::Contains("EIO"));
@@ -177,7 +194,8 @@ TEST_CASE("metrics and config writes are checked: a failing append ends the run 
   const std::string config = slurp(dir + "/config.toml"), metrics = slurp(dir + "/metrics.jsonl");
   REQUIRE_FALSE(config.empty());
   REQUIRE(validates(step_dir(dir, 2)));
-  const int rc = run_bounded(with_fault(command(2, "--steps 8 --lr 5e-4 --run-dir " + dir), dir, "ENOSPC", 0), dir + ".b.log");
+  const int rc =
+      run_bounded(with_fault(command(2, "--steps 8 --lr 5e-4 --run-dir " + dir), dir, "ENOSPC", 0), dir + ".b.log");
   INFO(slurp(dir + ".b.log"));
   CHECK(rc != 0);
   CHECK_THAT(slurp(dir + ".b.log"), Catch::Contains("ENOSPC") && Catch::Contains("config.toml"));
@@ -223,17 +241,19 @@ TEST_CASE("two trainers on one run directory: the second is refused naming the h
   CHECK_THAT(log, Catch::Contains("in use by another process: pid") && Catch::Contains("--steps 100000"));
   const size_t before = test::training_records(dir).size();
   REQUIRE(wait_for_steps(dir, before + 2));  // still training
-  first.signal(SIGUSR1);  // (forwarded by mpirun: the rank checkpoints and mpirun exits 0)
+  first.signal(SIGUSR1);                     // (forwarded by mpirun: the rank checkpoints and mpirun exits 0)
   CHECK(exit_code(first.wait()) == 0);
   CHECK(fs::exists(dir + "/PREEMPTED"));
 }
 
-TEST_CASE("resuming an older checkpoint replaces the abandoned trajectory's steps and never lets --resume auto pick them") {
+TEST_CASE(
+    "resuming an older checkpoint replaces the abandoned trajectory's steps and never lets --resume auto pick them") {
   const std::string dir = test::scratch_dir("trajectory");
   REQUIRE(run(1, "--steps 6 --ckpt-every 2 --keep-ckpts 3 --run-dir " + dir, dir + ".a.log") == 0);
   const std::string old4 = slurp(step_dir(dir, 4) + "/meta.json");
   // Back to step 2 with another learning rate: a different trajectory from step 3 on.
-  REQUIRE(run(1, "--steps 6 --ckpt-every 2 --keep-ckpts 3 --lr 2e-4 --resume " + step_dir(dir, 2) + " --run-dir " + dir, dir + ".b.log") == 0);
+  REQUIRE(run(1, "--steps 6 --ckpt-every 2 --keep-ckpts 3 --lr 2e-4 --resume " + step_dir(dir, 2) + " --run-dir " + dir,
+              dir + ".b.log") == 0);
   const std::string log = slurp(dir + ".b.log");
   INFO(log);
   CHECK_THAT(log, Catch::Contains("replacing") && Catch::Contains("superseded"));
@@ -266,10 +286,13 @@ TEST_CASE("a refused resume changes nothing in the run directory and says what d
   struct Case {
     std::string args, expect;
   };
-  for (const Case& k : {Case{"--global-batch 16", "global_batch: the checkpoint " + step_dir(dir, 4) + " was saved with global_batch = 8, this run has 16"},
-                        Case{"--seed 7", "seed: the checkpoint " + step_dir(dir, 4) + " was saved with seed = 0, this run has 7"},
-                        Case{"--model-set model_channels=24", "saved with model_set = [model_channels=16, channel_mult=1,2, transformer_depth=0,1, "
-                                                              "num_res_blocks=1, head_dim=8, norm_groups=4], this run has [model_channels=16, "}}) {
+  for (const Case& k :
+       {Case{"--global-batch 16",
+             "global_batch: the checkpoint " + step_dir(dir, 4) + " was saved with global_batch = 8, this run has 16"},
+        Case{"--seed 7", "seed: the checkpoint " + step_dir(dir, 4) + " was saved with seed = 0, this run has 7"},
+        Case{"--model-set model_channels=24",
+             "saved with model_set = [model_channels=16, channel_mult=1,2, transformer_depth=0,1, "
+             "num_res_blocks=1, head_dim=8, norm_groups=4], this run has [model_channels=16, "}}) {
     const int rc = run(1, "--steps 8 " + k.args + " --run-dir " + dir, dir + ".b.log");
     const std::string log = slurp(dir + ".b.log");
     INFO(k.args << "\n" << log);
@@ -284,15 +307,17 @@ TEST_CASE("a corrupt newest checkpoint is named, with the sound one before it of
   const std::string dir = test::scratch_dir("corrupt-newest");
   REQUIRE(run(1, "--steps 4 --ckpt-every 2 --keep-ckpts 3 --run-dir " + dir, dir + ".a.log") == 0);
   // One flipped bit in the newest checkpoint's data (finite still: only its checksum can tell).
-  const auto py = test::run_process(std::string(DT_NUMPY_PYTHON) + " -c \"import h5py; f = h5py.File('" + step_dir(dir, 4) +
-                                    "/state.h5', 'r+'); d = f['units/conv_out/params']; a = d[...]; a.view('<u4')[0] ^= 1; d[...] = a; f.close()\"");
+  const auto py = test::run_process(
+      std::string(DT_NUMPY_PYTHON) + " -c \"import h5py; f = h5py.File('" + step_dir(dir, 4) +
+      "/state.h5', 'r+'); d = f['units/conv_out/params']; a = d[...]; a.view('<u4')[0] ^= 1; d[...] = a; f.close()\"");
   REQUIRE(py.status == 0);
   const int rc = run(1, "--steps 8 --run-dir " + dir, dir + ".b.log");
   const std::string log = slurp(dir + ".b.log");
   INFO(log);
   CHECK(rc != 0);
   CHECK_THAT(log, Catch::Contains("units/conv_out/params: corrupt") && Catch::Contains("--resume " + step_dir(dir, 2)));
-  REQUIRE(run(1, "--steps 8 --ckpt-every 2 --keep-ckpts 3 --resume " + step_dir(dir, 2) + " --run-dir " + dir, dir + ".c.log") == 0);  // as offered
+  REQUIRE(run(1, "--steps 8 --ckpt-every 2 --keep-ckpts 3 --resume " + step_dir(dir, 2) + " --run-dir " + dir,
+              dir + ".c.log") == 0);  // as offered
   // A newest checkpoint cut short (a copy that stopped): refused before anything changes, the sound one offered.
   const std::string metrics = slurp(dir + "/metrics.jsonl");
   fs::resize_file(step_dir(dir, 8) + "/state.h5", fs::file_size(step_dir(dir, 8) + "/state.h5") / 3);
@@ -307,8 +332,10 @@ TEST_CASE("a corrupt newest checkpoint is named, with the sound one before it of
 
 TEST_CASE("a stopped rank (SIGSTOP) ends the job through the watchdog, naming the rank") {
   const std::string dir = test::scratch_dir("stopped-rank");
-  test::SpawnedRun job(command(2, "--steps 100000 --ckpt-every 0 --watchdog-timeout 60 --watchdog-min 2 --watchdog-factor 5 --run-dir " + dir) +
-                       " > " + dir + ".log 2>&1");
+  test::SpawnedRun job(
+      command(2, "--steps 100000 --ckpt-every 0 --watchdog-timeout 60 --watchdog-min 2 --watchdog-factor 5 --run-dir " +
+                     dir) +
+      " > " + dir + ".log 2>&1");
   REQUIRE(wait_for_steps(dir, 6));
   const auto ranks = ranks_of(job.pid());
   REQUIRE(ranks.count(1));
@@ -326,9 +353,12 @@ TEST_CASE("a stopped rank (SIGSTOP) ends the job through the watchdog, naming th
 
 TEST_CASE("a rank stalled in its loader (a hung file system) is named by the watchdog with where it is") {
   const std::string dir = test::scratch_dir("stalled-loader");
-  // Rank 1's reads of the training shard stall for 120 s each after ~2 MB (start-up and some 100 steps): it stays in 'data'
-  // while rank 0 waits in a collective.
-  std::string cmd = command(2, "--steps 100000 --ckpt-every 0 --prefetch 0 --watchdog-timeout 60 --watchdog-min 2 --watchdog-factor 5 --run-dir " + dir);
+  // Rank 1's reads of the training shard stall for 120 s each after ~2 MB (start-up and some 100 steps): it stays in
+  // 'data' while rank 0 waits in a collective.
+  std::string cmd = command(2,
+                            "--steps 100000 --ckpt-every 0 --prefetch 0 --watchdog-timeout 60 --watchdog-min 2 "
+                            "--watchdog-factor 5 --run-dir " +
+                                dir);
   cmd = with_fault(cmd, test::data_root() + "/train", "EIO", 2000000, 1);
   cmd.replace(cmd.find(" -x DT_FAULT_ERRNO"), 0, " -x DT_FAULT_STALL_S=120");
   test::SpawnedRun job(cmd + " > " + dir + ".log 2>&1");
@@ -338,7 +368,8 @@ TEST_CASE("a rank stalled in its loader (a hung file system) is named by the wat
   REQUIRE(status != -1);
   CHECK(exit_code(status) != 0);
   CHECK_THAT(log, Catch::Contains("Did not arrive: rank 1 (in step") && Catch::Contains("phase 'data'") &&
-                      Catch::Contains("collectives issued where the others reached") && Catch::Contains("Waiting there: rank 0."));
+                      Catch::Contains("collectives issued where the others reached") &&
+                      Catch::Contains("Waiting there: rank 0."));
 }
 
 TEST_CASE("a killed rank ends the job at once; the last checkpoint resumes") {
@@ -356,7 +387,9 @@ TEST_CASE("a killed rank ends the job at once; the last checkpoint resumes") {
   CHECK_THAT(slurp(dir + ".b.log"), Catch::Contains("resumed from"));
 }
 
-TEST_CASE("malformed job files and bad values are errors naming the file, line and column or the option; nothing is written") {
+TEST_CASE(
+    "malformed job files and bad values are errors naming the file, line and column or the option; nothing is "
+    "written") {
   const std::string root = test::scratch_dir("bad-input");
   const std::string dir = root + "/run";
   struct Case {
@@ -397,7 +430,8 @@ TEST_CASE("malformed job files and bad values are errors naming the file, line a
   }
 }
 
-TEST_CASE("every data set is checked against the model at start-up; a model that cannot fit is refused with the numbers") {
+TEST_CASE(
+    "every data set is checked against the model at start-up; a model that cannot fit is refused with the numbers") {
   const std::string root = test::scratch_dir("startup-checks");
   // An evaluation set of another image size.
   data::SynthConfig s;
@@ -415,14 +449,16 @@ TEST_CASE("every data set is checked against the model at start-up; a model that
   std::string log = slurp(root + "/a.log");
   INFO(log);
   CHECK(rc == 2);
-  CHECK_THAT(log, Catch::Contains("eval_data " + root + "/eval8") && Catch::Contains("latents are [3, 8, 8] but the model takes [3, 16, 16]"));
+  CHECK_THAT(log, Catch::Contains("eval_data " + root + "/eval8") &&
+                      Catch::Contains("latents are [3, 8, 8] but the model takes [3, 16, 16]"));
   CHECK_FALSE(fs::exists(root + "/run"));
   // sdxl on these images: ~2.6 B parameters, far beyond this machine.
   rc = run(1, "--steps 2 --run-dir " + root + "/big", root + "/b.log", " --model sdxl");
   log = slurp(root + "/b.log");
   INFO(log);
   CHECK(rc == 2);
-  CHECK_THAT(log, Catch::Contains("memory: the plan needs") && Catch::Contains("zero3") && Catch::Contains("--ignore-memory-check"));
+  CHECK_THAT(log, Catch::Contains("memory: the plan needs") && Catch::Contains("zero3") &&
+                      Catch::Contains("--ignore-memory-check"));
   CHECK_FALSE(fs::exists(root + "/big"));
 }
 

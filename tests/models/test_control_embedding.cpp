@@ -25,7 +25,10 @@ ControlInputs controls(int64_t B, double low_weight, bool keep) {
   torch::manual_seed(21);
   ControlInputs c;
   c.high = torch::stack({torch::tensor({0.0, 16.0}), torch::tensor({8.0, 0.0}), torch::tensor({0.0, 1.0}),
-                         torch::tensor({1.0, 1.5})}, 1).to(torch::kFloat32).narrow(0, 0, B);
+                         torch::tensor({1.0, 1.5})},
+                        1)
+               .to(torch::kFloat32)
+               .narrow(0, 0, B);
   c.low = torch::tensor({256.0, 384.0, 512.0, 512.0}).view({2, 2}).to(torch::kFloat32).narrow(0, 0, B);
   c.low_weight = torch::full({B}, low_weight);
   c.keep = torch::full({B}, keep, torch::kBool);
@@ -57,7 +60,8 @@ TEST_CASE("controls change the prediction; gamma_c = 0 silences the low-level on
   UNet net(spec);
   torch::NoGradGuard no_grad;
   torch::manual_seed(3);
-  const torch::Tensor x = torch::randn({2, 4, 16, 16}), t = torch::tensor({10.0f, 900.0f}), text = torch::randn({2, 5, 32});
+  const torch::Tensor x = torch::randn({2, 4, 16, 16}), t = torch::tensor({10.0f, 900.0f}),
+                      text = torch::randn({2, 5, 32});
   const ControlInputs base = controls(2, 1.0, true);
   const torch::Tensor y = net->forward(x, t, text, {}, &base);
   ControlInputs flipped = base;
@@ -67,7 +71,8 @@ TEST_CASE("controls change the prediction; gamma_c = 0 silences the low-level on
 
   ControlInputs off_low = controls(2, 0.0, true), off_low_other = off_low;
   off_low_other.low = off_low.low * 2;
-  CHECK(torch::allclose(net->forward(x, t, text, {}, &off_low), net->forward(x, t, text, {}, &off_low_other), 1e-6, 1e-6));
+  CHECK(torch::allclose(net->forward(x, t, text, {}, &off_low), net->forward(x, t, text, {}, &off_low_other), 1e-6,
+                        1e-6));
   ControlInputs on_low_other = base;
   on_low_other.low = base.low * 2;
   CHECK_FALSE(torch::allclose(net->forward(x, t, text, {}, &on_low_other), y, 1e-5, 1e-5));

@@ -46,8 +46,10 @@ struct RecordingRunner : UnitRunner {
 
 TEST_CASE("preset parameter counts match [S1] Table 2 and DiT-XL/2 (within 2%)") {
   // [S1] Table 2: 256 px, 77 x 1024 text tokens.
-  const std::map<std::string, double> s1 = {
-      {"pixart-h1152-d28", 0.61e9}, {"pixart-h1536-d28", 1.08e9}, {"pixart-h1024-d28", 0.48e9}, {"pixart-h1024-d56", 0.95e9}};
+  const std::map<std::string, double> s1 = {{"pixart-h1152-d28", 0.61e9},
+                                            {"pixart-h1536-d28", 1.08e9},
+                                            {"pixart-h1024-d28", 0.48e9},
+                                            {"pixart-h1024-d56", 0.95e9}};
   for (const auto& [name, want] : s1) {
     INFO(name);
     const TransformerCost c = count_transformer(transformer_preset(name), 77);
@@ -67,8 +69,10 @@ TEST_CASE("the built transformer has exactly the analytic parameter table, for e
   for (const std::string preset : {"dit-xl2", "pixart-h1152-d28", "pixart-h1024-d28", "mmdit-xl2", "mmdit-pp-xl2"}) {
     for (bool text_dit : {false, true}) {
       TransformerSpec s = small(preset);
-      if (preset == "dit-xl2" && text_dit) s.conditioning = "text";
-      else if (text_dit) continue;
+      if (preset == "dit-xl2" && text_dit)
+        s.conditioning = "text";
+      else if (text_dit)
+        continue;
       if (preset == "pixart-h1024-d28") s.context_dim = s.hidden_size;  // no caption MLP
       INFO(preset << " " << s.conditioning);
       DiffusionTransformer net(s);
@@ -101,7 +105,8 @@ TEST_CASE("forward and backward of small overrides of every family") {
     const torch::Tensor text = torch::randn({B, T, s.context_dim});
     const torch::Tensor mask = torch::tensor({1, 1, 1, 0, 0, 1, 1, 1, 1, 1}).view({B, T}).to(torch::kBool);
     const torch::Tensor labels = torch::tensor({1, 10});  // 10 = the null class
-    ControlInputs controls{torch::rand({B, 4}), torch::rand({B, 2}) * 256, torch::rand({B}), torch::ones({B}, torch::kBool)};
+    ControlInputs controls{torch::rand({B, 4}), torch::rand({B, 2}) * 256, torch::rand({B}),
+                           torch::ones({B}, torch::kBool)};
     const bool mmpp = s.family == TransformerFamily::kMMDiTPP;
     const torch::Tensor all = net->forward_all(x, t, text, mask, mmpp ? &controls : nullptr, labels);
     CHECK(all.sizes() == torch::IntArrayRef({B, s.out_channels(), 8, 8}));
@@ -117,14 +122,17 @@ TEST_CASE("forward and backward of small overrides of every family") {
     torch::Tensor text2 = text.clone();
     text2.index_put_({0, 4}, torch::randn({s.context_dim}) * 10);
     if (s.conditioning != "class")
-      CHECK(torch::allclose(net->forward_all(x, t, text2, mask, mmpp ? &controls : nullptr, labels).select(0, 0), all.select(0, 0), 1e-5, 1e-5));
+      CHECK(torch::allclose(net->forward_all(x, t, text2, mask, mmpp ? &controls : nullptr, labels).select(0, 0),
+                            all.select(0, 0), 1e-5, 1e-5));
     // No mask means every token is real: the same as an all-true mask (the trainer drops those).
     {
       torch::NoGradGuard g;
       const torch::Tensor ones = torch::ones({B, T}, torch::kBool);
       const torch::Tensor with_mask = net->forward_all(x, t, text, ones, mmpp ? &controls : nullptr, labels);
-      CHECK(torch::allclose(net->forward_all(x, t, text, torch::Tensor(), mmpp ? &controls : nullptr, labels), with_mask, 1e-5, 1e-6));
-      if (s.conditioning != "class") CHECK_FALSE(torch::allclose(with_mask, all, 1e-5, 1e-6));  // (while the real mask matters)
+      CHECK(torch::allclose(net->forward_all(x, t, text, torch::Tensor(), mmpp ? &controls : nullptr, labels),
+                            with_mask, 1e-5, 1e-6));
+      if (s.conditioning != "class")
+        CHECK_FALSE(torch::allclose(with_mask, all, 1e-5, 1e-6));  // (while the real mask matters)
     }
   }
 }
@@ -176,7 +184,8 @@ TEST_CASE("attention: the path in use equals an explicit per-head loop, masks in
         std::vector<double> w(Nk);
         double mx = -1e300, sum = 0;
         for (int64_t j = 0; j < Nk; ++j)
-          if (mask[b][j].item<bool>()) mx = std::max(mx, (q[b][h][i] * k[b][h][j]).sum().item<double>() / std::sqrt(4.0));
+          if (mask[b][j].item<bool>())
+            mx = std::max(mx, (q[b][h][i] * k[b][h][j]).sum().item<double>() / std::sqrt(4.0));
         for (int64_t j = 0; j < Nk; ++j) {
           w[j] = mask[b][j].item<bool>() ? std::exp((q[b][h][i] * k[b][h][j]).sum().item<double>() / 2.0 - mx) : 0.0;
           sum += w[j];
@@ -207,13 +216,15 @@ TEST_CASE("another resolution: resampled positions keep the grid's extent, extra
   DiffusionTransformer res(s);
   s.pos_embed_grid = "extrapolate";
   torch::manual_seed(3);
-  DiffusionTransformer ext(s);  // same weights, other grid rule
+  DiffusionTransformer ext(s);                                                // same weights, other grid rule
   const torch::Tensor r1 = image_tokens(res, 8), r2 = image_tokens(res, 16);  // 4x4 and 8x8 grids
   const torch::Tensor e1 = image_tokens(ext, 8), e2 = image_tokens(ext, 16);
   // At the training resolution the tokens carry the diffusion core's embeddings of either rule
   // (token i - token 0 cancels the patch-embedding bias).
-  const torch::Tensor pr = diffusion::sincos_pos_embed_2d(s.hidden_size, 4, 4, 1.0, diffusion::PosEmbedGrid::kResampled);
-  const torch::Tensor pe = diffusion::sincos_pos_embed_2d(s.hidden_size, 4, 4, 1.0, diffusion::PosEmbedGrid::kExtrapolate);
+  const torch::Tensor pr =
+      diffusion::sincos_pos_embed_2d(s.hidden_size, 4, 4, 1.0, diffusion::PosEmbedGrid::kResampled);
+  const torch::Tensor pe =
+      diffusion::sincos_pos_embed_2d(s.hidden_size, 4, 4, 1.0, diffusion::PosEmbedGrid::kExtrapolate);
   CHECK(torch::allclose(r1 - r1[0], (pr - pr[0]).to(torch::kFloat32), 1e-5, 1e-5));
   CHECK(torch::allclose(e1 - e1[0], (pe - pe[0]).to(torch::kFloat32), 1e-5, 1e-5));
   // Resampled: the 8x8 grid spans the 4x4 grid's extent — its corners are the 4x4 grid's corners.

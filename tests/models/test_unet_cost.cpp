@@ -114,5 +114,6 @@ TEST_CASE("stage breakdown sums to the totals; parameters do not depend on resol
 
 TEST_CASE("latent sizes the UNet cannot halve are rejected") {
   UNetSpec s = unet_preset("sd2");  // 4 levels: needs multiples of 8
-  CHECK_THROWS_WITH(count_unet(s, {36, 32, 77}), Catch::Contains("latent size: 36x32 is not divisible by 2^(levels-1) = 8"));
+  CHECK_THROWS_WITH(count_unet(s, {36, 32, 77}),
+                    Catch::Contains("latent size: 36x32 is not divisible by 2^(levels-1) = 8"));
 }

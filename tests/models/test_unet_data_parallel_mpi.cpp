@@ -19,8 +19,16 @@ struct MpiSession {
 };
 MpiSession mpi_session;  // Catch2's main runs between these
 
-int rank() { int r; MPI_Comm_rank(MPI_COMM_WORLD, &r); return r; }
-int world() { int w; MPI_Comm_size(MPI_COMM_WORLD, &w); return w; }
+int rank() {
+  int r;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+int world() {
+  int w;
+  MPI_Comm_size(MPI_COMM_WORLD, &w);
+  return w;
+}
 }  // namespace
 
 TEST_CASE("seeded initialisation is identical on every rank") {

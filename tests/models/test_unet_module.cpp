@@ -73,12 +73,13 @@ TEST_CASE("full-size sdxl-c128 builds with the analytic parameter table (0.42B p
 TEST_CASE("diffusers tensor names are used") {
   UNet net(test::small_sdxl());
   const auto names = module_shapes(net);
-  for (const char* n : {"conv_in.weight", "time_embedding.linear_1.weight", "down_blocks.0.downsamplers.0.conv.weight",
-                        "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight",
-                        "down_blocks.1.attentions.0.transformer_blocks.0.ff.net.0.proj.weight",
-                        "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_out.0.bias",
-                        "mid_block.attentions.0.transformer_blocks.1.norm3.weight", "up_blocks.0.resnets.2.conv_shortcut.weight",
-                        "up_blocks.1.upsamplers.0.conv.weight", "conv_norm_out.weight", "conv_out.bias"}) {
+  for (const char* n :
+       {"conv_in.weight", "time_embedding.linear_1.weight", "down_blocks.0.downsamplers.0.conv.weight",
+        "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight",
+        "down_blocks.1.attentions.0.transformer_blocks.0.ff.net.0.proj.weight",
+        "down_blocks.1.attentions.0.transformer_blocks.0.attn1.to_out.0.bias",
+        "mid_block.attentions.0.transformer_blocks.1.norm3.weight", "up_blocks.0.resnets.2.conv_shortcut.weight",
+        "up_blocks.1.upsamplers.0.conv.weight", "conv_norm_out.weight", "conv_out.bias"}) {
     INFO(n);
     CHECK(names.count(n) == 1);
   }
@@ -105,8 +106,10 @@ TEST_CASE("forward + backward: output shape equals input shape, gradients reach 
     CHECK(y.sizes() == in.x.sizes());
     {  // no mask means every token is real: the same as an all-true mask (the trainer drops those)
       torch::NoGradGuard g;
-      const torch::Tensor a = net->forward(in.x, in.t, in.text), b = net->forward(in.x, in.t, in.text, torch::ones_like(in.mask));
-      INFO("max |difference| " << (a - b).abs().max().item<double>() << ", max |output| " << b.abs().max().item<double>());
+      const torch::Tensor a = net->forward(in.x, in.t, in.text),
+                          b = net->forward(in.x, in.t, in.text, torch::ones_like(in.mask));
+      INFO("max |difference| " << (a - b).abs().max().item<double>() << ", max |output| "
+                               << b.abs().max().item<double>());
       CHECK(torch::allclose(a, b, 1e-5, 1e-5));  // (IF normalises text by a masked GroupNorm: rounding ~3e-6)
     }
     CHECK(torch::isfinite(y).all().item<bool>());
@@ -150,7 +153,8 @@ TEST_CASE("channels-last latents: the same prediction and gradients as NCHW, and
 
 TEST_CASE("an instrumented forward pass executes exactly the analytic op counts") {
   const int64_t B = 2, H = 16, W = 8, T = 5;  // non-square, to catch h/w mix-ups
-  for (UNetSpec spec : {test::small_sdxl(), test::small_if(), test::scaled_down("sd2"), test::scaled_down("sdxl-td4_4")}) {
+  for (UNetSpec spec :
+       {test::small_sdxl(), test::small_if(), test::scaled_down("sd2"), test::scaled_down("sdxl-td4_4")}) {
     INFO(spec.name);
     spec.use_linear_projection = spec.name != "sd2";  // cover the 1x1-conv projection too
     torch::NoGradGuard no_grad;
@@ -191,13 +195,15 @@ TEST_CASE("bad inputs are rejected with the argument named") {
   const UNetSpec spec = test::small_sdxl();
   UNet net(spec);
   const Inputs in = make_inputs(spec, 2, 16, 16, 4);
-  CHECK_THROWS_WITH(net->forward(torch::randn({2, 3, 16, 16}), in.t, in.text), Catch::StartsWith("x_t: expected [B, 4, H, W]"));
+  CHECK_THROWS_WITH(net->forward(torch::randn({2, 3, 16, 16}), in.t, in.text),
+                    Catch::StartsWith("x_t: expected [B, 4, H, W]"));
   CHECK_THROWS_WITH(net->forward(torch::randn({2, 4, 18, 16}), in.t, in.text), Catch::Contains("not divisible"));
   CHECK_THROWS_WITH(net->forward(in.x, torch::zeros({3}), in.text), Catch::StartsWith("t: expected [2]"));
   CHECK_THROWS_WITH(net->forward(in.x, in.t, torch::randn({2, 4, 31})), Catch::StartsWith("text: expected [2, T, 32]"));
   CHECK_THROWS_WITH(net->forward(in.x, in.t, in.text, torch::zeros({2, 4}, torch::kBool)),
                     Catch::Contains("text_mask: a sample has no real token"));
-  CHECK_THROWS_WITH(net->forward(in.x, in.t, in.text, torch::ones({2, 4})), Catch::StartsWith("text_mask: expected bool"));
+  CHECK_THROWS_WITH(net->forward(in.x, in.t, in.text, torch::ones({2, 4})),
+                    Catch::StartsWith("text_mask: expected bool"));
 }
 
 TEST_CASE("masked GroupNorm equals GroupNorm on the real tokens alone") {
@@ -213,7 +219,9 @@ TEST_CASE("masked GroupNorm equals GroupNorm on the real tokens alone") {
   torch::Tensor mask = torch::ones({2, 6}, torch::kBool);
   mask.index_put_({0, torch::indexing::Slice(4, 6)}, false);
   const torch::Tensor y = models::ops::masked_group_norm(gn, x, mask);
-  const torch::Tensor ref = gn(x.index({torch::indexing::Slice(0, 1), torch::indexing::Slice(), torch::indexing::Slice(0, 4)}));
-  CHECK(torch::allclose(y.index({torch::indexing::Slice(0, 1), torch::indexing::Slice(), torch::indexing::Slice(0, 4)}), ref, 1e-5, 1e-5));
+  const torch::Tensor ref =
+      gn(x.index({torch::indexing::Slice(0, 1), torch::indexing::Slice(), torch::indexing::Slice(0, 4)}));
+  CHECK(torch::allclose(y.index({torch::indexing::Slice(0, 1), torch::indexing::Slice(), torch::indexing::Slice(0, 4)}),
+                        ref, 1e-5, 1e-5));
   CHECK(torch::allclose(y[1], gn(x.index({torch::indexing::Slice(1, 2)}))[0], 1e-5, 1e-5));
 }

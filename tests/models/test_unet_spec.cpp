@@ -28,7 +28,8 @@ TEST_CASE("all 16 presets of [S1] Table 1 exist and validate") {
 }
 
 TEST_CASE("unknown preset lists the known ones") {
-  CHECK_THROWS_WITH(unet_preset("sdxxl"), Catch::Contains("unknown UNet preset 'sdxxl'") && Catch::Contains("sdxl-td4_4"));
+  CHECK_THROWS_WITH(unet_preset("sdxxl"),
+                    Catch::Contains("unknown UNet preset 'sdxxl'") && Catch::Contains("sdxl-td4_4"));
 }
 
 TEST_CASE("every field is overridable by key and round-trips") {

@@ -23,8 +23,8 @@ namespace {
 test::ProcessResult dtckpt(const std::string& args) { return test::run_process(std::string(DTCKPT_PATH) + " " + args); }
 
 void check_export(const std::string& file, const std::string& ckpt, const std::string& kind, const std::string& dtype) {
-  const auto r = test::run_process(std::string(DT_NUMPY_PYTHON) + " " + SAFETENSORS_REFERENCE + " check-export " + file + " " + ckpt +
-                                   " " + kind + " " + dtype);
+  const auto r = test::run_process(std::string(DT_NUMPY_PYTHON) + " " + SAFETENSORS_REFERENCE + " check-export " +
+                                   file + " " + ckpt + " " + kind + " " + dtype);
   INFO(r.out);
   CHECK(r.status == 0);
 }
@@ -96,12 +96,14 @@ TEST_CASE("a run started from exported weights evaluates exactly as the run that
   // held-out loss at the end must equal the saving run's at its last step (eval uses the weights,
   // not the EMA). A 1-rank replicate run: the weights do not depend on how they were sharded.
   const std::string b = dir + "/b";
-  REQUIRE(test::run(1, "--steps 2 --lr 1e-30 --init-weights " + dir + "/w.safetensors --run-dir " + b, b + ".log") == 0);
+  REQUIRE(test::run(1, "--steps 2 --lr 1e-30 --init-weights " + dir + "/w.safetensors --run-dir " + b, b + ".log") ==
+          0);
   CHECK_THAT(test::slurp(b + ".log"), Catch::Contains("initial weights from"));
   CHECK(eval_loss(b, 2) == Approx(eval_loss(run, 4)).epsilon(1e-6));
   // Continuing that run resumes its own checkpoint: the weights file is no longer needed.
   fs::rename(dir + "/w.safetensors", dir + "/moved.safetensors");
-  REQUIRE(test::run(1, "--steps 3 --lr 1e-30 --init-weights " + dir + "/w.safetensors --run-dir " + b, b + ".2.log") == 0);
+  REQUIRE(test::run(1, "--steps 3 --lr 1e-30 --init-weights " + dir + "/w.safetensors --run-dir " + b, b + ".2.log") ==
+          0);
   CHECK_THAT(test::slurp(b + ".2.log"), Catch::Contains("resumed from") && !Catch::Contains("initial weights from"));
   // Without them the same run starts elsewhere (the comparison above can fail).
   const std::string c = dir + "/c";
@@ -136,25 +138,31 @@ TEST_CASE("dtckpt and --init-weights refuse bad input by name, exit non-zero and
   REQUIRE(dtckpt("export " + run + " --out " + dir + "/w.safetensors").status == 0);
   const std::string wide = dir + "/wide";
   CHECK(test::run(1, "--steps 2 --init-weights " + dir + "/w.safetensors --run-dir " + wide, wide + ".log",
-                  " --model-set model_channels=8 channel_mult=1,2 transformer_depth=0,1 num_res_blocks=1 head_dim=8 norm_groups=4") != 0);
+                  " --model-set model_channels=8 channel_mult=1,2 transformer_depth=0,1 num_res_blocks=1 head_dim=8 "
+                  "norm_groups=4") != 0);
   CHECK_THAT(test::slurp(wide + ".log"), Catch::Contains("w.safetensors: tensor '") && Catch::Contains("has shape"));
   CHECK_FALSE(fs::exists(wide + "/ckpt"));
 
   // Weights with a NaN: refused at start-up, naming the tensor, before the run directory exists.
-  const auto nan = test::run_process(std::string(DT_NUMPY_PYTHON) + " -c \"import struct, json; p = '" + dir +
-                                     "/w.safetensors'; b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); "
-                                     "k = sorted(x for x in h if x != '__metadata__')[0]; o = 8 + n + h[k]['data_offsets'][0]; "
-                                     "open(p + '.nan', 'wb').write(b[:o] + struct.pack('<f', float('nan')) + b[o + 4:]); print(k)\"");
+  const auto nan = test::run_process(
+      std::string(DT_NUMPY_PYTHON) + " -c \"import struct, json; p = '" + dir +
+      "/w.safetensors'; b = open(p, 'rb').read(); n = struct.unpack('<Q', b[:8])[0]; h = json.loads(b[8:8 + n]); "
+      "k = sorted(x for x in h if x != '__metadata__')[0]; o = 8 + n + h[k]['data_offsets'][0]; "
+      "open(p + '.nan', 'wb').write(b[:o] + struct.pack('<f', float('nan')) + b[o + 4:]); print(k)\"");
   REQUIRE(nan.status == 0);
   const std::string nan_run = dir + "/nan";
-  CHECK(test::run(1, "--steps 2 --init-weights " + dir + "/w.safetensors.nan --run-dir " + nan_run, nan_run + ".log") == 2);
-  CHECK_THAT(test::slurp(nan_run + ".log"), Catch::Contains("w.safetensors.nan: tensor '" + nan.out.substr(0, nan.out.size() - 1) + "' has 1 non-finite"));
+  CHECK(test::run(1, "--steps 2 --init-weights " + dir + "/w.safetensors.nan --run-dir " + nan_run, nan_run + ".log") ==
+        2);
+  CHECK_THAT(
+      test::slurp(nan_run + ".log"),
+      Catch::Contains("w.safetensors.nan: tensor '" + nan.out.substr(0, nan.out.size() - 1) + "' has 1 non-finite"));
   CHECK_FALSE(fs::exists(nan_run));
 
   // A corrupt file is a configuration error: exit 2 before the run directory exists.
   std::ofstream(dir + "/corrupt.safetensors") << "not a weights file at all";
   const std::string corrupt = dir + "/corrupt";
-  CHECK(test::run(1, "--steps 2 --init-weights " + dir + "/corrupt.safetensors --run-dir " + corrupt, corrupt + ".log") == 2);
+  CHECK(test::run(1, "--steps 2 --init-weights " + dir + "/corrupt.safetensors --run-dir " + corrupt,
+                  corrupt + ".log") == 2);
   CHECK_THAT(test::slurp(corrupt + ".log"), Catch::Contains("corrupt.safetensors: not a safetensors file"));
   CHECK_FALSE(fs::exists(corrupt));
 }
@@ -167,10 +175,12 @@ TEST_CASE("validate: a sound checkpoint passes; NaNs, missing datasets and newer
   CHECK_THAT(r.out, Catch::Contains("sound (format 3"));
   // The recorded checksums are zlib's CRC-32 of each dataset's little-endian fp32 bytes, as an
   // independent reader (h5py + Python's zlib) computes them from the file.
-  const auto sums = test::run_process(std::string(DT_NUMPY_PYTHON) + " -c \"import h5py, json, zlib, numpy; d = '" + run +
-                                      "/ckpt/step_00000004'; m = json.load(open(d + '/meta.json')); f = h5py.File(d + '/state.h5', 'r'); "
-                                      "bad = [k for k, v in m['checksums'].items() if v != 'crc32:%08x' % zlib.crc32(f[k][...].astype('<f4').tobytes())]; "
-                                      "print(len(m['checksums']), 'checksums,', len(bad), 'wrong')\"");
+  const auto sums = test::run_process(
+      std::string(DT_NUMPY_PYTHON) + " -c \"import h5py, json, zlib, numpy; d = '" + run +
+      "/ckpt/step_00000004'; m = json.load(open(d + '/meta.json')); f = h5py.File(d + '/state.h5', 'r'); "
+      "bad = [k for k, v in m['checksums'].items() if v != 'crc32:%08x' % "
+      "zlib.crc32(f[k][...].astype('<f4').tobytes())]; "
+      "print(len(m['checksums']), 'checksums,', len(bad), 'wrong')\"");
   INFO(sums.out);
   CHECK(sums.status == 0);
   CHECK_THAT(sums.out, Catch::Contains(" 0 wrong") && !Catch::Contains("0 checksums"));
@@ -178,8 +188,9 @@ TEST_CASE("validate: a sound checkpoint passes; NaNs, missing datasets and newer
   // One flipped bit of a finite value: only the checksum can see it.
   const std::string flipped = test::scratch_dir("dtckpt-flipped") + "/step_00000004";
   fs::copy(run + "/ckpt/step_00000004", flipped, fs::copy_options::recursive);
-  const auto flip = test::run_process(std::string(DT_NUMPY_PYTHON) + " -c \"import h5py; f = h5py.File('" + flipped +
-                                      "/state.h5', 'r+'); d = f['units/conv_out/m']; a = d[...]; a.view('<u4')[1] ^= 1; d[...] = a; f.close()\"");
+  const auto flip = test::run_process(
+      std::string(DT_NUMPY_PYTHON) + " -c \"import h5py; f = h5py.File('" + flipped +
+      "/state.h5', 'r+'); d = f['units/conv_out/m']; a = d[...]; a.view('<u4')[1] ^= 1; d[...] = a; f.close()\"");
   INFO(flip.out);
   REQUIRE(flip.status == 0);
   r = dtckpt("validate " + flipped);
@@ -192,14 +203,14 @@ TEST_CASE("validate: a sound checkpoint passes; NaNs, missing datasets and newer
   const std::string first = meta["units"].front()["name"], last = meta["units"].back()["name"];
   // Break the copy with h5py: a NaN in the first unit's parameters, the last unit's v deleted.
   const auto py = test::run_process(std::string(DT_NUMPY_PYTHON) + " -c \"import h5py, numpy; f = h5py.File('" + dir +
-                                    "/state.h5', 'r+'); f['units/" + first + "/params'][3] = numpy.nan; del f['units/" + last +
-                                    "/v']; f.close()\"");
+                                    "/state.h5', 'r+'); f['units/" + first + "/params'][3] = numpy.nan; del f['units/" +
+                                    last + "/v']; f.close()\"");
   INFO(py.out);
   REQUIRE(py.status == 0);
   r = dtckpt("validate " + dir);
   CHECK(r.status == 1);
-  CHECK_THAT(r.out, Catch::Contains("units/" + first + "/params: 1 non-finite values") && Catch::Contains("units/" + last + "/v: missing") &&
-                        Catch::Contains("BROKEN"));
+  CHECK_THAT(r.out, Catch::Contains("units/" + first + "/params: 1 non-finite values") &&
+                        Catch::Contains("units/" + last + "/v: missing") && Catch::Contains("BROKEN"));
   r = dtckpt("validate " + dir + " --structure-only");
   CHECK(r.status == 1);
   CHECK_THAT(r.out, Catch::Contains("/v: missing") && !Catch::Contains("non-finite"));

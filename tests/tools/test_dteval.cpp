@@ -44,7 +44,8 @@ std::string all_png_bytes(const std::string& dir) {
 
 }  // namespace
 
-TEST_CASE("dteval alignment: 1 and 2 ranks write bitwise-identical PNGs and the same score, in GenEval's and TIFA's layout") {
+TEST_CASE(
+    "dteval alignment: 1 and 2 ranks write bitwise-identical PNGs and the same score, in GenEval's and TIFA's layout") {
   const std::string run = trained();
   const std::string a = test::scratch_dir("dteval-1") + "/out", b = test::scratch_dir("dteval-2") + "/out";
   const auto r1 = dteval(1, "alignment " + run + " --images-per-prompt 2 --steps 3 --out " + a);
@@ -56,10 +57,12 @@ TEST_CASE("dteval alignment: 1 and 2 ranks write bitwise-identical PNGs and the 
   CHECK_THAT(r1.out, Catch::Contains("alignment ") && Catch::Contains("chance") && Catch::Contains("presence"));
   CHECK(all_png_bytes(a) == all_png_bytes(b));
   CHECK_FALSE(all_png_bytes(a).empty());
-  const auto s1 = nlohmann::json::parse(test::slurp(a + "/alignment.json")), s2 = nlohmann::json::parse(test::slurp(b + "/alignment.json"));
+  const auto s1 = nlohmann::json::parse(test::slurp(a + "/alignment.json")),
+             s2 = nlohmann::json::parse(test::slurp(b + "/alignment.json"));
   CHECK(s1["score"] == s2["score"]);
   CHECK(s1["by_category"] == s2["by_category"]);
-  // The layout: 4 prompts (the test data's eval_prompts.json) x 2 images, metadata per prompt, the TIFA map, the manifest.
+  // The layout: 4 prompts (the test data's eval_prompts.json) x 2 images, metadata per prompt, the TIFA map, the
+  // manifest.
   for (int p = 0; p < 4; ++p) {
     char dir[16];
     std::snprintf(dir, sizeof dir, "%05d", p);
@@ -96,7 +99,8 @@ TEST_CASE("dteval alignment: 1 and 2 ranks write bitwise-identical PNGs and the 
   CHECK(s1["per_prompt"][0]["images"][0]["answers"].size() == s1["per_prompt"][0]["questions"].size());
   // A guidance sweep: one directory per scale.
   const std::string sweep = test::scratch_dir("dteval-sweep") + "/out";
-  const auto r3 = dteval(1, "alignment " + run + "/ckpt/step_00000004 --prompts 2 --steps 2 --guidance 1,5 --out " + sweep);
+  const auto r3 =
+      dteval(1, "alignment " + run + "/ckpt/step_00000004 --prompts 2 --steps 2 --guidance 1,5 --out " + sweep);
   INFO(r3.out);
   REQUIRE(r3.status == 0);
   CHECK(fs::exists(sweep + "/guidance-1/alignment.json"));
@@ -104,7 +108,9 @@ TEST_CASE("dteval alignment: 1 and 2 ranks write bitwise-identical PNGs and the 
   CHECK(nlohmann::json::parse(test::slurp(sweep + "/guidance-5/manifest.json"))["step"] == 4);
 }
 
-TEST_CASE("training records the alignment at step 0, every align_every steps and the end, and fitlaws fits it against compute") {
+TEST_CASE(
+    "training records the alignment at step 0, every align_every steps and the end, and fitlaws fits it against "
+    "compute") {
   const std::string run = trained();
   std::vector<nlohmann::json> records;
   std::ifstream in(run + "/metrics.jsonl");
@@ -120,7 +126,8 @@ TEST_CASE("training records the alignment at step 0, every align_every steps and
   CHECK(records[2]["compute_gflops"].get<double>() == Approx(2 * records[1]["compute_gflops"].get<double>()));
   for (const auto& r : records) {
     INFO(r.dump());
-    for (const char* k : {"alignment_interval", "alignment_chance", "alignment_by_category", "params", "compute_gflops", "image_noun_pairs", "samples"})
+    for (const char* k : {"alignment_interval", "alignment_chance", "alignment_by_category", "params", "compute_gflops",
+                          "image_noun_pairs", "samples"})
       CHECK(r.contains(k));
     CHECK(r["alignment"].get<double>() >= 0);
     CHECK(r["alignment"].get<double>() <= 1);
@@ -131,10 +138,12 @@ TEST_CASE("training records the alignment at step 0, every align_every steps and
   for (const char* width : {"8", "24"}) {
     const std::string d = test::scratch_dir(std::string("dteval-width-") + width);
     REQUIRE(test::run(1, "--steps 6 --run-dir " + d, d + ".log",
-                      std::string(" --model-set model_channels=") + width + " channel_mult=1,2 transformer_depth=0,1 num_res_blocks=1 head_dim=8 norm_groups=4") == 0);
+                      std::string(" --model-set model_channels=") + width +
+                          " channel_mult=1,2 transformer_depth=0,1 num_res_blocks=1 head_dim=8 norm_groups=4") == 0);
     runs += " " + d;
   }
-  const auto fit = test::run_process(std::string(FITLAWS_PATH) + " power --runs " + runs + " --metric alignment --x C --y alignment --frontier none --pick all --json");
+  const auto fit = test::run_process(std::string(FITLAWS_PATH) + " power --runs " + runs +
+                                     " --metric alignment --x C --y alignment --frontier none --pick all --json");
   INFO(fit.out);
   CHECK(fit.status == 0);
   CHECK_THAT(fit.out, Catch::Contains("\"points\": 4"));
@@ -178,7 +187,9 @@ TEST_CASE("dteval refuses bad input by name and writes nothing") {
   CHECK_FALSE(fs::exists(root + "/o2"));
   // Latent data: no decoder yet.
   const std::string latents = root + "/latents";
-  REQUIRE(test::run_process(std::string(DTDATA_PATH) + " synth --kind latents --out " + latents + " --images 16 --latent-size 8 --text-dim 32 --max-tokens 16").status == 0);
+  REQUIRE(test::run_process(std::string(DTDATA_PATH) + " synth --kind latents --out " + latents +
+                            " --images 16 --latent-size 8 --text-dim 32 --max-tokens 16")
+              .status == 0);
   const std::string lrun = root + "/latent-run";
   std::string lcmd = test::command(1, "--steps 2 --run-dir " + lrun);
   lcmd.replace(lcmd.find(test::data_root() + "/train"), (test::data_root() + "/train").size(), latents);
@@ -189,7 +200,8 @@ TEST_CASE("dteval refuses bad input by name and writes nothing") {
   CHECK_THAT(r.out, Catch::Contains("needs a VAE"));
   CHECK_FALSE(fs::exists(root + "/o3"));
   // ...and the trainer refuses align_every on latents at start-up.
-  CHECK(std::system((lcmd + " --align-every 2 --run-dir " + root + "/latent-run-2 > " + root + "/l2.log 2>&1").c_str()) != 0);
+  CHECK(std::system(
+            (lcmd + " --align-every 2 --run-dir " + root + "/latent-run-2 > " + root + "/l2.log 2>&1").c_str()) != 0);
   CHECK_THAT(test::slurp(root + "/l2.log"), Catch::Contains("align_every") && Catch::Contains("VAE"));
   CHECK_FALSE(fs::exists(root + "/latent-run-2"));
 }

@@ -12,11 +12,11 @@
 #include "dtrainer/models/transformer_cost.h"
 #include "dtrainer/models/unet_presets.h"
 
-using dtrainer::models::count_unet;
-using dtrainer::models::unet_preset;
 using dtrainer::models::count_transformer;
+using dtrainer::models::count_unet;
 using dtrainer::models::transformer_preset;
 using dtrainer::models::transformer_presets;
+using dtrainer::models::unet_preset;
 using dtrainer::models::unet_presets;
 
 namespace {

@@ -46,11 +46,11 @@ inline const char* kTinyUNet =
 // arithmetic unless a test asks for a GPU).
 inline std::string command(int ranks, const std::string& args, const std::string& model = kTinyUNet,
                            const std::string& device = "cpu") {
-  return std::string(MPIEXEC) + " --allow-run-as-root --oversubscribe -n " + std::to_string(ranks) + " " + DTRAINER_PATH +
-         " --data " + data_root() + "/train --eval-data " + data_root() + "/eval" + model +
+  return std::string(MPIEXEC) + " --allow-run-as-root --oversubscribe -n " + std::to_string(ranks) + " " +
+         DTRAINER_PATH + " --data " + data_root() + "/train --eval-data " + data_root() + "/eval" + model +
          " --max-tokens 16 --global-batch 8 --log-every 1 --eval-every 0 --sample-count 2 --sample-steps 3"
-         " --warmup-steps 2 --threads 1 --peak-tflops 1 --workers 1 --device " + device + " " +
-         args;
+         " --warmup-steps 2 --threads 1 --peak-tflops 1 --workers 1 --device " +
+         device + " " + args;
 }
 
 inline int run(int ranks, const std::string& args, const std::string& log, const std::string& model = kTinyUNet,

@@ -23,7 +23,6 @@
 #include "spawned_run.h"
 #include "train/dtrainer_runner.h"
 
-
 using namespace dtrainer;
 using test::command;
 using test::data_root;
@@ -181,9 +180,11 @@ void check_preempted(int status, const std::string& dir, int expected_signal) {
   CHECK(WEXITSTATUS(status) == 0);
   CHECK_THAT(slurp(dir + ".log"), Catch::Contains("preempted"));
   const auto last = losses(dir).rbegin()->first;
-  CHECK(fs::exists(dir + "/ckpt/step_" + std::string(8 - std::to_string(last).size(), '0') + std::to_string(last) + "/COMPLETE"));
+  CHECK(fs::exists(dir + "/ckpt/step_" + std::string(8 - std::to_string(last).size(), '0') + std::to_string(last) +
+                   "/COMPLETE"));
   // The marker the job scripts read (mpirun's exit code after a signal is not theirs to trust).
-  CHECK(slurp(dir + "/PREEMPTED") == "step " + std::to_string(last) + " signal " + std::to_string(expected_signal) + "\n");
+  CHECK(slurp(dir + "/PREEMPTED") ==
+        "step " + std::to_string(last) + " signal " + std::to_string(expected_signal) + "\n");
   CHECK_FALSE(fs::exists(dir + "/DONE"));
 }
 
@@ -203,7 +204,9 @@ TEST_CASE("preemption: a signal mid-run gives a complete checkpoint of the last 
   }
   SECTION("SIGUSR1 to mpirun, which forwards it to both ranks") {
     const std::string dir = test::scratch_dir("sigusr1");
-    check_preempted(interrupt_run(command(2, "--steps 100000 --run-dir " + dir) + " > " + dir + ".log 2>&1", dir, SIGUSR1), dir, SIGUSR1);
+    check_preempted(
+        interrupt_run(command(2, "--steps 100000 --run-dir " + dir) + " > " + dir + ".log 2>&1", dir, SIGUSR1), dir,
+        SIGUSR1);
   }
 }
 
@@ -215,7 +218,8 @@ TEST_CASE("diverging training: non-finite steps are skipped, K in a row abort wi
   INFO(log);
   CHECK(rc != 0);
   CHECK_THAT(log, Catch::Contains("update skipped"));
-  CHECK_THAT(log, Catch::Contains("3 consecutive steps with a non-finite loss or gradient") && Catch::Contains("rank 0"));
+  CHECK_THAT(log,
+             Catch::Contains("3 consecutive steps with a non-finite loss or gradient") && Catch::Contains("rank 0"));
 }
 
 TEST_CASE("skip_bad_samples is a trainer option, and the dropped samples are counted in metrics.jsonl") {
@@ -258,7 +262,8 @@ TEST_CASE("transformer backbones train through the same registry, zero3 included
   }
   // A class-conditional preset cannot train on captioned data: a configuration error.
   const std::string dir = test::scratch_dir("tf-class");
-  CHECK(run(1, "--steps 2 --run-dir " + dir + "/r", dir + ".log", " --model dit-xl2 --model-set hidden_size=32 depth=2 num_heads=4") == 2);
+  CHECK(run(1, "--steps 2 --run-dir " + dir + "/r", dir + ".log",
+            " --model dit-xl2 --model-set hidden_size=32 depth=2 num_heads=4") == 2);
   CHECK_THAT(slurp(dir + ".log"), Catch::Contains("conditioning=text"));
 }
 
@@ -269,7 +274,8 @@ TEST_CASE("every job config passes --dry-run") {
     ++n;
     const std::string log = test::scratch_dir("dry") + "/log";
     const std::string cmd = std::string(MPIEXEC) + " --allow-run-as-root -n 1 " + DTRAINER_PATH + " --config " +
-                            e.path().string() + " --dry-run --run-dir " + test::scratch_dir("dry-run") + "/r > " + log + " 2>&1";
+                            e.path().string() + " --dry-run --run-dir " + test::scratch_dir("dry-run") + "/r > " + log +
+                            " 2>&1";
     const int rc = std::system(cmd.c_str());
     INFO(e.path().string() << "\n" << slurp(log));
     CHECK((WIFEXITED(rc) && WEXITSTATUS(rc) == 0));

@@ -50,7 +50,7 @@ TEST_CASE("TensorBoard events: the file version first, then each step's scalars,
     train::TensorBoardWriter w(dir);
     w.add_scalars(1, {{"loss", 0.5f}, {"lr", 1e-3f}});
     w.add_scalars(300000000000LL, {{"a/b", -2.25f}});  // a step past 32 bits
-    w.add_scalars(7, {});                               // nothing to write
+    w.add_scalars(7, {});                              // nothing to write
   }
   const auto events = read_events(dir);
   REQUIRE(events.size() == 3);
@@ -64,13 +64,20 @@ TEST_CASE("TensorBoard events: the file version first, then each step's scalars,
 }
 
 TEST_CASE("the scalars of a record: nested objects flattened, intervals as lo/hi, text and flags left out") {
-  const nlohmann::json record = {{"step", 4},       {"eval", true},          {"eval_loss", 0.25},
-                                 {"by_t", {{"0.1", 1.0}, {"0.9", 2.0}}},       {"alignment_interval", {0.4, 0.6}},
-                                 {"dir", "x/y"},    {"shape", {3, 16, 16}}};
+  const nlohmann::json record = {{"step", 4},
+                                 {"eval", true},
+                                 {"eval_loss", 0.25},
+                                 {"by_t", {{"0.1", 1.0}, {"0.9", 2.0}}},
+                                 {"alignment_interval", {0.4, 0.6}},
+                                 {"dir", "x/y"},
+                                 {"shape", {3, 16, 16}}};
   std::map<std::string, float> got;
   for (const auto& [k, v] : train::MetricsLog::scalars(record)) got[k] = v;
-  CHECK(got == std::map<std::string, float>{{"eval_loss", 0.25f}, {"by_t/0.1", 1.0f}, {"by_t/0.9", 2.0f},
-                                            {"alignment_interval/lo", 0.4f}, {"alignment_interval/hi", 0.6f}});
+  CHECK(got == std::map<std::string, float>{{"eval_loss", 0.25f},
+                                            {"by_t/0.1", 1.0f},
+                                            {"by_t/0.9", 2.0f},
+                                            {"alignment_interval/lo", 0.4f},
+                                            {"alignment_interval/hi", 0.6f}});
 }
 
 TEST_CASE("a training run's TensorBoard events hold every scalar of metrics.jsonl at its step") {

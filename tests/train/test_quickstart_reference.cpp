@@ -35,8 +35,8 @@ TEST_CASE("the quickstart's per-step losses are those recorded before the redesi
   const std::string dir = test::scratch_dir("quickstart-reference");
   std::string args = ref["args"].get<std::string>();
   args.replace(args.find("RUN"), 3, dir + "/run");
-  const std::string cmd = std::string(MPIEXEC) + " --allow-run-as-root --oversubscribe -n 2 -x OMP_NUM_THREADS=1 " + DTRAINER_PATH +
-                          " " + args + " > " + dir + "/log 2>&1";
+  const std::string cmd = std::string(MPIEXEC) + " --allow-run-as-root --oversubscribe -n 2 -x OMP_NUM_THREADS=1 " +
+                          DTRAINER_PATH + " " + args + " > " + dir + "/log 2>&1";
   const int rc = std::system(("cd " + std::string(SOURCE_DIR) + " && " + cmd).c_str());
   INFO(test::slurp(dir + "/log"));
   REQUIRE(rc == 0);
@@ -50,8 +50,10 @@ TEST_CASE("the quickstart's per-step losses are those recorded before the redesi
   for (const auto& w : want) {
     const double got = records.at(step).at("loss").get<double>(), expected = w.get<double>();
     INFO("step " << step << ": " << got << " vs " << expected);
-    if (same_cpu) CHECK(got == expected);
-    else CHECK(std::abs(got - expected) <= 1e-4 * std::abs(expected));
+    if (same_cpu)
+      CHECK(got == expected);
+    else
+      CHECK(std::abs(got - expected) <= 1e-4 * std::abs(expected));
     ++step;
   }
 }

@@ -94,7 +94,8 @@ TEST_CASE("dtbench train: bad settings are errors naming the option") {
   c.memory_limit_gib = -1;
   CHECK_THROWS_WITH(train::measure_training_throughput(c, rt), Catch::Contains("memory-limit-gib"));
   c.memory_limit_gib = 80;  // a GPU's allocator cap asked of a CPU run
-  CHECK_THROWS_WITH(train::measure_training_throughput(c, rt), Catch::Contains("memory-limit-gib") && Catch::Contains("cpu"));
+  CHECK_THROWS_WITH(train::measure_training_throughput(c, rt),
+                    Catch::Contains("memory-limit-gib") && Catch::Contains("cpu"));
 }
 
 TEST_CASE("the matmul peak is a positive rate") {

@@ -35,7 +35,9 @@ void parse(TrainConfig& c, std::vector<std::string> args) {
 }  // namespace
 
 TEST_CASE("TOML keys set fields and the command line overrides them") {
-  const std::string f = write_file("a.toml", "global_batch = 64\nlr = 8e-5\nmodel_set = [\"model_channels=64\"]\nsharding = \"zero2\"\nrandom_flip = false\n");
+  const std::string f = write_file(
+      "a.toml",
+      "global_batch = 64\nlr = 8e-5\nmodel_set = [\"model_channels=64\"]\nsharding = \"zero2\"\nrandom_flip = false\n");
   TrainConfig c;
   parse(c, {"--config", f, "--lr", "1e-4"});
   CHECK(c.global_batch == 64);
@@ -82,8 +84,22 @@ TEST_CASE("the resolved config.toml reads back to the same configuration") {
   TrainConfig a;
   CLI::App app;
   add_train_options(app, a);
-  const char* argv[] = {"dtrainer", "--lr", "3e-4", "--model-set", "model_channels=48", "channel_mult=1,2", "--sharding", "zero3",
-                        "--steps", "77", "--data", "x", "y", "--data-weights", "0.25", "0.75"};
+  const char* argv[] = {"dtrainer",
+                        "--lr",
+                        "3e-4",
+                        "--model-set",
+                        "model_channels=48",
+                        "channel_mult=1,2",
+                        "--sharding",
+                        "zero3",
+                        "--steps",
+                        "77",
+                        "--data",
+                        "x",
+                        "y",
+                        "--data-weights",
+                        "0.25",
+                        "0.75"};
   parse_train_config(app, 16, argv);
   const std::string toml = train_config_toml(a);
   const std::string f = write_file("resolved.toml", toml);
@@ -113,7 +129,8 @@ TEST_CASE("learning rate: linear warm-up, then constant or cosine") {
 
 TEST_CASE("job files are parsed as TOML: values exactly, malformed files an error at file:line:column") {
   // (the values the options receive; toml++ is the parser, these are the project's flattening rules)
-  const auto items = parse_job_toml("# a job\nsteps = 12\nlr = 1e-4\nname = \"a \\\"b\\\"\"\ndata = [\"x\", \"y\"]\nflip = false\n", "job.toml");
+  const auto items = parse_job_toml(
+      "# a job\nsteps = 12\nlr = 1e-4\nname = \"a \\\"b\\\"\"\ndata = [\"x\", \"y\"]\nflip = false\n", "job.toml");
   REQUIRE(items.size() == 5);
   CHECK(items[0].key == "steps");
   CHECK(items[0].values == std::vector<std::string>{"12"});
@@ -125,10 +142,13 @@ TEST_CASE("job files are parsed as TOML: values exactly, malformed files an erro
   struct Bad {
     std::string text, where, what;
   };
-  for (const Bad& b : {Bad{"steps = [1,\n", "job.toml:1:", "not valid TOML"}, Bad{"a = 1\nname = \"open\n", "job.toml:2:", "not valid TOML"},
-                       Bad{"a = 1\na = 2\n", "job.toml:2:", "not valid TOML"}, Bad{"x = 99999999999999999999\n", "job.toml:1:", "not valid TOML"},
+  for (const Bad& b : {Bad{"steps = [1,\n", "job.toml:1:", "not valid TOML"},
+                       Bad{"a = 1\nname = \"open\n", "job.toml:2:", "not valid TOML"},
+                       Bad{"a = 1\na = 2\n", "job.toml:2:", "not valid TOML"},
+                       Bad{"x = 99999999999999999999\n", "job.toml:1:", "not valid TOML"},
                        Bad{"[model]\nc = 3\n", "job.toml:1:", "sections are not supported"},
-                       Bad{"a = [[1, 2]]\n", "job.toml:1:", "nested array"}, Bad{"when = 1979-05-27\n", "job.toml:1:", "date or time"}}) {
+                       Bad{"a = [[1, 2]]\n", "job.toml:1:", "nested array"},
+                       Bad{"when = 1979-05-27\n", "job.toml:1:", "date or time"}}) {
     INFO(b.text);
     try {
       parse_job_toml(b.text, "job.toml");
@@ -145,15 +165,15 @@ TEST_CASE("option values: each bad kind gets its own message, integers never cla
     std::vector<std::string> args;
     std::string message;
   };
-  for (const Bad& b : {Bad{{"--steps", "0"}, "--steps: must be at least 1, got 0"},
-                       Bad{{"--steps", "-3"}, "--steps: must be at least 1, got -3"},
-                       Bad{{"--steps", "ten"}, "--steps: expected an integer, got 'ten'"},
-                       Bad{{"--steps", "9223372036854775808"}, "out of range"},
-                       Bad{{"--lr", "inf"}, "--lr: must be a finite number"},
-                       Bad{{"--lr", "-1e-3"}, "--lr: must be greater than 0, got -1e-3"},
-                       Bad{{"--beta2", "1"}, "--beta2: must be in [0, 0.999999], got 1"},
-                       Bad{{"--data-weights", "1", "--data-weights", "nan"}, "--data-weights: must be a finite number"},
-                       Bad{{"--synthetic-image-size", "1024"}, "--synthetic-image-size: must be at most 512, got 1024"}}) {
+  for (const Bad& b :
+       {Bad{{"--steps", "0"}, "--steps: must be at least 1, got 0"},
+        Bad{{"--steps", "-3"}, "--steps: must be at least 1, got -3"},
+        Bad{{"--steps", "ten"}, "--steps: expected an integer, got 'ten'"},
+        Bad{{"--steps", "9223372036854775808"}, "out of range"}, Bad{{"--lr", "inf"}, "--lr: must be a finite number"},
+        Bad{{"--lr", "-1e-3"}, "--lr: must be greater than 0, got -1e-3"},
+        Bad{{"--beta2", "1"}, "--beta2: must be in [0, 0.999999], got 1"},
+        Bad{{"--data-weights", "1", "--data-weights", "nan"}, "--data-weights: must be a finite number"},
+        Bad{{"--synthetic-image-size", "1024"}, "--synthetic-image-size: must be at most 512, got 1024"}}) {
     TrainConfig c;
     INFO(b.args[0] << " " << b.args[1]);
     CHECK_THROWS_WITH(parse(c, b.args), Catch::Contains(b.message));
@@ -175,11 +195,12 @@ TEST_CASE("a job file's value of the wrong TOML type is an error at its line; in
   struct Bad {
     std::string text, message;
   };
-  for (const Bad& b : {Bad{"steps = \"10\"\n", "key 'steps' wants an integer, got a string (write the number without quotes)"},
-                       Bad{"steps = 10.5\n", "key 'steps' wants an integer, got a number"},
-                       Bad{"random_flip = 1\n", "key 'random_flip' wants a boolean, got an integer"},
-                       Bad{"name = 7\n", "key 'name' wants a string, got an integer"},
-                       Bad{"model_set = \"model_channels=8\"\n", "key 'model_set' wants a list, got a string"}}) {
+  for (const Bad& b :
+       {Bad{"steps = \"10\"\n", "key 'steps' wants an integer, got a string (write the number without quotes)"},
+        Bad{"steps = 10.5\n", "key 'steps' wants an integer, got a number"},
+        Bad{"random_flip = 1\n", "key 'random_flip' wants a boolean, got an integer"},
+        Bad{"name = 7\n", "key 'name' wants a string, got an integer"},
+        Bad{"model_set = \"model_channels=8\"\n", "key 'model_set' wants a list, got a string"}}) {
     TrainConfig c;
     const std::string f = write_file("types-bad.toml", "global_batch = 8\n" + b.text);
     INFO(b.text);

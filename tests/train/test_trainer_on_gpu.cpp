@@ -27,7 +27,8 @@ double loss_at(const std::map<int64_t, nlohmann::json>& r, int64_t step) { retur
 }  // namespace
 
 TEST_CASE("a GPU run follows the CPU run step for step, and its checkpoint resumes on the CPU") {
-  const std::string cpu = test::scratch_dir("cpu"), gpu = test::scratch_dir("gpu"), resumed = test::scratch_dir("resumed");
+  const std::string cpu = test::scratch_dir("cpu"), gpu = test::scratch_dir("gpu"),
+                    resumed = test::scratch_dir("resumed");
   const std::string args = "--steps 12 --ckpt-every 6 --keep-ckpts 2 --run-dir ";
   REQUIRE(run(1, args + cpu, cpu + ".log") == 0);
   INFO(slurp(gpu + ".log"));
@@ -58,7 +59,8 @@ TEST_CASE("a GPU run follows the CPU run step for step, and its checkpoint resum
 
 TEST_CASE("--device auto takes the GPU; zero3 over NCCL in bf16 trains to finite losses") {
   const std::string dir = test::scratch_dir("auto");
-  const int rc = run(1, "--steps 6 --sharding zero3 --compute-dtype bf16 --run-dir " + dir, dir + ".log", test::kTinyUNet, "auto");
+  const int rc =
+      run(1, "--steps 6 --sharding zero3 --compute-dtype bf16 --run-dir " + dir, dir + ".log", test::kTinyUNet, "auto");
   const std::string log = slurp(dir + ".log");
   INFO(log);
   REQUIRE(rc == 0);

@@ -36,8 +36,8 @@ struct ChinchillaFitOptions {
 struct ChinchillaFit {
   ChinchillaParams params;
   double objective = 0;
-  int64_t starts = 0;      // grid starts tried
-  int64_t converged = 0;   // starts whose L-BFGS run reported convergence
+  int64_t starts = 0;     // grid starts tried
+  int64_t converged = 0;  // starts whose L-BFGS run reported convergence
 };
 
 // Validates the data (finite, positive, >= 5 points; Error names the index), refuses data that
@@ -45,7 +45,8 @@ struct ChinchillaFit {
 // Error says which), and fits.
 ChinchillaFit fit_chinchilla(const ChinchillaData& data, const ChinchillaFitOptions& options = {});
 // One L-BFGS run from `start` (no grid).
-ChinchillaFit refine_chinchilla(const ChinchillaData& data, const ChinchillaParams& start, const ChinchillaFitOptions& options = {});
+ChinchillaFit refine_chinchilla(const ChinchillaData& data, const ChinchillaParams& start,
+                                const ChinchillaFitOptions& options = {});
 
 struct ParameterSummary {
   double estimate = 0, se = 0, lo = 0, hi = 0;  // bootstrap standard error and 95% percentile interval
@@ -58,8 +59,8 @@ struct ChinchillaBootstrap {
 
 // Refits `resamples` resamples (points drawn with replacement, keyed by (seed, resample)) from the
 // full-data fit and a small grid around it; Kokkos-parallel over resamples.
-ChinchillaBootstrap bootstrap_chinchilla(const ChinchillaData& data, const ChinchillaFit& fit, int64_t resamples, uint64_t seed,
-                                         const ChinchillaFitOptions& options = {});
+ChinchillaBootstrap bootstrap_chinchilla(const ChinchillaData& data, const ChinchillaFit& fit, int64_t resamples,
+                                         uint64_t seed, const ChinchillaFitOptions& options = {});
 
 // Compute-optimal allocation for training compute C = 6 N D:
 //   N_opt = G (C/6)^(beta/(alpha+beta)),  D_opt = G^-1 (C/6)^(alpha/(alpha+beta)),

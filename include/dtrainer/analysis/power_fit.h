@@ -14,8 +14,8 @@ enum class Frontier { kNone, kMax, kMin };
 std::vector<size_t> pareto_frontier(const std::vector<double>& x, const std::vector<double>& y, Frontier f);
 
 struct PowerFit {
-  double a = 0, b = 0;   // y = a x^b, least squares in log-log space
-  double r2 = 0;         // coefficient of determination of log y
+  double a = 0, b = 0;  // y = a x^b, least squares in log-log space
+  double r2 = 0;        // coefficient of determination of log y
   int64_t n = 0;
   double predict(double x) const;
 };

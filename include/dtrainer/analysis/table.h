@@ -8,13 +8,13 @@
 namespace dtrainer::analysis {
 
 struct Table {
-  std::string source;                          // file or description, for errors
+  std::string source;  // file or description, for errors
   std::vector<std::string> columns;
   std::vector<std::vector<std::string>> rows;  // cells as text
   // Row numbers for errors: 1-based data rows (the header is row 0).
   std::vector<double> numeric(const std::string& column) const;  // finite numbers, else Error(source: row r, column c)
   bool has(const std::string& column) const;
-  std::vector<std::string> notes;              // what a reader left out and why (the tool prints them)
+  std::vector<std::string> notes;  // what a reader left out and why (the tool prints them)
 };
 
 // RFC-4180-style CSV: a header row, comma separated, double-quoted fields may hold commas.

@@ -56,7 +56,8 @@ struct SaveResult {
 // (models::parameter_layout, one entry per unit of params). Throws CollectiveError on every rank
 // when any rank fails.
 SaveResult save_checkpoint(const std::string& root, int64_t step, const dist::ShardedParameters& params,
-                           const std::vector<models::UnitLayout>& layout, const nlohmann::json& meta, const SaveOptions& options);
+                           const std::vector<models::UnitLayout>& layout, const nlohmann::json& meta,
+                           const SaveOptions& options);
 
 // Every complete checkpoint under root (step, directory), oldest first.
 std::vector<std::pair<int64_t, std::string>> complete_checkpoints(const std::string& root);

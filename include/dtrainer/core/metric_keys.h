@@ -8,8 +8,8 @@ namespace dtrainer::metric_keys {
 // The scaling axes every record carries ([S1]'s N, C, D) and where it was made.
 inline constexpr const char* kStep = "step";
 inline constexpr const char* kSamples = "samples";
-inline constexpr const char* kParams = "params";                   // N
-inline constexpr const char* kComputeGflops = "compute_gflops";    // C: 3 x 2 x linear/conv MACs x samples, GFLOPs
+inline constexpr const char* kParams = "params";                    // N
+inline constexpr const char* kComputeGflops = "compute_gflops";     // C: 3 x 2 x linear/conv MACs x samples, GFLOPs
 inline constexpr const char* kImageNounPairs = "image_noun_pairs";  // D
 
 // Metrics.

@@ -20,7 +20,8 @@ std::string format_int_list(const std::vector<int64_t>& values);
 // One of a fixed set of names, e.g. parse_choice(field, "eps", {{"eps", Target::kEps}, ...}).
 // The error lists the accepted names.
 template <typename T>
-T parse_choice(const std::string& field, const std::string& text, const std::vector<std::pair<const char*, T>>& choices) {
+T parse_choice(const std::string& field, const std::string& text,
+               const std::vector<std::pair<const char*, T>>& choices) {
   std::string names;
   for (const auto& [name, value] : choices) {
     if (text == name) return value;

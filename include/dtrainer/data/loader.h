@@ -25,8 +25,8 @@ namespace dtrainer::data {
 class ShardReader;
 
 struct LoaderConfig {
-  std::vector<std::string> dirs;     // one shard directory per dataset
-  std::vector<double> weights;       // mixing weights (default: equal)
+  std::vector<std::string> dirs;  // one shard directory per dataset
+  std::vector<double> weights;    // mixing weights (default: equal)
   int64_t global_batch = 8;
   int64_t rank = 0;
   int64_t world = 1;
@@ -35,23 +35,23 @@ struct LoaderConfig {
   int64_t synthetic_top_k = 5;       // ...chosen uniformly among the top k (1 = the top-1 variant)
   bool random_flip = true;           // horizontal flips with p = 0.5, flag in controls_high[:, 2]
   diffusion::TextPaddingConfig padding;
-  int64_t prefetch = 2;              // batches prepared ahead in the background; 0 = synchronous
-  int64_t workers = 1;               // background threads building batches (delivered in order)
-  bool skip_bad_samples = false;     // drop (and count) unreadable or non-finite samples instead of failing
+  int64_t prefetch = 2;           // batches prepared ahead in the background; 0 = synchronous
+  int64_t workers = 1;            // background threads building batches (delivered in order)
+  bool skip_bad_samples = false;  // drop (and count) unreadable or non-finite samples instead of failing
 };
 
 struct Batch {
-  int64_t step = 0;                  // global batch index g
-  std::vector<int64_t> sample_ids;   // global sample ids (keys for the objective's draws)
-  std::vector<int64_t> datasets;     // dataset of each sample
-  torch::Tensor latents;             // [b, C, H, W] float32
-  torch::Tensor text, text_mask;     // [b, T, D] float32, [b, T] bool (padding policy applied)
-  torch::Tensor controls_high;       // [b, 4] crop top, crop left, flip (0/1), aspect ratio (w / h)
-  torch::Tensor controls_low;        // [b, 2] original height, width
-  torch::Tensor caption_nouns;       // [b] int64: nouns of the chosen captions (image-noun pairs)
-  torch::Tensor synthetic_caption;   // [b] bool: a synthetic caption was chosen
-  int64_t bytes_read = 0;            // bytes fetched from the shards for this batch
-  int64_t skipped = 0;               // samples dropped by skip_bad_samples
+  int64_t step = 0;                 // global batch index g
+  std::vector<int64_t> sample_ids;  // global sample ids (keys for the objective's draws)
+  std::vector<int64_t> datasets;    // dataset of each sample
+  torch::Tensor latents;            // [b, C, H, W] float32
+  torch::Tensor text, text_mask;    // [b, T, D] float32, [b, T] bool (padding policy applied)
+  torch::Tensor controls_high;      // [b, 4] crop top, crop left, flip (0/1), aspect ratio (w / h)
+  torch::Tensor controls_low;       // [b, 2] original height, width
+  torch::Tensor caption_nouns;      // [b] int64: nouns of the chosen captions (image-noun pairs)
+  torch::Tensor synthetic_caption;  // [b] bool: a synthetic caption was chosen
+  int64_t bytes_read = 0;           // bytes fetched from the shards for this batch
+  int64_t skipped = 0;              // samples dropped by skip_bad_samples
 };
 
 // Where the loader stands: enough to continue the identical sequence, on any rank count.
@@ -73,13 +73,13 @@ class Loader {
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;
 
-  Batch next();                           // this rank's next batch; rethrows loading errors
-  LoaderState state() const;              // the state after the last batch next() returned
+  Batch next();               // this rank's next batch; rethrows loading errors
+  LoaderState state() const;  // the state after the last batch next() returned
   // Continue from `state` (saved by a run with any rank count). Throws Error when the data or
   // the seed / global batch differ from the state's.
   void restore(const LoaderState& state);
-  double take_data_wait_s();              // seconds next() spent waiting since the last call
-  int64_t skipped_samples() const;        // total dropped by skip_bad_samples
+  double take_data_wait_s();        // seconds next() spent waiting since the last call
+  int64_t skipped_samples() const;  // total dropped by skip_bad_samples
   int64_t dataset_size(int64_t d) const;
   const std::vector<int64_t>& latent_shape() const { return latent_shape_; }
   int64_t text_dim() const { return text_dim_; }
@@ -100,8 +100,8 @@ class Loader {
   std::vector<int64_t> latent_shape_;
   int64_t text_dim_ = 0;
 
-  int64_t next_batch_ = 0;      // next batch next() returns
-  int64_t produce_batch_ = 0;   // next batch the producer builds
+  int64_t next_batch_ = 0;     // next batch next() returns
+  int64_t produce_batch_ = 0;  // next batch the producer builds
   mutable std::mutex mutex_;
   std::condition_variable cv_;
   std::map<int64_t, Batch> ready_;  // built batches by index, waiting for next()

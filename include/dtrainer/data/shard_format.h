@@ -22,11 +22,11 @@ torch::ScalarType torch_dtype(ElementType t);
 // File-level attributes.
 struct ShardHeader {
   int64_t schema_version = kShardSchemaVersion;
-  std::string latent_space = "sdxl-vae";       // "pixels" for pixel-space data
-  std::string latent_encoder = "";             // e.g. "stabilityai/sdxl-vae"; free text
-  std::string text_encoder = "";               // e.g. "openclip-vit-h-14", "dtrainer-toy-v1"
-  int64_t text_dim = 1024;                     // D
-  int64_t max_tokens = 77;                     // T_max: no caption is longer
+  std::string latent_space = "sdxl-vae";  // "pixels" for pixel-space data
+  std::string latent_encoder = "";        // e.g. "stabilityai/sdxl-vae"; free text
+  std::string text_encoder = "";          // e.g. "openclip-vit-h-14", "dtrainer-toy-v1"
+  int64_t text_dim = 1024;                // D
+  int64_t max_tokens = 77;                // T_max: no caption is longer
 };
 
 }  // namespace dtrainer::data

@@ -48,7 +48,9 @@ class ShardReader {
   int64_t caption_count(int64_t image) const { return caption_offsets_.at(image + 1) - caption_offsets_.at(image); }
   int64_t token_length(int64_t caption) const { return token_offsets_.at(caption + 1) - token_offsets_.at(caption); }
   int64_t caption_nouns(int64_t caption) const { return caption_nouns_.at(caption); }
-  std::array<int64_t, 2> original_size(int64_t image) const { return {original_size_.at(2 * image), original_size_.at(2 * image + 1)}; }
+  std::array<int64_t, 2> original_size(int64_t image) const {
+    return {original_size_.at(2 * image), original_size_.at(2 * image + 1)};
+  }
   std::array<int64_t, 2> crop(int64_t image) const { return {crop_.at(2 * image), crop_.at(2 * image + 1)}; }
   int64_t source(int64_t image) const { return source_.at(image); }
   const std::vector<std::string>& source_names() const { return source_names_; }

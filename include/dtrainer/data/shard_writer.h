@@ -14,24 +14,24 @@
 namespace dtrainer::data {
 
 struct CaptionRecord {
-  std::string text;       // may be empty when caption strings are not kept
-  torch::Tensor tokens;   // [L, D] token embeddings (unpadded), L >= 1
-  int64_t nouns = 0;      // number of nouns in the caption (image-noun pairs, [S1] §4)
+  std::string text;      // may be empty when caption strings are not kept
+  torch::Tensor tokens;  // [L, D] token embeddings (unpadded), L >= 1
+  int64_t nouns = 0;     // number of nouns in the caption (image-noun pairs, [S1] §4)
 };
 
 // A whole shard in memory, in the layout of the file.
 struct ShardContents {
   ShardHeader header;
-  torch::Tensor latents;                   // [N, C, H, W]
-  std::vector<int64_t> caption_offsets;    // [N + 1]: captions of image i are [off[i], off[i+1])
-  std::vector<int64_t> token_offsets;      // [M + 1]: tokens of caption j are rows [off[j], off[j+1])
-  torch::Tensor tokens;                    // [sum L, D]
-  std::vector<int64_t> caption_nouns;      // [M]
-  std::vector<std::string> captions;       // [M], or empty (no caption strings)
-  std::vector<int64_t> original_size;      // [N * 2]: (height, width) in pixels
-  std::vector<int64_t> crop;               // [N * 2]: (top, left) in pixels
-  std::vector<int64_t> source;             // [N]: source dataset id
-  std::vector<std::string> source_names;   // name of each source id
+  torch::Tensor latents;                  // [N, C, H, W]
+  std::vector<int64_t> caption_offsets;   // [N + 1]: captions of image i are [off[i], off[i+1])
+  std::vector<int64_t> token_offsets;     // [M + 1]: tokens of caption j are rows [off[j], off[j+1])
+  torch::Tensor tokens;                   // [sum L, D]
+  std::vector<int64_t> caption_nouns;     // [M]
+  std::vector<std::string> captions;      // [M], or empty (no caption strings)
+  std::vector<int64_t> original_size;     // [N * 2]: (height, width) in pixels
+  std::vector<int64_t> crop;              // [N * 2]: (top, left) in pixels
+  std::vector<int64_t> source;            // [N]: source dataset id
+  std::vector<std::string> source_names;  // name of each source id
 };
 
 class ShardBuilder {

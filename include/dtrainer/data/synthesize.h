@@ -20,14 +20,14 @@ struct SynthConfig {
   int64_t images = 1024;
   int64_t images_per_shard = 1024;
   uint64_t seed = 0;
-  int64_t image_size = 32;       // shapes: pixels per side
-  int64_t latent_channels = 4;   // latents: C
-  int64_t latent_size = 32;      // latents: H = W
-  int64_t captions = 6;          // latents: captions per image (shapes always 1 + 5)
+  int64_t image_size = 32;      // shapes: pixels per side
+  int64_t latent_channels = 4;  // latents: C
+  int64_t latent_size = 32;     // latents: H = W
+  int64_t captions = 6;         // latents: captions per image (shapes always 1 + 5)
   int64_t text_dim = 1024;
   int64_t max_tokens = 77;
-  int64_t eval_prompts = 64;     // shapes: held-out prompts
-  bool force = false;            // replace existing shards in out_dir
+  int64_t eval_prompts = 64;  // shapes: held-out prompts
+  bool force = false;         // replace existing shards in out_dir
   ShardWriteOptions write;
 };
 

@@ -19,9 +19,9 @@ enum class Target {
   kFlow,  // rectified flow: x_t = (1 - t) x0 + t eps, predict eps - x0   (SD3)
 };
 enum class LossWeighting {
-  kNone,        // w = 1
-  kSigmaInvSq,  // w = sigma_t^-2 = SNR_t                              ([S2])
-  kMinSnr,      // min-SNR-gamma: w = min(SNR, gamma) x (d x0 / d target)^2, i.e. min(SNR, gamma) on x0-error
+  kNone,          // w = 1
+  kSigmaInvSq,    // w = sigma_t^-2 = SNR_t                              ([S2])
+  kMinSnr,        // min-SNR-gamma: w = min(SNR, gamma) x (d x0 / d target)^2, i.e. min(SNR, gamma) on x0-error
   kTruncatedSnr,  // truncated SNR: max(SNR, 1) on the x0-error (Salimans & Ho 2022, progressive distillation)
 };
 enum class TimestepSampling { kUniform, kLogitNormal };
@@ -37,8 +37,8 @@ struct ObjectiveConfig {
   TimestepSampling sampling = TimestepSampling::kUniform;
   double logit_mean = 0.0;  // logit-normal(m, s): t = sigmoid(N(m, s^2))
   double logit_std = 1.0;
-  double p_drop_text = 0.0;     // probability the text condition is replaced by the null text
-  double p_drop_control = 0.0;  // independent probability the control conditions are dropped
+  double p_drop_text = 0.0;         // probability the text condition is replaced by the null text
+  double p_drop_control = 0.0;      // independent probability the control conditions are dropped
   double flow_time_scale = 1000.0;  // the flow model sees t * flow_time_scale as its timestep
   uint64_t seed = 0;
 };
@@ -75,13 +75,14 @@ class Objective {
   const NoiseSchedule& schedule() const { return schedule_; }
 
   // The deterministic draws, exposed for samplers and tests.
-  int64_t draw_timestep(int64_t sample_id, int64_t step) const;     // DDPM index
-  double draw_flow_time(int64_t sample_id, int64_t step) const;     // flow t in (0, 1)
+  int64_t draw_timestep(int64_t sample_id, int64_t step) const;                            // DDPM index
+  double draw_flow_time(int64_t sample_id, int64_t step) const;                            // flow t in (0, 1)
   torch::Tensor draw_noise(at::IntArrayRef shape, int64_t sample_id, int64_t step) const;  // fp32 CPU
 
  private:
   double draw_unit(int64_t sample_id, int64_t step) const;
-  NoisedBatch build_batch(const torch::Tensor& x0, const std::vector<int64_t>& ids, int64_t step, double fixed_unit_t) const;  // u in (0,1) per the sampling rule
+  NoisedBatch build_batch(const torch::Tensor& x0, const std::vector<int64_t>& ids, int64_t step,
+                          double fixed_unit_t) const;  // u in (0,1) per the sampling rule
   ObjectiveConfig config_;
   NoiseSchedule schedule_;
 };

@@ -23,8 +23,8 @@ struct ScheduleConfig {
   int64_t num_timesteps = 1000;
   double beta_start = 0.00085;
   double beta_end = 0.012;
-  bool zero_terminal_snr = false;      // rescale so abar_{T-1} = 0 (needs v-prediction)
-  double resolution_scale = 1.0;       // s' / s of Eq. 3 (e.g. 2 when training 512 px from a 256 px schedule)
+  bool zero_terminal_snr = false;  // rescale so abar_{T-1} = 0 (needs v-prediction)
+  double resolution_scale = 1.0;   // s' / s of Eq. 3 (e.g. 2 when training 512 px from a 256 px schedule)
 };
 
 class NoiseSchedule {

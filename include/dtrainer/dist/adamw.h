@@ -17,7 +17,7 @@ namespace dtrainer::dist {
 struct AdamWConfig {
   double lr = 1e-4;
   double beta1 = 0.9;
-  double beta2 = 0.999;     // [S2]: 0.95
+  double beta2 = 0.999;  // [S2]: 0.95
   double eps = 1e-8;
   double weight_decay = 0;  // [S2]: 0.03
 };
@@ -36,9 +36,9 @@ void adamw_step(torch::Tensor param, const torch::Tensor& grad, torch::Tensor m,
 // Needs LibTorch >= 2.1 (an Error otherwise).
 // bf16_copies, when not empty, receive the updated params (one per shard).
 void adamw_step_on_device(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& grads,
-                          const std::vector<torch::Tensor>& m, const std::vector<torch::Tensor>& v, torch::Tensor step_count,
-                          const AdamWConfig& config, const torch::Tensor& grad_divisor, const torch::Tensor& skip,
-                          const std::vector<torch::Tensor>& bf16_copies);
+                          const std::vector<torch::Tensor>& m, const std::vector<torch::Tensor>& v,
+                          torch::Tensor step_count, const AdamWConfig& config, const torch::Tensor& grad_divisor,
+                          const torch::Tensor& skip, const std::vector<torch::Tensor>& bf16_copies);
 
 // ema = decay * ema + (1 - decay) * param, on flat fp32 shards.
 void ema_update(torch::Tensor ema, const torch::Tensor& param, double decay);

@@ -31,7 +31,8 @@ class Communicator {
   // (summing in 8-bit mantissas would lose what the reduction is for) and converted back.
   virtual std::shared_ptr<Work> all_reduce(torch::Tensor t, ReduceOp op, bool async = false) = 0;
   // in [world * n] -> out [n]: rank r receives the reduction of every rank's chunk r.
-  virtual std::shared_ptr<Work> reduce_scatter(torch::Tensor in, torch::Tensor out, ReduceOp op, bool async = false) = 0;
+  virtual std::shared_ptr<Work> reduce_scatter(torch::Tensor in, torch::Tensor out, ReduceOp op,
+                                               bool async = false) = 0;
   // in [n] -> out [world * n]: every rank receives all ranks' chunks, in rank order.
   virtual std::shared_ptr<Work> all_gather(torch::Tensor in, torch::Tensor out, bool async = false) = 0;
   virtual std::shared_ptr<Work> broadcast(torch::Tensor t, int root, bool async = false) = 0;

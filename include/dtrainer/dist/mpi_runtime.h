@@ -25,7 +25,7 @@ class MpiRuntime {
   int local_rank() const { return local_rank_; }    // rank among the processes of this node
   int local_world() const { return local_world_; }  // processes on this node (one GPU each: dist/local_device.h)
   MPI_Comm comm() const { return MPI_COMM_WORLD; }
-  MPI_Comm node_comm() const { return node_comm_; }  // the processes of this node
+  MPI_Comm node_comm() const { return node_comm_; }          // the processes of this node
   bool thread_multiple() const { return thread_multiple_; }  // MPI_THREAD_MULTIPLE provided
 
   // Prints "rank R: <message>" to stderr and aborts the whole job with `code` (MPI_Abort makes

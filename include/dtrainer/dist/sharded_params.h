@@ -157,19 +157,19 @@ class ShardedParameters : public models::UnitRunner, private models::CheckpointH
   bool reduces_each_micro_batch() const;
 
   models::UnitModel& model_;
-  Communicator* comm_;                      // parameters: gathers, norms (issued in forward order)
+  Communicator* comm_;                       // parameters: gathers, norms (issued in forward order)
   std::unique_ptr<Communicator> grad_comm_;  // gradient reductions (issued in launch order)
   ShardingConfig config_;
   int rank_ = 0, world_ = 1;
   std::vector<std::unique_ptr<Unit>> units_;
   std::vector<std::unique_ptr<Reduction>> in_flight_;
-  std::vector<size_t> launch_order_;  // unit indices, reverse forward order
-  size_t next_launch_ = 0;            // position in launch_order_ of the next unit to launch
-  bool sync_ = true;                  // this micro-batch's gradients are to be reduced
-  bool round_open_ = false;           // a backward's reductions have begun and not all launched
-  int64_t step_ = 0;                     // updates made (host parameters)
-  torch::Device device_ = torch::kCPU;     // where every buffer lives: the model's parameters' device
-  torch::Tensor device_steps_;             // updates made, counted on the device (CUDA parameters)
+  std::vector<size_t> launch_order_;    // unit indices, reverse forward order
+  size_t next_launch_ = 0;              // position in launch_order_ of the next unit to launch
+  bool sync_ = true;                    // this micro-batch's gradients are to be reduced
+  bool round_open_ = false;             // a backward's reductions have begun and not all launched
+  int64_t step_ = 0;                    // updates made (host parameters)
+  torch::Device device_ = torch::kCPU;  // where every buffer lives: the model's parameters' device
+  torch::Tensor device_steps_;          // updates made, counted on the device (CUDA parameters)
 };
 
 }  // namespace dtrainer::dist

@@ -32,13 +32,13 @@ const std::vector<Category>& all_categories();
 // shape_cells(); -1 where unused).
 struct Query {
   enum class Kind {
-    kHasObject,      // is there an object of `color` and `shape` anywhere
-    kHasAnyAt,       // is there a shape at `cell`
-    kShapeAt,        // the shape at `cell`
-    kColorAt,        // the colour at `cell`
-    kWhere,          // the cell of the object of `color` and `shape`
-    kCount,          // how many shapes
-    kRelation        // is (color, shape) `relation` (color2, shape2)
+    kHasObject,  // is there an object of `color` and `shape` anywhere
+    kHasAnyAt,   // is there a shape at `cell`
+    kShapeAt,    // the shape at `cell`
+    kColorAt,    // the colour at `cell`
+    kWhere,      // the cell of the object of `color` and `shape`
+    kCount,      // how many shapes
+    kRelation    // is (color, shape) `relation` (color2, shape2)
   } kind = Kind::kCount;
   int64_t color = -1, shape = -1, cell = -1, color2 = -1, shape2 = -1;
   std::string relation;  // left of | right of | above | below

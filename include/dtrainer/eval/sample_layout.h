@@ -16,8 +16,8 @@
 
 namespace dtrainer::eval {
 
-std::string prompt_dir_name(int64_t prompt);                      // "00012"
-std::string image_relative_path(int64_t prompt, int64_t image);   // "00012/samples/0000.png"
+std::string prompt_dir_name(int64_t prompt);                     // "00012"
+std::string image_relative_path(int64_t prompt, int64_t image);  // "00012/samples/0000.png"
 
 // A prompt of eval_prompts.json (prompt, count, objects, relations) with the keys GenEval's
 // evaluate_images.py reads added:

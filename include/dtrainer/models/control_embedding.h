@@ -14,7 +14,6 @@
 
 namespace dtrainer::models {
 
-
 struct ControlInputs {
   torch::Tensor high;        // [B, 4] phi_h
   torch::Tensor low;         // [B, 2] phi_l

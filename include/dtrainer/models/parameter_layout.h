@@ -17,16 +17,16 @@ namespace dtrainer::models {
 class UnitModel;
 
 struct TensorLayout {
-  std::string name;            // the module's parameter name, e.g. "down_blocks.1.attentions.0.proj_in.weight"
+  std::string name;  // the module's parameter name, e.g. "down_blocks.1.attentions.0.proj_in.weight"
   std::vector<int64_t> shape;
-  int64_t offset = 0;          // first element in the unit's flat buffer
+  int64_t offset = 0;  // first element in the unit's flat buffer
   int64_t numel() const;
 };
 
 struct UnitLayout {
-  std::string unit;                    // e.g. "down_blocks.1.attentions.0"
+  std::string unit;                   // e.g. "down_blocks.1.attentions.0"
   std::vector<TensorLayout> tensors;  // in flat-buffer order
-  int64_t numel = 0;                   // elements of the unit (without padding)
+  int64_t numel = 0;                  // elements of the unit (without padding)
 };
 
 // The layout of `units`, named after `module`'s parameters (the same model: every unit parameter

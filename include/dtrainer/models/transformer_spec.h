@@ -9,11 +9,11 @@
 namespace dtrainer::models {
 
 enum class TransformerFamily {
-  kDiT,     // adaLN-Zero blocks; class or pooled-text conditioning through the adaLN vector
-  kPixArt,  // DiT + cross-attention to the text tokens; adaLN-single; caption MLP unless D_txt == hidden
-  kMMDiT,   // two streams (image, text) with their own weights, joint attention, RMSNorm on q and k,
-            // timestep + pooled-text adaLN
-  kMMDiTPP, // [S2]: mmDiT + control conditioning; text only through attention (no pooled text)
+  kDiT,      // adaLN-Zero blocks; class or pooled-text conditioning through the adaLN vector
+  kPixArt,   // DiT + cross-attention to the text tokens; adaLN-single; caption MLP unless D_txt == hidden
+  kMMDiT,    // two streams (image, text) with their own weights, joint attention, RMSNorm on q and k,
+             // timestep + pooled-text adaLN
+  kMMDiTPP,  // [S2]: mmDiT + control conditioning; text only through attention (no pooled text)
 };
 const char* to_string(TransformerFamily f);
 TransformerFamily parse_transformer_family(const std::string& field, const std::string& text);
@@ -26,16 +26,16 @@ struct TransformerSpec {
   int64_t depth = 28;
   int64_t num_heads = 16;
   int64_t mlp_ratio = 4;
-  int64_t context_dim = 1024;    // D_txt of the text tokens
+  int64_t context_dim = 1024;  // D_txt of the text tokens
   int64_t in_channels = 4;
-  bool learn_sigma = true;       // DiT / PixArt predict a variance too: out = 2 x in (only eps is trained)
-  int64_t sample_size = 32;      // latent H = W the model is built for
-  int64_t frequency_dim = 256;   // sinusoidal timestep features
+  bool learn_sigma = true;            // DiT / PixArt predict a variance too: out = 2 x in (only eps is trained)
+  int64_t sample_size = 32;           // latent H = W the model is built for
+  int64_t frequency_dim = 256;        // sinusoidal timestep features
   std::string conditioning = "text";  // DiT only: "class" (num_classes + 1 null) or "text" (pooled tokens)
   int64_t num_classes = 1000;
-  int64_t caption_mlp = -1;      // PixArt: 1 = caption MLP, 0 = none, -1 = auto (only when D_txt != hidden)
-  int64_t control_feature_dim = 256;  // mmDiT++: sinusoidal features per control scalar
-  double pos_embed_scale = 1.0;  // grid size / training grid size ([S2] resolution transfer)
+  int64_t caption_mlp = -1;                  // PixArt: 1 = caption MLP, 0 = none, -1 = auto (only when D_txt != hidden)
+  int64_t control_feature_dim = 256;         // mmDiT++: sinusoidal features per control scalar
+  double pos_embed_scale = 1.0;              // grid size / training grid size ([S2] resolution transfer)
   std::string pos_embed_grid = "resampled";  // resampled ([S2]) | extrapolate
 
   int64_t out_channels() const { return learn_sigma ? 2 * in_channels : in_channels; }

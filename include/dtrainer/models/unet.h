@@ -36,9 +36,9 @@ class UNetImpl : public torch::nn::Module, public UnitModel {
 
   // x_t [B, in_channels, H, W] (H, W divisible by 2^(levels-1)), t [B] timesteps (any real dtype),
   // text [B, T, context_dim] token embeddings, text_mask [B, T] bool (true = real token; optional:
-  // none attends to every token; every row needs at least one true, checked for a mask on the CPU), controls: [S2] control conditions — only for a model built
-  // with control_conditioning; nullptr there means "controls dropped" (the null condition).
-  // Returns the prediction [B, out_channels, H, W]. Bad inputs throw dtrainer::Error naming them.
+  // none attends to every token; every row needs at least one true, checked for a mask on the CPU), controls: [S2]
+  // control conditions — only for a model built with control_conditioning; nullptr there means "controls dropped" (the
+  // null condition). Returns the prediction [B, out_channels, H, W]. Bad inputs throw dtrainer::Error naming them.
   torch::Tensor forward(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
                         const torch::Tensor& text_mask = torch::Tensor(), const ControlInputs* controls = nullptr);
 

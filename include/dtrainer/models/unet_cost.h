@@ -20,7 +20,7 @@
 namespace dtrainer::models {
 
 struct ParamEntry {
-  std::string name;            // e.g. "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight"
+  std::string name;  // e.g. "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight"
   std::vector<int64_t> shape;
   int64_t numel() const;
 };
@@ -37,17 +37,17 @@ struct OpCount {
 // "up_blocks.i", "conv_out" (conv_norm_out + conv_out).
 struct StageCost {
   std::string name;
-  int64_t level = -1;          // resolution level, -1 for parts that are not at one level
+  int64_t level = -1;  // resolution level, -1 for parts that are not at one level
   int64_t params = 0;
   int64_t params_transformer = 0;
-  OpCount ops;                 // everything in the stage
-  OpCount transformer;         // the part inside transformer stacks / attention blocks
+  OpCount ops;          // everything in the stage
+  OpCount transformer;  // the part inside transformer stacks / attention blocks
 };
 
 struct UNetCostQuery {
   int64_t latent_h = 32;
   int64_t latent_w = 32;
-  int64_t text_len = 77;       // T, text tokens cross-attention reads
+  int64_t text_len = 77;  // T, text tokens cross-attention reads
 };
 
 struct UNetCost {
@@ -55,8 +55,8 @@ struct UNetCost {
   std::vector<StageCost> stages;
   int64_t num_params = 0;
   int64_t params_transformer = 0;
-  OpCount total;                   // per sample, one forward
-  OpCount transformer;             // per sample, inside transformer stacks / attention blocks
+  OpCount total;        // per sample, one forward
+  OpCount transformer;  // per sample, inside transformer stacks / attention blocks
 };
 
 // Counts `spec` at the given latent size and text length. Validates the spec; also throws

@@ -28,20 +28,20 @@ struct UNetSpec {
   int64_t head_dim = 64;                             // attention head width; heads = channels / head_dim
   int64_t in_channels = 4;                           // latent channels C_lat
   int64_t out_channels = 4;
-  int64_t sample_size = 32;                          // latent H = W the model is described at (256 px / 8)
-  int64_t norm_groups = 32;                          // GroupNorm groups
-  bool use_linear_projection = true;                 // Transformer2DModel proj_in/out: Linear or 1x1 conv
-  int64_t ff_mult = 4;                               // GEGLU feed-forward inner width = ff_mult * channels
-  int64_t time_embed_mult = 4;                       // time embedding width = time_embed_mult * C
-  bool control_conditioning = false;                 // [S2] control embedding added to the time embedding
-  int64_t control_feature_dim = 256;                 // sinusoidal features per control scalar
+  int64_t sample_size = 32;           // latent H = W the model is described at (256 px / 8)
+  int64_t norm_groups = 32;           // GroupNorm groups
+  bool use_linear_projection = true;  // Transformer2DModel proj_in/out: Linear or 1x1 conv
+  int64_t ff_mult = 4;                // GEGLU feed-forward inner width = ff_mult * channels
+  int64_t time_embed_mult = 4;        // time embedding width = time_embed_mult * C
+  bool control_conditioning = false;  // [S2] control embedding added to the time embedding
+  int64_t control_feature_dim = 256;  // sinusoidal features per control scalar
 
   int64_t num_levels() const { return static_cast<int64_t>(channel_mult.size()); }
   int64_t level_channels(int64_t level) const { return model_channels * channel_mult.at(level); }
   int64_t res_blocks(int64_t level) const;
   int64_t time_embed_dim() const { return time_embed_mult * model_channels; }
-  int64_t mid_depth() const;                           // resolves the -1 rule
-  std::vector<int64_t> attention_levels() const;       // levels whose transformer_depth > 0
+  int64_t mid_depth() const;                      // resolves the -1 rule
+  std::vector<int64_t> attention_levels() const;  // levels whose transformer_depth > 0
   int64_t heads(int64_t channels) const { return channels / head_dim; }
 
   // Throws dtrainer::Error naming the offending field ("model.<field>") on any inconsistency.

@@ -14,7 +14,7 @@
 namespace dtrainer::models {
 
 struct ModelUnit {
-  std::string name;                     // e.g. "down_blocks.1.attentions.0"
+  std::string name;                       // e.g. "down_blocks.1.attentions.0"
   std::vector<torch::Tensor> parameters;  // the module's own parameter tensors (not copies)
 };
 

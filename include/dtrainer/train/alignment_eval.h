@@ -38,7 +38,7 @@ struct AlignmentOptions {
 // The held-out prompts, each encoded as the run's training captions are (the toy text encoder of
 // the shapes world at the data's width), and its questions.
 struct AlignmentPrompts {
-  std::string source;                  // eval_prompts.json
+  std::string source;                   // eval_prompts.json
   std::vector<nlohmann::json> prompts;  // the chosen entries
   std::vector<torch::Tensor> tokens;    // [L, D] per prompt
   std::vector<std::vector<eval::Question>> questions;
@@ -48,7 +48,8 @@ struct AlignmentPrompts {
 // file holds is an error, else all it holds), encodes them as the data's captions were (width
 // `text_dim`, cut at `max_tokens`: the shards' header). Throws Error naming the file and the prompt
 // whose structure is missing.
-AlignmentPrompts load_alignment_prompts(const std::string& path, int64_t text_dim, int64_t max_tokens, int64_t count, bool exactly);
+AlignmentPrompts load_alignment_prompts(const std::string& path, int64_t text_dim, int64_t max_tokens, int64_t count,
+                                        bool exactly);
 
 // Where the prompts of a run's data are: eval_prompts.json of its first held-out set, else of its
 // first training set. Throws Error when there is none (data that is not the shapes world).
@@ -64,8 +65,9 @@ struct AlignmentRun {
 // `out` (created here; it must not exist) through `out`.partial, renamed when complete; `manifest`
 // goes into manifest.json. Failures on any rank are every rank's (CollectiveError), and leave
 // nothing behind.
-AlignmentRun evaluate_alignment(const AlignmentPrompts& prompts, const SamplerSetup& sampler, const diffusion::TextPaddingConfig& padding,
-                                const std::vector<int64_t>& image_shape, const AlignmentOptions& options, const std::filesystem::path& out,
+AlignmentRun evaluate_alignment(const AlignmentPrompts& prompts, const SamplerSetup& sampler,
+                                const diffusion::TextPaddingConfig& padding, const std::vector<int64_t>& image_shape,
+                                const AlignmentOptions& options, const std::filesystem::path& out,
                                 const nlohmann::json& manifest, MPI_Comm comm);
 
 }  // namespace dtrainer::train

@@ -24,8 +24,8 @@ struct CheckpointModel {
   int64_t step = 0, samples = 0;    // where training stood
   std::string weights;              // "ema" | "params": what was loaded
   DataPlan data;
-  data::ShardHeader header;         // of the first training shard
-  std::vector<int64_t> image_shape; // [C, H, W]
+  data::ShardHeader header;          // of the first training shard
+  std::vector<int64_t> image_shape;  // [C, H, W]
   std::unique_ptr<models::Backbone> model;
   std::unique_ptr<diffusion::Objective> objective;
   diffusion::TextPaddingConfig padding;

@@ -24,11 +24,11 @@ constexpr int64_t kSyntheticTextDim = 256;
 
 struct DataPlan {
   std::vector<std::string> train_dirs, eval_dirs;
-  bool found = true;                   // shapes known from the data (false: dry run without data)
-  bool pixels = false;                 // pixel-space data: samples become PNG grids
+  bool found = true;    // shapes known from the data (false: dry run without data)
+  bool pixels = false;  // pixel-space data: samples become PNG grids
   models::BackboneInputs inputs;
-  int64_t caption_tokens = 77;         // the longest caption the data's encoder wrote (its shards' max_tokens)
-  bool shapes_world = false;           // the synthetic shapes world: alignment can be scored (eval_prompts.json)
+  int64_t caption_tokens = 77;  // the longest caption the data's encoder wrote (its shards' max_tokens)
+  bool shapes_world = false;    // the synthetic shapes world: alignment can be scored (eval_prompts.json)
 };
 
 // Throws Error naming the data set (`data DIR`, `eval_data DIR`) whose shapes or encoder differ.
@@ -36,6 +36,7 @@ DataPlan plan_data(const TrainConfig& c, const std::filesystem::path& run_dir);
 
 // The loader's data fit the model's inputs (latent shape, text width), else Error naming `field`
 // and the data sets.
-void check_data_fits(const data::Loader& loader, const models::BackboneInputs& inputs, const std::vector<std::string>& dirs, const char* field);
+void check_data_fits(const data::Loader& loader, const models::BackboneInputs& inputs,
+                     const std::vector<std::string>& dirs, const char* field);
 
 }  // namespace dtrainer::train

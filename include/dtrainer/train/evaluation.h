@@ -35,12 +35,14 @@ class AlignmentHook {
   // Null when alignment is off (align_every 0, or auto on data that is not the shapes world).
   // Throws Error("align_every") when it is asked for on data it cannot score (latents: no VAE
   // decoder yet; data without eval_prompts.json), before anything is written.
-  static std::unique_ptr<AlignmentHook> make(const TrainConfig& c, const DataPlan& data, const std::filesystem::path& run_dir);
+  static std::unique_ptr<AlignmentHook> make(const TrainConfig& c, const DataPlan& data,
+                                             const std::filesystem::path& run_dir);
 
   bool due(int64_t step, int64_t last_step) const;  // step 0, every align_every, the last
   // Collective. Writes RUN/alignment/step_N (replacing one an interrupted run left) and returns
   // the fields of the metrics record.
-  nlohmann::json evaluate(int64_t step, const SamplerSetup& sampler, const diffusion::TextPaddingConfig& padding, MPI_Comm comm) const;
+  nlohmann::json evaluate(int64_t step, const SamplerSetup& sampler, const diffusion::TextPaddingConfig& padding,
+                          MPI_Comm comm) const;
 
  private:
   AlignmentHook() = default;
@@ -63,8 +65,8 @@ struct EvalModel {
 
 class Evaluation {
  public:
-  Evaluation(const TrainConfig& c, const DataPlan& data, const std::filesystem::path& run_dir, std::unique_ptr<AlignmentHook> align,
-             MPI_Comm comm);
+  Evaluation(const TrainConfig& c, const DataPlan& data, const std::filesystem::path& run_dir,
+             std::unique_ptr<AlignmentHook> align, MPI_Comm comm);
 
   // Reads this rank's share of the held-out batch (up to 64 images) and the sample prompts (the
   // same on every rank), with the training loader's settings; checks the held-out set against

@@ -21,7 +21,8 @@ struct MemoryEstimate {
 // Per rank: fp32 parameters (+ a bf16 compute copy: whole unless zero3), gradients, AdamW m and v,
 // EMA, by sharding strategy over `world` ranks; activations of one micro-batch from the analytic
 // count (every op's output kept for backward; with activation checkpointing about a tenth).
-MemoryEstimate estimate_memory(const TrainConfig& c, const models::BackboneCost& cost, int64_t world, int64_t micro_batch);
+MemoryEstimate estimate_memory(const TrainConfig& c, const models::BackboneCost& cost, int64_t world,
+                               int64_t micro_batch);
 
 // Throws Error("memory", ...) when `ranks_here` ranks of `per_rank` each exceed `available`
 // bytes (what `what` names: "host memory (MemAvailable)", "GPU memory of cuda:0"). The message

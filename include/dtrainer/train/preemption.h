@@ -10,8 +10,8 @@
 namespace dtrainer::train {
 
 void install_preemption_handlers();
-bool preemption_requested();  // this process received one of the signals above
-int preemption_signal();      // which one (0 if none)
+bool preemption_requested();           // this process received one of the signals above
+int preemption_signal();               // which one (0 if none)
 std::string preemption_description();  // "SIGTERM at 11:57:44" (this rank's first), "" if none
 
 }  // namespace dtrainer::train

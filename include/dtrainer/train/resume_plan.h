@@ -21,7 +21,7 @@ struct TrainConfig;
 struct ResumePlan {
   std::optional<std::string> checkpoint;  // none: a fresh start
   int64_t step = 0;
-  nlohmann::json meta;                    // the checkpoint's meta.json
+  nlohmann::json meta;  // the checkpoint's meta.json
 };
 
 ResumePlan plan_resume(const TrainConfig& config, const std::filesystem::path& run_dir);

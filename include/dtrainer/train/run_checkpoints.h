@@ -23,7 +23,8 @@ struct TrainConfig;
 
 class RunCheckpoints {
  public:
-  RunCheckpoints(const TrainConfig& c, const std::filesystem::path& run_dir, const ResumePlan& resume, std::string config_toml);
+  RunCheckpoints(const TrainConfig& c, const std::filesystem::path& run_dir, const ResumePlan& resume,
+                 std::string config_toml);
 
   // Collective. Loads the resume checkpoint (none: returns false) into `params`; `progress` and
   // `loader_state` (meta.json's "loader") get what it saved.

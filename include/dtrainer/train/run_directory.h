@@ -38,7 +38,7 @@ class RunDirectory {
   void truncate_metrics(int64_t step) const;  // keeps the records of steps <= step
   // metrics.jsonl holds a record of `step` with `key` ("eval", "alignment"): rank 0's view.
   bool has_record(int64_t step, const std::string& key) const;
-  void clear_markers() const;                 // the run trains again: DONE and PREEMPTED go
+  void clear_markers() const;  // the run trains again: DONE and PREEMPTED go
   void mark_done(int64_t step) const;
   void mark_preempted(int64_t step, int signal) const;
 

@@ -25,8 +25,9 @@ diffusion::NoisedBatch to_device(diffusion::NoisedBatch b, const torch::Device& 
 
 // The backbone on device tensors, the latents laid out as configured (channels_last: NHWC, which
 // convolutions keep, so it carries through the UNet).
-torch::Tensor forward_backbone(models::Backbone& model, bool channels_last, const torch::Tensor& x, const torch::Tensor& t,
-                               const torch::Tensor& text, const torch::Tensor& mask, const models::ControlInputs* controls);
+torch::Tensor forward_backbone(models::Backbone& model, bool channels_last, const torch::Tensor& x,
+                               const torch::Tensor& t, const torch::Tensor& text, const torch::Tensor& mask,
+                               const models::ControlInputs* controls);
 
 // The mask the model gets: none when every token is real (attention then takes its fastest
 // kernel), else the mask on `device`.
@@ -43,6 +44,7 @@ struct SamplerSetup {
 };
 
 // x_start [B, C, H, W] (host), text [B, T, D] and mask [B, T] (host): the sampled x_0 on the host.
-torch::Tensor sample_images(const SamplerSetup& s, const torch::Tensor& x_start, const torch::Tensor& text, const torch::Tensor& mask);
+torch::Tensor sample_images(const SamplerSetup& s, const torch::Tensor& x_start, const torch::Tensor& text,
+                            const torch::Tensor& mask);
 
 }  // namespace dtrainer::train

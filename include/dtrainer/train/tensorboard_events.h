@@ -15,9 +15,9 @@
 
 namespace dtrainer::train {
 
-uint32_t crc32c(const void* data, size_t n);                    // Castagnoli, reflected (as TFRecord)
-uint32_t masked_crc32c(const void* data, size_t n);             // TFRecord's mask of it
-std::string tfrecord(const std::string& payload);               // one framed record
+uint32_t crc32c(const void* data, size_t n);         // Castagnoli, reflected (as TFRecord)
+uint32_t masked_crc32c(const void* data, size_t n);  // TFRecord's mask of it
+std::string tfrecord(const std::string& payload);    // one framed record
 std::string scalar_event(double wall_time, int64_t step, const std::vector<std::pair<std::string, float>>& scalars);
 std::string file_version_event(double wall_time);
 

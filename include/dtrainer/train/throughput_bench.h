@@ -14,34 +14,34 @@
 namespace dtrainer::train {
 
 struct ThroughputConfig {
-  std::string model = "sdxl-c128";       // a preset (dtmodel list)
-  std::vector<std::string> model_set;   // key=value overrides
-  int64_t micro_batch = 8;               // images per rank per step
-  int64_t resolution = 256;              // pixels; latent models see resolution / 8 (SD VAE, 4 channels)
-  int64_t steps = 10;                    // timed steps per repeat
-  int64_t warmup = 3;                    // untimed steps first (cuDNN/cuBLAS autotuning, allocator growth)
-  int64_t repeats = 3;                   // runs of `steps`; the median run is reported
-  std::string sharding = "replicate";    // replicate | zero1 | zero2 | zero3
+  std::string model = "sdxl-c128";     // a preset (dtmodel list)
+  std::vector<std::string> model_set;  // key=value overrides
+  int64_t micro_batch = 8;             // images per rank per step
+  int64_t resolution = 256;            // pixels; latent models see resolution / 8 (SD VAE, 4 channels)
+  int64_t steps = 10;                  // timed steps per repeat
+  int64_t warmup = 3;                  // untimed steps first (cuDNN/cuBLAS autotuning, allocator growth)
+  int64_t repeats = 3;                 // runs of `steps`; the median run is reported
+  std::string sharding = "replicate";  // replicate | zero1 | zero2 | zero3
   bool activation_checkpointing = false;
-  std::string compute_dtype = "bf16";    // bf16 | fp32
-  bool channels_last = false;            // UNets: NHWC activations (cuDNN's fast layout in bf16)
-  double peak_tflops = 0;                // > 0: use this peak instead of measuring one
-  double memory_limit_gib = 0;           // > 0: cap each GPU's allocator there (a smaller GPU's memory)
+  std::string compute_dtype = "bf16";  // bf16 | fp32
+  bool channels_last = false;          // UNets: NHWC activations (cuDNN's fast layout in bf16)
+  double peak_tflops = 0;              // > 0: use this peak instead of measuring one
+  double memory_limit_gib = 0;         // > 0: cap each GPU's allocator there (a smaller GPU's memory)
 };
 
 struct ThroughputResult {
   std::string model, device, backend, summary;
   int ranks = 1;
   int64_t params = 0, micro_batch = 0, latent_size = 0;
-  double flops_per_image = 0;      // forward + backward: 3 x 2 x (linear/conv + attention MACs); recompute not counted
-  double step_seconds = 0;         // median over repeats of the mean step time
-  double images_per_second = 0;    // all ranks
-  double tflops_per_rank = 0;      // achieved model FLOP/s per device
-  double peak_tflops = 0;          // measured dense matmul rate of one device in the compute dtype
-  double mfu = 0;                  // tflops_per_rank / peak_tflops
-  int64_t peak_memory_bytes = 0;   // allocator peak on rank 0's device during the timed steps (0 on the CPU)
+  double flops_per_image = 0;     // forward + backward: 3 x 2 x (linear/conv + attention MACs); recompute not counted
+  double step_seconds = 0;        // median over repeats of the mean step time
+  double images_per_second = 0;   // all ranks
+  double tflops_per_rank = 0;     // achieved model FLOP/s per device
+  double peak_tflops = 0;         // measured dense matmul rate of one device in the compute dtype
+  double mfu = 0;                 // tflops_per_rank / peak_tflops
+  int64_t peak_memory_bytes = 0;  // allocator peak on rank 0's device during the timed steps (0 on the CPU)
   int64_t device_memory_bytes = 0;
-  double final_loss = 0;           // last step's loss (read once at the end): finite for a sane run
+  double final_loss = 0;  // last step's loss (read once at the end): finite for a sane run
 };
 
 // Dense n x n x n matmul rate of `device` in `dtype` (bf16 | fp32), TFLOP/s: the median of

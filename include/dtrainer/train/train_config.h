@@ -21,21 +21,23 @@ struct TrainConfig {
   int64_t steps = 600;
   uint64_t seed = 0;
   int64_t log_every = 10;
-  int64_t eval_every = 200;   // held-out loss on a fixed timestep grid; 0 = only at the end
-  int64_t align_every = -1;   // alignment score (train/evaluation.h); -1 = auto: eval_every's steps on the shapes world, else off; 0 = off
-  int64_t align_prompts = 32; // held-out prompts it samples (the first N of eval_prompts.json)
-  int64_t ckpt_every = 200;   // 0 = only at the end (and on preemption)
+  int64_t eval_every = 200;  // held-out loss on a fixed timestep grid; 0 = only at the end
+  int64_t align_every =
+      -1;  // alignment score (train/evaluation.h); -1 = auto: eval_every's steps on the shapes world, else off; 0 = off
+  int64_t align_prompts = 32;  // held-out prompts it samples (the first N of eval_prompts.json)
+  int64_t ckpt_every = 200;    // 0 = only at the end (and on preemption)
   int64_t keep_ckpts = 2;
-  int64_t sample_every = 0;   // 0 = only at the end
+  int64_t sample_every = 0;     // 0 = only at the end
   std::string resume = "auto";  // auto | none | PATH
   bool dry_run = false;
-  std::string device = "auto";  // auto | cpu | cuda: auto = cuda:<node-local rank> where LibTorch sees GPUs, else the CPU
+  std::string device =
+      "auto";                 // auto | cpu | cuda: auto = cuda:<node-local rank> where LibTorch sees GPUs, else the CPU
   int64_t threads = 0;        // per rank; 0 = cores / ranks on this node
   int64_t max_bad_steps = 5;  // abort after this many consecutive non-finite steps
   double peak_tflops = 0;     // per rank, for MFU; 0 = measure a matmul at start-up (CPU: fp32; GPU: the compute dtype)
-  double watchdog_timeout = 1800;  // seconds a phase may run at all (0 = no watchdog; dist/watchdog.h)
-  double watchdog_factor = 20;     // ...or this many times its recent median,
-  double watchdog_min = 120;       // ...when that is longer than this
+  double watchdog_timeout = 1800;    // seconds a phase may run at all (0 = no watchdog; dist/watchdog.h)
+  double watchdog_factor = 20;       // ...or this many times its recent median,
+  double watchdog_min = 120;         // ...when that is longer than this
   bool ignore_memory_check = false;  // start although the plan exceeds the node's available memory
 
   // Model
@@ -43,9 +45,10 @@ struct TrainConfig {
   std::vector<std::string> model_set;  // key=value overrides of the preset's fields
   std::string sharding = "replicate";
   bool activation_checkpointing = false;
-  std::string compute_dtype = "fp32";  // fp32 | bf16 (a bf16 compute copy; masters, gradients' reduction and the update stay fp32)
-  bool channels_last = false;          // NHWC latents, so the UNet's convolutions run channels-last (cuDNN's fast bf16 layout)
-  std::string init_weights;  // a safetensors file (dtckpt export) to start from instead of random weights
+  std::string compute_dtype =
+      "fp32";  // fp32 | bf16 (a bf16 compute copy; masters, gradients' reduction and the update stay fp32)
+  bool channels_last = false;  // NHWC latents, so the UNet's convolutions run channels-last (cuDNN's fast bf16 layout)
+  std::string init_weights;    // a safetensors file (dtckpt export) to start from instead of random weights
 
   // Data
   std::vector<std::string> data = {"synthetic:shapes"};  // shard dirs, or synthetic:shapes (built in <run_dir>/data)
@@ -77,8 +80,8 @@ struct TrainConfig {
   double ema_decay = 0.999;              // 0 = no EMA; warmed up as min(decay, (1 + step) / (10 + step))
 
   // Diffusion
-  std::string target = "eps";              // eps | v | flow
-  std::string loss_weighting = "none";     // none | sigma_inv_sq | min_snr | truncated_snr
+  std::string target = "eps";                 // eps | v | flow
+  std::string loss_weighting = "none";        // none | sigma_inv_sq | min_snr | truncated_snr
   std::string timestep_sampling = "uniform";  // uniform | logit_normal
   std::string beta_schedule = "scaled_linear";
   int64_t num_timesteps = 1000;

@@ -17,8 +17,12 @@ struct TrainingProgress {
   int64_t skipped_samples = 0;  // samples dropped by skip_bad_samples
 
   nlohmann::json to_json() const {
-    return {{"step", step},     {"samples", samples},     {"compute_gflops", compute_gflops}, {"image_noun_pairs", image_noun_pairs},
-            {"bad_steps", bad_steps}, {"skipped_samples", skipped_samples}};
+    return {{"step", step},
+            {"samples", samples},
+            {"compute_gflops", compute_gflops},
+            {"image_noun_pairs", image_noun_pairs},
+            {"bad_steps", bad_steps},
+            {"skipped_samples", skipped_samples}};
   }
   // Checkpoints before skipped_samples existed lack it (0).
   static TrainingProgress from_json(const nlohmann::json& j) {

@@ -34,11 +34,13 @@ struct TrainingStack {
 };
 
 // Collective (the communicator and the sharded parameters are).
-TrainingStack build_training_stack(const TrainingStackConfig& c, const dist::MpiRuntime& rt, const torch::Device& device);
+TrainingStack build_training_stack(const TrainingStackConfig& c, const dist::MpiRuntime& rt,
+                                   const torch::Device& device);
 
 // Model FLOPs utilisation: the training FLOPs achieved (FLOPs per sample x samples per second, all
 // ranks) over the ranks' peak (peak_tflops per rank x ranks).
 double achieved_tflops(double flops_per_sample, double samples_per_s);
-double model_flops_utilization(double flops_per_sample, double samples_per_s, double peak_tflops_per_rank, int64_t ranks);
+double model_flops_utilization(double flops_per_sample, double samples_per_s, double peak_tflops_per_rank,
+                               int64_t ranks);
 
 }  // namespace dtrainer::train
