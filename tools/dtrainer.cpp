@@ -135,7 +135,7 @@ int run(int argc, char** argv) {
                 << std::flush;
     {
       const dist::Watchdog::Phase phase(&watchdog, "start-up: synthetic data", 0);
-      synthesize_if_needed(c, data, rt.rank());
+      synthesize_if_needed(c, data, rt.rank(), rt.comm());
       if (c.data.size() == 1 && c.data[0] == "synthetic:shapes") data = plan_data(c, run_dir);
     }
     TrainerSetup setup{c, toml, device, data, plan, std::move(resume), std::move(align)};

@@ -15,34 +15,32 @@ namespace {
 
 constexpr int64_t kSyntheticEvalImages = 256;
 
-void synthesize_on_rank0(const TrainConfig& c, const DataPlan& p, int rank) {
-  if (rank == 0) {
-    auto make = [&](const std::string& dir, int64_t images, uint64_t seed) {
-      if (fs::exists(fs::path(dir) / "eval_prompts.json")) return;  // written last: the set is whole
-      data::SynthConfig s;
-      s.kind = "shapes";
-      s.out_dir = dir;
-      s.images = images;
-      s.images_per_shard = std::min<int64_t>(images, 2048);
-      s.seed = seed;
-      s.image_size = c.synthetic_image_size;
-      s.text_dim = kSyntheticTextDim;
-      s.force = true;
-      log_info("synthesizing " + std::to_string(images) + " shapes images into " + dir);
-      data::synthesize(s);
-    };
-    make(p.train_dirs.front(), c.synthetic_images, c.seed);
-    if (c.eval_data.empty()) make(p.eval_dirs.front(), kSyntheticEvalImages, c.seed + 1000003);
-  }
-}
-
 }  // namespace
 
-void synthesize_if_needed(const TrainConfig& c, const DataPlan& p, int rank) {
+void synthesize_if_needed(const TrainConfig& c, const DataPlan& p, int rank, MPI_Comm comm) {
   bool synthetic = false;
   for (const auto& d : c.data) synthetic |= d == "synthetic:shapes";
   if (!synthetic) return;
-  dist::agree(MPI_COMM_WORLD, [&] { synthesize_on_rank0(c, p, rank); });
+  dist::agree(comm, [&] {
+    if (rank == 0) {
+      auto make = [&](const std::string& dir, int64_t images, uint64_t seed) {
+        if (fs::exists(fs::path(dir) / "eval_prompts.json")) return;  // written last: the set is whole
+        data::SynthConfig s;
+        s.kind = "shapes";
+        s.out_dir = dir;
+        s.images = images;
+        s.images_per_shard = std::min<int64_t>(images, 2048);
+        s.seed = seed;
+        s.image_size = c.synthetic_image_size;
+        s.text_dim = kSyntheticTextDim;
+        s.force = true;
+        log_info("synthesizing " + std::to_string(images) + " shapes images into " + dir);
+        data::synthesize(s);
+      };
+      make(p.train_dirs.front(), c.synthetic_images, c.seed);
+      if (c.eval_data.empty()) make(p.eval_dirs.front(), kSyntheticEvalImages, c.seed + 1000003);
+    }
+  });
 }
 
 StartupPlan make_startup_plan(const TrainConfig& c, const DataPlan& d, int world) {

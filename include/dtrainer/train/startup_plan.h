@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include <mpi.h>
+
 #include "dtrainer/models/backbone.h"
 #include "dtrainer/train/data_plan.h"
 #include "dtrainer/train/train_config.h"
@@ -27,7 +29,7 @@ StartupPlan make_startup_plan(const TrainConfig& c, const DataPlan& d, int world
 std::string describe_plan(const TrainConfig& c, const DataPlan& d, const StartupPlan& p, const std::string& device);
 
 // Rank 0 writes the synthetic datasets ("synthetic:shapes") once, a later run reuses them; the
-// others wait. Collective over MPI_COMM_WORLD (a failure is every rank's).
-void synthesize_if_needed(const TrainConfig& c, const DataPlan& p, int rank);
+// others wait. Collective over `comm` (a failure is every rank's).
+void synthesize_if_needed(const TrainConfig& c, const DataPlan& p, int rank, MPI_Comm comm);
 
 }  // namespace dtrainer::train
