@@ -27,18 +27,13 @@
 #include "dtrainer/core/remove_tree.h"
 #include "dtrainer/dist/agreement.h"
 #include "dtrainer/dist/watchdog.h"
+#include "dtrainer/core/step_name.h"
 #include "dtrainer/data/hdf5_lock.h"
 
 namespace fs = std::filesystem;
 
 namespace dtrainer::ckpt {
 namespace {
-
-std::string step_name(int64_t step) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "step_%08lld", static_cast<long long>(step));
-  return buf;
-}
 
 std::vector<std::pair<int64_t, fs::path>> complete_checkpoint_paths(const fs::path& root) {
   std::vector<std::pair<int64_t, fs::path>> out;

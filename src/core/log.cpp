@@ -5,7 +5,9 @@
 
 namespace dtrainer {
 namespace {
+
 int g_rank = 0, g_world = 1;
+
 std::shared_ptr<spdlog::logger> logger() {
   static std::shared_ptr<spdlog::logger> l = [] {
     auto lg = spdlog::stderr_color_mt("dtrainer");
@@ -14,6 +16,18 @@ std::shared_ptr<spdlog::logger> logger() {
   }();
   return l;
 }
+
+// Each line of a message is its own log line, with the time, level and rank: every line greps.
+void log_lines(spdlog::level::level_enum level, const std::string& m) {
+  size_t begin = 0;
+  while (true) {
+    const size_t end = m.find('\n', begin);
+    logger()->log(level, log_prefix() + m.substr(begin, end == std::string::npos ? std::string::npos : end - begin));
+    if (end == std::string::npos) return;
+    begin = end + 1;
+  }
+}
+
 }  // namespace
 
 void set_log_rank(int rank, int world) {
@@ -24,11 +38,11 @@ void set_log_rank(int rank, int world) {
 std::string log_prefix() { return "[rank " + std::to_string(g_rank) + "/" + std::to_string(g_world) + "] "; }
 
 void log_info(const std::string& m) {
-  if (g_rank == 0) logger()->info(log_prefix() + m);
+  if (g_rank == 0) log_lines(spdlog::level::info, m);
 }
 void log_warn(const std::string& m) {
-  if (g_rank == 0) logger()->warn(log_prefix() + m);
+  if (g_rank == 0) log_lines(spdlog::level::warn, m);
 }
-void log_error(const std::string& m) { logger()->error(log_prefix() + m); }
+void log_error(const std::string& m) { log_lines(spdlog::level::err, m); }
 
 }  // namespace dtrainer

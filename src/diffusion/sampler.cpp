@@ -63,6 +63,21 @@ torch::Tensor euler_flow_sample(const Denoiser& denoiser, torch::Tensor x, const
   return x;
 }
 
+torch::Tensor sample_for_objective(const Objective& objective, const Denoiser& denoiser, torch::Tensor x_start,
+                                   int64_t steps, uint64_t seed) {
+  if (objective.config().target == Target::kFlow) {
+    EulerConfig e;
+    e.steps = steps;
+    e.time_scale = objective.config().flow_time_scale;
+    return euler_flow_sample(denoiser, std::move(x_start), e);
+  }
+  DdimConfig d;
+  d.steps = steps;
+  d.prediction = objective.config().target;
+  d.seed = seed;
+  return ddim_sample(objective.schedule(), denoiser, std::move(x_start), d);
+}
+
 torch::Tensor initial_noise(at::IntArrayRef shape, uint64_t seed, int64_t index) {
   return torch::randn(shape, keyed_generator(stream_key(seed, RngPurpose::kSampler, ~uint64_t{0}, index)));
 }

@@ -8,6 +8,7 @@
 #include "dtrainer/core/file_io.h"
 #include "dtrainer/core/log.h"
 #include "dtrainer/core/remove_tree.h"
+#include "dtrainer/core/step_name.h"
 #include "dtrainer/diffusion/sampler.h"
 #include "dtrainer/dist/agreement.h"
 #include "dtrainer/dist/host_collectives.h"
@@ -66,9 +67,7 @@ nlohmann::json AlignmentHook::evaluate(int64_t step, const SamplerSetup& sampler
                                         /*exactly=*/false);  // (the record says how many)
     });
   }
-  char name[32];
-  std::snprintf(name, sizeof name, "step_%08lld", static_cast<long long>(step));
-  const fs::path dir = root_ / name;
+  const fs::path dir = root_ / step_name(step);
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
   dist::agree(comm, [&] {
@@ -93,16 +92,6 @@ nlohmann::json AlignmentHook::evaluate(int64_t step, const SamplerSetup& sampler
 }
 
 // ---- Evaluation ------------------------------------------------------------------------------
-
-namespace {
-
-std::string step_name(int64_t step) {
-  char name[32];
-  std::snprintf(name, sizeof name, "step_%08lld", static_cast<long long>(step));
-  return name;
-}
-
-}  // namespace
 
 Evaluation::Evaluation(const TrainConfig& c, const DataPlan& data, const fs::path& run_dir,
                        std::unique_ptr<AlignmentHook> align, MPI_Comm comm)
@@ -221,6 +210,34 @@ nlohmann::json Evaluation::alignment(const EvalModel& m, int64_t step) const {
   nlohmann::json record = align_->evaluate(step, sampler(m), padding, comm_);
   ema.restore();
   return record;
+}
+
+std::string Evaluation::describe_held_out(const nlohmann::json& r) {
+  return "eval step " + std::to_string(r["step"].get<int64_t>()) + ": held-out loss " +
+         std::to_string(r["eval_loss"].get<double>());
+}
+
+std::string Evaluation::describe_alignment(const nlohmann::json& r) {
+  char line[160];
+  std::snprintf(line, sizeof line, "alignment step %lld: %.3f [%.3f, %.3f] (chance %.3f; %lld prompts) ",
+                static_cast<long long>(r["step"].get<int64_t>()), r["alignment"].get<double>(),
+                r["alignment_interval"][0].get<double>(), r["alignment_interval"][1].get<double>(),
+                r["alignment_chance"].get<double>(), static_cast<long long>(r["alignment_prompts"].get<int64_t>()));
+  return line + r["alignment_dir"].get<std::string>();
+}
+
+Evaluation::Missing Evaluation::missing_at(const RunDirectory& dir, int64_t step, int64_t last_step) const {
+  const bool last = step >= last_step;
+  const bool eval_due = last || (c_.eval_every > 0 && step % c_.eval_every == 0);
+  const bool sample_due = last || (c_.sample_every > 0 && step % c_.sample_every == 0);
+  const fs::path samples = run_ / "samples" / step_name(step);
+  std::error_code ec;
+  std::vector<int64_t> missing = {
+      eval_due && !dir.has_record(step, "eval") ? 1 : 0,
+      sample_due && !fs::exists(samples.string() + ".png", ec) && !fs::exists(samples.string() + ".pt", ec) ? 1 : 0,
+      alignment_due(step, last_step) && !dir.has_record(step, "alignment") ? 1 : 0};
+  dist::broadcast_host(comm_, missing);  // (rank 0 read the run directory: every rank evaluates alike)
+  return {missing[0] != 0, missing[1] != 0, missing[2] != 0};
 }
 
 }  // namespace dtrainer::train

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/diffusion/conditioning.h"
 #include "dtrainer/diffusion/guidance.h"
 #include "dtrainer/diffusion/sampler.h"
 
@@ -25,13 +26,6 @@ torch::Tensor forward_backbone(models::Backbone& model, bool channels_last, cons
   return model.forward(input, t, text, mask, controls);
 }
 
-std::pair<torch::Tensor, torch::Tensor> null_text(int64_t batch, int64_t max_tokens, int64_t text_dim) {
-  torch::Tensor text = torch::zeros({batch, max_tokens, text_dim});
-  torch::Tensor mask = torch::zeros({batch, max_tokens}, torch::kBool);
-  mask.select(1, 0).fill_(true);
-  return {text, mask};
-}
-
 torch::Tensor attention_mask(const torch::Tensor& host_mask, const torch::Device& device) {
   return host_mask.all().item<bool>() ? torch::Tensor() : to_device(host_mask, device);
 }
@@ -41,7 +35,7 @@ torch::Tensor sample_images(const SamplerSetup& s, const torch::Tensor& x_start,
   if (!s.model || !s.objective) throw Error("sample_images", "needs a model and an objective");
   torch::NoGradGuard no_grad;
   const int64_t n = x_start.size(0);
-  const auto [null_t, null_m] = null_text(n, text.size(1), text.size(2));
+  const auto [null_t, null_m] = diffusion::null_text(n, text.size(1), text.size(2));
   const torch::Tensor nt = to_device(null_t, s.device), nm = attention_mask(null_m, s.device);
   const torch::Tensor tx = to_device(text, s.device), tm = attention_mask(mask, s.device);
   diffusion::ConditionalModel cond = [&](const torch::Tensor& x, const torch::Tensor& t, bool with_text, bool) {
@@ -52,20 +46,7 @@ torch::Tensor sample_images(const SamplerSetup& s, const torch::Tensor& x_start,
   diffusion::GuidanceConfig g;
   g.scale = s.guidance;
   const diffusion::Denoiser denoiser = diffusion::guided_denoiser(cond, g);
-  const torch::Tensor x = to_device(x_start, s.device);
-  torch::Tensor images;
-  if (s.objective->config().target == diffusion::Target::kFlow) {
-    diffusion::EulerConfig e;
-    e.steps = s.steps;
-    images = diffusion::euler_flow_sample(denoiser, x, e);
-  } else {
-    diffusion::DdimConfig d;
-    d.steps = s.steps;
-    d.prediction = s.objective->config().target;
-    d.seed = s.seed;
-    images = diffusion::ddim_sample(s.objective->schedule(), denoiser, x, d);
-  }
-  return images.cpu();
+  return diffusion::sample_for_objective(*s.objective, denoiser, to_device(x_start, s.device), s.steps, s.seed).cpu();
 }
 
 }  // namespace dtrainer::train

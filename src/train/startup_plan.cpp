@@ -57,6 +57,13 @@ StartupPlan make_startup_plan(const TrainConfig& c, const DataPlan& d, int world
   return p;
 }
 
+std::string describe_run(const TrainConfig& c, const StartupPlan& p, const std::string& device,
+                         const std::string& run_dir) {
+  return models::backbone_summary(p.backbone) + "\ntraining " + std::to_string(c.steps) + " steps, global batch " +
+         std::to_string(c.global_batch) + " on " + std::to_string(p.world) + " ranks (" + device + "), " + c.sharding +
+         "; run directory " + run_dir;
+}
+
 std::string describe_plan(const TrainConfig& c, const DataPlan& d, const StartupPlan& p, const std::string& device) {
   const double N = static_cast<double>(p.cost.params);
   const bool bf16 = c.compute_dtype == "bf16";

@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <cstdio>
 #include <string>
 
 #include <torch/torch.h>
@@ -10,7 +11,9 @@
 #include "dtrainer/core/error.h"
 #include "dtrainer/core/log.h"
 #include "dtrainer/dist/device_stats.h"
+#include "dtrainer/core/format_duration.h"
 #include "dtrainer/dist/host_collectives.h"
+#include "dtrainer/train/training_stack.h"
 
 namespace dtrainer::train {
 
@@ -76,6 +79,30 @@ WindowFigures StepWindow::close(MPI_Comm comm, const torch::Device& device) {
   time_ = data_wait_ = loss_ = 0;
   steps_ = finite_ = 0;
   return f;
+}
+
+WindowReport report_window(const WindowFigures& w, const WindowContext& c) {
+  const double sps = static_cast<double>(c.global_batch) / w.step_time_s;
+  const double mfu = model_flops_utilization(c.flops_per_sample, sps, c.peak_tflops_per_rank, c.ranks);
+  WindowReport r;
+  r.record = {{"loss", w.mean_loss},  // (NaN, written as null, when every step of the window was skipped)
+              {"lr", c.lr},
+              {"grad_norm", w.grad_norm},
+              {"step_time_s", w.step_time_s},
+              {"data_wait_s", w.data_wait_s},
+              {"samples_per_s", sps},
+              {"tflops_per_s", achieved_tflops(c.flops_per_sample, sps)},
+              {"mfu", mfu},
+              {"max_memory_bytes", w.max_memory_bytes},
+              {"bad_steps", c.bad_steps},
+              {"skipped_samples", c.skipped_samples}};
+  if (c.cuda) r.record["max_device_memory_bytes"] = w.max_device_memory_bytes;  // the busiest rank's GPU peak
+  char line[256];
+  std::snprintf(line, sizeof line, "step %lld/%lld | loss %.4f | lr %.2e | %.1f img/s | MFU %.1f%% | ETA %s",
+                static_cast<long long>(c.step), static_cast<long long>(c.last_step), w.mean_loss, c.lr, sps, 100 * mfu,
+                format_duration(c.eta_s).c_str());
+  r.line = line;
+  return r;
 }
 
 }  // namespace dtrainer::train

@@ -35,6 +35,11 @@ struct EulerConfig {
 // Integrates dx/dt = u(x, t) (u = eps - x0, the flow velocity) from t = 1 to t = 0 on a uniform grid.
 torch::Tensor euler_flow_sample(const Denoiser& denoiser, torch::Tensor x_1, const EulerConfig& config);
 
+// The sampler the objective's target calls for: Euler for rectified flow (the objective's time
+// scale), DDIM (eta 0, predicting eps or v) otherwise. `seed` keys DDIM's noise when eta > 0.
+torch::Tensor sample_for_objective(const Objective& objective, const Denoiser& denoiser, torch::Tensor x_start,
+                                   int64_t steps, uint64_t seed);
+
 // Standard-normal starting noise for sample `index` of a sampling run seeded with `seed`.
 torch::Tensor initial_noise(at::IntArrayRef shape, uint64_t seed, int64_t index = 0);
 

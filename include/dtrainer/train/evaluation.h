@@ -24,6 +24,7 @@
 #include "dtrainer/dist/sharded_params.h"
 #include "dtrainer/train/alignment_eval.h"
 #include "dtrainer/train/data_plan.h"
+#include "dtrainer/train/run_directory.h"
 #include "dtrainer/train/sampling.h"
 
 namespace dtrainer::train {
@@ -86,6 +87,17 @@ class Evaluation {
   void sample_grid(const EvalModel& m, int64_t step) const;
   // Collective. The alignment record's fields (see above); requires alignment_on().
   nlohmann::json alignment(const EvalModel& m, int64_t step) const;
+  // The progress lines of a held-out and an alignment record (with its "step").
+  static std::string describe_held_out(const nlohmann::json& record);
+  static std::string describe_alignment(const nlohmann::json& record);
+
+  // Collective. After a resume at `step`: which of the evaluations due at `step` the interrupted
+  // run did not write (it stopped between the checkpoint and them). Rank 0 reads the run
+  // directory; every rank gets its answer, so all evaluate alike.
+  struct Missing {
+    bool held_out_loss = false, samples = false, alignment = false;
+  };
+  Missing missing_at(const RunDirectory& dir, int64_t step, int64_t last_step) const;
 
  private:
   SamplerSetup sampler(const EvalModel& m) const;

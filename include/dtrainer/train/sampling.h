@@ -1,6 +1,6 @@
 #pragma once
-// Sampling images from a backbone with classifier-free guidance: DDIM (eps / v models) or Euler
-// (rectified flow), from given starting noise. One implementation for the trainer's sample grids,
+// Sampling images from a backbone with classifier-free guidance, from given starting noise (the
+// sampler the objective calls for: diffusion::sample_for_objective). One implementation for the trainer's sample grids,
 // its alignment evaluations and dteval, so they all draw the same images from the same weights.
 
 #include <cstdint>
@@ -11,10 +11,6 @@
 #include "dtrainer/models/backbone.h"
 
 namespace dtrainer::train {
-
-// The null text of classifier-free guidance: one zero token (data-independent; the model learns
-// what "no caption" means from the dropped samples). [batch, max_tokens, text_dim] and its mask.
-std::pair<torch::Tensor, torch::Tensor> null_text(int64_t batch, int64_t max_tokens, int64_t text_dim);
 
 // A host tensor on the compute device. To a GPU through pinned memory, without waiting: the copy
 // is queued behind the work already on the current stream.

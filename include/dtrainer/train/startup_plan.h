@@ -28,6 +28,11 @@ StartupPlan make_startup_plan(const TrainConfig& c, const DataPlan& d, int world
 // The plan as `dtrainer` prints it; `device` says where it computes.
 std::string describe_plan(const TrainConfig& c, const DataPlan& d, const StartupPlan& p, const std::string& device);
 
+// The lines a fresh run starts with: the backbone's summary, then steps, batch, ranks, device
+// (`device`, as people read it), sharding and run directory.
+std::string describe_run(const TrainConfig& c, const StartupPlan& p, const std::string& device,
+                         const std::string& run_dir);
+
 // Rank 0 writes the synthetic datasets ("synthetic:shapes") once, a later run reuses them; the
 // others wait. Collective over `comm` (a failure is every rank's).
 void synthesize_if_needed(const TrainConfig& c, const DataPlan& p, int rank, MPI_Comm comm);

@@ -6,9 +6,11 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include <mpi.h>
+#include <nlohmann/json.hpp>
 #include <torch/types.h>
 
 #include "dtrainer/train/lr_schedule.h"
@@ -29,6 +31,20 @@ struct WindowFigures {
   double grad_norm = std::nan("");  // the last step's
   double max_memory_bytes = 0, max_device_memory_bytes = 0;
 };
+
+// What a closed window reports: the fields of its metrics record (the caller adds the axes) and
+// the progress line. `eta_s`: the estimated time to the last step.
+struct WindowContext {
+  int64_t step = 0, last_step = 0, global_batch = 0, ranks = 1;
+  double lr = 0, flops_per_sample = 0, peak_tflops_per_rank = 0, eta_s = 0;
+  int64_t bad_steps = 0, skipped_samples = 0;
+  bool cuda = false;  // the record gets the GPU allocator's peak too
+};
+struct WindowReport {
+  nlohmann::json record;
+  std::string line;
+};
+WindowReport report_window(const WindowFigures& w, const WindowContext& c);
 
 class StepWindow {
  public:

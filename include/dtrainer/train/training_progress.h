@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dtrainer/core/metric_keys.h"
+
 namespace dtrainer::train {
 
 struct TrainingProgress {
@@ -23,6 +25,25 @@ struct TrainingProgress {
             {"image_noun_pairs", image_noun_pairs},
             {"bad_steps", bad_steps},
             {"skipped_samples", skipped_samples}};
+  }
+  // One optimizer step of `global_batch` samples (`skipped` of them dropped as bad) and
+  // `image_noun_pairs` pairs, each sample costing `gflops_per_sample` of [S1]'s C.
+  void add_step(int64_t global_batch, double gflops_per_sample, double pairs, int64_t skipped) {
+    step += 1;
+    samples += global_batch;
+    skipped_samples += skipped;
+    compute_gflops += gflops_per_sample * static_cast<double>(global_batch);
+    image_noun_pairs += pairs;
+  }
+  // `record` with the scaling axes every metrics record carries (fitlaws reads any metric with
+  // them): its step, samples, C, D, and the model's parameter count N.
+  nlohmann::json with_axes(nlohmann::json record, int64_t params) const {
+    record[metric_keys::kStep] = step;
+    record[metric_keys::kSamples] = samples;
+    record[metric_keys::kComputeGflops] = compute_gflops;
+    record[metric_keys::kImageNounPairs] = image_noun_pairs;
+    record[metric_keys::kParams] = params;
+    return record;
   }
   // Checkpoints before skipped_samples existed lack it (0).
   static TrainingProgress from_json(const nlohmann::json& j) {
