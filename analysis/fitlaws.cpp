@@ -39,12 +39,7 @@ struct Input {
   Table load() const {
     if (data.empty() == runs.empty()) throw Error("input", "give exactly one of --data FILE or --runs DIR...");
     if (!data.empty()) return read_csv(data);
-    const RunPick p = parse_choice<RunPick>("--pick", pick,
-                                            {{"final", RunPick::kFinal},
-                                             {"best", RunPick::kBest},
-                                             {"highest", RunPick::kHighest},
-                                             {"step", RunPick::kStep},
-                                             {"all", RunPick::kAll}});
+    const RunPick p = name_table(RunPick{}).parse("--pick", pick);
     Table t = read_runs(runs, metric, p, step);
     for (const auto& n : t.notes) std::fprintf(stderr, "fitlaws: note: %s\n", n.c_str());
     return t;
@@ -190,8 +185,7 @@ int run_chinchilla(const Input& in, const std::string& ncol, const std::string& 
 
 int run_power(const Input& in, const std::string& xcol, const std::string& ycol, const std::string& frontier_text,
               bool saturating, int64_t boot, uint64_t seed, bool json, const std::string& plot) {
-  const Frontier fr = parse_choice<Frontier>(
-      "--frontier", frontier_text, {{"max", Frontier::kMax}, {"min", Frontier::kMin}, {"none", Frontier::kNone}});
+  const Frontier fr = name_table(Frontier{}).parse("--frontier", frontier_text);
   const Table t = in.load();
   const auto x = t.numeric(xcol), y = t.numeric(ycol);
   const auto idx = pareto_frontier(x, y, fr);

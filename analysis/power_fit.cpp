@@ -12,6 +12,11 @@
 
 namespace dtrainer::analysis {
 
+const NameTable<Frontier>& name_table(Frontier) {
+  static const NameTable<Frontier> t{{"max", Frontier::kMax}, {"min", Frontier::kMin}, {"none", Frontier::kNone}};
+  return t;
+}
+
 std::vector<size_t> pareto_frontier(const std::vector<double>& x, const std::vector<double>& y, Frontier f) {
   std::vector<size_t> order(x.size());
   std::iota(order.begin(), order.end(), 0);

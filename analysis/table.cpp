@@ -13,6 +13,15 @@
 
 namespace dtrainer::analysis {
 
+const NameTable<RunPick>& name_table(RunPick) {
+  static const NameTable<RunPick> t{{"final", RunPick::kFinal},
+                                    {"best", RunPick::kBest},
+                                    {"highest", RunPick::kHighest},
+                                    {"step", RunPick::kStep},
+                                    {"all", RunPick::kAll}};
+  return t;
+}
+
 bool Table::has(const std::string& column) const {
   for (const auto& c : columns)
     if (c == column) return true;

@@ -29,6 +29,7 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "dtrainer/dist/sharding_strategy.h"
 #include "dtrainer/core/error.h"
 #include "dtrainer/dist/adamw.h"
 #include "dtrainer/dist/local_device.h"
@@ -278,13 +279,14 @@ int main(int argc, char** argv) {
   t->add_option("--steps", tc.steps, "timed steps per repeat")->capture_default_str();
   t->add_option("--warmup", tc.warmup, "untimed steps first")->capture_default_str();
   t->add_option("--repeats", tc.repeats, "repeats of the timed steps (median reported)")->capture_default_str();
-  t->add_option("--sharding", tc.sharding, "replicate | zero1 | zero2 | zero3")
-      ->check(CLI::IsMember({"replicate", "zero1", "zero2", "zero3"}))
+  t->add_option("--sharding", tc.sharding, dist::name_table(dist::ShardingStrategy{}).joined())
+      ->check(CLI::IsMember(dist::name_table(dist::ShardingStrategy{}).names()))
       ->capture_default_str();
   t->add_flag("--activation-checkpointing", tc.activation_checkpointing,
               "recompute each unit in backward (always on under zero3)");
-  t->add_option("--dtype", tc.compute_dtype, "compute dtype (fp32 masters either way)")
-      ->check(CLI::IsMember({"bf16", "fp32"}))
+  t->add_option("--dtype", tc.compute_dtype,
+                "compute dtype, " + dist::name_table(dist::ComputeDtype{}).joined() + " (fp32 masters either way)")
+      ->check(CLI::IsMember(dist::name_table(dist::ComputeDtype{}).names()))
       ->capture_default_str();
   t->add_flag("--channels-last", tc.channels_last, "NHWC activations (UNets)");
   t->add_option("--peak-tflops", tc.peak_tflops, "MFU denominator instead of the measured matmul rate");

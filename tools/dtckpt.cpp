@@ -172,7 +172,7 @@ int main(int argc, char** argv) {
   ex->add_option("PATH", path, "checkpoint directory, or a run directory (its newest checkpoint)")->required();
   ex->add_option("--out,-o", out, "the .safetensors file to write (written atomically)")->required();
   ex->add_option("--weights", weights, "auto (EMA when kept, else params), params (the trained weights) or ema")
-      ->check(CLI::IsMember({"auto", "params", "ema"}))
+      ->check(CLI::IsMember(name_table(WeightsSource{}).names()))
       ->capture_default_str();
   ex->add_option("--dtype", dtype, "element type in the file")
       ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))

@@ -119,7 +119,7 @@ int run_alignment(dist::MpiRuntime& rt, const AlignmentArgs& a) {
                                      {"samples_seen", m.samples},
                                      {"weights", m.weights},
                                      {"guidance", g},
-                                     {"sampler", m.config.target == "flow" ? "euler" : "ddim"},
+                                     {"sampler", m.config.target == diffusion::Target::kFlow ? "euler" : "ddim"},
                                      {"steps", s.steps},
                                      {"seed", a.seed},
                                      {"prompts", prompts.prompts.size()},
@@ -254,7 +254,7 @@ int main(int argc, char** argv) {
                    "guidance scales, comma-separated (a sweep; default: the run's guidance_scale)");
     al->add_option("--weights", a.weights, "auto (EMA when kept) | ema | params")
         ->capture_default_str()
-        ->check(CLI::IsMember({"auto", "ema", "params"}));
+        ->check(CLI::IsMember(ckpt::name_table(ckpt::WeightsSource{}).names()));
     al->add_option("--steps", a.steps, "sampler steps (0: the run's sample_steps)")
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);

@@ -98,7 +98,8 @@ int run(int argc, char** argv) {
       return refuse(e);
     }
     if (c.dry_run) {
-      if (rt.rank() == 0) std::cout << describe_plan(c, data, plan, c.device + " (chosen at start-up)");
+      if (rt.rank() == 0)
+        std::cout << describe_plan(c, data, plan, std::string(name_of(c.device)) + " (chosen at start-up)");
       return 0;
     }
     dist::set_compute_threads(c.threads, rt.local_world());

@@ -12,9 +12,13 @@
 
 namespace dtrainer::ckpt {
 
+const NameTable<WeightsSource>& name_table(WeightsSource) {
+  static const NameTable<WeightsSource> t{
+      {"auto", WeightsSource::kAuto}, {"params", WeightsSource::kParams}, {"ema", WeightsSource::kEma}};
+  return t;
+}
 WeightsSource parse_weights_source(const std::string& field, const std::string& text) {
-  return parse_choice<WeightsSource>(
-      field, text, {{"auto", WeightsSource::kAuto}, {"params", WeightsSource::kParams}, {"ema", WeightsSource::kEma}});
+  return name_table(WeightsSource{}).parse(field, text);
 }
 
 ExportSummary export_weights(const std::string& checkpoint_dir, const std::string& out, const ExportOptions& options) {

@@ -14,23 +14,16 @@ std::mutex& hdf5_mutex() {
   return m;
 }
 
-const char* to_string(ElementType t) {
-  switch (t) {
-    case ElementType::kFloat32: return "float32";
-    case ElementType::kFloat16: return "float16";
-    case ElementType::kBFloat16: return "bfloat16";
-  }
-  return "?";
+const NameTable<ElementType>& name_table(ElementType) {
+  // (each name first, then its short alias: name() gives the first)
+  static const NameTable<ElementType> t{{"float32", ElementType::kFloat32},   {"fp32", ElementType::kFloat32},
+                                        {"float16", ElementType::kFloat16},   {"fp16", ElementType::kFloat16},
+                                        {"bfloat16", ElementType::kBFloat16}, {"bf16", ElementType::kBFloat16}};
+  return t;
 }
-
+const char* to_string(ElementType t) { return name_table(t).name(t); }
 ElementType parse_element_type(const std::string& field, const std::string& text) {
-  return parse_choice<ElementType>(field, text,
-                                   {{"float32", ElementType::kFloat32},
-                                    {"fp32", ElementType::kFloat32},
-                                    {"float16", ElementType::kFloat16},
-                                    {"fp16", ElementType::kFloat16},
-                                    {"bfloat16", ElementType::kBFloat16},
-                                    {"bf16", ElementType::kBFloat16}});
+  return name_table(ElementType{}).parse(field, text);
 }
 
 int64_t element_bytes(ElementType t) { return t == ElementType::kFloat32 ? 4 : 2; }

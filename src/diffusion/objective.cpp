@@ -7,26 +7,34 @@
 #include <torch/torch.h>
 
 #include "dtrainer/core/error.h"
-#include "dtrainer/core/parse.h"
 #include "dtrainer/core/rng.h"
 
 namespace dtrainer::diffusion {
 
+const NameTable<Target>& name_table(Target) {
+  static const NameTable<Target> t{{"eps", Target::kEps}, {"v", Target::kV}, {"flow", Target::kFlow}};
+  return t;
+}
+const NameTable<LossWeighting>& name_table(LossWeighting) {
+  static const NameTable<LossWeighting> t{{"none", LossWeighting::kNone},
+                                          {"sigma_inv_sq", LossWeighting::kSigmaInvSq},
+                                          {"min_snr", LossWeighting::kMinSnr},
+                                          {"truncated_snr", LossWeighting::kTruncatedSnr}};
+  return t;
+}
+const NameTable<TimestepSampling>& name_table(TimestepSampling) {
+  static const NameTable<TimestepSampling> t{{"uniform", TimestepSampling::kUniform},
+                                             {"logit_normal", TimestepSampling::kLogitNormal}};
+  return t;
+}
 Target parse_target(const std::string& field, const std::string& text) {
-  return parse_choice<Target>(field, text, {{"eps", Target::kEps}, {"v", Target::kV}, {"flow", Target::kFlow}});
+  return name_table(Target{}).parse(field, text);
 }
-
 LossWeighting parse_loss_weighting(const std::string& field, const std::string& text) {
-  return parse_choice<LossWeighting>(field, text,
-                                     {{"none", LossWeighting::kNone},
-                                      {"sigma_inv_sq", LossWeighting::kSigmaInvSq},
-                                      {"min_snr", LossWeighting::kMinSnr},
-                                      {"truncated_snr", LossWeighting::kTruncatedSnr}});
+  return name_table(LossWeighting{}).parse(field, text);
 }
-
 TimestepSampling parse_timestep_sampling(const std::string& field, const std::string& text) {
-  return parse_choice<TimestepSampling>(
-      field, text, {{"uniform", TimestepSampling::kUniform}, {"logit_normal", TimestepSampling::kLogitNormal}});
+  return name_table(TimestepSampling{}).parse(field, text);
 }
 
 at::Generator keyed_generator(uint64_t key) { return at::make_generator<at::CPUGeneratorImpl>(key); }

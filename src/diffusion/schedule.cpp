@@ -5,24 +5,17 @@
 #include <limits>
 
 #include "dtrainer/core/error.h"
-#include "dtrainer/core/parse.h"
 
 namespace dtrainer::diffusion {
 
-BetaSchedule parse_beta_schedule(const std::string& field, const std::string& text) {
-  return parse_choice<BetaSchedule>(field, text,
-                                    {{"scaled_linear", BetaSchedule::kScaledLinear},
-                                     {"linear", BetaSchedule::kLinear},
-                                     {"cosine", BetaSchedule::kCosine}});
+const NameTable<BetaSchedule>& name_table(BetaSchedule) {
+  static const NameTable<BetaSchedule> t{{"scaled_linear", BetaSchedule::kScaledLinear},
+                                         {"linear", BetaSchedule::kLinear},
+                                         {"cosine", BetaSchedule::kCosine}};
+  return t;
 }
-
-const char* to_string(BetaSchedule s) {
-  switch (s) {
-    case BetaSchedule::kScaledLinear: return "scaled_linear";
-    case BetaSchedule::kLinear: return "linear";
-    case BetaSchedule::kCosine: return "cosine";
-  }
-  return "?";
+BetaSchedule parse_beta_schedule(const std::string& field, const std::string& text) {
+  return name_table(BetaSchedule{}).parse(field, text);
 }
 
 NoiseSchedule NoiseSchedule::make(const ScheduleConfig& c) {

@@ -5,17 +5,19 @@
 #include <torch/torch.h>
 
 #include "dtrainer/core/error.h"
-#include "dtrainer/core/parse.h"
 #include "dtrainer/core/rng.h"
 #include "dtrainer/diffusion/objective.h"
 
 namespace dtrainer::diffusion {
 
+const NameTable<TextPadding>& name_table(TextPadding) {
+  static const NameTable<TextPadding> t{{"zero", TextPadding::kZero},
+                                        {"replicate", TextPadding::kReplicate},
+                                        {"noisy_replicate", TextPadding::kNoisyReplicate}};
+  return t;
+}
 TextPadding parse_text_padding(const std::string& field, const std::string& text) {
-  return parse_choice<TextPadding>(field, text,
-                                   {{"zero", TextPadding::kZero},
-                                    {"replicate", TextPadding::kReplicate},
-                                    {"noisy_replicate", TextPadding::kNoisyReplicate}});
+  return name_table(TextPadding{}).parse(field, text);
 }
 
 PaddedText pad_text(const std::vector<torch::Tensor>& prompts, const TextPaddingConfig& c,

@@ -50,11 +50,20 @@ torch::Device local_device(const MpiRuntime& rt) {
                   "; start at most one rank per GPU, or compute on the CPU (--device cpu)");
 }
 
+const NameTable<DeviceChoice>& name_table(DeviceChoice) {
+  static const NameTable<DeviceChoice> t{
+      {"auto", DeviceChoice::kAuto}, {"cpu", DeviceChoice::kCpu}, {"cuda", DeviceChoice::kCuda}};
+  return t;
+}
+
 torch::Device select_device(const MpiRuntime& rt, const std::string& choice) {
-  if (choice == "cpu") return torch::kCPU;
-  if (choice != "auto" && choice != "cuda") throw Error("device", "'" + choice + "' is not one of auto, cpu, cuda");
+  return select_device(rt, name_table(DeviceChoice{}).parse("device", choice));
+}
+
+torch::Device select_device(const MpiRuntime& rt, DeviceChoice choice) {
+  if (choice == DeviceChoice::kCpu) return torch::kCPU;
   const torch::Device d = local_device(rt);
-  if (choice == "auto" && d.is_cpu()) return d;
+  if (choice == DeviceChoice::kAuto && d.is_cpu()) return d;
   if (d.is_cpu())
     throw Error("device",
                 "cuda, but rank " + std::to_string(rt.rank()) +

@@ -19,8 +19,7 @@ ControlEmbeddingImpl::ControlEmbeddingImpl(int64_t feature_dim, int64_t out_dim)
 
 static torch::Tensor scalar_features(const torch::Tensor& values, int64_t dim) {
   std::vector<torch::Tensor> parts;
-  for (int64_t j = 0; j < values.size(1); ++j)
-    parts.push_back(unet_detail::timestep_features(values.select(1, j), dim));
+  for (int64_t j = 0; j < values.size(1); ++j) parts.push_back(timestep_features(values.select(1, j), dim));
   return torch::cat(parts, 1);
 }
 

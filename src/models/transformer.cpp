@@ -7,9 +7,8 @@
 #include <torch/torch.h>
 
 #include "dtrainer/core/error.h"
-#include "dtrainer/diffusion/pos_embed.h"
 #include "dtrainer/models/attention.h"
-#include "unet_blocks.h"  // timestep_features
+#include "dtrainer/models/embeddings.h"
 
 namespace dtrainer::models {
 namespace transformer_detail {
@@ -102,19 +101,14 @@ struct Attn : nn::Module {
 };
 
 // One block of DiT / PixArt, or one joint block of mmDiT (two streams).
-struct Block : nn::Module {
-  virtual Tensor forward(const std::vector<Tensor>& in) = 0;
-};
-
 // DiT (adaLN-Zero) and PixArt (adaLN-single + cross-attention) blocks.
-struct DiTBlock : Block {
+struct DiTBlock : nn::Module {
   std::shared_ptr<Attn> attn;
   std::shared_ptr<CrossAttention> cross_attn;
   std::shared_ptr<Mlp> mlp;
   nn::Sequential adaLN_modulation{nullptr};
   Tensor scale_shift_table;
   int64_t H;
-  Tensor mask;  // set per forward (PixArt text mask)
   DiTBlock(const TransformerSpec& s) : H(s.num_heads) {
     const int64_t h = s.hidden_size;
     const bool pixart = s.family == TransformerFamily::kPixArt;
@@ -127,17 +121,16 @@ struct DiTBlock : Block {
     else
       adaLN_modulation = register_module("adaLN_modulation", silu_linear(h, 6 * h, /*zero=*/true));  // adaLN-Zero
   }
-  // DiT: in = {x [B,N,h], c [B,h]}; PixArt: in = {x, y [B,T,h], t0 [B,6h]} (mask in `mask`).
-  Tensor forward(const std::vector<Tensor>& in) override {
-    const Tensor& x = in[0];
+  // DiT: x [B,N,h] with cond = c [B,h] (t0, mask undefined); PixArt: cond = y [B,T,h], t0 [B,6h], the text mask.
+  Tensor forward(const Tensor& x, const Tensor& cond, const Tensor& t0, const Tensor& mask) {
     std::vector<Tensor> mod;
     if (cross_attn)
-      mod = (scale_shift_table.unsqueeze(0) + in[2].view({x.size(0), 6, -1})).unbind(1);
+      mod = (scale_shift_table.unsqueeze(0) + t0.view({x.size(0), 6, -1})).unbind(1);
     else
-      mod = adaLN_modulation->forward(in[1]).chunk(6, -1);
+      mod = adaLN_modulation->forward(cond).chunk(6, -1);
     auto [q, k, v] = attn->qkv_heads(modulate(layer_norm(x), mod[0], mod[1]), H);
     Tensor out = x + mod[2].unsqueeze(1) * attn->proj(merge_heads(attention(q, k, v)));
-    if (cross_attn) out = out + cross_attn->forward(out, in[1], mask);
+    if (cross_attn) out = out + cross_attn->forward(out, cond, mask);
     return out + mod[5].unsqueeze(1) * mlp->forward(modulate(layer_norm(out), mod[3], mod[4]));
   }
 };
@@ -156,18 +149,17 @@ struct Stream : nn::Module {
   }
 };
 
-struct JointBlock : Block {
+struct JointBlock : nn::Module {
   std::shared_ptr<Stream> context_block, x_block;
-  int64_t H, T = 0;  // T: text tokens at the front of the packed sequence (set per forward)
-  Tensor mask;       // [B, T] text mask (set per forward)
+  int64_t H;
   JointBlock(const TransformerSpec& s, bool last) : H(s.num_heads) {
     context_block = register_module("context_block", std::make_shared<Stream>(s, last));
     x_block = register_module("x_block", std::make_shared<Stream>(s, false));
   }
-  // in = {[ctx; x] [B, T+N, h], c [B, h]} -> [ctx'; x'] (ctx passes through in the last block).
-  Tensor forward(const std::vector<Tensor>& in) override {
-    const Tensor ctx = in[0].narrow(1, 0, T), x = in[0].narrow(1, T, in[0].size(1) - T);
-    const Tensor& c = in[1];
+  // seq = [ctx; x] [B, T+N, h] (the T text tokens first), c [B, h], mask [B, T] (optional)
+  // -> [ctx'; x'] (ctx passes through in the last block).
+  Tensor forward(const Tensor& seq, const Tensor& c, const Tensor& mask, int64_t T) {
+    const Tensor ctx = seq.narrow(1, 0, T), x = seq.narrow(1, T, seq.size(1) - T);
     const auto mc = context_block->adaLN_modulation->forward(c).chunk(context_block->pre_only ? 2 : 6, -1);
     const auto mx = x_block->adaLN_modulation->forward(c).chunk(6, -1);
     auto [qc, kc, vc] = context_block->attn->qkv_heads(modulate(layer_norm(ctx), mc[0], mc[1]), H);
@@ -223,6 +215,34 @@ struct Embed {
   nn::Sequential y_mlp{nullptr}, t_block{nullptr};
   ControlEmbedding control{nullptr};
   std::vector<std::shared_ptr<nn::Module>> modules;  // every one above that exists (the "embed" unit)
+  TransformerFamily family = TransformerFamily::kDiT;
+  int64_t frequency_dim = 256, hidden = 0;
+
+  // The tokens and the conditioning vector c [B, h] the blocks take, from x_t [B, C, H, W], t [B]
+  // and text [B, T, context_dim] (labels for a class-conditional DiT; pos: the grid's positions):
+  //   DiT {x [B, N, h], c};  PixArt {x, y [B, T, h], c, t0 [B, 6h]};  mmDiT(++) {[ctx; x] [B, T + N, h], c}.
+  std::vector<Tensor> forward(const Tensor& x_t, const Tensor& t, const Tensor& text, const Tensor& labels,
+                              const Tensor& mask, const Tensor& pos, const std::optional<ControlInputs>& controls) {
+    const Tensor x = x_embedder(x_t).flatten(2).transpose(1, 2) + pos.unsqueeze(0);
+    Tensor c = t_mlp->forward(timestep_features(t, frequency_dim).to(x.dtype()));
+    switch (family) {
+      case TransformerFamily::kDiT:
+        return {x, c + (class_table ? class_table(labels) : pooled_proj(pooled(text, mask)))};
+      case TransformerFamily::kPixArt: {
+        const Tensor y = caption_fc1 ? caption_fc2(torch::gelu(caption_fc1(text), "tanh")) : text;
+        const Tensor t0 = t_block->forward(c);  // [B, 6h]
+        return {x, y, c, t0};
+      }
+      default: {
+        const Tensor ctx = context_embedder(text);
+        if (family == TransformerFamily::kMMDiT)
+          c = c + y_mlp->forward(pooled(text, mask));
+        else if (controls)
+          c = c + control->forward(*controls);  // [S2]: c_emb joins the timestep embedding
+        return {torch::cat({ctx, x}, 1), c};
+      }
+    }
+  }
 };
 
 }  // namespace transformer_detail
@@ -233,8 +253,11 @@ namespace nn = torch::nn;
 DiffusionTransformerImpl::DiffusionTransformerImpl(const TransformerSpec& s) : spec_(s) {
   s.validate();
   const int64_t h = s.hidden_size, p = s.patch_size;
-  embed_ = std::make_shared<Embed>();
-  Embed& e = *embed_;
+  auto embed = std::make_shared<Embed>();
+  Embed& e = *embed;
+  e.family = s.family;
+  e.frequency_dim = s.frequency_dim;
+  e.hidden = h;
   auto holder = [&](const std::string& name) { return register_module(name, std::make_shared<nn::Module>()); };
   auto xe = holder("x_embedder");
   e.x_embedder = xe->register_module("proj", nn::Conv2d(nn::Conv2dOptions(s.in_channels, h, p).stride(p)));
@@ -277,30 +300,25 @@ DiffusionTransformerImpl::DiffusionTransformerImpl(const TransformerSpec& s) : s
       break;
   }
   const bool mm = s.family == TransformerFamily::kMMDiT || s.family == TransformerFamily::kMMDiTPP;
+  std::vector<std::shared_ptr<JointBlock>> joint;
+  std::vector<std::shared_ptr<DiTBlock>> dit;
   nn::ModuleList list;
   for (int64_t i = 0; i < s.depth; ++i) {
     if (mm)
-      blocks_.push_back(std::make_shared<JointBlock>(s, i == s.depth - 1));
+      list->push_back(joint.emplace_back(std::make_shared<JointBlock>(s, i == s.depth - 1)));
     else
-      blocks_.push_back(std::make_shared<DiTBlock>(s));
-    list->push_back(blocks_.back());
+      list->push_back(dit.emplace_back(std::make_shared<DiTBlock>(s)));
   }
   register_module(mm ? "joint_blocks" : "blocks", list);
-  final_ = register_module("final_layer", std::make_shared<FinalLayer>(s));
-}
-
-std::vector<ModelUnit> DiffusionTransformerImpl::units() {
-  std::vector<ModelUnit> out;
-  ModelUnit embed{"embed", {}};
-  for (const auto& m : embed_->modules)
-    for (const auto& p : m->parameters()) embed.parameters.push_back(p);
-  out.push_back(std::move(embed));
-  const std::string prefix = spec_.family == TransformerFamily::kMMDiT || spec_.family == TransformerFamily::kMMDiTPP
-                                 ? "joint_blocks."
-                                 : "blocks.";
-  for (size_t i = 0; i < blocks_.size(); ++i) out.push_back({prefix + std::to_string(i), blocks_[i]->parameters()});
-  out.push_back({"final_layer", final_->parameters()});
-  return out;
+  auto final_layer = register_module("final_layer", std::make_shared<FinalLayer>(s));
+  // The units, in forward order.
+  embed_ = Unit<Embed>(this, register_unit("embed", e.modules), embed);
+  const std::string prefix = mm ? "joint_blocks." : "blocks.";
+  for (size_t i = 0; i < joint.size(); ++i)
+    joint_blocks_.emplace_back(this, register_unit(prefix + std::to_string(i), {joint[i]}), joint[i]);
+  for (size_t i = 0; i < dit.size(); ++i)
+    dit_blocks_.emplace_back(this, register_unit(prefix + std::to_string(i), {dit[i]}), dit[i]);
+  final_ = Unit<FinalLayer>(this, register_unit("final_layer", {final_layer}), final_layer);
 }
 
 torch::Tensor DiffusionTransformerImpl::forward(const torch::Tensor& x_t, const torch::Tensor& t,
@@ -334,95 +352,32 @@ torch::Tensor DiffusionTransformerImpl::forward_all(const torch::Tensor& x_t, co
   // would make each step wait for the host)
   if (!pos_cache_.defined() || pos_cache_.size(0) != N || pos_grid_ != std::make_pair(gh, gw) ||
       pos_cache_.dtype() != x_t.dtype() || pos_cache_.device() != x_t.device())
-    pos_cache_ = diffusion::sincos_pos_embed_2d(
-                     h, gh, gw, scale, diffusion::parse_pos_embed_grid("model.pos_embed_grid", s.pos_embed_grid))
+    pos_cache_ = sincos_pos_embed_2d(h, gh, gw, scale, parse_pos_embed_grid("model.pos_embed_grid", s.pos_embed_grid))
                      .to(x_t.device(), x_t.dtype());
   pos_grid_ = {gh, gw};
   const torch::Tensor pos = pos_cache_;
 
-  // Unit 0, the embeddings, packed into one [B, N + T + 1 (+ 6), h] tensor: image tokens, text
-  // tokens (width h after their embedding), the conditioning vector c, and PixArt's t0.
-  auto e = embed_;
-  const std::optional<ControlInputs> ctl = controls ? std::optional<ControlInputs>(*controls) : std::nullopt;
   const TransformerFamily fam = s.family;
-  const int64_t F = s.frequency_dim;
-  const torch::Tensor lab = labels, msk = text_mask;
-  std::vector<torch::Tensor> embed_in = {x_t, t.to(torch::kFloat32)};
-  if (uses_text) embed_in.push_back(text);
-  const torch::Tensor packed = run_unit(
-      0,
-      [e, ctl, fam, F, lab, msk, pos, h](const std::vector<torch::Tensor>& in) mutable {
-        const int64_t b = in[0].size(0);
-        torch::Tensor x = e->x_embedder(in[0]).flatten(2).transpose(1, 2) + pos.unsqueeze(0);
-        torch::Tensor c = e->t_mlp->forward(unet_detail::timestep_features(in[1], F).to(x.dtype()));
-        std::vector<torch::Tensor> parts = {x};
-        switch (fam) {
-          case TransformerFamily::kDiT:
-            c = c + (e->class_table ? e->class_table(lab) : e->pooled_proj(pooled(in[2], msk)));
-            parts.push_back(c.unsqueeze(1));
-            break;
-          case TransformerFamily::kPixArt: {
-            const torch::Tensor y = e->caption_fc1 ? e->caption_fc2(torch::gelu(e->caption_fc1(in[2]), "tanh")) : in[2];
-            const torch::Tensor t0 = e->t_block->forward(c).view({b, 6, h});
-            parts = {x, y, c.unsqueeze(1), t0};
-            break;
-          }
-          default: {
-            const torch::Tensor ctx = e->context_embedder(in[2]);
-            if (fam == TransformerFamily::kMMDiT)
-              c = c + e->y_mlp->forward(pooled(in[2], msk));
-            else if (ctl)
-              c = c + e->control->forward(*ctl);  // [S2]: c_emb joins the timestep embedding
-            parts = {ctx, x, c.unsqueeze(1)};
-          }
-        }
-        return torch::cat(parts, 1);
-      },
-      embed_in);
-
-  torch::Tensor x, c, y, t0, seq;
-  const bool mm = fam == TransformerFamily::kMMDiT || fam == TransformerFamily::kMMDiTPP;
-  if (fam == TransformerFamily::kDiT) {
-    x = packed.narrow(1, 0, N);
-    c = packed.select(1, N);
+  const std::optional<ControlInputs> ctl = controls ? std::optional<ControlInputs>(*controls) : std::nullopt;
+  // (text is an input of the embedding unit only where the model reads it)
+  const torch::Tensor text_in = uses_text ? text : torch::empty({B, 0, s.context_dim}, x_t.options());
+  const std::vector<torch::Tensor> e =
+      embed_(x_t, t.to(torch::kFloat32), text_in, held(labels), held(text_mask), held(pos), held(ctl));
+  const auto mask = held(text_mask);
+  torch::Tensor x;
+  if (fam == TransformerFamily::kMMDiT || fam == TransformerFamily::kMMDiTPP) {
+    torch::Tensor seq = e[0];
+    for (const auto& block : joint_blocks_) seq = block(seq, e[1], mask, T);
+    x = seq.narrow(1, T, N);
   } else if (fam == TransformerFamily::kPixArt) {
-    x = packed.narrow(1, 0, N);
-    y = packed.narrow(1, N, T);
-    c = packed.select(1, N + T);
-    t0 = packed.narrow(1, N + T + 1, 6).reshape({B, 6 * h});
+    x = e[0];
+    for (const auto& block : dit_blocks_) x = block(x, e[1], e[3], mask);
   } else {
-    seq = packed.narrow(1, 0, T + N);
-    c = packed.select(1, T + N);
+    x = e[0];
+    for (const auto& block : dit_blocks_) x = block(x, e[1], held(torch::Tensor()), held(torch::Tensor()));
   }
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    auto block = blocks_[i];
-    // (T and the mask are set inside the function: a checkpointing runner calls it again later)
-    if (mm) {
-      auto jb = std::static_pointer_cast<JointBlock>(block);
-      seq = run_unit(i + 1,
-                     [jb, T, msk](const std::vector<torch::Tensor>& in) {
-                       jb->T = T;
-                       jb->mask = msk;
-                       return jb->forward(in);
-                     },
-                     {seq, c});
-    } else if (fam == TransformerFamily::kPixArt) {
-      auto db = std::static_pointer_cast<DiTBlock>(block);
-      x = run_unit(i + 1,
-                   [db, msk](const std::vector<torch::Tensor>& in) {
-                     db->mask = msk;
-                     return db->forward(in);
-                   },
-                   {x, y, t0});
-    } else {
-      x = run_unit(i + 1, [block](const std::vector<torch::Tensor>& in) { return block->forward(in); }, {x, c});
-    }
-  }
-  if (mm) x = seq.narrow(1, T, N);
-  auto fin = final_;
+  const torch::Tensor tokens = final_(x, fam == TransformerFamily::kPixArt ? e[2] : e[1]);
   const int64_t out_c = s.out_channels();
-  const torch::Tensor tokens = run_unit(
-      blocks_.size() + 1, [fin](const std::vector<torch::Tensor>& in) { return fin->forward(in[0], in[1]); }, {x, c});
   // Unpatchify: [B, gh * gw, p * p * out] -> [B, out, gh * p, gw * p]
   return tokens.view({B, gh, gw, p, p, out_c}).permute({0, 5, 1, 3, 2, 4}).reshape({B, out_c, gh * p, gw * p});
 }

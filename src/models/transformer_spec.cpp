@@ -5,22 +5,16 @@
 
 namespace dtrainer::models {
 
-const char* to_string(TransformerFamily f) {
-  switch (f) {
-    case TransformerFamily::kDiT: return "dit";
-    case TransformerFamily::kPixArt: return "pixart";
-    case TransformerFamily::kMMDiT: return "mmdit";
-    case TransformerFamily::kMMDiTPP: return "mmdit_pp";
-  }
-  return "?";
+const NameTable<TransformerFamily>& name_table(TransformerFamily) {
+  static const NameTable<TransformerFamily> t{{"dit", TransformerFamily::kDiT},
+                                              {"pixart", TransformerFamily::kPixArt},
+                                              {"mmdit", TransformerFamily::kMMDiT},
+                                              {"mmdit_pp", TransformerFamily::kMMDiTPP}};
+  return t;
 }
-
+const char* to_string(TransformerFamily f) { return name_table(f).name(f); }
 TransformerFamily parse_transformer_family(const std::string& field, const std::string& text) {
-  return parse_choice<TransformerFamily>(field, text,
-                                         {{"dit", TransformerFamily::kDiT},
-                                          {"pixart", TransformerFamily::kPixArt},
-                                          {"mmdit", TransformerFamily::kMMDiT},
-                                          {"mmdit_pp", TransformerFamily::kMMDiTPP}});
+  return name_table(TransformerFamily{}).parse(field, text);
 }
 
 void TransformerSpec::validate() const {

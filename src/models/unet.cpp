@@ -40,47 +40,35 @@ UNetImpl::UNetImpl(const UNetSpec& spec) : spec_(spec) {
   conv_out_ =
       register_module("conv_out", torch::nn::Conv2d(torch::nn::Conv2dOptions(C, spec.out_channels, 3).padding(1)));
 
-  // Units in forward order (the order forward() runs them).
+  // The units, in forward order (the order forward() runs them).
   std::unordered_map<const torch::nn::Module*, std::string> name_of;
   for (const auto& item : named_modules("", false)) name_of[item.value().get()] = item.key();
-  auto add = [&](std::string name, std::vector<std::shared_ptr<torch::nn::Module>> modules) {
-    for (const auto& m : modules) unit_of_[m.get()] = units_.size();
-    units_.emplace_back(std::move(name), std::move(modules));
+  auto unit = [&](const auto& block) {
+    using Block = typename std::decay_t<decltype(block)>::element_type;
+    return Unit<Block>(this, register_unit(name_of.at(block.get()), {block}), block);
   };
-  auto add_block = [&](const std::shared_ptr<torch::nn::Module>& m) { add(name_of.at(m.get()), {m}); };
+  auto stage_units = [&](const Stage& st) {
+    StageUnits u;
+    for (size_t j = 0; j < st.resnets.size(); ++j) {
+      u.resnets.push_back(unit(st.resnets[j]));
+      if (j < st.attentions.size()) u.attentions.push_back(unit(st.attentions[j]));
+    }
+    for (const auto& sampler : st.samplers) u.samplers.push_back(unit(sampler));
+    return u;
+  };
   std::vector<std::shared_ptr<torch::nn::Module>> stem{time_embedding_};
   if (control_embedding_) stem.push_back(control_embedding_.ptr());
-  add("time_embedding", stem);
-  add("conv_in", {conv_in_.ptr()});
-  for (const auto& st : down_) {
-    for (size_t j = 0; j < st->resnets.size(); ++j) {
-      add_block(st->resnets[j]);
-      if (j < st->attentions.size()) add_block(st->attentions[j]);
-    }
-    for (const auto& s : st->samplers) add_block(s);
-  }
-  add_block(mid_->resnets[0]);
-  for (const auto& a : mid_->attentions) add_block(a);
-  add_block(mid_->resnets[1]);
-  for (const auto& st : up_) {
-    for (size_t j = 0; j < st->resnets.size(); ++j) {
-      add_block(st->resnets[j]);
-      if (j < st->attentions.size()) add_block(st->attentions[j]);
-    }
-    for (const auto& s : st->samplers) add_block(s);
-  }
-  add("conv_out", {conv_norm_out_.ptr(), conv_out_.ptr()});
-}
-
-std::vector<ModelUnit> UNetImpl::units() {
-  std::vector<ModelUnit> out;
-  for (const auto& [name, modules] : units_) {
-    ModelUnit u{name, {}};
-    for (const auto& m : modules)
-      for (const auto& p : m->parameters()) u.parameters.push_back(p);
-    out.push_back(std::move(u));
-  }
-  return out;
+  stem_ = Unit<Stem>(this, register_unit("time_embedding", stem),
+                     std::make_shared<Stem>(Stem{time_embedding_, control_embedding_}));
+  conv_in_unit_ =
+      Unit<ConvIn>(this, register_unit("conv_in", {conv_in_.ptr()}), std::make_shared<ConvIn>(ConvIn{conv_in_}));
+  for (const auto& st : down_) down_units_.push_back(stage_units(*st));
+  mid_units_.resnets.push_back(unit(mid_->resnets[0]));
+  for (const auto& a : mid_->attentions) mid_units_.attentions.push_back(unit(a));
+  mid_units_.resnets.push_back(unit(mid_->resnets[1]));
+  for (const auto& st : up_) up_units_.push_back(stage_units(*st));
+  head_ = Unit<Head>(this, register_unit("conv_out", {conv_norm_out_.ptr(), conv_out_.ptr()}),
+                     std::make_shared<Head>(Head{conv_norm_out_, conv_out_, act}));
 }
 
 static std::string shape_of(const torch::Tensor& t) {
@@ -121,67 +109,39 @@ torch::Tensor UNetImpl::forward(const torch::Tensor& x_t, const torch::Tensor& t
   check_inputs(x_t, t, text, text_mask);
   if (controls && !spec_.control_conditioning)
     throw Error("controls", "this model was built without control_conditioning");
-  const Act act = spec_.layout == UNetLayout::kDeepFloydIF ? Act::kGELU : Act::kSiLU;
   if (controls && controls->high.defined() && controls->high.size(0) != x_t.size(0))
     throw Error("controls.high", "batch size differs from x_t's");
-  // Every unit runs through run_unit with a function that owns what it captures (a checkpointing
-  // runner calls it again in backward).
-  auto te = time_embedding_;
-  auto ce = control_embedding_;
+  // Each unit runs through the model's unit runner (models/unit.h): tensors are its inputs, the
+  // mask and the controls are held by value (a checkpointing runner calls the unit again in backward).
   const std::optional<ControlInputs> ctl = controls ? std::optional<ControlInputs>(*controls) : std::nullopt;
-  const int64_t C = spec_.model_channels;
-  const torch::Tensor temb = run_unit(0,
-                                      [te, ce, ctl](const std::vector<torch::Tensor>& in) mutable {
-                                        torch::Tensor e = te->forward(in[0]);
-                                        if (ctl) e = e + ce->forward(*ctl);  // [S2]: c_emb joins the time embedding
-                                        return e;
-                                      },
-                                      {timestep_features(t, C).to(conv_in_->weight.dtype())});
-  auto conv_in = conv_in_;
-  torch::Tensor h =
-      run_unit(1, [conv_in](const std::vector<torch::Tensor>& in) mutable { return ops::conv(conv_in, in[0]); }, {x_t});
-
-  auto temb_block = [&](const std::shared_ptr<TembBlock>& block, const torch::Tensor& x) {
-    return run_unit(unit_of_.at(block.get()),
-                    [block](const std::vector<torch::Tensor>& in) { return block->forward(in[0], in[1]); }, {x, temb});
-  };
-  auto text_block = [&](const std::shared_ptr<TextBlock>& block, const torch::Tensor& x) {
-    return run_unit(
-        unit_of_.at(block.get()),
-        [block, text_mask](const std::vector<torch::Tensor>& in) { return block->forward(in[0], in[1], text_mask); },
-        {x, text});
-  };
+  const torch::Tensor temb = stem_(timestep_features(t, spec_.model_channels).to(conv_in_->weight.dtype()), held(ctl));
+  torch::Tensor h = conv_in_unit_(x_t);
+  const auto mask = held(text_mask);
   std::vector<torch::Tensor> skips{h};
-  for (auto& st : down_) {
-    for (size_t j = 0; j < st->resnets.size(); ++j) {
-      h = temb_block(st->resnets[j], h);
-      if (j < st->attentions.size()) h = text_block(st->attentions[j], h);
+  for (const StageUnits& st : down_units_) {
+    for (size_t j = 0; j < st.resnets.size(); ++j) {
+      h = st.resnets[j](h, temb);
+      if (j < st.attentions.size()) h = st.attentions[j](h, text, mask);
       skips.push_back(h);
     }
-    for (auto& s : st->samplers) {
-      h = temb_block(s, h);
+    for (const auto& sampler : st.samplers) {
+      h = sampler(h, temb);
       skips.push_back(h);
     }
   }
-  h = temb_block(mid_->resnets[0], h);
-  for (auto& a : mid_->attentions) h = text_block(a, h);
-  h = temb_block(mid_->resnets[1], h);
-  for (auto& st : up_) {
-    for (size_t j = 0; j < st->resnets.size(); ++j) {
+  h = mid_units_.resnets[0](h, temb);
+  for (const auto& a : mid_units_.attentions) h = a(h, text, mask);
+  h = mid_units_.resnets[1](h, temb);
+  for (const StageUnits& st : up_units_) {
+    for (size_t j = 0; j < st.resnets.size(); ++j) {
       h = torch::cat({h, skips.back()}, 1);
       skips.pop_back();
-      h = temb_block(st->resnets[j], h);
-      if (j < st->attentions.size()) h = text_block(st->attentions[j], h);
+      h = st.resnets[j](h, temb);
+      if (j < st.attentions.size()) h = st.attentions[j](h, text, mask);
     }
-    for (auto& s : st->samplers) h = temb_block(s, h);
+    for (const auto& sampler : st.samplers) h = sampler(h, temb);
   }
-  auto norm_out = conv_norm_out_;
-  auto conv_out = conv_out_;
-  return run_unit(units_.size() - 1,
-                  [norm_out, conv_out, act](const std::vector<torch::Tensor>& in) mutable {
-                    return ops::conv(conv_out, activate(act, ops::norm(norm_out, in[0])));
-                  },
-                  {h});
+  return head_(h);
 }
 
 }  // namespace dtrainer::models

@@ -14,15 +14,6 @@ namespace F = torch::nn::functional;
 
 torch::Tensor activate(Act act, const torch::Tensor& x) { return act == Act::kSiLU ? torch::silu(x) : torch::gelu(x); }
 
-torch::Tensor timestep_features(const torch::Tensor& t, int64_t dim) {
-  const int64_t half = dim / 2;
-  const auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(t.device());
-  // freq_i = 10000^(-i/half), i = 0..half-1
-  const torch::Tensor freqs = torch::exp(torch::arange(half, opts) * (-std::log(10000.0) / half));
-  const torch::Tensor args = t.to(torch::kFloat32).unsqueeze(1) * freqs.unsqueeze(0);
-  return torch::cat({torch::cos(args), torch::sin(args)}, 1);
-}
-
 static nn::Conv2d make_conv(int64_t in, int64_t out, int64_t k, int64_t stride = 1) {
   return nn::Conv2d(nn::Conv2dOptions(in, out, k).stride(stride).padding(k / 2));
 }
@@ -218,5 +209,15 @@ Stage::Stage(const StagePlan& p, const UNetSpec& spec) {
     register_module(down ? "downsamplers" : "upsamplers", samp);
   }
 }
+
+torch::Tensor Stem::forward(const torch::Tensor& features, const std::optional<ControlInputs>& controls) {
+  torch::Tensor e = time->forward(features);
+  if (controls) e = e + control->forward(*controls);  // [S2]: c_emb joins the time embedding
+  return e;
+}
+
+torch::Tensor ConvIn::forward(const torch::Tensor& x) { return ops::conv(conv, x); }
+
+torch::Tensor Head::forward(const torch::Tensor& h) { return ops::conv(conv, activate(act, ops::norm(norm, h))); }
 
 }  // namespace dtrainer::models::unet_detail

@@ -10,15 +10,16 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 
+#include <optional>
+
+#include "dtrainer/models/control_embedding.h"
+#include "dtrainer/models/embeddings.h"
 #include "dtrainer/models/unet_plan.h"
 
 namespace dtrainer::models::unet_detail {
 
 enum class Act { kSiLU, kGELU };
 torch::Tensor activate(Act act, const torch::Tensor& x);
-
-// Sinusoidal timestep features of width `dim` (cos half first, as diffusers' flip_sin_to_cos=True).
-torch::Tensor timestep_features(const torch::Tensor& t, int64_t dim);
 
 // A block that takes the feature map and the time embedding: res blocks and samplers.
 struct TembBlock : torch::nn::Module {
@@ -109,6 +110,25 @@ struct IFAttention : TextBlock {
   torch::nn::Linear to_q{nullptr}, to_k{nullptr}, to_v{nullptr}, add_k_proj{nullptr}, add_v_proj{nullptr}, out{nullptr};
   torch::nn::ModuleList to_out;
   int64_t heads;
+};
+
+// The UNet's units that are no module of their own (their layers keep diffusers' top-level names):
+// the stem (time embedding, plus [S2]'s control embedding when there is one), conv_in, and the
+// head (conv_norm_out, conv_out).
+struct Stem {
+  std::shared_ptr<TimestepEmbedding> time;
+  ControlEmbedding control{nullptr};
+  torch::Tensor forward(const torch::Tensor& features, const std::optional<ControlInputs>& controls);
+};
+struct ConvIn {
+  torch::nn::Conv2d conv{nullptr};
+  torch::Tensor forward(const torch::Tensor& x);
+};
+struct Head {
+  torch::nn::GroupNorm norm{nullptr};
+  torch::nn::Conv2d conv{nullptr};
+  Act act = Act::kSiLU;
+  torch::Tensor forward(const torch::Tensor& h);
 };
 
 // One of down_blocks.i / mid_block / up_blocks.i, with its children under diffusers' names.

@@ -7,17 +7,13 @@
 
 namespace dtrainer::models {
 
-const char* to_string(UNetLayout layout) {
-  switch (layout) {
-    case UNetLayout::kStableDiffusion: return "sd";
-    case UNetLayout::kDeepFloydIF: return "if";
-  }
-  return "?";
+const NameTable<UNetLayout>& name_table(UNetLayout) {
+  static const NameTable<UNetLayout> t{{"sd", UNetLayout::kStableDiffusion}, {"if", UNetLayout::kDeepFloydIF}};
+  return t;
 }
-
+const char* to_string(UNetLayout layout) { return name_table(layout).name(layout); }
 UNetLayout parse_unet_layout(const std::string& field, const std::string& text) {
-  return parse_choice<UNetLayout>(field, text,
-                                  {{"sd", UNetLayout::kStableDiffusion}, {"if", UNetLayout::kDeepFloydIF}});
+  return name_table(UNetLayout{}).parse(field, text);
 }
 
 int64_t UNetSpec::res_blocks(int64_t level) const {

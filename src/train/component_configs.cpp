@@ -9,11 +9,11 @@ TrainingStackConfig training_stack_config(const TrainConfig& c, const StartupPla
   sc.backbone = plan.backbone;
   sc.seed = c.seed;
   if (!resuming) sc.init_weights = c.init_weights;
-  sc.sharding.strategy = dist::parse_sharding_strategy("sharding", c.sharding);
+  sc.sharding.strategy = c.sharding;
   sc.sharding.adamw = {c.lr, c.beta1, c.beta2, c.eps, c.weight_decay};
   sc.sharding.activation_checkpointing = c.activation_checkpointing;
   sc.sharding.ema_decay = c.ema_decay;
-  sc.sharding.compute_dtype = dist::parse_compute_dtype("compute_dtype", c.compute_dtype);
+  sc.sharding.compute_dtype = dist::scalar_type(c.compute_dtype);
   return sc;
 }
 
@@ -28,7 +28,7 @@ data::LoaderConfig training_loader_config(const TrainConfig& c, const DataPlan& 
   lc.p_synthetic_caption = c.p_synthetic_caption;
   lc.synthetic_top_k = c.synthetic_top_k;
   lc.random_flip = c.random_flip;
-  lc.padding.policy = diffusion::parse_text_padding("text_padding", c.text_padding);
+  lc.padding.policy = c.text_padding;
   lc.padding.max_tokens = c.max_tokens;
   lc.padding.seed = c.seed;
   lc.prefetch = c.prefetch;
@@ -39,13 +39,13 @@ data::LoaderConfig training_loader_config(const TrainConfig& c, const DataPlan& 
 
 std::unique_ptr<diffusion::Objective> make_objective(const TrainConfig& c) {
   diffusion::ScheduleConfig sched;
-  sched.kind = diffusion::parse_beta_schedule("beta_schedule", c.beta_schedule);
+  sched.kind = c.beta_schedule;
   sched.num_timesteps = c.num_timesteps;
   sched.zero_terminal_snr = c.zero_terminal_snr;
   diffusion::ObjectiveConfig oc;
-  oc.target = diffusion::parse_target("target", c.target);
-  oc.weighting = diffusion::parse_loss_weighting("loss_weighting", c.loss_weighting);
-  oc.sampling = diffusion::parse_timestep_sampling("timestep_sampling", c.timestep_sampling);
+  oc.target = c.target;
+  oc.weighting = c.loss_weighting;
+  oc.sampling = c.timestep_sampling;
   oc.p_drop_text = c.p_drop_text;
   oc.p_drop_control = c.p_drop_control;
   oc.seed = c.seed;
@@ -53,7 +53,7 @@ std::unique_ptr<diffusion::Objective> make_objective(const TrainConfig& c) {
 }
 
 LrSchedule make_lr_schedule(const TrainConfig& c) {
-  return {c.lr, c.warmup_steps, c.steps, c.lr_schedule == "cosine", c.min_lr_ratio};
+  return {c.lr, c.warmup_steps, c.steps, c.lr_schedule == LrDecay::kCosine, c.min_lr_ratio};
 }
 
 }  // namespace dtrainer::train

@@ -203,7 +203,7 @@ void Evaluation::sample_grid(const EvalModel& m, int64_t step) const {
 
 nlohmann::json Evaluation::alignment(const EvalModel& m, int64_t step) const {
   diffusion::TextPaddingConfig padding;
-  padding.policy = diffusion::parse_text_padding("text_padding", c_.text_padding);
+  padding.policy = c_.text_padding;
   padding.max_tokens = c_.max_tokens;
   padding.seed = c_.seed;
   EmaWeights ema(*m.params, c_.ema_decay > 0);

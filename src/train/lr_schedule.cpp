@@ -5,6 +5,11 @@
 
 namespace dtrainer::train {
 
+const NameTable<LrDecay>& name_table(LrDecay) {
+  static const NameTable<LrDecay> t{{"constant", LrDecay::kConstant}, {"cosine", LrDecay::kCosine}};
+  return t;
+}
+
 double LrSchedule::at(int64_t step) const {
   if (warmup_steps > 0 && step <= warmup_steps)
     return peak * static_cast<double>(step) / static_cast<double>(warmup_steps);

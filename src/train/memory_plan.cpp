@@ -2,6 +2,7 @@
 
 #include "dtrainer/core/error.h"
 #include "dtrainer/core/format_bytes.h"
+#include "dtrainer/dist/sharding_policy.h"
 #include "dtrainer/train/train_config.h"
 
 namespace dtrainer::train {
@@ -14,17 +15,18 @@ std::string MemoryEstimate::describe() const {
 
 MemoryEstimate estimate_memory(const TrainConfig& c, const models::BackboneCost& cost, int64_t world,
                                int64_t micro_batch) {
-  const double N = static_cast<double>(cost.params), W = static_cast<double>(world);
-  const bool bf16 = c.compute_dtype == "bf16";
+  // The persistent buffers as the strategy's policy sizes them (the model as one unit: the real
+  // units' padding adds under W elements each); test_sharding_memory ties both to the real buffers.
+  const dist::ShardingPolicy policy = dist::ShardingPolicy::of(c.sharding);
+  const bool bf16 = c.compute_dtype == dist::ComputeDtype::kBf16;
+  const int W = static_cast<int>(world);
+  const dist::ShardedMemory s = policy.memory({dist::padded_size(cost.params, W)}, W, bf16, c.ema_decay > 0);
   MemoryEstimate m;
-  m.grads = 4 * N;
-  m.optimizer = 8 * N;
-  m.ema = c.ema_decay > 0 ? 4 * N : 0;
-  if (c.sharding != "replicate") m.optimizer /= W, m.ema /= W;
-  if (c.sharding == "zero2" || c.sharding == "zero3") m.grads /= W;
-  m.params = c.sharding == "zero3" ? 4 * N / W : 4 * N;
-  if (bf16) m.params = c.sharding == "replicate" ? 6 * N : 6 * N / W + (c.sharding == "zero3" ? 0 : 2 * N);
-  const bool ckpt = c.activation_checkpointing || c.sharding == "zero3";
+  m.params = static_cast<double>(s.param_bytes);
+  m.grads = static_cast<double>(s.grad_bytes);
+  m.optimizer = static_cast<double>(s.optimizer_state_bytes);
+  m.ema = static_cast<double>(s.ema_bytes);
+  const bool ckpt = c.activation_checkpointing || policy.recompute;
   m.activations = (bf16 ? 2.0 : 4.0) * static_cast<double>(cost.activation_elems) * static_cast<double>(micro_batch) *
                   (ckpt ? 0.1 : 1.0);
   return m;
@@ -37,9 +39,10 @@ void check_memory_fits(const TrainConfig& c, const MemoryEstimate& per_rank, int
   if (need <= available) return;
   std::string help;
   auto add = [&](const std::string& h) { help += (help.empty() ? "" : "; ") + h; };
-  if (c.sharding != "zero3")
+  const dist::ShardingPolicy policy = dist::ShardingPolicy::of(c.sharding);
+  if (!policy.shard_parameters)
     add("sharding = \"zero3\" (parameters, gradients and optimizer state split over the ranks)");
-  if (!c.activation_checkpointing && c.sharding != "zero3" && per_rank.activations > 0.2 * per_rank.total())
+  if (!c.activation_checkpointing && !policy.recompute && per_rank.activations > 0.2 * per_rank.total())
     add("activation_checkpointing = true (activations ~" + format_bytes(per_rank.activations) + " per rank now)");
   if (per_rank.activations > 0.2 * per_rank.total())
     add("a smaller micro_batch (gradient accumulation keeps the global batch)");

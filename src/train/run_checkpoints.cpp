@@ -40,7 +40,8 @@ bool RunCheckpoints::resume(dist::ShardedParameters& params, const std::vector<m
 }
 
 void RunCheckpoints::save(const TrainingProgress& progress, const nlohmann::json& loader_state,
-                          const dist::ShardedParameters& params, const std::vector<models::UnitLayout>& layout) {
+                          const dist::ShardedParameters& params, const std::vector<models::UnitLayout>& layout,
+                          MPI_Comm comm) {
   const int64_t step = progress.step;
   if (step == newest_) return;  // (a preemption right after a scheduled save)
   const auto t0 = std::chrono::steady_clock::now();
@@ -49,7 +50,7 @@ void RunCheckpoints::save(const TrainingProgress& progress, const nlohmann::json
   o.resumed_from = resume_.checkpoint.value_or("");
   const nlohmann::json meta = {
       {"trainer", progress.to_json()}, {"loader", loader_state}, {"seed", c_.seed}, {"config_toml", toml_}};
-  const ckpt::SaveResult r = ckpt::save_checkpoint(dir_.string(), step, params, layout, meta, o);
+  const ckpt::SaveResult r = ckpt::save_checkpoint(dir_.string(), step, params, layout, meta, o, comm);
   newest_ = step;
   if (r.already_saved) {
     log_info("checkpoint " + r.dir + " is the one this run resumed from: kept as it is");

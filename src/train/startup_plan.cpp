@@ -6,6 +6,7 @@
 #include "dtrainer/core/log.h"
 #include "dtrainer/data/synthesize.h"
 #include "dtrainer/dist/agreement.h"
+#include "dtrainer/dist/sharding_policy.h"
 #include "dtrainer/train/memory_plan.h"
 
 namespace fs = std::filesystem;
@@ -60,14 +61,14 @@ StartupPlan make_startup_plan(const TrainConfig& c, const DataPlan& d, int world
 std::string describe_run(const TrainConfig& c, const StartupPlan& p, const std::string& device,
                          const std::string& run_dir) {
   return models::backbone_summary(p.backbone) + "\ntraining " + std::to_string(c.steps) + " steps, global batch " +
-         std::to_string(c.global_batch) + " on " + std::to_string(p.world) + " ranks (" + device + "), " + c.sharding +
-         "; run directory " + run_dir;
+         std::to_string(c.global_batch) + " on " + std::to_string(p.world) + " ranks (" + device + "), " +
+         name_of(c.sharding) + "; run directory " + run_dir;
 }
 
 std::string describe_plan(const TrainConfig& c, const DataPlan& d, const StartupPlan& p, const std::string& device) {
   const double N = static_cast<double>(p.cost.params);
-  const bool bf16 = c.compute_dtype == "bf16";
-  const bool ckpt = c.activation_checkpointing || c.sharding == "zero3";
+  const bool bf16 = c.compute_dtype == dist::ComputeDtype::kBf16;
+  const bool ckpt = c.activation_checkpointing || dist::ShardingPolicy::of(c.sharding).recompute;
   const MemoryEstimate mem = estimate_memory(c, p.cost, p.world, p.micro);
   std::ostringstream o;
   o << "dtrainer plan\n"
@@ -79,14 +80,14 @@ std::string describe_plan(const TrainConfig& c, const DataPlan& d, const Startup
     << "  device       " << device << "\n"
     << "  batch        global " << c.global_batch << " = " << p.world << " ranks x micro-batch " << p.micro
     << " x accumulation " << p.accumulation << "\n"
-    << "  sharding     " << c.sharding << (ckpt ? " + activation checkpointing" : "") << ", compute in "
-    << c.compute_dtype << (bf16 ? " (fp32 masters)" : "") << (c.channels_last ? ", channels-last activations" : "")
-    << "\n"
+    << "  sharding     " << name_of(c.sharding) << (ckpt ? " + activation checkpointing" : "") << ", compute in "
+    << name_of(c.compute_dtype) << (bf16 ? " (fp32 masters)" : "")
+    << (c.channels_last ? ", channels-last activations" : "") << "\n"
     << "  memory/rank  " << mem.describe() << "\n"
     << "  FLOPs/step   " << static_cast<double>(p.train_flops_per_sample) * c.global_batch
     << " (fwd+bwd, all MACs x 2)\n"
-    << "  steps        " << c.steps << " (warm-up " << c.warmup_steps << ", " << c.lr_schedule << " lr " << c.lr
-    << ")\n"
+    << "  steps        " << c.steps << " (warm-up " << c.warmup_steps << ", " << name_of(c.lr_schedule) << " lr "
+    << c.lr << ")\n"
     << "  compute C    " << p.gflops_per_sample_s1 * c.global_batch * c.steps
     << " GFLOPs ([S1]: 3 x 2 x linear/conv MACs x samples)\n";
   return o.str();

@@ -96,7 +96,8 @@ ThroughputResult measure_training_throughput(const ThroughputConfig& c, dist::Mp
   r.device_memory_bytes = dist::device_total_memory(device);
 
   const torch::ScalarType dtype = dist::parse_compute_dtype("dtype", c.compute_dtype);
-  r.peak_tflops = peak_tflops_per_rank(c.peak_tflops, device, c.compute_dtype);
+  r.peak_tflops =
+      peak_tflops_per_rank(c.peak_tflops, device, name_table(dist::ComputeDtype{}).parse("dtype", c.compute_dtype));
 
   TrainingStackConfig sc;
   sc.backbone = spec;

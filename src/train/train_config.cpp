@@ -18,6 +18,7 @@
 #include <CLI/CLI.hpp>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/name_table.h"
 #include "dtrainer/core/parse.h"
 #include "dtrainer/train/job_file.h"
 
@@ -174,6 +175,28 @@ CLI::Option* opt(CLI::App& app, const std::string& group, const std::string& key
   return o;
 }
 
+// A choice: the enum's name table gives the accepted names (an error lists them), the names in
+// --help, and the TOML value written back.
+template <typename E>
+CLI::Option* choice(CLI::App& app, const std::string& group, const std::string& key, E& field, const std::string& help,
+                    TomlLines* lines) {
+  const NameTable<E>& table = name_table(E{});
+  if (lines) lines->emplace_back(key, [&field] { return toml_value(std::string(name_of(field))); });
+  const std::string names_text = table.joined();  // (--help shows them in the type too: ENUM:{...})
+  CLI::Option* o = app.add_option(names(key), field, help.empty() ? names_text : help)->group(group);
+  o->transform(CLI::Validator(
+      [&table](std::string& text) -> std::string {
+        const auto v = table.find(text);
+        if (!v) return "expected one of " + table.joined(", ") + "; got '" + text + "'";
+        text = std::to_string(static_cast<int>(*v));  // (CLI11 reads an enum as its underlying integer)
+        return "";
+      },
+      "{" + table.joined(",") + "}", "choice"));
+  o->default_str(name_of(field));
+  o->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  return o;
+}
+
 CLI::Option* flag(CLI::App& app, const std::string& group, const std::string& key, bool& field, const std::string& help,
                   TomlLines* lines) {
   if (lines) lines->emplace_back(key, [&field] { return toml_value(field); });
@@ -234,10 +257,8 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
   opt(app, run, "resume", c.resume, "auto (newest complete checkpoint of the run, if any), none, or a checkpoint path",
       lines);
   flag(app, run, "dry_run", c.dry_run, "build everything, print the plan, do not train", lines);
-  opt(app, run, "device", c.device,
-      "auto | cpu | cuda: where each rank computes (auto: GPU <node-local rank> where LibTorch sees GPUs, else the "
-      "CPU)",
-      lines, CLI::IsMember({"auto", "cpu", "cuda"}));
+  choice(app, run, "device", c.device,
+         "where each rank computes (auto: GPU <node-local rank> where LibTorch sees GPUs, else the CPU)", lines);
   opt(app, run, "threads", c.threads, "compute threads per rank (0: cores on this node / ranks on it)", lines,
       non_negative);
   opt(app, run, "max_bad_steps", c.max_bad_steps,
@@ -263,13 +284,11 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
   opt(app, model, "model", c.model, "backbone preset (dtmodel list)", lines);
   opt(app, model, "model_set", c.model_set, "preset field overrides, key=value (dtmodel describe lists the keys)",
       lines);
-  opt(app, model, "sharding", c.sharding, "replicate | zero1 | zero2 | zero3", lines,
-      CLI::IsMember({"replicate", "zero1", "zero2", "zero3"}));
+  choice(app, model, "sharding", c.sharding, "", lines);
   flag(app, model, "activation_checkpointing", c.activation_checkpointing,
        "recompute every block in backward (always on under zero3)", lines);
-  opt(app, model, "compute_dtype", c.compute_dtype,
-      "fp32 | bf16: what the model computes in (bf16: a compute copy of fp32 master weights)", lines,
-      CLI::IsMember({"fp32", "bf16"}));
+  choice(app, model, "compute_dtype", c.compute_dtype,
+         "what the model computes in (bf16: a compute copy of fp32 master weights)", lines);
   flag(app, model, "channels_last", c.channels_last,
        "NHWC activations: the UNet's convolutions run channels-last (on a GPU in bf16 usually faster; "
        "dtbench train --channels-last measures it)",
@@ -304,8 +323,7 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
        "failing",
        lines);
   flag(app, data, "random_flip", c.random_flip, "horizontal flips (p = 0.5), flagged in the controls", lines);
-  opt(app, data, "text_padding", c.text_padding, "zero | replicate | noisy_replicate", lines,
-      CLI::IsMember({"zero", "replicate", "noisy_replicate"}));
+  choice(app, data, "text_padding", c.text_padding, "", lines);
   opt(app, data, "max_tokens", c.max_tokens, "text tokens T the model attends to", lines, positive);
 
   const std::string optim = "Optimizer";
@@ -315,8 +333,7 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
   opt(app, optim, "eps", c.eps, "AdamW epsilon", lines, number_in(0.0, kMax, true));
   opt(app, optim, "weight_decay", c.weight_decay, "AdamW decoupled weight decay", lines, number_in(0.0, kMax));
   opt(app, optim, "warmup_steps", c.warmup_steps, "linear warm-up steps", lines, non_negative);
-  opt(app, optim, "lr_schedule", c.lr_schedule, "after warm-up: constant | cosine", lines,
-      CLI::IsMember({"constant", "cosine"}));
+  choice(app, optim, "lr_schedule", c.lr_schedule, "after warm-up", lines);
   opt(app, optim, "min_lr_ratio", c.min_lr_ratio, "cosine ends at lr x this", lines, probability);
   opt(app, optim, "max_grad_norm", c.max_grad_norm, "global gradient-norm clipping (<= 0: off)", lines,
       number_in(-kMax, kMax, false, " (0 turns clipping off)"));
@@ -324,13 +341,10 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
       number_in(0.0, 0.999999999));
 
   const std::string diff = "Diffusion";
-  opt(app, diff, "target", c.target, "eps | v | flow", lines, CLI::IsMember({"eps", "v", "flow"}));
-  opt(app, diff, "loss_weighting", c.loss_weighting, "none | sigma_inv_sq | min_snr | truncated_snr", lines,
-      CLI::IsMember({"none", "sigma_inv_sq", "min_snr"}));
-  opt(app, diff, "timestep_sampling", c.timestep_sampling, "uniform | logit_normal", lines,
-      CLI::IsMember({"uniform", "logit_normal"}));
-  opt(app, diff, "beta_schedule", c.beta_schedule, "scaled_linear | linear | cosine", lines,
-      CLI::IsMember({"scaled_linear", "linear", "cosine"}));
+  choice(app, diff, "target", c.target, "what the model predicts", lines);
+  choice(app, diff, "loss_weighting", c.loss_weighting, "the loss weight over timesteps", lines);
+  choice(app, diff, "timestep_sampling", c.timestep_sampling, "", lines);
+  choice(app, diff, "beta_schedule", c.beta_schedule, "", lines);
   opt(app, diff, "num_timesteps", c.num_timesteps, "diffusion steps T", lines, integer_in(2, 100000));
   flag(app, diff, "zero_terminal_snr", c.zero_terminal_snr,
        "rescale the schedule to zero terminal SNR (needs target = v)", lines);
@@ -426,7 +440,7 @@ void validate_train_config(const TrainConfig& c, int world) {
   for (const auto& d : c.data)
     if (d.rfind("synthetic:", 0) == 0 && d != "synthetic:shapes")
       throw Error("data", "unknown synthetic dataset '" + d + "' (synthetic:shapes exists)");
-  if (c.zero_terminal_snr && c.target != "v") throw Error("zero_terminal_snr", "needs target = v");
+  if (c.zero_terminal_snr && c.target != diffusion::Target::kV) throw Error("zero_terminal_snr", "needs target = v");
   if (c.warmup_steps > c.steps)
     throw Error("warmup_steps", std::to_string(c.warmup_steps) + " exceeds steps " + std::to_string(c.steps));
   for (const auto& kv : c.model_set)

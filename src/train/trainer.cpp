@@ -125,7 +125,7 @@ void Trainer::checkpoint(int64_t step) {
   if (step == checkpoints_.newest()) return;
   resolve();  // (the bad-step count is saved)
   watched("checkpoint", step,
-          [&] { checkpoints_.save(progress_, loader_->state().to_json(), *stack_.params, stack_.layout); });
+          [&] { checkpoints_.save(progress_, loader_->state().to_json(), *stack_.params, stack_.layout, rt_.comm()); });
 }
 
 // One optimizer step over this rank's part of the global batch, in micro-batches. The batch is

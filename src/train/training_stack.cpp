@@ -26,9 +26,9 @@ TrainingStack build_training_stack(const TrainingStackConfig& c, const dist::Mpi
   return s;
 }
 
-double peak_tflops_per_rank(double configured, const torch::Device& device, const std::string& compute_dtype) {
+double peak_tflops_per_rank(double configured, const torch::Device& device, dist::ComputeDtype compute_dtype) {
   if (configured > 0) return configured;
-  return measure_matmul_tflops(device.str(), device.is_cuda() ? compute_dtype : "fp32");
+  return measure_matmul_tflops(device.str(), device.is_cuda() ? name_of(compute_dtype) : "fp32");
 }
 
 double achieved_tflops(double flops_per_sample, double samples_per_s) {

@@ -1,6 +1,7 @@
 #include <catch2/catch.hpp>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/name_table.h"
 #include "dtrainer/core/parse.h"
 
 using namespace dtrainer;
@@ -28,10 +29,12 @@ TEST_CASE("parse_int and parse_bool reject trailing garbage and unknown words") 
                     "model.use_linear_projection: expected true or false, got 'maybe'");
 }
 
-TEST_CASE("parse_choice maps names and lists the accepted ones on error") {
+TEST_CASE("a name table maps names both ways and lists the accepted ones on error") {
   enum class Fruit { kApple, kPear };
-  const std::vector<std::pair<const char*, Fruit>> table = {{"apple", Fruit::kApple}, {"pear", Fruit::kPear}};
-  CHECK(parse_choice<Fruit>("f", "pear", table) == Fruit::kPear);
-  CHECK_THROWS_WITH(parse_choice<Fruit>("menu.fruit", "plum", table),
-                    "menu.fruit: expected one of apple, pear; got 'plum'");
+  const NameTable<Fruit> table = {{"apple", Fruit::kApple}, {"pear", Fruit::kPear}};
+  CHECK(table.parse("f", "pear") == Fruit::kPear);
+  CHECK_THROWS_WITH(table.parse("menu.fruit", "plum"), "menu.fruit: expected one of apple, pear; got 'plum'");
+  CHECK(std::string(table.name(Fruit::kApple)) == "apple");
+  CHECK(table.joined() == "apple | pear");
+  CHECK_FALSE(table.find("plum").has_value());
 }

@@ -15,7 +15,7 @@ namespace {
 struct CountingRunner : models::UnitRunner, models::CheckpointHooks {
   std::vector<int> runs, recomputes;
   explicit CountingRunner(size_t n) : runs(n), recomputes(n) {}
-  torch::Tensor run(size_t index, const Fn& fn, const std::vector<torch::Tensor>& inputs) override {
+  std::vector<torch::Tensor> run(size_t index, const Fn& fn, const std::vector<torch::Tensor>& inputs) override {
     return models::run_checkpointed(index, fn, inputs, this);
   }
   void before_run(size_t unit, bool recompute) override { ++(recompute ? recomputes : runs)[unit]; }

@@ -9,10 +9,11 @@
 
 #include <torch/torch.h>
 
-#include "dtrainer/diffusion/pos_embed.h"
+#include "dtrainer/models/embeddings.h"
 #include "dtrainer/models/attention.h"
 #include "dtrainer/models/transformer.h"
 #include "dtrainer/models/transformer_cost.h"
+#include "dtrainer/models/checkpointed_unit.h"
 
 using namespace dtrainer;
 using namespace dtrainer::models;
@@ -32,17 +33,75 @@ TransformerSpec small(const std::string& preset) {
   return s;
 }
 
-// Records every unit's inputs and output.
+// Records every unit's inputs and first output (the image tokens of the embedding unit).
 struct RecordingRunner : UnitRunner {
   std::vector<std::pair<std::vector<torch::Tensor>, torch::Tensor>> calls;
-  torch::Tensor run(size_t, const Fn& fn, const std::vector<torch::Tensor>& inputs) override {
-    torch::Tensor out = fn(inputs);
-    calls.emplace_back(inputs, out);
+  std::vector<torch::Tensor> run(size_t, const Fn& fn, const std::vector<torch::Tensor>& inputs) override {
+    std::vector<torch::Tensor> out = fn(inputs);
+    calls.emplace_back(inputs, out.at(0));
     return out;
   }
 };
 
+// Runs every unit checkpointed (forward without a graph, recomputed in backward), as zero3 and
+// activation checkpointing do.
+struct CheckpointingRunner : UnitRunner {
+  std::vector<torch::Tensor> run(size_t index, const Fn& fn, const std::vector<torch::Tensor>& inputs) override {
+    return run_checkpointed(index, fn, inputs, nullptr);
+  }
+};
+
 }  // namespace
+
+TEST_CASE("a checkpointed transformer has the plain one's output and gradients, for every family") {
+  // (the embedding unit returns several tensors, some units get an absent mask or t0: all of it
+  // goes through the recomputation)
+  for (const std::string preset : {"dit-xl2", "pixart-h1152-d28", "mmdit-xl2", "mmdit-pp-xl2"}) {
+    for (const bool masked : {true, false}) {
+      INFO(preset << (masked ? ", masked text" : ", no mask"));
+      TransformerSpec s = small(preset);
+      if (s.conditioning == "class") s.conditioning = "text";
+      torch::manual_seed(21);
+      DiffusionTransformer plain(s);
+      torch::manual_seed(21);
+      DiffusionTransformer ckpt(s);
+      {
+        torch::NoGradGuard g;  // (off zero, so that every parameter gets a gradient)
+        auto pb = ckpt->parameters();
+        auto pa = plain->parameters();
+        for (size_t i = 0; i < pa.size(); ++i) {
+          pa[i].add_(torch::randn_like(pa[i]) * 0.02);
+          pb[i].copy_(pa[i]);
+        }
+      }
+      CheckpointingRunner runner;
+      ckpt->set_unit_runner(&runner);
+      const int64_t B = 2, T = 5;
+      torch::manual_seed(22);
+      const torch::Tensor x = torch::randn({B, s.in_channels, 8, 8}), t = torch::tensor({3.0f, 900.0f});
+      const torch::Tensor text = torch::randn({B, T, s.context_dim});
+      const torch::Tensor mask =
+          masked ? torch::tensor({1, 1, 1, 0, 0, 1, 1, 1, 1, 1}).view({B, T}).to(torch::kBool) : torch::Tensor();
+      ControlInputs controls{torch::rand({B, 4}), torch::rand({B, 2}) * 256, torch::rand({B}),
+                             torch::ones({B}, torch::kBool)};
+      const ControlInputs* c = s.family == TransformerFamily::kMMDiTPP ? &controls : nullptr;
+      const torch::Tensor xa = x.clone().requires_grad_(true), xb = x.clone().requires_grad_(true);
+      const torch::Tensor ya = plain->forward_all(xa, t, text, mask, c, {});
+      const torch::Tensor yb = ckpt->forward_all(xb, t, text, mask, c, {});
+      CHECK(torch::equal(ya, yb));
+      const torch::Tensor w = torch::randn_like(ya);
+      (ya * w).sum().backward();
+      (yb * w).sum().backward();
+      CHECK(torch::allclose(xa.grad(), xb.grad(), 1e-5, 1e-6));
+      auto pb = ckpt->named_parameters();
+      for (const auto& p : plain->named_parameters()) {
+        INFO(p.key());
+        REQUIRE(pb[p.key()].grad().defined());
+        CHECK(torch::allclose(p.value().grad(), pb[p.key()].grad(), 1e-4, 1e-6));
+      }
+    }
+  }
+}
 
 TEST_CASE("preset parameter counts match [S1] Table 2 and DiT-XL/2 (within 2%)") {
   // [S1] Table 2: 256 px, 77 x 1024 text tokens.
@@ -221,10 +280,8 @@ TEST_CASE("another resolution: resampled positions keep the grid's extent, extra
   const torch::Tensor e1 = image_tokens(ext, 8), e2 = image_tokens(ext, 16);
   // At the training resolution the tokens carry the diffusion core's embeddings of either rule
   // (token i - token 0 cancels the patch-embedding bias).
-  const torch::Tensor pr =
-      diffusion::sincos_pos_embed_2d(s.hidden_size, 4, 4, 1.0, diffusion::PosEmbedGrid::kResampled);
-  const torch::Tensor pe =
-      diffusion::sincos_pos_embed_2d(s.hidden_size, 4, 4, 1.0, diffusion::PosEmbedGrid::kExtrapolate);
+  const torch::Tensor pr = models::sincos_pos_embed_2d(s.hidden_size, 4, 4, 1.0, models::PosEmbedGrid::kResampled);
+  const torch::Tensor pe = models::sincos_pos_embed_2d(s.hidden_size, 4, 4, 1.0, models::PosEmbedGrid::kExtrapolate);
   CHECK(torch::allclose(r1 - r1[0], (pr - pr[0]).to(torch::kFloat32), 1e-5, 1e-5));
   CHECK(torch::allclose(e1 - e1[0], (pe - pe[0]).to(torch::kFloat32), 1e-5, 1e-5));
   // Resampled: the 8x8 grid spans the 4x4 grid's extent — its corners are the 4x4 grid's corners.

@@ -42,7 +42,7 @@ TEST_CASE("TOML keys set fields and the command line overrides them") {
   parse(c, {"--config", f, "--lr", "1e-4"});
   CHECK(c.global_batch == 64);
   CHECK(c.lr == Approx(1e-4));
-  CHECK(c.sharding == "zero2");
+  CHECK(std::string(name_of(c.sharding)) == "zero2");
   CHECK_FALSE(c.random_flip);
   CHECK(c.model_set == std::vector<std::string>{"model_channels=64"});
 }
@@ -107,12 +107,47 @@ TEST_CASE("the resolved config.toml reads back to the same configuration") {
   parse(b, {"--config", f});
   CHECK(b.lr == Approx(3e-4));
   CHECK(b.model_set == a.model_set);
-  CHECK(b.sharding == "zero3");
+  CHECK(std::string(name_of(b.sharding)) == "zero3");
   CHECK(b.steps == 77);
   CHECK(b.data == std::vector<std::string>{"x", "y"});
   CHECK(b.data_weights == a.data_weights);
   CHECK(b.ema_decay == Approx(a.ema_decay));
   CHECK(b.random_flip == a.random_flip);
+}
+
+// Every choice accepts each name of its enum's table (the one list: a name added to the table is an
+// option value at once), records it in config.toml and reads it back; a wrong name is refused
+// naming the option and listing the accepted names.
+template <typename E>
+void check_choice(const std::string& key, E TrainConfig::*field) {
+  for (const auto& [name, value] : name_table(E{}).entries()) {
+    INFO(key << " = " << name);
+    TrainConfig c;
+    parse(c, {"--" + key, name});
+    CHECK((c.*field) == value);
+    TrainConfig back = train_config_from_toml(train_config_toml(c), "recorded");
+    CHECK((back.*field) == value);
+    CHECK_THAT(train_config_toml(c), Catch::Contains(key + " = \"" + std::string(name) + "\""));
+  }
+  TrainConfig c;
+  try {
+    parse(c, {"--" + key, "no_such_choice"});
+    FAIL("accepted a wrong name");
+  } catch (const CLI::ParseError& e) {
+    CHECK_THAT(e.what(), Catch::Contains("no_such_choice") && Catch::Contains(name_table(E{}).joined(", ")));
+  }
+}
+
+TEST_CASE("choices: every name of each enum's table is accepted, recorded and read back; others refused") {
+  check_choice("sharding", &TrainConfig::sharding);
+  check_choice("compute_dtype", &TrainConfig::compute_dtype);
+  check_choice("device", &TrainConfig::device);
+  check_choice("text_padding", &TrainConfig::text_padding);
+  check_choice("lr_schedule", &TrainConfig::lr_schedule);
+  check_choice("target", &TrainConfig::target);
+  check_choice("loss_weighting", &TrainConfig::loss_weighting);  // (truncated_snr was missing from the CLI's list)
+  check_choice("timestep_sampling", &TrainConfig::timestep_sampling);
+  check_choice("beta_schedule", &TrainConfig::beta_schedule);
 }
 
 TEST_CASE("learning rate: linear warm-up, then constant or cosine") {

@@ -6,9 +6,12 @@
 
 #include "dtrainer/analysis/chinchilla_fit.h"
 
+#include "dtrainer/core/name_table.h"
+
 namespace dtrainer::analysis {
 
 enum class Frontier { kNone, kMax, kMin };
+const NameTable<Frontier>& name_table(Frontier);  // max | min | none
 // Indices of the frontier points, by increasing x: kMax keeps a point when no point with smaller
 // or equal x has a larger-or-equal y (the best score reached so far); kMin the same for lowest y.
 std::vector<size_t> pareto_frontier(const std::vector<double>& x, const std::vector<double>& y, Frontier f);

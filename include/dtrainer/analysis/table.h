@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "dtrainer/core/name_table.h"
+
 namespace dtrainer::analysis {
 
 struct Table {
@@ -27,6 +29,7 @@ Table read_csv(const std::string& path);
 // (each evaluation of a run is a point: the frontier is taken over all of them); records made before
 // any training compute (step 0, compute_gflops 0) are left out with a note, as no log axis holds them.
 enum class RunPick { kFinal, kBest, kHighest, kStep, kAll };
+const NameTable<RunPick>& name_table(RunPick);  // final | best | highest | step | all
 Table read_runs(const std::vector<std::string>& dirs, const std::string& metric, RunPick pick, long long step = -1);
 
 }  // namespace dtrainer::analysis

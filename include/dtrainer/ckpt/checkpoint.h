@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include <mpi.h>
 #include <nlohmann/json.hpp>
 
 #include "dtrainer/dist/sharded_params.h"
@@ -52,12 +53,12 @@ struct SaveResult {
   std::vector<std::string> warnings;    // housekeeping that failed after the checkpoint was safe
 };
 
-// Collective over MPI_COMM_WORLD (the ranks of `params`). layout: the model's parameter layout
+// Collective over `comm` (the ranks of `params`). layout: the model's parameter layout
 // (models::parameter_layout, one entry per unit of params). Throws CollectiveError on every rank
 // when any rank fails.
 SaveResult save_checkpoint(const std::string& root, int64_t step, const dist::ShardedParameters& params,
                            const std::vector<models::UnitLayout>& layout, const nlohmann::json& meta,
-                           const SaveOptions& options);
+                           const SaveOptions& options, MPI_Comm comm);
 
 // Every complete checkpoint under root (step, directory), oldest first.
 std::vector<std::pair<int64_t, std::string>> complete_checkpoints(const std::string& root);

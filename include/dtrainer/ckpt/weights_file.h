@@ -13,6 +13,8 @@ namespace torch::nn {
 class Module;
 }
 
+#include "dtrainer/core/name_table.h"
+
 namespace dtrainer::ckpt {
 
 enum class WeightsSource {
@@ -20,6 +22,7 @@ enum class WeightsSource {
   kParams,  // the trained parameters (what the optimizer updates; what eval_loss measures)
   kEma,     // the EMA of the weights (what the trainer samples with)
 };
+const NameTable<WeightsSource>& name_table(WeightsSource);  // auto | params | ema
 WeightsSource parse_weights_source(const std::string& field, const std::string& text);
 
 struct ExportOptions {

@@ -17,17 +17,6 @@ bool parse_bool(const std::string& field, const std::string& text);
 std::vector<int64_t> parse_int_list(const std::string& field, const std::string& text);
 std::string format_int_list(const std::vector<int64_t>& values);
 
-// One of a fixed set of names, e.g. parse_choice(field, "eps", {{"eps", Target::kEps}, ...}).
-// The error lists the accepted names.
-template <typename T>
-T parse_choice(const std::string& field, const std::string& text,
-               const std::vector<std::pair<const char*, T>>& choices) {
-  std::string names;
-  for (const auto& [name, value] : choices) {
-    if (text == name) return value;
-    names += (names.empty() ? "" : ", ") + std::string(name);
-  }
-  throw Error(field, "expected one of " + names + "; got '" + text + "'");
-}
+// (Choices among names: core/name_table.h.)
 
 }  // namespace dtrainer

@@ -8,12 +8,15 @@
 
 #include <torch/types.h>
 
+#include "dtrainer/core/name_table.h"
+
 namespace dtrainer::data {
 
 constexpr int64_t kShardSchemaVersion = 1;
 constexpr const char* kShardExtension = ".h5";
 
 enum class ElementType { kFloat32, kFloat16, kBFloat16 };
+const NameTable<ElementType>& name_table(ElementType);  // float32 (fp32) | float16 (fp16) | bfloat16 (bf16)
 const char* to_string(ElementType t);
 ElementType parse_element_type(const std::string& field, const std::string& text);
 int64_t element_bytes(ElementType t);

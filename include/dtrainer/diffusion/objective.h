@@ -9,26 +9,10 @@
 
 #include <torch/types.h>
 
+#include "dtrainer/diffusion/objective_choices.h"
 #include "dtrainer/diffusion/schedule.h"
 
 namespace dtrainer::diffusion {
-
-enum class Target {
-  kEps,   // predict the noise eps                                   ([S1], [S2] default)
-  kV,     // predict v = sqrt(abar) eps - sqrt(1 - abar) x0
-  kFlow,  // rectified flow: x_t = (1 - t) x0 + t eps, predict eps - x0   (SD3)
-};
-enum class LossWeighting {
-  kNone,          // w = 1
-  kSigmaInvSq,    // w = sigma_t^-2 = SNR_t                              ([S2])
-  kMinSnr,        // min-SNR-gamma: w = min(SNR, gamma) x (d x0 / d target)^2, i.e. min(SNR, gamma) on x0-error
-  kTruncatedSnr,  // truncated SNR: max(SNR, 1) on the x0-error (Salimans & Ho 2022, progressive distillation)
-};
-enum class TimestepSampling { kUniform, kLogitNormal };
-
-Target parse_target(const std::string& field, const std::string& text);
-LossWeighting parse_loss_weighting(const std::string& field, const std::string& text);
-TimestepSampling parse_timestep_sampling(const std::string& field, const std::string& text);
 
 struct ObjectiveConfig {
   Target target = Target::kEps;

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "dtrainer/core/name_table.h"
+
 namespace dtrainer::diffusion {
 
 enum class BetaSchedule {
@@ -15,8 +17,8 @@ enum class BetaSchedule {
   kLinear,        // beta_t = b0 + t/(T-1) (b1 - b0)                         (DDPM)
   kCosine,        // abar from cos^2(((t/T) + 0.008) / 1.008 * pi/2), betas capped at 0.999
 };
+const NameTable<BetaSchedule>& name_table(BetaSchedule);  // scaled_linear | linear | cosine
 BetaSchedule parse_beta_schedule(const std::string& field, const std::string& text);
-const char* to_string(BetaSchedule s);
 
 struct ScheduleConfig {
   BetaSchedule kind = BetaSchedule::kScaledLinear;

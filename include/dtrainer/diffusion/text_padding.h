@@ -13,10 +13,9 @@
 
 #include <torch/types.h>
 
-namespace dtrainer::diffusion {
+#include "dtrainer/diffusion/text_padding_policy.h"
 
-enum class TextPadding { kZero, kReplicate, kNoisyReplicate };
-TextPadding parse_text_padding(const std::string& field, const std::string& text);
+namespace dtrainer::diffusion {
 
 struct TextPaddingConfig {
   TextPadding policy = TextPadding::kZero;

@@ -7,6 +7,7 @@
 #include <torch/types.h>
 
 #include "dtrainer/dist/communicator.h"
+#include "dtrainer/dist/device_choice.h"
 #include "dtrainer/dist/mpi_runtime.h"
 
 namespace dtrainer::dist {
@@ -20,6 +21,7 @@ torch::Device local_device(const MpiRuntime& rt);
 // The device for a --device choice: "cpu"; "cuda" (cuda:<node-local rank>; an error naming the
 // rank when LibTorch sees no CUDA device, or the build has no NCCL); "auto" (local_device: a GPU
 // where there are GPUs, else the CPU). Anything else is an error naming the field.
+torch::Device select_device(const MpiRuntime& rt, DeviceChoice choice);
 torch::Device select_device(const MpiRuntime& rt, const std::string& choice);
 
 // The communicator for tensors on `device`: NCCL for CUDA devices (an error if this build has no

@@ -12,6 +12,11 @@
 // compute copy, while the optimizer updates fp32 master shards and writes the copy in the same
 // fused pass; gradients arrive in bf16 and are reduced and applied in fp32. Under zero1-3 the
 // parameters travel in bf16 (half the bytes of the all-gathers).
+// Three parts, one file each: the flat units (src/dist/flat_unit.h: buffers, padding, the
+// parameters as views), the strategy's policy (dist/sharding_policy.h: what is sharded, gathered
+// and reduced when; the strategies differ only there) and the optimizer over the shards
+// (dist/shard_optimizer.h: AdamW + EMA). This class runs them: the gradient hooks, the reductions,
+// the gathers, the update.
 // Gradient reduction is bucketed by unit and asynchronous: as soon as backward has produced all
 // of a unit's gradients (autograd post-hooks on the parameters' gradient accumulators), that
 // unit's reduction starts, and it overlaps the rest of backward. Units are launched in a fixed
@@ -26,6 +31,9 @@
 
 #include "dtrainer/dist/adamw.h"
 #include "dtrainer/dist/communicator.h"
+#include "dtrainer/dist/shard_optimizer.h"
+#include "dtrainer/dist/sharding_policy.h"
+#include "dtrainer/dist/sharding_strategy.h"
 #include "dtrainer/models/checkpointed_unit.h"
 #include "dtrainer/models/unit_runner.h"
 
@@ -35,9 +43,7 @@ struct Node;
 
 namespace dtrainer::dist {
 
-enum class ShardingStrategy { kReplicate, kZero1, kZero2, kZero3 };
-ShardingStrategy parse_sharding_strategy(const std::string& field, const std::string& text);
-const char* sharding_strategy_name(ShardingStrategy s);
+struct FlatUnit;
 
 struct ShardingConfig {
   ShardingStrategy strategy = ShardingStrategy::kReplicate;
@@ -48,18 +54,8 @@ struct ShardingConfig {
   // inputs must then be bf16 too).
   torch::ScalarType compute_dtype = torch::kFloat32;
 };
+torch::ScalarType scalar_type(ComputeDtype dtype);
 torch::ScalarType parse_compute_dtype(const std::string& field, const std::string& text);
-
-// Per-rank persistent bytes (what the strategy keeps between steps), and the largest transient
-// per-unit buffer (a gathered unit under zero3, a unit's packed gradient under zero2/3).
-struct ShardedMemory {
-  int64_t param_bytes = 0;            // parameters held by this rank: fp32 masters + any bf16 compute copy
-  int64_t grad_bytes = 0;             // fp32 gradient buffers held by this rank
-  int64_t optimizer_state_bytes = 0;  // m and v held by this rank
-  int64_t ema_bytes = 0;              // EMA weights held by this rank
-  int64_t transient_unit_bytes = 0;   // largest per-unit buffer that exists only while in use
-  int64_t padded_elements = 0;        // total flat elements including every unit's padding
-};
 
 // One unit's share of the state, as a checkpoint sees it: flat fp32 tensors of `shard` elements
 // covering flat elements [rank * shard, (rank + 1) * shard) of the unit's padded buffer.
@@ -95,13 +91,13 @@ class ShardedParameters : public models::UnitRunner, private models::CheckpointH
   // with a skip flag; the EMA is left alone too). On the CPU it is step() wrapped in a tensor.
   torch::Tensor step_async(double max_grad_norm = 0.0, double grad_scale = 1.0);
   void zero_grad();
-  void set_lr(double lr) { config_.adamw.lr = lr; }
+  void set_lr(double lr) { optimizer_.set_lr(lr); }
   // The EMA decay of the next step (> 0 when EMA is on; the trainer warms it up).
-  void set_ema_decay(double decay) {
-    if (config_.ema_decay > 0) config_.ema_decay = decay;
-  }
+  void set_ema_decay(double decay) { optimizer_.set_ema_decay(decay); }
 
+  // What this rank's buffers hold now, measured (ShardingPolicy::memory predicts it).
   ShardedMemory memory() const;
+  const ShardingPolicy& policy() const { return policy_; }
   // Updates made (a read from the device when the parameters live there).
   int64_t steps() const;
   void set_steps(int64_t s);
@@ -129,10 +125,9 @@ class ShardedParameters : public models::UnitRunner, private models::CheckpointH
   void swap_ema();
 
   // models::UnitRunner
-  torch::Tensor run(size_t index, const Fn& fn, const std::vector<torch::Tensor>& inputs) override;
+  std::vector<torch::Tensor> run(size_t index, const Fn& fn, const std::vector<torch::Tensor>& inputs) override;
 
  private:
-  struct Unit;
   struct Reduction;
   class GradReadyHook;
 
@@ -145,23 +140,27 @@ class ShardedParameters : public models::UnitRunner, private models::CheckpointH
   void launch(size_t unit);
   void finish_reductions();
   void close_round();
-  void gather(Unit& u);
-  void publish(Unit& u);
+  void gather(FlatUnit& u);
+  void publish(FlatUnit& u);
   torch::Tensor step_on_device(double max_grad_norm, double grad_scale);
   std::vector<torch::Tensor> update_gradients() const;
-  void gather_updated_shards(Unit& u);
+  std::vector<torch::Tensor> masters() const;
+  std::vector<torch::Tensor> compute_copies() const;
+  Communicator* norm_comm() const;
+  void gather_updated_shards(FlatUnit& u);
   torch::TensorOptions fp32() const;
   bool low_precision() const { return config_.compute_dtype != torch::kFloat32; }
-  torch::Tensor gather_full(const Unit& u, const torch::Tensor& mine) const;
-  void release(Unit& u);
-  bool reduces_each_micro_batch() const;
+  torch::Tensor gather_full(const FlatUnit& u, const torch::Tensor& mine) const;
+  void release(FlatUnit& u);
 
   models::UnitModel& model_;
   Communicator* comm_;                       // parameters: gathers, norms (issued in forward order)
   std::unique_ptr<Communicator> grad_comm_;  // gradient reductions (issued in launch order)
   ShardingConfig config_;
+  ShardingPolicy policy_;     // what the strategy shards, gathers and reduces
+  ShardOptimizer optimizer_;  // AdamW + EMA over the shards this rank updates
   int rank_ = 0, world_ = 1;
-  std::vector<std::unique_ptr<Unit>> units_;
+  std::vector<std::unique_ptr<FlatUnit>> units_;  // (dist/flat_unit.h, private)
   std::vector<std::unique_ptr<Reduction>> in_flight_;
   std::vector<size_t> launch_order_;    // unit indices, reverse forward order
   size_t next_launch_ = 0;              // position in launch_order_ of the next unit to launch

@@ -21,9 +21,9 @@ class CheckpointHooks {
   virtual void after_run(size_t /*unit*/, bool /*recompute*/) {}
 };
 
-// hooks may be null. Returns the unit's output; gradients flow to `inputs` and to the unit's
+// hooks may be null. Returns the unit's outputs; gradients flow to `inputs` and to the unit's
 // parameters (accumulated into .grad during the outer backward).
-torch::Tensor run_checkpointed(size_t unit, const UnitRunner::Fn& fn, const std::vector<torch::Tensor>& inputs,
-                               CheckpointHooks* hooks);
+std::vector<torch::Tensor> run_checkpointed(size_t unit, const UnitRunner::Fn& fn,
+                                            const std::vector<torch::Tensor>& inputs, CheckpointHooks* hooks);
 
 }  // namespace dtrainer::models

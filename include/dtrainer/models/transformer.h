@@ -16,13 +16,15 @@
 
 #include "dtrainer/models/control_embedding.h"
 #include "dtrainer/models/transformer_spec.h"
+#include "dtrainer/models/unit.h"
 #include "dtrainer/models/unit_runner.h"
 
 namespace dtrainer::models {
 
 namespace transformer_detail {
 struct Embed;
-struct Block;
+struct DiTBlock;
+struct JointBlock;
 struct FinalLayer;
 }  // namespace transformer_detail
 
@@ -43,13 +45,15 @@ class DiffusionTransformerImpl : public torch::nn::Module, public UnitModel {
                             const torch::Tensor& text_mask, const ControlInputs* controls, const torch::Tensor& labels);
 
   const TransformerSpec& spec() const { return spec_; }
-  std::vector<ModelUnit> units() override;
 
  private:
   TransformerSpec spec_;
-  std::shared_ptr<transformer_detail::Embed> embed_;
-  std::vector<std::shared_ptr<transformer_detail::Block>> blocks_;
-  std::shared_ptr<transformer_detail::FinalLayer> final_;
+  // The units, registered in forward order: the embeddings, the blocks (DiT / PixArt, or mmDiT's
+  // joint blocks), the final layer.
+  Unit<transformer_detail::Embed> embed_;
+  std::vector<Unit<transformer_detail::DiTBlock>> dit_blocks_;
+  std::vector<Unit<transformer_detail::JointBlock>> joint_blocks_;
+  Unit<transformer_detail::FinalLayer> final_;
   torch::Tensor pos_cache_;  // positional embedding of the last grid seen
   std::pair<int64_t, int64_t> pos_grid_{0, 0};
 };

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "dtrainer/core/name_table.h"
+
 namespace dtrainer::models {
 
 enum class TransformerFamily {
@@ -15,6 +17,7 @@ enum class TransformerFamily {
              // timestep + pooled-text adaLN
   kMMDiTPP,  // [S2]: mmDiT + control conditioning; text only through attention (no pooled text)
 };
+const NameTable<TransformerFamily>& name_table(TransformerFamily);  // dit | pixart | mmdit | mmdit_pp
 const char* to_string(TransformerFamily f);
 TransformerFamily parse_transformer_family(const std::string& field, const std::string& text);
 

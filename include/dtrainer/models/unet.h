@@ -17,6 +17,7 @@
 
 #include "dtrainer/models/control_embedding.h"
 #include "dtrainer/models/unet_spec.h"
+#include "dtrainer/models/unit.h"
 #include "dtrainer/models/unit_runner.h"
 
 namespace dtrainer::models {
@@ -24,6 +25,11 @@ namespace dtrainer::models {
 namespace unet_detail {
 struct TimestepEmbedding;
 struct Stage;
+struct Stem;
+struct ConvIn;
+struct Head;
+struct TembBlock;
+struct TextBlock;
 }  // namespace unet_detail
 
 // Units (models/unit_runner.h), in forward order: "time_embedding" (with the control embedding),
@@ -43,7 +49,6 @@ class UNetImpl : public torch::nn::Module, public UnitModel {
                         const torch::Tensor& text_mask = torch::Tensor(), const ControlInputs* controls = nullptr);
 
   const UNetSpec& spec() const { return spec_; }
-  std::vector<ModelUnit> units() override;
 
  private:
   void check_inputs(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
@@ -56,9 +61,17 @@ class UNetImpl : public torch::nn::Module, public UnitModel {
   std::vector<std::shared_ptr<unet_detail::Stage>> down_, up_;
   std::shared_ptr<unet_detail::Stage> mid_;
   ControlEmbedding control_embedding_{nullptr};
-  // Unit i's name and modules; unit_of_ maps each block to its unit index.
-  std::vector<std::pair<std::string, std::vector<std::shared_ptr<torch::nn::Module>>>> units_;
-  std::unordered_map<const torch::nn::Module*, size_t> unit_of_;
+  // The units, registered in forward order: a stage's res blocks (each followed by its attention
+  // block, if any), then its samplers.
+  struct StageUnits {
+    std::vector<Unit<unet_detail::TembBlock>> resnets, samplers;
+    std::vector<Unit<unet_detail::TextBlock>> attentions;
+  };
+  Unit<unet_detail::Stem> stem_;
+  Unit<unet_detail::ConvIn> conv_in_unit_;
+  std::vector<StageUnits> down_units_, up_units_;
+  StageUnits mid_units_;
+  Unit<unet_detail::Head> head_;
 };
 TORCH_MODULE(UNet);
 

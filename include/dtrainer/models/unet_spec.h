@@ -7,12 +7,15 @@
 #include <string>
 #include <vector>
 
+#include "dtrainer/core/name_table.h"
+
 namespace dtrainer::models {
 
 enum class UNetLayout {
   kStableDiffusion,  // diffusers UNet2DConditionModel: CrossAttnDownBlock2D / Transformer2DModel
   kDeepFloydIF,      // DeepFloyd-IF: resampling ResBlocks, scale-shift time, added-KV attention
 };
+const NameTable<UNetLayout>& name_table(UNetLayout);  // sd | if
 const char* to_string(UNetLayout layout);
 UNetLayout parse_unet_layout(const std::string& field, const std::string& text);
 

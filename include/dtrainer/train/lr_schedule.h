@@ -5,7 +5,13 @@
 #include <cstdint>
 #include <string>
 
+#include "dtrainer/core/name_table.h"
+
 namespace dtrainer::train {
+
+// After the warm-up.
+enum class LrDecay { kConstant, kCosine };
+const NameTable<LrDecay>& name_table(LrDecay);  // constant | cosine
 
 struct LrSchedule {
   double peak = 1e-4;

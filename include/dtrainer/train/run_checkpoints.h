@@ -32,7 +32,7 @@ class RunCheckpoints {
               TrainingProgress& progress, nlohmann::json& loader_state);
   // Collective. Saves step `progress.step` (nothing when it is the newest this run holds).
   void save(const TrainingProgress& progress, const nlohmann::json& loader_state, const dist::ShardedParameters& params,
-            const std::vector<models::UnitLayout>& layout);
+            const std::vector<models::UnitLayout>& layout, MPI_Comm comm);
   int64_t newest() const { return newest_; }  // the newest step this run holds (-1: none)
 
  private:

@@ -1,12 +1,20 @@
 #pragma once
 // Everything a training run is configured by. Every field is a command-line option and a key of
 // the TOML file given with --config (flat keys, snake_case: `global_batch = 2048`); the command
-// line overrides the file. The defaults are the quickstart: synthetic shapes, a tiny UNet, two
-// CPU ranks, a few minutes.
+// line overrides the file. A choice is a typed enum whose one name table (core/name_table.h)
+// gives the names the options accept, --help lists and config.toml records. The defaults are the quickstart: synthetic
+// shapes, a tiny UNet, two CPU ranks, a few minutes.
 
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "dtrainer/diffusion/objective_choices.h"
+#include "dtrainer/diffusion/schedule.h"
+#include "dtrainer/diffusion/text_padding_policy.h"
+#include "dtrainer/dist/device_choice.h"
+#include "dtrainer/dist/sharding_strategy.h"
+#include "dtrainer/train/lr_schedule.h"
 
 namespace CLI {
 class App;
@@ -30,11 +38,10 @@ struct TrainConfig {
   int64_t sample_every = 0;     // 0 = only at the end
   std::string resume = "auto";  // auto | none | PATH
   bool dry_run = false;
-  std::string device =
-      "auto";                 // auto | cpu | cuda: auto = cuda:<node-local rank> where LibTorch sees GPUs, else the CPU
-  int64_t threads = 0;        // per rank; 0 = cores / ranks on this node
-  int64_t max_bad_steps = 5;  // abort after this many consecutive non-finite steps
-  double peak_tflops = 0;     // per rank, for MFU; 0 = measure a matmul at start-up (CPU: fp32; GPU: the compute dtype)
+  dist::DeviceChoice device = dist::DeviceChoice::kAuto;  // auto = cuda:<node-local rank> where there are GPUs
+  int64_t threads = 0;                                    // per rank; 0 = cores / ranks on this node
+  int64_t max_bad_steps = 5;                              // abort after this many consecutive non-finite steps
+  double peak_tflops = 0;  // per rank, for MFU; 0 = measure a matmul at start-up (CPU: fp32; GPU: the compute dtype)
   double watchdog_timeout = 1800;    // seconds a phase may run at all (0 = no watchdog; dist/watchdog.h)
   double watchdog_factor = 20;       // ...or this many times its recent median,
   double watchdog_min = 120;         // ...when that is longer than this
@@ -43,10 +50,10 @@ struct TrainConfig {
   // Model
   std::string model = "unet-tiny";
   std::vector<std::string> model_set;  // key=value overrides of the preset's fields
-  std::string sharding = "replicate";
+  dist::ShardingStrategy sharding = dist::ShardingStrategy::kReplicate;
   bool activation_checkpointing = false;
-  std::string compute_dtype =
-      "fp32";  // fp32 | bf16 (a bf16 compute copy; masters, gradients' reduction and the update stay fp32)
+  // bf16: a bf16 compute copy; masters, gradients' reduction and the update stay fp32
+  dist::ComputeDtype compute_dtype = dist::ComputeDtype::kFp32;
   bool channels_last = false;  // NHWC latents, so the UNet's convolutions run channels-last (cuDNN's fast bf16 layout)
   std::string init_weights;    // a safetensors file (dtckpt export) to start from instead of random weights
 
@@ -64,7 +71,7 @@ struct TrainConfig {
   int64_t synthetic_top_k = 5;
   bool skip_bad_samples = false;  // drop and count unreadable / non-finite samples instead of failing
   bool random_flip = true;
-  std::string text_padding = "zero";
+  diffusion::TextPadding text_padding = diffusion::TextPadding::kZero;
   int64_t max_tokens = 77;
 
   // Optimizer
@@ -74,16 +81,16 @@ struct TrainConfig {
   double eps = 1e-8;
   double weight_decay = 0.0;
   int64_t warmup_steps = 20;
-  std::string lr_schedule = "constant";  // constant | cosine
-  double min_lr_ratio = 0.0;             // cosine ends at lr * min_lr_ratio
-  double max_grad_norm = 1.0;            // <= 0: no clipping
-  double ema_decay = 0.999;              // 0 = no EMA; warmed up as min(decay, (1 + step) / (10 + step))
+  LrDecay lr_schedule = LrDecay::kConstant;
+  double min_lr_ratio = 0.0;   // cosine ends at lr * min_lr_ratio
+  double max_grad_norm = 1.0;  // <= 0: no clipping
+  double ema_decay = 0.999;    // 0 = no EMA; warmed up as min(decay, (1 + step) / (10 + step))
 
   // Diffusion
-  std::string target = "eps";                 // eps | v | flow
-  std::string loss_weighting = "none";        // none | sigma_inv_sq | min_snr | truncated_snr
-  std::string timestep_sampling = "uniform";  // uniform | logit_normal
-  std::string beta_schedule = "scaled_linear";
+  diffusion::Target target = diffusion::Target::kEps;
+  diffusion::LossWeighting loss_weighting = diffusion::LossWeighting::kNone;
+  diffusion::TimestepSampling timestep_sampling = diffusion::TimestepSampling::kUniform;
+  diffusion::BetaSchedule beta_schedule = diffusion::BetaSchedule::kScaledLinear;
   int64_t num_timesteps = 1000;
   bool zero_terminal_snr = false;
   double p_drop_text = 0.1;

@@ -39,7 +39,7 @@ TrainingStack build_training_stack(const TrainingStackConfig& c, const dist::Mpi
 
 // MFU's denominator, per rank: `configured` (peak_tflops) when positive, else the measured matmul
 // rate of a GPU in the compute dtype, or of the CPU in fp32 (its bf16 is emulated: no peak).
-double peak_tflops_per_rank(double configured, const torch::Device& device, const std::string& compute_dtype);
+double peak_tflops_per_rank(double configured, const torch::Device& device, dist::ComputeDtype compute_dtype);
 // Model FLOPs utilisation: the training FLOPs achieved (FLOPs per sample x samples per second, all
 // ranks) over the ranks' peak (peak_tflops per rank x ranks).
 double achieved_tflops(double flops_per_sample, double samples_per_s);

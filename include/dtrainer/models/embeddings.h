@@ -1,17 +1,26 @@
 #pragma once
-// Fixed 2-D sin-cos positional embeddings (DiT / MAE style) with [S2]'s resolution transfer.
+// The embeddings the backbones share: sinusoidal timestep features (UNets, transformers and the
+// [S2] control embedding), and fixed 2-D sin-cos positional embeddings (DiT / MAE style) with
+// [S2]'s resolution transfer (transformers).
 
 #include <cstdint>
 #include <string>
 
 #include <torch/types.h>
 
-namespace dtrainer::diffusion {
+#include "dtrainer/core/name_table.h"
+
+namespace dtrainer::models {
+
+// Sinusoidal features of width `dim` of each value of t [B] (any real dtype): [B, dim] fp32 on t's
+// device, cos half first (diffusers' flip_sin_to_cos = True), freq_i = 10000^(-i / (dim / 2)).
+torch::Tensor timestep_features(const torch::Tensor& t, int64_t dim);
 
 enum class PosEmbedGrid {
   kResampled,    // [S2]: positions linspace(0, n / scale, n): the grid keeps its extent as n grows
   kExtrapolate,  // plain arange(n): new positions beyond the trained range
 };
+const NameTable<PosEmbedGrid>& name_table(PosEmbedGrid);  // resampled | extrapolate
 PosEmbedGrid parse_pos_embed_grid(const std::string& field, const std::string& text);
 
 // Embedding of an h x w token grid, [h * w, dim] in row-major token order (row outer).
@@ -24,4 +33,4 @@ torch::Tensor sincos_pos_embed_2d(int64_t dim, int64_t h, int64_t w, double scal
 // The 1-D positions the grid mode uses for n tokens at `scale`.
 torch::Tensor pos_embed_positions(int64_t n, double scale, PosEmbedGrid grid);
 
-}  // namespace dtrainer::diffusion
+}  // namespace dtrainer::models

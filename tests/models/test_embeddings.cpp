@@ -6,11 +6,11 @@
 #include <torch/torch.h>
 
 #include "dtrainer/core/error.h"
-#include "dtrainer/diffusion/pos_embed.h"
+#include "dtrainer/models/embeddings.h"
 #include "numpy_reference.h"
 
 using namespace dtrainer;
-using namespace dtrainer::diffusion;
+using namespace dtrainer::models;
 
 namespace {
 torch::Tensor from_json(const nlohmann::json& j) {

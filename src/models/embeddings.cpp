@@ -1,15 +1,30 @@
-#include "dtrainer/diffusion/pos_embed.h"
+#include "dtrainer/models/embeddings.h"
+
+#include <cmath>
 
 #include <torch/torch.h>
 
 #include "dtrainer/core/error.h"
 #include "dtrainer/core/parse.h"
 
-namespace dtrainer::diffusion {
+namespace dtrainer::models {
 
+torch::Tensor timestep_features(const torch::Tensor& t, int64_t dim) {
+  const int64_t half = dim / 2;
+  const auto opts = torch::TensorOptions().dtype(torch::kFloat32).device(t.device());
+  // freq_i = 10000^(-i/half), i = 0..half-1
+  const torch::Tensor freqs = torch::exp(torch::arange(half, opts) * (-std::log(10000.0) / half));
+  const torch::Tensor args = t.to(torch::kFloat32).unsqueeze(1) * freqs.unsqueeze(0);
+  return torch::cat({torch::cos(args), torch::sin(args)}, 1);
+}
+
+const NameTable<PosEmbedGrid>& name_table(PosEmbedGrid) {
+  static const NameTable<PosEmbedGrid> t{{"resampled", PosEmbedGrid::kResampled},
+                                         {"extrapolate", PosEmbedGrid::kExtrapolate}};
+  return t;
+}
 PosEmbedGrid parse_pos_embed_grid(const std::string& field, const std::string& text) {
-  return parse_choice<PosEmbedGrid>(
-      field, text, {{"resampled", PosEmbedGrid::kResampled}, {"extrapolate", PosEmbedGrid::kExtrapolate}});
+  return name_table(PosEmbedGrid{}).parse(field, text);
 }
 
 torch::Tensor pos_embed_positions(int64_t n, double scale, PosEmbedGrid grid) {
@@ -37,4 +52,4 @@ torch::Tensor sincos_pos_embed_2d(int64_t dim, int64_t h, int64_t w, double scal
   return torch::cat({c, r}, 2).reshape({h * w, dim}).to(torch::kFloat32);
 }
 
-}  // namespace dtrainer::diffusion
+}  // namespace dtrainer::models

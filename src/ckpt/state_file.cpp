@@ -1,0 +1,187 @@
+#include "state_file.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <mutex>
+#include <regex>
+
+#include <torch/torch.h>
+
+#include "dtrainer/core/error.h"
+#include "dtrainer/core/file_io.h"
+#include "dtrainer/core/format_bytes.h"
+#include "dtrainer/core/library_cleanup.h"
+#include "dtrainer/data/hdf5_lock.h"
+
+namespace fs = std::filesystem;
+
+namespace dtrainer::ckpt {
+
+std::vector<std::pair<int64_t, fs::path>> complete_checkpoint_paths(const fs::path& root) {
+  std::vector<std::pair<int64_t, fs::path>> out;
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return out;
+  const std::regex name("step_([0-9]+)");
+  for (const auto& e : fs::directory_iterator(root)) {
+    std::smatch m;
+    const std::string n = e.path().filename().string();
+    if (e.is_directory() && std::regex_match(n, m, name) && fs::exists(e.path() / "COMPLETE"))
+      out.emplace_back(std::stoll(m[1]), e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// CRC-32 (zlib's) of a float tensor's bytes, in pieces zlib's length type can take.
+uint32_t crc_of(const void* data, int64_t bytes, uint32_t crc) {
+  const auto* p = static_cast<const Bytef*>(data);
+  while (bytes > 0) {
+    const int64_t n = std::min<int64_t>(bytes, int64_t{1} << 30);
+    crc = static_cast<uint32_t>(crc32_z(crc, p, static_cast<z_size_t>(n)));
+    p += n;
+    bytes -= n;
+  }
+  return crc;
+}
+
+std::string crc_text(uint32_t crc) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "crc32:%08x", crc);
+  return buf;
+}
+
+// The innermost messages of HDF5's error stack (the library's own cause: "No space left on
+// device", an MPI-IO error), for messages that say why, not only what.
+namespace {
+herr_t collect_h5_error(unsigned n, const H5E_error2_t* e, void* out) {
+  auto* text = static_cast<std::string*>(out);
+  if (n < 3 && e->desc && *e->desc) *text += std::string(text->empty() ? "" : "; ") + e->desc;
+  return 0;
+}
+}  // namespace
+std::string h5_cause() {
+  const int err = errno;  // (before anything else can touch it: the system's reason, when there is one)
+  std::string text;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, collect_h5_error, &text);
+  if (err == ENOSPC || err == EDQUOT || err == EIO || err == EROFS || err == EFBIG)
+    text += (text.empty() ? "" : "; ") + errno_message(err);
+  return text.empty() ? "HDF5 gave no reason" : text;
+}
+
+int64_t vector_length(hid_t dset) {
+  const hid_t space = H5Dget_space(dset);
+  hsize_t n = 0;
+  const int rank = H5Sget_simple_extent_ndims(space);
+  if (rank == 1) H5Sget_simple_extent_dims(space, &n, nullptr);
+  H5Sclose(space);
+  return rank == 1 ? static_cast<int64_t>(n) : -1;
+}
+
+torch::Tensor read_vector(hid_t file, const std::string& name, int64_t numel, const std::string& where) {
+  if (H5Lexists(file, name.c_str(), H5P_DEFAULT) <= 0) throw Error(where, "missing dataset " + name);
+  hid_t dset = H5Dopen2(file, name.c_str(), H5P_DEFAULT);
+  const int64_t n = vector_length(dset);
+  if (n != numel) {
+    H5Dclose(dset);
+    throw Error(where, "dataset " + name + " has " + std::to_string(std::max<int64_t>(n, 0)) +
+                           " elements where the model's unit has " + std::to_string(numel) +
+                           " (the checkpoint's model differs from this run's)");
+  }
+  torch::Tensor t = torch::empty({numel});
+  const herr_t rc = H5Dread(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data_ptr<float>());
+  H5Dclose(dset);
+  if (rc < 0) throw Error(where, "cannot read dataset " + name + ": " + h5_cause());
+  return t;
+}
+
+std::pair<int64_t, int64_t> my_slice(const dist::UnitShard& s, int rank) {
+  const int64_t first = std::min<int64_t>(rank * s.shard, s.numel);
+  return {first, std::max<int64_t>(0, std::min<int64_t>(s.shard, s.numel - first))};
+}
+
+std::vector<uint64_t> lay_out_state_file(const std::string& path, const std::vector<std::string>& names,
+                                         const StateSlices& slices) {
+  std::lock_guard<std::mutex> lock(data::hdf5_mutex());  // (the loaders' threads wait meanwhile)
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+  const hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  if (file < 0) throw Error(path, "cannot create the checkpoint file: " + h5_cause());
+  std::vector<uint64_t> offsets;
+  std::string failure;
+  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  H5Pset_create_intermediate_group(lcpl, 1);
+  H5Pset_layout(dcpl, H5D_CONTIGUOUS);
+  H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+  H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
+  for (size_t d = 0; d < names.size() && failure.empty(); ++d) {
+    const hsize_t n = static_cast<hsize_t>(slices[d].first->numel);
+    const hid_t space = H5Screate_simple(1, &n, nullptr);
+    const hid_t dset = H5Dcreate2(file, names[d].c_str(), H5T_IEEE_F32LE, space, lcpl, dcpl, H5P_DEFAULT);
+    H5Sclose(space);
+    const haddr_t at = dset >= 0 ? H5Dget_offset(dset) : HADDR_UNDEF;
+    if (dset >= 0) H5Dclose(dset);
+    if (at == HADDR_UNDEF) failure = "cannot create dataset " + names[d] + ": " + h5_cause();
+    offsets.push_back(static_cast<uint64_t>(at));
+  }
+  H5Pclose(dcpl);
+  H5Pclose(lcpl);
+  const herr_t closed = H5Fclose(file);
+  if (closed < 0) forbid_library_cleanup("HDF5 could not close " + path);
+  if (!failure.empty()) throw Error(path, failure);
+  if (closed < 0)
+    throw Error(
+        path, "cannot write the checkpoint file's structure: " + diagnose_write_failure(fs::path(path).parent_path()));
+  // Reserve the data's bytes (fallocate: no zeros written; where a file system cannot, the
+  // free-space check made before stands in).
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(path, "cannot open: " + errno_message(errno));
+  struct stat st {};
+  const int rc = ::fstat(fd, &st) == 0 && st.st_size > 0 ? ::fallocate(fd, 0, 0, st.st_size) : 0;
+  const int err = rc != 0 ? errno : 0;
+  ::close(fd);
+  if (rc != 0 && err != EOPNOTSUPP && err != ENOSYS)
+    throw Error(path, "cannot reserve " + format_bytes(static_cast<double>(st.st_size)) +
+                          " for the checkpoint: " + errno_message(err));
+  return offsets;
+}
+
+std::vector<uint64_t> write_my_slices(const std::string& path, const std::vector<std::string>& names,
+                                      const StateSlices& slices, const std::vector<uint64_t>& offsets, int rank) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(path, "cannot open for writing: " + errno_message(errno));
+  std::vector<uint64_t> sums;
+  std::string failure;
+  for (size_t d = 0; d < names.size() && failure.empty(); ++d) {
+    const auto [first, count] = my_slice(*slices[d].first, rank);
+    // (shards on a GPU: a host copy; the host is little-endian, as the datasets are: F32LE)
+    const torch::Tensor data = slices[d].second->narrow(0, 0, count).to(torch::kCPU).contiguous();
+    const auto* p = static_cast<const char*>(data.data_ptr());
+    int64_t left = count * 4;
+    off_t at = static_cast<off_t>(offsets[d] + static_cast<uint64_t>(first) * 4);
+    while (left > 0) {
+      const ssize_t n = ::pwrite(fd, p, static_cast<size_t>(std::min<int64_t>(left, int64_t{1} << 30)), at);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        failure = "cannot write dataset " + names[d] + " (elements " + std::to_string(first) + " to " +
+                  std::to_string(first + count) + "): " + errno_message(n < 0 ? errno : EIO);
+        break;
+      }
+      p += n;
+      left -= n;
+      at += n;
+    }
+    sums.push_back(count > 0 ? crc_of(data.data_ptr(), count * 4) : 0u);
+    sums.push_back(static_cast<uint64_t>(count * 4));
+  }
+  if (failure.empty() && ::fsync(fd) != 0) failure = "cannot sync to disk: " + errno_message(errno);
+  if (::close(fd) != 0 && failure.empty()) failure = "cannot write (close): " + errno_message(errno);
+  if (!failure.empty()) throw Error(path, failure);
+  return sums;
+}
+
+}  // namespace dtrainer::ckpt
