@@ -16,6 +16,7 @@
 #include "dtrainer/core/error.h"
 #include "dtrainer/models/transformer_cost.h"
 #include "dtrainer/models/unet_cost.h"
+#include "dtrainer/models/backbone_spec.h"
 #include "dtrainer/models/unet_presets.h"
 
 using namespace dtrainer;
@@ -302,7 +303,7 @@ int main(int argc, char** argv) {
       else
         std::printf("\nper sample, one forward at %lld px, %lld text tokens; `dtmodel describe NAME` for details\n",
                     static_cast<long long>(q.resolution), static_cast<long long>(q.text_len));
-    } else if (is_transformer_preset(name)) {
+    } else if (backbone_family("transformer").has_preset(name)) {  // (else a UNet preset, or an error naming it)
       TransformerSpec spec = transformer_preset(name);
       for (const auto& kv : transformer_set) {
         const size_t eq = kv.find('=');
