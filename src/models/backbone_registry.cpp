@@ -51,18 +51,22 @@ BackboneSpec resolve_transformer(const std::string& preset, const std::vector<st
   return out;
 }
 
-// ---- UNets ------------------------------------------------------------------------------------
-
-std::vector<std::string> unet_preset_names() {
+// What every family's presets share: a name, and the input shape they were trained at.
+template <typename Spec>
+std::vector<std::string> names_of(const std::vector<Spec>& presets) {
   std::vector<std::string> out;
-  for (const auto& s : unet_presets()) out.push_back(s.name);
+  for (const auto& s : presets) out.push_back(s.name);
   return out;
 }
-
-BackboneInputs unet_preset_inputs(const std::string& preset) {
-  const UNetSpec s = unet_preset(preset);
+template <typename Spec>
+BackboneInputs inputs_of(const Spec& s) {
   return {s.in_channels, s.sample_size, s.context_dim, 77};
 }
+
+// ---- UNets ------------------------------------------------------------------------------------
+
+std::vector<std::string> unet_preset_names() { return names_of(unet_presets()); }
+BackboneInputs unet_preset_inputs(const std::string& preset) { return inputs_of(unet_preset(preset)); }
 
 BackboneSpec resolve_unet(const std::string& preset, const std::vector<std::string>& overrides,
                           const BackboneInputs& inputs, bool control_conditioning) {
@@ -101,16 +105,8 @@ std::string unet_summary(const BackboneSpec& b) {
 
 // ---- Transformers -------------------------------------------------------------------------------
 
-std::vector<std::string> transformer_preset_names() {
-  std::vector<std::string> out;
-  for (const auto& s : transformer_presets()) out.push_back(s.name);
-  return out;
-}
-
-BackboneInputs transformer_preset_inputs(const std::string& preset) {
-  const TransformerSpec s = transformer_preset(preset);
-  return {s.in_channels, s.sample_size, s.context_dim, 77};
-}
+std::vector<std::string> transformer_preset_names() { return names_of(transformer_presets()); }
+BackboneInputs transformer_preset_inputs(const std::string& preset) { return inputs_of(transformer_preset(preset)); }
 
 BackboneCost transformer_backbone_cost(const BackboneSpec& b) {
   const TransformerCost c = count_transformer(b.transformer, b.inputs.text_len);
