@@ -39,7 +39,7 @@ else()
   dt_found("LibTorch" "${Torch_DIR} (CPU only)")
 endif()
 
-# --- NCCL and the CUDA runtime, for the NCCL communicator (src/dist/nccl_communicator.cpp).
+# --- NCCL and the CUDA runtime, for the NCCL communicator (src/parallel/nccl_communicator.cpp).
 #     DT_NCCL=AUTO builds it when LibTorch has CUDA and NCCL is found; ON requires it (with a
 #     CPU-only LibTorch that is a compile-and-link check of the backend: CUDA tensors cannot exist
 #     there, so its tests skip); OFF never builds it. NCCL_ROOT may point at the nvidia-nccl-cu13

@@ -29,17 +29,17 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
-#include "dtrainer/dist/sharding_strategy.h"
+#include "dtrainer/parallel/sharding_strategy.h"
 #include "dtrainer/core/error.h"
-#include "dtrainer/dist/adamw.h"
-#include "dtrainer/dist/local_device.h"
-#include "dtrainer/dist/mpi_communicator.h"
-#include "dtrainer/dist/mpi_runtime.h"
+#include "dtrainer/parallel/adamw.h"
+#include "dtrainer/parallel/local_device.h"
+#include "dtrainer/parallel/mpi_communicator.h"
+#include "dtrainer/parallel/mpi_runtime.h"
 #include "dtrainer/core/format_bytes.h"
 #include "dtrainer/train/throughput_bench.h"
 
 using namespace dtrainer;
-using namespace dtrainer::dist;
+using namespace dtrainer::parallel;
 using nlohmann::ordered_json;
 
 namespace {
@@ -279,14 +279,14 @@ int main(int argc, char** argv) {
   t->add_option("--steps", tc.steps, "timed steps per repeat")->capture_default_str();
   t->add_option("--warmup", tc.warmup, "untimed steps first")->capture_default_str();
   t->add_option("--repeats", tc.repeats, "repeats of the timed steps (median reported)")->capture_default_str();
-  t->add_option("--sharding", tc.sharding, dist::name_table(dist::ShardingStrategy{}).joined())
-      ->check(CLI::IsMember(dist::name_table(dist::ShardingStrategy{}).names()))
+  t->add_option("--sharding", tc.sharding, parallel::name_table(parallel::ShardingStrategy{}).joined())
+      ->check(CLI::IsMember(parallel::name_table(parallel::ShardingStrategy{}).names()))
       ->capture_default_str();
   t->add_flag("--activation-checkpointing", tc.activation_checkpointing,
               "recompute each unit in backward (always on under zero3)");
   t->add_option("--dtype", tc.compute_dtype,
-                "compute dtype, " + dist::name_table(dist::ComputeDtype{}).joined() + " (fp32 masters either way)")
-      ->check(CLI::IsMember(dist::name_table(dist::ComputeDtype{}).names()))
+                "compute dtype, " + parallel::name_table(parallel::ComputeDtype{}).joined() + " (fp32 masters either way)")
+      ->check(CLI::IsMember(parallel::name_table(parallel::ComputeDtype{}).names()))
       ->capture_default_str();
   t->add_flag("--channels-last", tc.channels_last, "NHWC activations (UNets)");
   t->add_option("--peak-tflops", tc.peak_tflops, "MFU denominator instead of the measured matmul rate");

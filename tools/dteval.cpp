@@ -26,9 +26,9 @@
 #include "dtrainer/core/parse.h"
 #include "dtrainer/core/rng.h"
 #include "dtrainer/data/shapes_scene.h"
-#include "dtrainer/dist/compute_threads.h"
-#include "dtrainer/dist/agreement.h"
-#include "dtrainer/dist/mpi_runtime.h"
+#include "dtrainer/parallel/compute_threads.h"
+#include "dtrainer/parallel/agreement.h"
+#include "dtrainer/parallel/mpi_runtime.h"
 #include "dtrainer/eval/alignment.h"
 #include "dtrainer/eval/shapes_answerer.h"
 #include "dtrainer/train/alignment_eval.h"
@@ -67,14 +67,14 @@ struct AlignmentArgs {
   uint64_t seed = 0;
 };
 
-int run_alignment(dist::MpiRuntime& rt, const AlignmentArgs& a) {
-  dist::set_compute_threads(a.threads, rt.local_world());
+int run_alignment(parallel::MpiRuntime& rt, const AlignmentArgs& a) {
+  parallel::set_compute_threads(a.threads, rt.local_world());
   train::CheckpointModel m;
   std::vector<double> guidance;
   train::AlignmentPrompts prompts;
   fs::path out;
   // Everything that can be refused is checked on every rank before anything is written.
-  dist::agree(rt.comm(), [&] {
+  parallel::agree(rt.comm(), [&] {
     m = train::load_checkpoint_model(a.path, ckpt::parse_weights_source("--weights", a.weights));
     if (m.header.latent_space != "pixels")
       throw Error(m.checkpoint, "was trained on " + m.header.latent_space +
@@ -237,7 +237,7 @@ int run_answerer(int64_t scenes, bool json) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  return dist::run_ranks(&argc, &argv, [&](dist::MpiRuntime& rt) -> int {
+  return parallel::run_ranks(&argc, &argv, [&](parallel::MpiRuntime& rt) -> int {
     CLI::App app{"dteval: text-image alignment of trained models on the shapes world (docs/EVAL.md)"};
     app.require_subcommand(1);
     AlignmentArgs a;

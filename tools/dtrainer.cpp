@@ -13,12 +13,12 @@
 #include "dtrainer/core/malloc_tuning.h"
 #include "dtrainer/core/memory_info.h"
 #include "dtrainer/core/remove_tree.h"
-#include "dtrainer/dist/agreement.h"
-#include "dtrainer/dist/compute_threads.h"
-#include "dtrainer/dist/device_stats.h"
-#include "dtrainer/dist/local_device.h"
-#include "dtrainer/dist/mpi_runtime.h"
-#include "dtrainer/dist/watchdog.h"
+#include "dtrainer/parallel/agreement.h"
+#include "dtrainer/parallel/compute_threads.h"
+#include "dtrainer/parallel/device_stats.h"
+#include "dtrainer/parallel/local_device.h"
+#include "dtrainer/parallel/mpi_runtime.h"
+#include "dtrainer/parallel/watchdog.h"
 #include "dtrainer/train/memory_plan.h"
 #include "dtrainer/train/preemption.h"
 #include "dtrainer/train/trainer.h"
@@ -29,7 +29,7 @@ namespace dtrainer::train {
 namespace {
 
 int run(int argc, char** argv) {
-  return dist::run_ranks(&argc, &argv, [&](dist::MpiRuntime& rt) -> int {
+  return parallel::run_ranks(&argc, &argv, [&](parallel::MpiRuntime& rt) -> int {
     TrainConfig c;
     CLI::App app{
         "dtrainer: distributed training of text-to-image diffusion backbones.\n"
@@ -43,7 +43,7 @@ int run(int argc, char** argv) {
     fs::path run_dir;
     torch::Device device = torch::kCPU;
     std::unique_ptr<AlignmentHook> align;
-    // A check that fails on one rank fails on all (dist/agreement.h): every rank exits 2 and rank 0
+    // A check that fails on one rank fails on all (parallel/agreement.h): every rank exits 2 and rank 0
     // prints the message, whether the problem is in the configuration (the same everywhere) or in
     // what one rank sees (a file, a device).
     auto refuse = [&](const CollectiveError& e) {
@@ -63,19 +63,19 @@ int run(int argc, char** argv) {
       error = e.what();
     }
     // From here on no phase waits forever, start-up included (a hung file system, a stalled rank).
-    dist::WatchdogConfig wc;
+    parallel::WatchdogConfig wc;
     wc.timeout_s = c.watchdog_timeout;
     wc.factor = c.watchdog_factor;
     wc.min_s = c.watchdog_min;
-    dist::Watchdog watchdog(rt.comm(), wc, rt.thread_multiple());
+    parallel::Watchdog watchdog(rt.comm(), wc, rt.thread_multiple());
     try {
-      const dist::Watchdog::Phase phase(&watchdog, "start-up: plan", 0);
+      const parallel::Watchdog::Phase phase(&watchdog, "start-up: plan", 0);
       if (!error.empty()) throw Error("", error);
       validate_train_config(c, rt.world());
       run_dir = c.run_dir.empty() ? fs::path("runs") / c.name : fs::path(c.run_dir);
       data = plan_data(c, run_dir);
       plan = make_startup_plan(c, data, rt.world());
-      if (!c.dry_run) device = dist::select_device(rt, c.device);  // (a dry run plans on a machine without the GPUs)
+      if (!c.dry_run) device = parallel::select_device(rt, c.device);  // (a dry run plans on a machine without the GPUs)
       if (!c.dry_run && !data.found) throw Error("data", data.train_dirs.front() + " does not exist");
       if (!c.dry_run) align = AlignmentHook::make(c, data, run_dir);
       if (!c.dry_run) {
@@ -86,14 +86,14 @@ int run(int argc, char** argv) {
           check_memory_fits(c, mem, rt.local_world(), static_cast<double>(host.available_bytes),
                             "the memory available (" + host.source + ")");
         else
-          check_memory_fits(c, mem, 1, static_cast<double>(dist::device_total_memory(device)),
+          check_memory_fits(c, mem, 1, static_cast<double>(parallel::device_total_memory(device)),
                             "the memory of " + device.str());
       }
     } catch (const Error& e) {
       error = e.what();
     }
     try {
-      dist::agree_on(rt.comm(), error);
+      parallel::agree_on(rt.comm(), error);
     } catch (const CollectiveError& e) {
       return refuse(e);
     }
@@ -102,7 +102,7 @@ int run(int argc, char** argv) {
         std::cout << describe_plan(c, data, plan, std::string(name_of(c.device)) + " (chosen at start-up)");
       return 0;
     }
-    dist::set_compute_threads(c.threads, rt.local_world());
+    parallel::set_compute_threads(c.threads, rt.local_world());
     install_preemption_handlers();  // (a signal from here on stops the run at its first step boundary, checkpointed)
     // The run directory: created and locked (one trainer at a time), then the checkpoint to resume
     // chosen and checked against this configuration, then the weights file. Nothing in the
@@ -115,9 +115,9 @@ int run(int argc, char** argv) {
       std::string holder = "dtrainer";
       for (int i = 1; i < argc; ++i) holder += std::string(" ") + argv[i];
       holder += ", " + std::to_string(rt.world()) + " rank" + (rt.world() > 1 ? "s" : "");
-      const dist::Watchdog::Phase phase(&watchdog, "start-up: run directory", 0);
-      dist::agree(rt.comm(), [&] { dir = std::make_unique<RunDirectory>(run_dir, rt.rank(), holder); });
-      dist::agree(rt.comm(), [&] {
+      const parallel::Watchdog::Phase phase(&watchdog, "start-up: run directory", 0);
+      parallel::agree(rt.comm(), [&] { dir = std::make_unique<RunDirectory>(run_dir, rt.rank(), holder); });
+      parallel::agree(rt.comm(), [&] {
         resume = plan_resume(c, run_dir);
         if (!c.init_weights.empty() && !resume.checkpoint)
           ckpt::check_weights_file(c.init_weights);  // well-formed and finite, before anything is written
@@ -132,10 +132,10 @@ int run(int argc, char** argv) {
     if (rt.rank() == 0)
       std::cout << describe_plan(
                        c, data, plan,
-                       dist::device_name(device) + (device.is_cuda() ? " (" + device.str() + " on rank 0)" : ""))
+                       parallel::device_name(device) + (device.is_cuda() ? " (" + device.str() + " on rank 0)" : ""))
                 << std::flush;
     {
-      const dist::Watchdog::Phase phase(&watchdog, "start-up: synthetic data", 0);
+      const parallel::Watchdog::Phase phase(&watchdog, "start-up: synthetic data", 0);
       synthesize_if_needed(c, data, rt.rank(), rt.comm());
       if (c.data.size() == 1 && c.data[0] == "synthetic:shapes") data = plan_data(c, run_dir);
     }

@@ -16,7 +16,7 @@ cd "$root"
 timeout "$budget" ctest --test-dir "$build" --output-on-failure -j 8 > "$out/ctest.log" 2>&1
 echo "check.sh: ctest exit $? ($(grep -E 'tests passed' "$out/ctest.log"))"
 grep -E '\*\*\*|Failed|Timeout' "$out/ctest.log" | head -20
-CUDA_LAUNCH_BLOCKING=1 timeout 120 mpirun --allow-run-as-root -n 1 "$build/tests/dist/test_dist_cuda_path" > "$out/cuda_path_blocking.log" 2>&1
+CUDA_LAUNCH_BLOCKING=1 timeout 120 mpirun --allow-run-as-root -n 1 "$build/tests/parallel/test_parallel_cuda_path" > "$out/cuda_path_blocking.log" 2>&1
 echo "check.sh: CUDA path test with CUDA_LAUNCH_BLOCKING=1: exit $?"
 grep -E 'rel diff|passed|failed' "$out/cuda_path_blocking.log" | head -12
 rm -rf "$out/dtrainer-run"

@@ -1,4 +1,4 @@
-#include "dtrainer/dist/host_collectives.h"
+#include "dtrainer/parallel/host_collectives.h"
 #include "dtrainer/ckpt/checkpoint.h"
 
 #include <hdf5.h>
@@ -25,8 +25,8 @@
 #include "dtrainer/core/format_bytes.h"
 #include "dtrainer/core/library_cleanup.h"
 #include "dtrainer/core/remove_tree.h"
-#include "dtrainer/dist/agreement.h"
-#include "dtrainer/dist/watchdog.h"
+#include "dtrainer/parallel/agreement.h"
+#include "dtrainer/parallel/watchdog.h"
 #include "dtrainer/core/step_name.h"
 #include "dtrainer/data/hdf5_lock.h"
 #include "state_file.h"
@@ -72,12 +72,12 @@ std::vector<std::pair<int64_t, std::string>> complete_checkpoints(const std::str
 }
 
 namespace {
-SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedParameters& params,
+SaveResult save(const std::string& root_s, int64_t step, const parallel::ShardedParameters& params,
                 const std::vector<models::UnitLayout>& layout, const nlohmann::json& meta, const SaveOptions& options,
                 MPI_Comm comm);
 }
 
-SaveResult save_checkpoint(const std::string& root, int64_t step, const dist::ShardedParameters& params,
+SaveResult save_checkpoint(const std::string& root, int64_t step, const parallel::ShardedParameters& params,
                            const std::vector<models::UnitLayout>& layout, const nlohmann::json& meta,
                            const SaveOptions& options, MPI_Comm comm) {
   try {
@@ -94,7 +94,7 @@ SaveResult save_checkpoint(const std::string& root, int64_t step, const dist::Sh
 }
 
 namespace {
-SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedParameters& params,
+SaveResult save(const std::string& root_s, int64_t step, const parallel::ShardedParameters& params,
                 const std::vector<models::UnitLayout>& layout, const nlohmann::json& meta, const SaveOptions& options,
                 MPI_Comm comm) {
   const fs::path root(root_s);
@@ -108,7 +108,7 @@ SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedPara
   //    is the resumed checkpoint itself, or when the file system cannot hold the new one.
   int64_t bytes = 0;
   for (size_t u = 0; u < params.num_units(); ++u) {
-    const dist::UnitShard s = params.unit_shard(u);
+    const parallel::UnitShard s = params.unit_shard(u);
     bytes += s.numel * 4 * (s.ema.defined() ? 4 : 3);
   }
   int already = 0;
@@ -116,11 +116,11 @@ SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedPara
     if (rank == 0) try_remove_tree(tmp);
   };
   try {
-    dist::agree(comm, [&] {
+    parallel::agree(comm, [&] {
       if (layout.size() != params.num_units())
         throw Error("save_checkpoint", "the layout does not describe the sharded units");
       for (size_t u = 0; u < layout.size(); ++u) {
-        const dist::UnitShard s = params.unit_shard(u);
+        const parallel::UnitShard s = params.unit_shard(u);
         if (layout[u].unit != s.name || layout[u].numel != s.numel)
           throw Error("save_checkpoint", "layout unit " + layout[u].unit + " does not match sharded unit " + s.name);
       }
@@ -141,7 +141,7 @@ SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedPara
     throw;
   }
   std::vector<int64_t> flag = {already};
-  dist::broadcast_host(comm, flag);
+  parallel::broadcast_host(comm, flag);
   if (flag[0]) {
     result.already_saved = true;
     return result;
@@ -158,7 +158,7 @@ SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedPara
   nlohmann::json units = nlohmann::json::array();
   std::vector<std::string> names;
   StateSlices slices;
-  std::vector<dist::UnitShard> shards;
+  std::vector<parallel::UnitShard> shards;
   shards.reserve(params.num_units());
   for (size_t u = 0; u < params.num_units(); ++u) shards.push_back(params.unit_shard(u));
   for (const auto& s : shards) {
@@ -176,23 +176,23 @@ SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedPara
     if (rank == 0) try_remove_tree(tmp);
   };
   try {
-    dist::agree(comm, [&] {
+    parallel::agree(comm, [&] {
       if (rank == 0) offsets = lay_out_state_file(h5, names, slices);
     });
-    dist::broadcast_host(comm, offsets);
-    dist::agree(comm, [&] { sums = write_my_slices(h5, names, slices, offsets, rank); });
+    parallel::broadcast_host(comm, offsets);
+    parallel::agree(comm, [&] { sums = write_my_slices(h5, names, slices, offsets, rank); });
   } catch (const CollectiveError&) {
     cleanup();
     throw;
   }
 
   // 3. Checksums: rank 0 combines the ranks' slice CRCs in rank order (the dataset's byte order).
-  const std::vector<uint64_t> all = dist::gather_host(comm, sums);
+  const std::vector<uint64_t> all = parallel::gather_host(comm, sums);
 
   // 4. Rank 0 publishes: manifest, COMPLETE, rename; then moves aside newer checkpoints of an
   //    abandoned trajectory and rotates old ones.
   try {
-    dist::agree(comm, [&] {
+    parallel::agree(comm, [&] {
       if (rank != 0) return;
       nlohmann::json checksums = nlohmann::json::object();
       for (size_t d = 0; d < names.size(); ++d) {
@@ -252,7 +252,7 @@ SaveResult save(const std::string& root_s, int64_t step, const dist::ShardedPara
       result.warnings.push_back(std::string("checkpoint rotation: ") + e.what());
     }
   }
-  dist::barrier_host(comm);  // published before anyone goes on (or exits)
+  parallel::barrier_host(comm);  // published before anyone goes on (or exits)
   return result;
 }
 }  // namespace
@@ -289,7 +289,7 @@ std::string layout_difference(const std::vector<models::UnitLayout>& saved,
 
 }  // namespace
 
-nlohmann::json load_checkpoint(const std::string& dir, dist::ShardedParameters& params,
+nlohmann::json load_checkpoint(const std::string& dir, parallel::ShardedParameters& params,
                                const std::vector<models::UnitLayout>* model_layout) {
   const CheckpointReader ck(dir);
   if (model_layout && ck.meta().contains("layout")) {
@@ -304,7 +304,7 @@ nlohmann::json load_checkpoint(const std::string& dir, dist::ShardedParameters& 
     throw Error(ck.state_file(), "the checkpoint has " + std::to_string(units.size()) + " units, the model " +
                                      std::to_string(params.num_units()) + " (saved by a different model)");
   for (size_t u = 0; u < params.num_units(); ++u) {
-    const dist::UnitShard mine = params.unit_shard(u);
+    const parallel::UnitShard mine = params.unit_shard(u);
     if (units[u].first != mine.name)
       throw Error(ck.state_file(), "unit " + std::to_string(u) + " is '" + units[u].first + "' in the checkpoint, '" +
                                        mine.name + "' in the model");

@@ -100,7 +100,7 @@ torch::Tensor read_vector(hid_t file, const std::string& name, int64_t numel, co
   return t;
 }
 
-std::pair<int64_t, int64_t> my_slice(const dist::UnitShard& s, int rank) {
+std::pair<int64_t, int64_t> my_slice(const parallel::UnitShard& s, int rank) {
   const int64_t first = std::min<int64_t>(rank * s.shard, s.numel);
   return {first, std::max<int64_t>(0, std::min<int64_t>(s.shard, s.numel - first))};
 }

@@ -14,7 +14,7 @@
 
 #include <torch/types.h>
 
-#include "dtrainer/dist/sharded_params.h"
+#include "dtrainer/parallel/sharded_params.h"
 
 namespace dtrainer::ckpt {
 
@@ -36,10 +36,10 @@ torch::Tensor read_vector(hid_t file, const std::string& name, int64_t numel, co
 
 // This rank's part of one unit's dataset: [rank * shard, rank * shard + shard) clipped to numel
 // (the padding is not stored), as (first element, count).
-std::pair<int64_t, int64_t> my_slice(const dist::UnitShard& s, int rank);
+std::pair<int64_t, int64_t> my_slice(const parallel::UnitShard& s, int rank);
 
 // The datasets to write: each name with its unit's shard and the tensor of this rank's slice.
-using StateSlices = std::vector<std::pair<const dist::UnitShard*, const torch::Tensor*>>;
+using StateSlices = std::vector<std::pair<const parallel::UnitShard*, const torch::Tensor*>>;
 
 // Rank 0: creates `path` with one contiguous fp32 dataset per name, its storage allocated at
 // creation and never filled (the ranks write every byte of it), closes it, and reserves the file's

@@ -1,4 +1,4 @@
-#include "dtrainer/dist/host_collectives.h"
+#include "dtrainer/parallel/host_collectives.h"
 #include "dtrainer/train/alignment_eval.h"
 
 #include <torch/torch.h>
@@ -9,8 +9,8 @@
 #include "dtrainer/data/png_image.h"
 #include "dtrainer/data/toy_text_encoder.h"
 #include "dtrainer/diffusion/sampler.h"
-#include "dtrainer/dist/agreement.h"
-#include "dtrainer/dist/watchdog.h"
+#include "dtrainer/parallel/agreement.h"
+#include "dtrainer/parallel/watchdog.h"
 #include "dtrainer/eval/questions.h"
 #include "dtrainer/eval/sample_layout.h"
 #include "dtrainer/eval/shapes_answerer.h"
@@ -73,7 +73,7 @@ AlignmentRun evaluate_alignment(const AlignmentPrompts& prompts, const SamplerSe
                                  " (latents: decoding them needs a VAE, which dtrainer does not have yet)");
   const fs::path partial = out.string() + ".partial";
   // 1. Rank 0 makes the (new) directory and writes each prompt's metadata.
-  dist::agree(comm, [&] {
+  parallel::agree(comm, [&] {
     if (rank != 0) return;
     std::error_code ec;
     if (fs::exists(out, ec)) throw Error(out.string(), "exists: choose another --out (nothing is overwritten)");
@@ -94,7 +94,7 @@ AlignmentRun evaluate_alignment(const AlignmentPrompts& prompts, const SamplerSe
   // The PNGs are written after the last pass, so a rank whose write fails (a full disk) does not
   // leave the others waiting in a gather it never joins.
   try {
-    dist::agree(comm, [&] {
+    parallel::agree(comm, [&] {
       std::vector<std::pair<int64_t, torch::Tensor>> sampled;  // (id, image)
       const int64_t total = P * K, chunks = (total + B - 1) / B, rounds = (chunks + world - 1) / world;
       for (int64_t round = 0; round < rounds; ++round) {
@@ -126,7 +126,7 @@ AlignmentRun evaluate_alignment(const AlignmentPrompts& prompts, const SamplerSe
   run.dir = out;
   std::string score_text;
   try {
-    dist::agree(comm, [&] {
+    parallel::agree(comm, [&] {
       if (rank != 0) return;
       std::vector<eval::PromptResult> results;
       nlohmann::json rows = nlohmann::json::array(), tifa = nlohmann::json::object(),
@@ -178,7 +178,7 @@ AlignmentRun evaluate_alignment(const AlignmentPrompts& prompts, const SamplerSe
     throw;
   }
   // Every rank learns the score (the trainer's records, a tool's exit).
-  score_text = dist::broadcast_host(comm, score_text);
+  score_text = parallel::broadcast_host(comm, score_text);
   if (rank != 0) {
     const nlohmann::json j = nlohmann::json::parse(score_text);
     run.score.overall.mean = j["score"].get<double>();

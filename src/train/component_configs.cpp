@@ -13,7 +13,7 @@ TrainingStackConfig training_stack_config(const TrainConfig& c, const StartupPla
   sc.sharding.adamw = {c.lr, c.beta1, c.beta2, c.eps, c.weight_decay};
   sc.sharding.activation_checkpointing = c.activation_checkpointing;
   sc.sharding.ema_decay = c.ema_decay;
-  sc.sharding.compute_dtype = dist::scalar_type(c.compute_dtype);
+  sc.sharding.compute_dtype = parallel::scalar_type(c.compute_dtype);
   return sc;
 }
 

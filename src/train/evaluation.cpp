@@ -10,8 +10,8 @@
 #include "dtrainer/core/remove_tree.h"
 #include "dtrainer/core/step_name.h"
 #include "dtrainer/diffusion/sampler.h"
-#include "dtrainer/dist/agreement.h"
-#include "dtrainer/dist/host_collectives.h"
+#include "dtrainer/parallel/agreement.h"
+#include "dtrainer/parallel/host_collectives.h"
 #include "dtrainer/train/ema_weights.h"
 #include "dtrainer/train/image_grid.h"
 #include "dtrainer/train/train_config.h"
@@ -61,7 +61,7 @@ bool AlignmentHook::due(int64_t step, int64_t last_step) const {
 nlohmann::json AlignmentHook::evaluate(int64_t step, const SamplerSetup& sampler,
                                        const diffusion::TextPaddingConfig& padding, MPI_Comm comm) const {
   if (prompts_.prompts.empty()) {
-    dist::agree(comm, [&] {
+    parallel::agree(comm, [&] {
       prompts_ = load_alignment_prompts(find_eval_prompts(data_.eval_dirs, data_.train_dirs), data_.inputs.text_dim,
                                         data_.caption_tokens, options_.prompts,
                                         /*exactly=*/false);  // (the record says how many)
@@ -70,7 +70,7 @@ nlohmann::json AlignmentHook::evaluate(int64_t step, const SamplerSetup& sampler
   const fs::path dir = root_ / step_name(step);
   int rank = 0;
   MPI_Comm_rank(comm, &rank);
-  dist::agree(comm, [&] {
+  parallel::agree(comm, [&] {
     if (rank == 0) {
       fs::create_directories(root_);
       remove_tree(dir);  // (an interrupted run's: this run recomputes it, alike)
@@ -140,7 +140,7 @@ nlohmann::json Evaluation::held_out_loss(const EvalModel& m, int64_t /*step*/) c
     sums.push_back(m.objective->loss(pred, nb).item<double>() * static_cast<double>(n));
   }
   sums.push_back(static_cast<double>(n));
-  sums = dist::all_reduce_host(comm_, sums, dist::HostOp::kSum);
+  sums = parallel::all_reduce_host(comm_, sums, parallel::HostOp::kSum);
   nlohmann::json by_t = nlohmann::json::object();
   double mean = 0;
   for (size_t i = 0; i < grid.size(); ++i) {
@@ -236,7 +236,7 @@ Evaluation::Missing Evaluation::missing_at(const RunDirectory& dir, int64_t step
       eval_due && !dir.has_record(step, "eval") ? 1 : 0,
       sample_due && !fs::exists(samples.string() + ".png", ec) && !fs::exists(samples.string() + ".pt", ec) ? 1 : 0,
       alignment_due(step, last_step) && !dir.has_record(step, "alignment") ? 1 : 0};
-  dist::broadcast_host(comm_, missing);  // (rank 0 read the run directory: every rank evaluates alike)
+  parallel::broadcast_host(comm_, missing);  // (rank 0 read the run directory: every rank evaluates alike)
   return {missing[0] != 0, missing[1] != 0, missing[2] != 0};
 }
 

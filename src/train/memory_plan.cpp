@@ -2,7 +2,7 @@
 
 #include "dtrainer/core/error.h"
 #include "dtrainer/core/format_bytes.h"
-#include "dtrainer/dist/sharding_policy.h"
+#include "dtrainer/parallel/sharding_policy.h"
 #include "dtrainer/train/train_config.h"
 
 namespace dtrainer::train {
@@ -17,10 +17,10 @@ MemoryEstimate estimate_memory(const TrainConfig& c, const models::BackboneCost&
                                int64_t micro_batch) {
   // The persistent buffers as the strategy's policy sizes them (the model as one unit: the real
   // units' padding adds under W elements each); test_sharding_memory ties both to the real buffers.
-  const dist::ShardingPolicy policy = dist::ShardingPolicy::of(c.sharding);
-  const bool bf16 = c.compute_dtype == dist::ComputeDtype::kBf16;
+  const parallel::ShardingPolicy policy = parallel::ShardingPolicy::of(c.sharding);
+  const bool bf16 = c.compute_dtype == parallel::ComputeDtype::kBf16;
   const int W = static_cast<int>(world);
-  const dist::ShardedMemory s = policy.memory({dist::padded_size(cost.params, W)}, W, bf16, c.ema_decay > 0);
+  const parallel::ShardedMemory s = policy.memory({parallel::padded_size(cost.params, W)}, W, bf16, c.ema_decay > 0);
   MemoryEstimate m;
   m.params = static_cast<double>(s.param_bytes);
   m.grads = static_cast<double>(s.grad_bytes);
@@ -39,7 +39,7 @@ void check_memory_fits(const TrainConfig& c, const MemoryEstimate& per_rank, int
   if (need <= available) return;
   std::string help;
   auto add = [&](const std::string& h) { help += (help.empty() ? "" : "; ") + h; };
-  const dist::ShardingPolicy policy = dist::ShardingPolicy::of(c.sharding);
+  const parallel::ShardingPolicy policy = parallel::ShardingPolicy::of(c.sharding);
   if (!policy.shard_parameters)
     add("sharding = \"zero3\" (parameters, gradients and optimizer state split over the ranks)");
   if (!c.activation_checkpointing && !policy.recompute && per_rank.activations > 0.2 * per_rank.total())

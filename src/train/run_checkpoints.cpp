@@ -7,7 +7,7 @@
 #include "dtrainer/core/error.h"
 #include "dtrainer/core/format_bytes.h"
 #include "dtrainer/core/log.h"
-#include "dtrainer/dist/agreement.h"
+#include "dtrainer/parallel/agreement.h"
 #include "dtrainer/train/train_config.h"
 
 namespace dtrainer::train {
@@ -16,7 +16,7 @@ RunCheckpoints::RunCheckpoints(const TrainConfig& c, const std::filesystem::path
                                std::string config_toml)
     : c_(c), dir_(run_dir / "ckpt"), resume_(resume), toml_(std::move(config_toml)) {}
 
-bool RunCheckpoints::resume(dist::ShardedParameters& params, const std::vector<models::UnitLayout>& layout,
+bool RunCheckpoints::resume(parallel::ShardedParameters& params, const std::vector<models::UnitLayout>& layout,
                             MPI_Comm comm, int rank, TrainingProgress& progress, nlohmann::json& loader_state) {
   if (!resume_.checkpoint) return false;
   const std::string from = *resume_.checkpoint;
@@ -24,7 +24,7 @@ bool RunCheckpoints::resume(dist::ShardedParameters& params, const std::vector<m
   // Every rank reads; a failure on any (a corrupt dataset, a checksum) is every rank's, with the
   // previous sound checkpoint named when --resume auto picked a broken newest one.
   try {
-    dist::agree(comm, [&] { m = ckpt::load_checkpoint(from, params, &layout); });
+    parallel::agree(comm, [&] { m = ckpt::load_checkpoint(from, params, &layout); });
   } catch (const CollectiveError& e) {
     const std::string hint = c_.resume == "auto" && rank == 0 ? previous_checkpoint_hint(dir_, resume_.step) : "";
     throw CollectiveError(e.where(), e.detail() + hint);
@@ -40,7 +40,7 @@ bool RunCheckpoints::resume(dist::ShardedParameters& params, const std::vector<m
 }
 
 void RunCheckpoints::save(const TrainingProgress& progress, const nlohmann::json& loader_state,
-                          const dist::ShardedParameters& params, const std::vector<models::UnitLayout>& layout,
+                          const parallel::ShardedParameters& params, const std::vector<models::UnitLayout>& layout,
                           MPI_Comm comm) {
   const int64_t step = progress.step;
   if (step == newest_) return;  // (a preemption right after a scheduled save)

@@ -5,8 +5,8 @@
 
 #include "dtrainer/core/log.h"
 #include "dtrainer/data/synthesize.h"
-#include "dtrainer/dist/agreement.h"
-#include "dtrainer/dist/sharding_policy.h"
+#include "dtrainer/parallel/agreement.h"
+#include "dtrainer/parallel/sharding_policy.h"
 #include "dtrainer/train/memory_plan.h"
 
 namespace fs = std::filesystem;
@@ -22,7 +22,7 @@ void synthesize_if_needed(const TrainConfig& c, const DataPlan& p, int rank, MPI
   bool synthetic = false;
   for (const auto& d : c.data) synthetic |= d == "synthetic:shapes";
   if (!synthetic) return;
-  dist::agree(comm, [&] {
+  parallel::agree(comm, [&] {
     if (rank == 0) {
       auto make = [&](const std::string& dir, int64_t images, uint64_t seed) {
         if (fs::exists(fs::path(dir) / "eval_prompts.json")) return;  // written last: the set is whole
@@ -67,8 +67,8 @@ std::string describe_run(const TrainConfig& c, const StartupPlan& p, const std::
 
 std::string describe_plan(const TrainConfig& c, const DataPlan& d, const StartupPlan& p, const std::string& device) {
   const double N = static_cast<double>(p.cost.params);
-  const bool bf16 = c.compute_dtype == dist::ComputeDtype::kBf16;
-  const bool ckpt = c.activation_checkpointing || dist::ShardingPolicy::of(c.sharding).recompute;
+  const bool bf16 = c.compute_dtype == parallel::ComputeDtype::kBf16;
+  const bool ckpt = c.activation_checkpointing || parallel::ShardingPolicy::of(c.sharding).recompute;
   const MemoryEstimate mem = estimate_memory(c, p.cost, p.world, p.micro);
   std::ostringstream o;
   o << "dtrainer plan\n"

@@ -10,9 +10,9 @@
 
 #include "dtrainer/core/error.h"
 #include "dtrainer/core/log.h"
-#include "dtrainer/dist/device_stats.h"
+#include "dtrainer/parallel/device_stats.h"
 #include "dtrainer/core/format_duration.h"
-#include "dtrainer/dist/host_collectives.h"
+#include "dtrainer/parallel/host_collectives.h"
 #include "dtrainer/train/training_stack.h"
 
 namespace dtrainer::train {
@@ -62,12 +62,12 @@ void StepWindow::resolve(int64_t max_bad_steps, const LrSchedule& lr, int64_t& b
 WindowFigures StepWindow::close(MPI_Comm comm, const torch::Device& device) {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
-  const dist::NamedFigures worst = dist::NamedFigures{
+  const parallel::NamedFigures worst = parallel::NamedFigures{
       {"time", time_},
       {"data_wait", data_wait_},
       {"memory", ru.ru_maxrss * 1024.0},
-      {"device_memory", static_cast<double>(dist::peak_device_memory(
-                            device))}}.reduced(comm, dist::HostOp::kMax);
+      {"device_memory", static_cast<double>(parallel::peak_device_memory(
+                            device))}}.reduced(comm, parallel::HostOp::kMax);
   WindowFigures f;
   f.steps = steps_;
   f.step_time_s = worst["time"] / static_cast<double>(steps_);

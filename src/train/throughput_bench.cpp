@@ -1,4 +1,4 @@
-#include "dtrainer/dist/host_collectives.h"
+#include "dtrainer/parallel/host_collectives.h"
 #include "dtrainer/train/training_stack.h"
 #include "dtrainer/train/throughput_bench.h"
 
@@ -10,9 +10,9 @@
 #include <torch/torch.h>
 
 #include "dtrainer/core/error.h"
-#include "dtrainer/dist/device_stats.h"
-#include "dtrainer/dist/local_device.h"
-#include "dtrainer/dist/sharded_params.h"
+#include "dtrainer/parallel/device_stats.h"
+#include "dtrainer/parallel/local_device.h"
+#include "dtrainer/parallel/sharded_params.h"
 #include "dtrainer/models/backbone.h"
 #include "dtrainer/models/transformer_spec.h"
 
@@ -33,40 +33,40 @@ void check(const ThroughputConfig& c) {
   if (c.warmup < 0) throw Error("warmup", "must not be negative");
   if (c.repeats < 1) throw Error("repeats", "must be at least 1");
   if (!(c.memory_limit_gib >= 0)) throw Error("memory-limit-gib", "must not be negative");
-  dist::parse_compute_dtype("dtype", c.compute_dtype);
+  parallel::parse_compute_dtype("dtype", c.compute_dtype);
 }
 
 // The worst of the ranks' values (a step takes as long as its slowest rank).
-double max_over_ranks(double v, MPI_Comm comm) { return dist::all_reduce_host(comm, {v}, dist::HostOp::kMax)[0]; }
+double max_over_ranks(double v, MPI_Comm comm) { return parallel::all_reduce_host(comm, {v}, parallel::HostOp::kMax)[0]; }
 
 }  // namespace
 
 double measure_matmul_tflops(const std::string& device_text, const std::string& dtype, int64_t n) {
   const torch::Device device(device_text);
   if (n <= 0) n = device.is_cuda() ? 8192 : 1024;
-  const auto opts = torch::TensorOptions().device(device).dtype(dist::parse_compute_dtype("dtype", dtype));
+  const auto opts = torch::TensorOptions().device(device).dtype(parallel::parse_compute_dtype("dtype", dtype));
   // Several operand pairs, rotated, so that repeated products do not all hit one cached operand.
   std::vector<torch::Tensor> a, b;
   for (int i = 0; i < 3; ++i) a.push_back(torch::randn({n, n}, opts)), b.push_back(torch::randn({n, n}, opts));
   torch::Tensor out = torch::empty({n, n}, opts);
   for (int i = 0; i < 3; ++i) torch::mm_out(out, a[i], b[i]);  // warm-up (library handles, clocks)
-  dist::synchronize_device(device);
+  parallel::synchronize_device(device);
   std::vector<double> rates;
   const int per_run = device.is_cuda() ? 20 : 2;
   for (int r = 0; r < 5; ++r) {
     const double t0 = now();
     for (int i = 0; i < per_run; ++i) torch::mm_out(out, a[i % 3], b[i % 3]);
-    dist::synchronize_device(device);
+    parallel::synchronize_device(device);
     rates.push_back(2.0 * n * n * n * per_run / (now() - t0) / 1e12);
   }
   return median(rates);
 }
 
-ThroughputResult measure_training_throughput(const ThroughputConfig& c, dist::MpiRuntime& rt) {
+ThroughputResult measure_training_throughput(const ThroughputConfig& c, parallel::MpiRuntime& rt) {
   check(c);
-  const torch::Device device = dist::local_device(rt);
+  const torch::Device device = parallel::local_device(rt);
   if (c.memory_limit_gib > 0)
-    dist::limit_device_memory("memory-limit-gib", device,
+    parallel::limit_device_memory("memory-limit-gib", device,
                               static_cast<int64_t>(c.memory_limit_gib * 1024 * 1024 * 1024));
   // The preset's own conditioning shapes; the latent grid from the resolution (latent models: the
   // SD VAE's factor 8 and 4 channels; pixel models see the pixels).
@@ -92,23 +92,23 @@ ThroughputResult measure_training_throughput(const ThroughputConfig& c, dist::Mp
   r.micro_batch = c.micro_batch;
   r.latent_size = inputs.latent_size;
   r.flops_per_image = static_cast<double>(cost.training_flops());
-  r.device = dist::device_name(device);
-  r.device_memory_bytes = dist::device_total_memory(device);
+  r.device = parallel::device_name(device);
+  r.device_memory_bytes = parallel::device_total_memory(device);
 
-  const torch::ScalarType dtype = dist::parse_compute_dtype("dtype", c.compute_dtype);
+  const torch::ScalarType dtype = parallel::parse_compute_dtype("dtype", c.compute_dtype);
   r.peak_tflops =
-      peak_tflops_per_rank(c.peak_tflops, device, name_table(dist::ComputeDtype{}).parse("dtype", c.compute_dtype));
+      peak_tflops_per_rank(c.peak_tflops, device, name_table(parallel::ComputeDtype{}).parse("dtype", c.compute_dtype));
 
   TrainingStackConfig sc;
   sc.backbone = spec;
   sc.seed = 1234;
-  sc.sharding.strategy = dist::parse_sharding_strategy("sharding", c.sharding);
+  sc.sharding.strategy = parallel::parse_sharding_strategy("sharding", c.sharding);
   sc.sharding.adamw = {1e-4, 0.9, 0.999, 1e-8, 0.03};
   sc.sharding.activation_checkpointing = c.activation_checkpointing;
   sc.sharding.compute_dtype = dtype;
   TrainingStack stack = build_training_stack(sc, rt, device);
   models::Backbone* model = stack.model.get();
-  dist::ShardedParameters& params = *stack.params;
+  parallel::ShardedParameters& params = *stack.params;
   r.backend = stack.comm->backend();
 
   // Synthetic inputs of the model's shapes, made once on the device (no host data path timed).
@@ -131,18 +131,18 @@ ThroughputResult measure_training_throughput(const ThroughputConfig& c, dist::Mp
   };
 
   for (int64_t i = 0; i < c.warmup; ++i) train_step();
-  dist::synchronize_device(device);
-  dist::barrier_host(rt.comm());
-  dist::reset_peak_device_memory(device);
+  parallel::synchronize_device(device);
+  parallel::barrier_host(rt.comm());
+  parallel::reset_peak_device_memory(device);
   std::vector<double> step_times;
   for (int64_t rep = 0; rep < c.repeats; ++rep) {
-    dist::barrier_host(rt.comm());
+    parallel::barrier_host(rt.comm());
     const double t0 = now();
     for (int64_t i = 0; i < c.steps; ++i) train_step();  // nothing here waits for the device
-    dist::synchronize_device(device);
+    parallel::synchronize_device(device);
     step_times.push_back(max_over_ranks((now() - t0) / static_cast<double>(c.steps), rt.comm()));
   }
-  r.peak_memory_bytes = dist::peak_device_memory(device);
+  r.peak_memory_bytes = parallel::peak_device_memory(device);
   r.final_loss = loss.item<double>();
   r.step_seconds = median(step_times);
   r.images_per_second = static_cast<double>(B * rt.world()) / r.step_seconds;

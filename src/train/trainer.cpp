@@ -9,9 +9,9 @@
 #include "dtrainer/core/log.h"
 #include "dtrainer/data/loader.h"
 #include "dtrainer/diffusion/objective.h"
-#include "dtrainer/dist/agreement.h"
-#include "dtrainer/dist/device_stats.h"
-#include "dtrainer/dist/host_collectives.h"
+#include "dtrainer/parallel/agreement.h"
+#include "dtrainer/parallel/device_stats.h"
+#include "dtrainer/parallel/host_collectives.h"
 #include "dtrainer/train/component_configs.h"
 #include "dtrainer/train/lr_schedule.h"
 #include "dtrainer/train/metrics_log.h"
@@ -36,7 +36,7 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 
 class Trainer {
  public:
-  Trainer(TrainerSetup setup, dist::MpiRuntime& rt, const RunDirectory& dir, dist::Watchdog& watchdog)
+  Trainer(TrainerSetup setup, parallel::MpiRuntime& rt, const RunDirectory& dir, parallel::Watchdog& watchdog)
       : s_(std::move(setup)),
         c_(s_.config),
         rt_(rt),
@@ -55,7 +55,7 @@ class Trainer {
   // `work` as the watchdog's phase `name` of `step` (docs/RELIABILITY.md: a phase that overruns is named).
   template <class Work>
   auto watched(const char* name, int64_t step, Work&& work) {
-    const dist::Watchdog::Phase phase(watchdog_, name, step);
+    const parallel::Watchdog::Phase phase(watchdog_, name, step);
     return work();
   }
   void build();
@@ -84,12 +84,12 @@ class Trainer {
 
   TrainerSetup s_;
   const TrainConfig& c_;
-  dist::MpiRuntime& rt_;
+  parallel::MpiRuntime& rt_;
   const torch::Device device_;  // where the model computes: the CPU, or this rank's GPU
   const RunDirectory& dir_;
   const fs::path run_;
   const StartupPlan& plan_;
-  dist::Watchdog* watchdog_;    // (watches start-up too: owned by tools/dtrainer.cpp)
+  parallel::Watchdog* watchdog_;    // (watches start-up too: owned by tools/dtrainer.cpp)
   MetricsLog metrics_;          // metrics.jsonl and TensorBoard's tb/
   Evaluation eval_;             // held-out loss, samples, alignment
   RunCheckpoints checkpoints_;  // resume and saves
@@ -118,7 +118,7 @@ void Trainer::build() {
 void Trainer::resume() {
   json loader_state;
   if (checkpoints_.resume(*stack_.params, stack_.layout, rt_.comm(), rt_.rank(), progress_, loader_state))
-    dist::agree(rt_.comm(), [&] { loader_->restore(data::LoaderState::from_json(loader_state)); });
+    parallel::agree(rt_.comm(), [&] { loader_->restore(data::LoaderState::from_json(loader_state)); });
 }
 
 void Trainer::checkpoint(int64_t step) {
@@ -146,10 +146,10 @@ Trainer::StepResult Trainer::train_step(const data::Batch& batch, int64_t step) 
   }
   StepResult r;
   torch::Tensor loss = loss_sum / static_cast<double>(accumulation);
-  stack_.comm->all_reduce(loss, dist::ReduceOp::kAvg);  // (on a GPU: queued on the device, not waited for)
-  const dist::NamedFigures sums = dist::NamedFigures{{"image_noun_pairs", batch.caption_nouns.sum().item<double>()},
+  stack_.comm->all_reduce(loss, parallel::ReduceOp::kAvg);  // (on a GPU: queued on the device, not waited for)
+  const parallel::NamedFigures sums = parallel::NamedFigures{{"image_noun_pairs", batch.caption_nouns.sum().item<double>()},
                                                      {"preempt", preemption_requested() ? 1.0 : 0.0}}
-                                      .reduced(rt_.comm(), dist::HostOp::kSum);
+                                      .reduced(rt_.comm(), parallel::HostOp::kSum);
   r.image_noun_pairs = sums["image_noun_pairs"];
   r.preempt = sums["preempt"] > 0;
   // A non-finite loss makes the gradients non-finite, and a non-finite global norm skips the update
@@ -202,14 +202,14 @@ int Trainer::run() {
     build();
     resume();
   });
-  if (progress_.step == 0) log_info(describe_run(c_, plan_, dist::device_name(device_), run_.string()));
+  if (progress_.step == 0) log_info(describe_run(c_, plan_, parallel::device_name(device_), run_.string()));
   if (progress_.step >= c_.steps && RunDirectory::state(run_) == RunState::kDone) {  // (a complete run: no change)
     log_info("the run is already complete at step " + std::to_string(progress_.step) + " (" + run_.string() +
              "); raise --steps to continue it, or use another --run-dir");
     return 0;
   }
   // The resume checks passed: only now does the run directory change.
-  dist::agree(rt_.comm(), [&] {
+  parallel::agree(rt_.comm(), [&] {
     dir_.write_config(s_.config_toml);
     metrics_.start(progress_.step);  // (a fresh start keeps no records of an earlier attempt)
   });
@@ -219,7 +219,7 @@ int Trainer::run() {
     return done();
   }
   catch_up();
-  dist::agree(rt_.comm(),
+  parallel::agree(rt_.comm(),
               [&] { dir_.clear_markers(); });  // (a stale DONE or PREEMPTED must not mislead the job scripts)
   if (progress_.step == 0) align(0);           // (what an untrained model scores)
   const auto start = Clock::now();
@@ -236,7 +236,7 @@ int Trainer::run() {
     window_.add(result.pending, seconds_since(t0), loader_->take_data_wait_s());
     const bool log_now = step % c_.log_every == 0 || step == c_.steps;
     {
-      const dist::Watchdog::Phase phase(watchdog_, "log", step);
+      const parallel::Watchdog::Phase phase(watchdog_, "log", step);
       if (device_.is_cpu() || log_now) resolve();  // (evaluate, sample and checkpoint resolve first too)
       if (log_now) log_window(step, start, first);
     }
@@ -250,7 +250,7 @@ int Trainer::run() {
     // Preemption: any rank's signal (seen by this step's reduction) stops every rank here.
     if (result.preempt) {
       checkpoint(step);
-      dist::agree(rt_.comm(), [&] { dir_.mark_preempted(step, preemption_signal()); });
+      parallel::agree(rt_.comm(), [&] { dir_.mark_preempted(step, preemption_signal()); });
       log_info("preempted (" + (preemption_requested() ? preemption_description() : "a signal to another rank") +
                ") at step " + std::to_string(step) + ": checkpoint written, " + (run_ / "PREEMPTED").string() +
                " marks the stop; rerun with --resume auto to continue");
@@ -278,14 +278,14 @@ void Trainer::finish() {
 }
 
 int Trainer::done() {
-  dist::agree(rt_.comm(), [&] { dir_.mark_done(progress_.step); });  // (what the job scripts read)
+  parallel::agree(rt_.comm(), [&] { dir_.mark_done(progress_.step); });  // (what the job scripts read)
   log_info("done: " + std::to_string(progress_.step) + " steps; " + (run_ / "metrics.jsonl").string());
   return 0;
 }
 
 }  // namespace
 
-int train(TrainerSetup setup, dist::MpiRuntime& rt, const RunDirectory& dir, dist::Watchdog& watchdog) {
+int train(TrainerSetup setup, parallel::MpiRuntime& rt, const RunDirectory& dir, parallel::Watchdog& watchdog) {
   return Trainer(std::move(setup), rt, dir, watchdog).run();
 }
 

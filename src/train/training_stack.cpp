@@ -4,29 +4,29 @@
 
 #include "dtrainer/ckpt/weights_file.h"
 #include "dtrainer/core/log.h"
-#include "dtrainer/dist/local_device.h"
+#include "dtrainer/parallel/local_device.h"
 #include "dtrainer/train/throughput_bench.h"
 
 namespace dtrainer::train {
 
-TrainingStack build_training_stack(const TrainingStackConfig& c, const dist::MpiRuntime& rt,
+TrainingStack build_training_stack(const TrainingStackConfig& c, const parallel::MpiRuntime& rt,
                                    const torch::Device& device) {
   if (c.sharding.compute_dtype == torch::kBFloat16 && device.is_cpu())
     log_warn(
         "compute_dtype = bf16 on the CPU: LibTorch emulates bf16 there (measured ~14x slower than fp32 on the "
         "quickstart); the compute copy is meant for GPUs");
   TrainingStack s;
-  s.comm = dist::make_communicator(rt, device);
+  s.comm = parallel::make_communicator(rt, device);
   torch::manual_seed(c.seed);  // identical initialisation on every rank
   s.model = models::build_backbone(c.backbone);
   if (!c.init_weights.empty()) ckpt::load_weights(c.init_weights, s.model->module());
   s.model->module().to(device);  // (after the weights are read: every rank moves identical values)
   s.layout = models::parameter_layout(s.model->module(), s.model->unit_model());
-  s.params = std::make_unique<dist::ShardedParameters>(s.model->unit_model(), s.comm.get(), c.sharding);
+  s.params = std::make_unique<parallel::ShardedParameters>(s.model->unit_model(), s.comm.get(), c.sharding);
   return s;
 }
 
-double peak_tflops_per_rank(double configured, const torch::Device& device, dist::ComputeDtype compute_dtype) {
+double peak_tflops_per_rank(double configured, const torch::Device& device, parallel::ComputeDtype compute_dtype) {
   if (configured > 0) return configured;
   return measure_matmul_tflops(device.str(), device.is_cuda() ? name_of(compute_dtype) : "fp32");
 }

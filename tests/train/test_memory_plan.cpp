@@ -1,5 +1,5 @@
 // The memory a sharding strategy needs, three ways that must agree: the policy's sizes
-// (dist::ShardingPolicy::memory over the model's real units), the bytes the real buffers of
+// (parallel::ShardingPolicy::memory over the model's real units), the bytes the real buffers of
 // ShardedParameters hold (measured storage by storage), and the dry run's estimate
 // (train::estimate_memory, the model as one unit) — for every strategy, compute dtype and EMA
 // setting, on 2 and 4 ranks (where padding and shards differ).
@@ -7,15 +7,15 @@
 
 #include <torch/torch.h>
 
-#include "dist/mpi_test_runtime.h"
-#include "dtrainer/dist/mpi_communicator.h"
-#include "dtrainer/dist/sharded_params.h"
+#include "parallel/mpi_test_runtime.h"
+#include "dtrainer/parallel/mpi_communicator.h"
+#include "dtrainer/parallel/sharded_params.h"
 #include "dtrainer/models/backbone.h"
 #include "dtrainer/train/memory_plan.h"
 #include "dtrainer/train/train_config.h"
 
 using namespace dtrainer;
-using namespace dtrainer::dist;
+using namespace dtrainer::parallel;
 
 TEST_CASE("memory: the policy's sizes equal the real buffers, and the dry run's estimate is within padding") {
   auto comm = make_mpi_communicator(test::mpi_runtime().comm());

@@ -8,7 +8,7 @@
 
 #include <torch/torch.h>
 
-#include "dist/mpi_test_runtime.h"
+#include "parallel/mpi_test_runtime.h"
 #include "dtrainer/core/error.h"
 #include "dtrainer/models/backbone.h"
 #include "dtrainer/train/throughput_bench.h"
@@ -52,7 +52,7 @@ double train_flops(const models::BackboneSpec& spec) {
 }  // namespace
 
 TEST_CASE("dtbench train on the CPU: counts match the built model, figures match the timing") {
-  dist::MpiRuntime& rt = test::mpi_runtime();
+  parallel::MpiRuntime& rt = test::mpi_runtime();
   const train::ThroughputResult a = train::measure_training_throughput(tiny(32), rt);
   const train::ThroughputResult b = train::measure_training_throughput(tiny(64), rt);
   CHECK(a.device == "cpu");
@@ -78,7 +78,7 @@ TEST_CASE("dtbench train on the CPU: counts match the built model, figures match
 }
 
 TEST_CASE("dtbench train: bad settings are errors naming the option") {
-  dist::MpiRuntime& rt = test::mpi_runtime();
+  parallel::MpiRuntime& rt = test::mpi_runtime();
   auto c = tiny(32);
   c.micro_batch = 0;
   CHECK_THROWS_WITH(train::measure_training_throughput(c, rt), Catch::Contains("batch"));

@@ -12,7 +12,7 @@
 // renamed into place, so a directory named step_* is always whole; a run killed while writing
 // leaves only a .tmp- directory, which the next save removes.
 //
-// Failures are agreed on (dist/agreement.h): free space is checked before anything is written,
+// Failures are agreed on (parallel/agreement.h): free space is checked before anything is written,
 // and every collective step (create, each dataset, close, publish) ends with the ranks learning
 // whether any failed, so a write error on one rank (ENOSPC, EIO, quota) makes every rank throw
 // the same CollectiveError naming that rank, the file and the cause, with the previous checkpoint
@@ -27,7 +27,7 @@
 #include <mpi.h>
 #include <nlohmann/json.hpp>
 
-#include "dtrainer/dist/sharded_params.h"
+#include "dtrainer/parallel/sharded_params.h"
 #include "dtrainer/models/parameter_layout.h"
 
 namespace dtrainer::ckpt {
@@ -56,7 +56,7 @@ struct SaveResult {
 // Collective over `comm` (the ranks of `params`). layout: the model's parameter layout
 // (models::parameter_layout, one entry per unit of params). Throws CollectiveError on every rank
 // when any rank fails.
-SaveResult save_checkpoint(const std::string& root, int64_t step, const dist::ShardedParameters& params,
+SaveResult save_checkpoint(const std::string& root, int64_t step, const parallel::ShardedParameters& params,
                            const std::vector<models::UnitLayout>& layout, const nlohmann::json& meta,
                            const SaveOptions& options, MPI_Comm comm);
 
@@ -69,7 +69,7 @@ std::optional<std::string> latest_checkpoint(const std::string& root);
 // Loads `dir` into params (every rank reads; any world size) and returns its meta.json. Throws
 // Error naming the file when it is incomplete, unreadable, corrupt (checksums), or does not match
 // the model (model_layout, when given: the first tensor whose name or shape differs).
-nlohmann::json load_checkpoint(const std::string& dir, dist::ShardedParameters& params,
+nlohmann::json load_checkpoint(const std::string& dir, parallel::ShardedParameters& params,
                                const std::vector<models::UnitLayout>* model_layout = nullptr);
 
 // Read access to one complete checkpoint, without a model or MPI (tools). Throws Error naming the

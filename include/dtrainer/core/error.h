@@ -21,7 +21,7 @@ class Error : public std::runtime_error {
 };
 
 // An error every rank of a job throws identically, after they agreed that one of them failed
-// (dist/agreement.h): the ranks can end normally, all with a non-zero exit, instead of one rank
+// (parallel/agreement.h): the ranks can end normally, all with a non-zero exit, instead of one rank
 // aborting the others. `where` names the failing rank ("rank 1"), `what` carries its message.
 class CollectiveError : public Error {
  public:

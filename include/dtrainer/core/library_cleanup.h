@@ -4,7 +4,7 @@
 // in its tables and crashes in any later call on it — its own exit handlers included (atexit, and
 // the hook MPI_Finalize runs): measured as exit 139 after the error had been printed. Code that
 // hits such a failure calls forbid_library_cleanup(); programs then end with std::_Exit once their
-// error is printed (dist::run_ranks for MPI programs; tools' main()s check it), skipping those
+// error is printed (parallel::run_ranks for MPI programs; tools' main()s check it), skipping those
 // handlers. Nothing is lost: the failing write's temporary is removed before.
 
 #include <string>

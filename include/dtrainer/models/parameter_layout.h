@@ -1,6 +1,6 @@
 #pragma once
 // Where each named parameter lives in the flat per-unit buffers: unit by unit (UnitModel order),
-// the unit's parameters in order, packed back to back (dist::ShardedParameters' layout). A
+// the unit's parameters in order, packed back to back (parallel::ShardedParameters' layout). A
 // checkpoint stores this beside the flat data, so tools can name and shape every tensor without
 // building the model.
 

@@ -6,13 +6,13 @@
 // every rank holds, undoes it on every rank.
 
 #include "dtrainer/core/error.h"
-#include "dtrainer/dist/sharded_params.h"
+#include "dtrainer/parallel/sharded_params.h"
 
 namespace dtrainer::train {
 
 class EmaWeights {
  public:
-  EmaWeights(dist::ShardedParameters& params, bool on) : params_(params), on_(on) {
+  EmaWeights(parallel::ShardedParameters& params, bool on) : params_(params), on_(on) {
     if (on_) params_.swap_ema();
   }
   void restore() {  // at the end of the scope (errors propagate)
@@ -30,7 +30,7 @@ class EmaWeights {
   EmaWeights& operator=(const EmaWeights&) = delete;
 
  private:
-  dist::ShardedParameters& params_;
+  parallel::ShardedParameters& params_;
   bool on_;
 };
 

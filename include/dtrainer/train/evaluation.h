@@ -21,7 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dtrainer/data/loader.h"
-#include "dtrainer/dist/sharded_params.h"
+#include "dtrainer/parallel/sharded_params.h"
 #include "dtrainer/train/alignment_eval.h"
 #include "dtrainer/train/data_plan.h"
 #include "dtrainer/train/run_directory.h"
@@ -59,7 +59,7 @@ class AlignmentHook {
 struct EvalModel {
   models::Backbone* model = nullptr;
   const diffusion::Objective* objective = nullptr;
-  dist::ShardedParameters* params = nullptr;  // its EMA weights are swapped in for samples and alignment
+  parallel::ShardedParameters* params = nullptr;  // its EMA weights are swapped in for samples and alignment
   torch::Device device = torch::kCPU;
   bool channels_last = false;
 };

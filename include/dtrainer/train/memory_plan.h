@@ -19,7 +19,7 @@ struct MemoryEstimate {
 };
 
 // Per rank: fp32 parameters (+ a bf16 compute copy: whole unless zero3), gradients, AdamW m and v,
-// EMA, as the sharding strategy's policy sizes them over `world` ranks (dist/sharding_policy.h); activations of one
+// EMA, as the sharding strategy's policy sizes them over `world` ranks (parallel/sharding_policy.h); activations of one
 // micro-batch from the analytic count (every op's output kept for backward; with activation checkpointing about a
 // tenth).
 MemoryEstimate estimate_memory(const TrainConfig& c, const models::BackboneCost& cost, int64_t world,

@@ -12,7 +12,7 @@
 #include <mpi.h>
 #include <nlohmann/json.hpp>
 
-#include "dtrainer/dist/sharded_params.h"
+#include "dtrainer/parallel/sharded_params.h"
 #include "dtrainer/models/parameter_layout.h"
 #include "dtrainer/train/resume_plan.h"
 #include "dtrainer/train/training_progress.h"
@@ -28,10 +28,10 @@ class RunCheckpoints {
 
   // Collective. Loads the resume checkpoint (none: returns false) into `params`; `progress` and
   // `loader_state` (meta.json's "loader") get what it saved.
-  bool resume(dist::ShardedParameters& params, const std::vector<models::UnitLayout>& layout, MPI_Comm comm, int rank,
+  bool resume(parallel::ShardedParameters& params, const std::vector<models::UnitLayout>& layout, MPI_Comm comm, int rank,
               TrainingProgress& progress, nlohmann::json& loader_state);
   // Collective. Saves step `progress.step` (nothing when it is the newest this run holds).
-  void save(const TrainingProgress& progress, const nlohmann::json& loader_state, const dist::ShardedParameters& params,
+  void save(const TrainingProgress& progress, const nlohmann::json& loader_state, const parallel::ShardedParameters& params,
             const std::vector<models::UnitLayout>& layout, MPI_Comm comm);
   int64_t newest() const { return newest_; }  // the newest step this run holds (-1: none)
 

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "dtrainer/dist/mpi_runtime.h"
+#include "dtrainer/parallel/mpi_runtime.h"
 
 namespace dtrainer::train {
 
@@ -50,6 +50,6 @@ struct ThroughputResult {
 double measure_matmul_tflops(const std::string& device, const std::string& dtype, int64_t n = 0);
 
 // Collective over the runtime's ranks (one device each). Throws Error naming the field on bad input.
-ThroughputResult measure_training_throughput(const ThroughputConfig& config, dist::MpiRuntime& rt);
+ThroughputResult measure_training_throughput(const ThroughputConfig& config, parallel::MpiRuntime& rt);
 
 }  // namespace dtrainer::train

@@ -12,8 +12,8 @@
 #include "dtrainer/diffusion/objective_choices.h"
 #include "dtrainer/diffusion/schedule.h"
 #include "dtrainer/diffusion/text_padding_policy.h"
-#include "dtrainer/dist/device_choice.h"
-#include "dtrainer/dist/sharding_strategy.h"
+#include "dtrainer/parallel/device_choice.h"
+#include "dtrainer/parallel/sharding_strategy.h"
 #include "dtrainer/train/lr_schedule.h"
 
 namespace CLI {
@@ -38,11 +38,11 @@ struct TrainConfig {
   int64_t sample_every = 0;     // 0 = only at the end
   std::string resume = "auto";  // auto | none | PATH
   bool dry_run = false;
-  dist::DeviceChoice device = dist::DeviceChoice::kAuto;  // auto = cuda:<node-local rank> where there are GPUs
+  parallel::DeviceChoice device = parallel::DeviceChoice::kAuto;  // auto = cuda:<node-local rank> where there are GPUs
   int64_t threads = 0;                                    // per rank; 0 = cores / ranks on this node
   int64_t max_bad_steps = 5;                              // abort after this many consecutive non-finite steps
   double peak_tflops = 0;  // per rank, for MFU; 0 = measure a matmul at start-up (CPU: fp32; GPU: the compute dtype)
-  double watchdog_timeout = 1800;    // seconds a phase may run at all (0 = no watchdog; dist/watchdog.h)
+  double watchdog_timeout = 1800;    // seconds a phase may run at all (0 = no watchdog; parallel/watchdog.h)
   double watchdog_factor = 20;       // ...or this many times its recent median,
   double watchdog_min = 120;         // ...when that is longer than this
   bool ignore_memory_check = false;  // start although the plan exceeds the node's available memory
@@ -50,10 +50,10 @@ struct TrainConfig {
   // Model
   std::string model = "unet-tiny";
   std::vector<std::string> model_set;  // key=value overrides of the preset's fields
-  dist::ShardingStrategy sharding = dist::ShardingStrategy::kReplicate;
+  parallel::ShardingStrategy sharding = parallel::ShardingStrategy::kReplicate;
   bool activation_checkpointing = false;
   // bf16: a bf16 compute copy; masters, gradients' reduction and the update stay fp32
-  dist::ComputeDtype compute_dtype = dist::ComputeDtype::kFp32;
+  parallel::ComputeDtype compute_dtype = parallel::ComputeDtype::kFp32;
   bool channels_last = false;  // NHWC latents, so the UNet's convolutions run channels-last (cuDNN's fast bf16 layout)
   std::string init_weights;    // a safetensors file (dtckpt export) to start from instead of random weights
 

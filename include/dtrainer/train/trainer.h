@@ -13,8 +13,8 @@
 
 #include <torch/types.h>
 
-#include "dtrainer/dist/mpi_runtime.h"
-#include "dtrainer/dist/watchdog.h"
+#include "dtrainer/parallel/mpi_runtime.h"
+#include "dtrainer/parallel/watchdog.h"
 #include "dtrainer/train/data_plan.h"
 #include "dtrainer/train/evaluation.h"
 #include "dtrainer/train/resume_plan.h"
@@ -36,6 +36,6 @@ struct TrainerSetup {
 
 // Collective. Returns 0 when the run is done or preempted after a checkpoint; throws on failure.
 // `watchdog` watches every phase; `dir` is locked by this process.
-int train(TrainerSetup setup, dist::MpiRuntime& rt, const RunDirectory& dir, dist::Watchdog& watchdog);
+int train(TrainerSetup setup, parallel::MpiRuntime& rt, const RunDirectory& dir, parallel::Watchdog& watchdog);
 
 }  // namespace dtrainer::train

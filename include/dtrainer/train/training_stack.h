@@ -11,9 +11,9 @@
 
 #include <torch/types.h>
 
-#include "dtrainer/dist/communicator.h"
-#include "dtrainer/dist/mpi_runtime.h"
-#include "dtrainer/dist/sharded_params.h"
+#include "dtrainer/parallel/communicator.h"
+#include "dtrainer/parallel/mpi_runtime.h"
+#include "dtrainer/parallel/sharded_params.h"
 #include "dtrainer/models/backbone.h"
 #include "dtrainer/models/parameter_layout.h"
 
@@ -23,23 +23,23 @@ struct TrainingStackConfig {
   models::BackboneSpec backbone;
   uint64_t seed = 0;
   std::string init_weights;  // a safetensors file of the model's parameters ("" none)
-  dist::ShardingConfig sharding;
+  parallel::ShardingConfig sharding;
 };
 
 struct TrainingStack {
-  std::unique_ptr<dist::Communicator> comm;
+  std::unique_ptr<parallel::Communicator> comm;
   std::unique_ptr<models::Backbone> model;
-  std::unique_ptr<dist::ShardedParameters> params;
+  std::unique_ptr<parallel::ShardedParameters> params;
   std::vector<models::UnitLayout> layout;  // where each named parameter lives in a checkpoint
 };
 
 // Collective (the communicator and the sharded parameters are).
-TrainingStack build_training_stack(const TrainingStackConfig& c, const dist::MpiRuntime& rt,
+TrainingStack build_training_stack(const TrainingStackConfig& c, const parallel::MpiRuntime& rt,
                                    const torch::Device& device);
 
 // MFU's denominator, per rank: `configured` (peak_tflops) when positive, else the measured matmul
 // rate of a GPU in the compute dtype, or of the CPU in fp32 (its bf16 is emulated: no peak).
-double peak_tflops_per_rank(double configured, const torch::Device& device, dist::ComputeDtype compute_dtype);
+double peak_tflops_per_rank(double configured, const torch::Device& device, parallel::ComputeDtype compute_dtype);
 // Model FLOPs utilisation: the training FLOPs achieved (FLOPs per sample x samples per second, all
 // ranks) over the ranks' peak (peak_tflops per rank x ranks).
 double achieved_tflops(double flops_per_sample, double samples_per_s);

@@ -1,0 +1,155 @@
+#include "dtrainer/parallel/adamw.h"
+
+#include <cmath>
+
+#include <Kokkos_Core.hpp>
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include "dtrainer/core/error.h"
+
+namespace dtrainer::parallel {
+namespace {
+
+// Programs normally hold a Kokkos::ScopeGuard; when none did, initialise once and finalise at exit.
+void ensure_kokkos() {
+  static bool we_initialised = false;
+  if (!Kokkos::is_initialized() && !we_initialised) {
+    Kokkos::initialize();
+    we_initialised = true;
+    std::atexit([] {
+      if (Kokkos::is_initialized()) Kokkos::finalize();
+    });
+  }
+}
+
+void check_flat(const torch::Tensor& t, int64_t n, torch::ScalarType dtype, const char* name) {
+  if (!t.defined() || t.dim() != 1 || t.numel() != n || !t.is_contiguous() || t.scalar_type() != dtype)
+    throw Error(std::string("adamw.") + name, "expected a contiguous flat " + std::string(c10::toString(dtype)) +
+                                                  " tensor of " + std::to_string(n) + " elements");
+}
+
+}  // namespace
+
+void adamw_step(torch::Tensor param, const torch::Tensor& grad, torch::Tensor m, torch::Tensor v, int64_t step,
+                const AdamWConfig& c, double grad_scale, torch::Tensor bf16_copy) {
+  const int64_t n = param.numel();
+  check_flat(param, n, torch::kFloat32, "param");
+  check_flat(grad, n, torch::kFloat32, "grad");
+  check_flat(m, n, torch::kFloat32, "exp_avg");
+  check_flat(v, n, torch::kFloat32, "exp_avg_sq");
+  if (bf16_copy.defined()) check_flat(bf16_copy, n, torch::kBFloat16, "bf16_copy");
+  if (step < 1) throw Error("adamw.step", "steps count from 1");
+  const double bc1 = 1 - std::pow(c.beta1, static_cast<double>(step)),
+               bc2 = 1 - std::pow(c.beta2, static_cast<double>(step));
+  const float b1 = static_cast<float>(c.beta1), b2 = static_cast<float>(c.beta2);
+  const float decay = static_cast<float>(1 - c.lr * c.weight_decay), scale = static_cast<float>(grad_scale);
+  const float step_size = static_cast<float>(c.lr / bc1), inv_sqrt_bc2 = static_cast<float>(1 / std::sqrt(bc2));
+  const float eps = static_cast<float>(c.eps);
+  if (param.is_cuda()) {  // the same arithmetic as torch ops on the device
+    const torch::Tensor g = grad * scale;
+    param.mul_(decay);
+    m.mul_(b1).add_(g, 1 - b1);
+    v.mul_(b2).addcmul_(g, g, 1 - b2);
+    param.addcdiv_(m, v.sqrt().mul_(inv_sqrt_bc2).add_(eps), -step_size);
+    if (bf16_copy.defined()) bf16_copy.copy_(param);
+    return;
+  }
+  ensure_kokkos();
+  float* p = param.data_ptr<float>();
+  const float* gp = grad.data_ptr<float>();
+  float* mp = m.data_ptr<float>();
+  float* vp = v.data_ptr<float>();
+  Kokkos::parallel_for("adamw_step", Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, n), [=](int64_t i) {
+    const float g = gp[i] * scale;
+    const float mi = b1 * mp[i] + (1 - b1) * g;
+    const float vi = b2 * vp[i] + (1 - b2) * g * g;
+    // decoupled weight decay, then the bias-corrected Adam step (PyTorch AdamW)
+    const float pi = p[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+    mp[i] = mi;
+    vp[i] = vi;
+    p[i] = pi;
+  });
+  if (bf16_copy.defined()) bf16_copy.copy_(param);  // a separate vectorised pass keeps the update loop branch-free
+}
+
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 1)
+#define DT_FUSED_DEVICE_ADAMW 1
+#else
+#define DT_FUSED_DEVICE_ADAMW 0
+#endif
+
+void adamw_step_on_device(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& grads,
+                          const std::vector<torch::Tensor>& m, const std::vector<torch::Tensor>& v,
+                          torch::Tensor step_count, const AdamWConfig& c, const torch::Tensor& grad_divisor,
+                          const torch::Tensor& skip, const std::vector<torch::Tensor>& bf16_copies) {
+  const size_t n = params.size();
+  if (grads.size() != n || m.size() != n || v.size() != n || (!bf16_copies.empty() && bf16_copies.size() != n))
+    throw Error("adamw", "adamw_step_on_device: params, grads, m, v (and bf16 copies) must come in equal numbers");
+  for (const torch::Tensor* t : {static_cast<const torch::Tensor*>(&step_count), &grad_divisor, &skip})
+    if (!t->defined() || !t->is_cuda() || t->numel() != 1 || t->scalar_type() != torch::kFloat32)
+      throw Error("adamw",
+                  "adamw_step_on_device: step_count, grad_divisor and skip must be one fp32 element on the device");
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t len = params[i].numel();
+    check_flat(params[i], len, torch::kFloat32, "param");
+    check_flat(grads[i], len, torch::kFloat32, "grad");
+    check_flat(m[i], len, torch::kFloat32, "exp_avg");
+    check_flat(v[i], len, torch::kFloat32, "exp_avg_sq");
+    if (!params[i].is_cuda())
+      throw Error("adamw", "adamw_step_on_device: shard " + std::to_string(i) + " is not on a CUDA device");
+    if (!bf16_copies.empty()) check_flat(bf16_copies[i], len, torch::kBFloat16, "bf16_copy");
+  }
+#if DT_FUSED_DEVICE_ADAMW
+  torch::NoGradGuard no_grad;
+  step_count.add_(1 - skip);  // the fused kernel reads the new count for the bias corrections
+  const std::vector<torch::Tensor> steps(n, step_count);
+  at::_fused_adamw_(params, grads, m, v, {}, steps, c.lr, c.beta1, c.beta2, c.weight_decay, c.eps, /*amsgrad=*/false,
+                    /*maximize=*/false, grad_divisor, skip);
+#else
+  throw Error("adamw",
+              std::string("the device update needs LibTorch >= 2.1 (its fused AdamW); this is ") + TORCH_VERSION);
+#endif
+  for (size_t i = 0; i < bf16_copies.size(); ++i) bf16_copies[i].copy_(params[i]);
+}
+
+void ema_update(torch::Tensor ema, const torch::Tensor& param, double decay) {
+  const int64_t n = param.numel();
+  check_flat(ema, n, torch::kFloat32, "ema");
+  check_flat(param, n, torch::kFloat32, "param");
+  if (ema.is_cuda()) {
+    ema.mul_(decay).add_(param, 1 - decay);
+    return;
+  }
+  ensure_kokkos();
+  float* e = ema.data_ptr<float>();
+  const float* p = param.data_ptr<float>();
+  const float d = static_cast<float>(decay);
+  Kokkos::parallel_for("ema_update", Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, n),
+                       [=](int64_t i) { e[i] = d * e[i] + (1 - d) * p[i]; });
+}
+
+double global_grad_norm(const std::vector<torch::Tensor>& local_grads, Communicator* comm) {
+  torch::Tensor sq = torch::zeros({1}, torch::kFloat64);
+  for (const auto& g : local_grads) sq += g.to(torch::kFloat64).pow(2).sum().cpu();
+  if (comm) comm->all_reduce(sq, ReduceOp::kSum);
+  return std::sqrt(sq.item<double>());
+}
+
+torch::Tensor global_grad_norm_on_device(const std::vector<torch::Tensor>& local_grads, Communicator* comm) {
+  if (local_grads.empty()) throw Error("adamw", "global_grad_norm_on_device: no gradients");
+  // Each shard's norm by the device's tree reduction (fp32 accumulation in a tree is accurate, unlike
+  // LibTorch 1.13's CPU loop), the squares summed in fp64.
+  std::vector<torch::Tensor> norms;
+  for (const auto& g : local_grads) norms.push_back(g.norm());
+  torch::Tensor sq32 = torch::stack(norms).to(torch::kFloat64).pow(2).sum().to(torch::kFloat32).reshape({1});
+  if (comm) comm->all_reduce(sq32, ReduceOp::kSum);
+  return sq32.sqrt();
+}
+
+double clip_factor(double norm, double max_norm) {
+  if (max_norm <= 0) return 1.0;
+  return std::min(1.0, max_norm / (norm + 1e-6));
+}
+
+}  // namespace dtrainer::parallel
