@@ -229,6 +229,123 @@ void add_query_options(CLI::App* app, Query& q, bool with_batch) {
   }
 }
 
+// ---- Each family's pages -------------------------------------------------------------------------
+// The registry (models/backbone_spec.h) says which families and presets exist; these are how dtmodel
+// shows one family's presets: a list row each, and a describe page.
+
+struct DescribeArgs {
+  const std::string& name;
+  const Query& q;
+  bool json;
+  std::map<std::string, std::string>& unet_fields_set;  // --<unet-field> VALUE
+  const std::vector<std::string>& transformer_set;      // --set KEY=VALUE
+};
+
+struct FamilyPages {
+  void (*list)(const Query& q, const std::string& context_dim, bool json, ordered_json& arr);
+  void (*describe)(const DescribeArgs& a);
+};
+
+void list_unets(const Query& q, const std::string& list_context, bool json, ordered_json& arr) {
+  for (UNetSpec spec : unet_presets()) {
+    if (!list_context.empty()) set_unet_field(spec, "context_dim", list_context);
+    const UNetCost c = count_at(spec, q);
+    if (json)
+      arr.push_back(summary_json(spec, c, q));
+    else
+      std::printf("%-18s %-6s %14lld %10.3f %18.2f %12.2f\n", spec.name.c_str(), to_string(spec.layout),
+                  static_cast<long long>(c.num_params), c.num_params / 1e9, c.total.macs_linear_conv / 1e9,
+                  c.total.flops() / 1e9);
+  }
+}
+
+void list_transformers(const Query& q, const std::string& list_context, bool json, ordered_json& arr) {
+  for (TransformerSpec spec : transformer_presets()) {
+    if (!list_context.empty()) set_transformer_field(spec, "context_dim", list_context);
+    const TransformerCost c = count_transformer_at(spec, q);
+    if (json)
+      arr.push_back(transformer_json(spec, c, q, false));
+    else
+      std::printf("%-18s %-6s %14lld %10.3f %18.2f %12.2f\n", spec.name.c_str(), to_string(spec.family),
+                  static_cast<long long>(c.num_params), c.num_params / 1e9, c.total.macs_linear_conv / 1e9,
+                  c.total.flops() / 1e9);
+  }
+}
+
+void describe_transformer(const DescribeArgs& a) {
+  TransformerSpec spec = transformer_preset(a.name);
+  for (const auto& kv : a.transformer_set) {
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos) throw Error("--set", "'" + kv + "' is not KEY=VALUE");
+    set_transformer_field(spec, kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  if (!a.transformer_set.empty()) spec.name += "+overrides";
+  const TransformerCost c = count_transformer_at(spec, a.q);
+  if (a.json)
+    std::cout << transformer_json(spec, c, a.q, true).dump(2) << "\n";
+  else
+    print_transformer(spec, c, a.q);
+}
+
+void describe_unet(const DescribeArgs& a) {
+  UNetSpec spec = unet_preset(a.name);
+  bool overridden = false;
+  for (const auto& f : unet_fields()) {  // declaration order: attention_levels after transformer_depth
+    const std::string& v = a.unet_fields_set[f.key];
+    if (v.empty()) continue;
+    set_unet_field(spec, f.key, v);
+    overridden = true;
+  }
+  if (overridden) spec.name += "+overrides";
+  const UNetCost c = count_at(spec, a.q);
+  if (a.json)
+    std::cout << describe_json(spec, c, a.q).dump(2) << "\n";
+  else
+    print_describe(spec, c, a.q);
+}
+
+// A family with no pages of its own is shown from the registry alone: its summary and cost at the
+// query's resolution and text length.
+BackboneSpec generic_spec(const BackboneFamily& f, const std::string& preset, const Query& q) {
+  BackboneInputs in = f.preset_inputs(preset);
+  in.latent_size = q.resolution / q.latent_scale;
+  in.text_len = q.text_len;
+  return f.resolve(preset, {}, in, false);
+}
+
+ordered_json generic_json(const BackboneFamily& f, const std::string& preset, const Query& q) {
+  const BackboneSpec spec = generic_spec(f, preset, q);
+  const BackboneCost c = f.cost(spec);
+  return {{"name", preset},
+          {"family", f.name},
+          {"summary", f.summary(spec)},
+          {"params", c.params},
+          {"macs_linear_conv", c.macs_linear_conv},
+          {"flops", 2 * (c.macs_linear_conv + c.macs_attention)}};
+}
+
+void list_generic(const BackboneFamily& f, const Query& q, bool json, ordered_json& arr) {
+  for (const std::string& preset : f.preset_names()) {
+    const ordered_json j = generic_json(f, preset, q);
+    if (json) {
+      arr.push_back(j);
+      continue;
+    }
+    const double params = j["params"].get<double>();
+    std::printf("%-18s %-6s %14lld %10.3f %18.2f %12.2f\n", preset.c_str(), f.name,
+                static_cast<long long>(j["params"].get<int64_t>()), params / 1e9,
+                j["macs_linear_conv"].get<double>() / 1e9, j["flops"].get<double>() / 1e9);
+  }
+}
+
+// Keyed by the registry's family names (null: the family has no pages of its own).
+const FamilyPages* pages_of(const std::string& family) {
+  static const std::map<std::string, FamilyPages> pages = {{"unet", {list_unets, describe_unet}},
+                                                           {"transformer", {list_transformers, describe_transformer}}};
+  const auto it = pages.find(family);
+  return it == pages.end() ? nullptr : &it->second;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -278,59 +395,34 @@ int main(int argc, char** argv) {
       if (!json)
         std::printf("%-18s %-6s %14s %10s %18s %12s\n", "preset", "layout", "params", "params_B", "macs_linear_conv_G",
                     "flops_G");
-      for (UNetSpec spec : unet_presets()) {
-        if (!list_context.empty()) set_unet_field(spec, "context_dim", list_context);
-        const UNetCost c = count_at(spec, q);
-        if (json)
-          arr.push_back(summary_json(spec, c, q));
+      for (const BackboneFamily& f : backbone_families()) {
+        if (const FamilyPages* pages = pages_of(f.name))
+          pages->list(q, list_context, json, arr);
         else
-          std::printf("%-18s %-6s %14lld %10.3f %18.2f %12.2f\n", spec.name.c_str(), to_string(spec.layout),
-                      static_cast<long long>(c.num_params), c.num_params / 1e9, c.total.macs_linear_conv / 1e9,
-                      c.total.flops() / 1e9);
-      }
-      for (TransformerSpec spec : transformer_presets()) {
-        if (!list_context.empty()) set_transformer_field(spec, "context_dim", list_context);
-        const TransformerCost c = count_transformer_at(spec, q);
-        if (json)
-          arr.push_back(transformer_json(spec, c, q, false));
-        else
-          std::printf("%-18s %-6s %14lld %10.3f %18.2f %12.2f\n", spec.name.c_str(), to_string(spec.family),
-                      static_cast<long long>(c.num_params), c.num_params / 1e9, c.total.macs_linear_conv / 1e9,
-                      c.total.flops() / 1e9);
+          list_generic(f, q, json, arr);
       }
       if (json)
         std::cout << arr.dump(2) << "\n";
       else
         std::printf("\nper sample, one forward at %lld px, %lld text tokens; `dtmodel describe NAME` for details\n",
                     static_cast<long long>(q.resolution), static_cast<long long>(q.text_len));
-    } else if (backbone_family("transformer").has_preset(name)) {  // (else a UNet preset, or an error naming it)
-      TransformerSpec spec = transformer_preset(name);
-      for (const auto& kv : transformer_set) {
-        const size_t eq = kv.find('=');
-        if (eq == std::string::npos) throw Error("--set", "'" + kv + "' is not KEY=VALUE");
-        set_transformer_field(spec, kv.substr(0, eq), kv.substr(eq + 1));
-      }
-      if (!transformer_set.empty()) spec.name += "+overrides";
-      const TransformerCost c = count_transformer_at(spec, q);
-      if (json)
-        std::cout << transformer_json(spec, c, q, true).dump(2) << "\n";
-      else
-        print_transformer(spec, c, q);
     } else {
-      UNetSpec spec = unet_preset(name);
-      bool overridden = false;
-      for (const auto& f : unet_fields()) {  // declaration order: attention_levels after transformer_depth
-        const std::string& v = overrides[f.key];
-        if (v.empty()) continue;
-        set_unet_field(spec, f.key, v);
-        overridden = true;
+      // The family that has the preset; a name no family has goes to the UNet page, whose error lists
+      // the UNet presets.
+      const BackboneFamily* family = &backbone_family("unet");
+      for (const BackboneFamily& f : backbone_families())
+        if (f.has_preset(name)) family = &f;
+      if (const FamilyPages* pages = pages_of(family->name)) {
+        pages->describe({name, q, json, overrides, transformer_set});
+      } else {
+        const ordered_json j = generic_json(*family, name, q);
+        if (json)
+          std::cout << j.dump(2) << "\n";
+        else
+          std::printf("%s\n  params %lld, macs_linear_conv %.3f G, flops %.3f G (per sample, one forward)\n",
+                      j["summary"].get<std::string>().c_str(), static_cast<long long>(j["params"].get<int64_t>()),
+                      j["macs_linear_conv"].get<double>() / 1e9, j["flops"].get<double>() / 1e9);
       }
-      if (overridden) spec.name += "+overrides";
-      const UNetCost c = count_at(spec, q);
-      if (json)
-        std::cout << describe_json(spec, c, q).dump(2) << "\n";
-      else
-        print_describe(spec, c, q);
     }
   } catch (const Error& e) {
     std::fprintf(stderr, "dtmodel: error: %s\n", e.what());
