@@ -8,7 +8,7 @@
 #include "dtrainer/core/error.h"
 #include "dtrainer/data/shard_reader.h"
 #include "dtrainer/data/validate.h"
-#include "dtrainer/diffusion/schedule.h"
+#include "dtrainer/train/component_configs.h"
 
 namespace fs = std::filesystem;
 
@@ -56,19 +56,9 @@ CheckpointModel load_checkpoint_model(const std::string& path, ckpt::WeightsSour
   m.model = models::build_backbone(spec);
   m.weights = ckpt::load_checkpoint_weights(m.checkpoint, weights, m.model->module());
   m.model->module().eval();
-  diffusion::ScheduleConfig sched;
-  sched.kind = m.config.beta_schedule;
-  sched.num_timesteps = m.config.num_timesteps;
-  sched.zero_terminal_snr = m.config.zero_terminal_snr;
-  diffusion::ObjectiveConfig oc;
-  oc.target = m.config.target;
-  oc.weighting = m.config.loss_weighting;
-  oc.sampling = m.config.timestep_sampling;
-  oc.seed = m.config.seed;
-  m.objective = std::make_unique<diffusion::Objective>(oc, diffusion::NoiseSchedule::make(sched));
-  m.padding.policy = m.config.text_padding;
-  m.padding.max_tokens = m.config.max_tokens;
-  m.padding.seed = m.config.seed;
+  // The run's own objective and padding, built as the trainer builds them (component_configs.h).
+  m.objective = make_objective(m.config);
+  m.padding = text_padding_config(m.config);
   return m;
 }
 

@@ -17,6 +17,14 @@ TrainingStackConfig training_stack_config(const TrainConfig& c, const StartupPla
   return sc;
 }
 
+diffusion::TextPaddingConfig text_padding_config(const TrainConfig& c) {
+  diffusion::TextPaddingConfig p;
+  p.policy = c.text_padding;
+  p.max_tokens = c.max_tokens;
+  p.seed = c.seed;
+  return p;
+}
+
 data::LoaderConfig training_loader_config(const TrainConfig& c, const DataPlan& data, int rank, int world) {
   data::LoaderConfig lc;
   lc.dirs = data.train_dirs;
@@ -28,9 +36,7 @@ data::LoaderConfig training_loader_config(const TrainConfig& c, const DataPlan& 
   lc.p_synthetic_caption = c.p_synthetic_caption;
   lc.synthetic_top_k = c.synthetic_top_k;
   lc.random_flip = c.random_flip;
-  lc.padding.policy = c.text_padding;
-  lc.padding.max_tokens = c.max_tokens;
-  lc.padding.seed = c.seed;
+  lc.padding = text_padding_config(c);
   lc.prefetch = c.prefetch;
   lc.workers = c.workers;
   lc.skip_bad_samples = c.skip_bad_samples;

@@ -14,6 +14,7 @@
 #include "dtrainer/parallel/host_collectives.h"
 #include "dtrainer/train/ema_weights.h"
 #include "dtrainer/train/image_grid.h"
+#include "dtrainer/train/component_configs.h"
 #include "dtrainer/train/train_config.h"
 
 namespace fs = std::filesystem;
@@ -202,10 +203,7 @@ void Evaluation::sample_grid(const EvalModel& m, int64_t step) const {
 }
 
 nlohmann::json Evaluation::alignment(const EvalModel& m, int64_t step) const {
-  diffusion::TextPaddingConfig padding;
-  padding.policy = c_.text_padding;
-  padding.max_tokens = c_.max_tokens;
-  padding.seed = c_.seed;
+  const diffusion::TextPaddingConfig padding = text_padding_config(c_);
   EmaWeights ema(*m.params, c_.ema_decay > 0);
   nlohmann::json record = align_->evaluate(step, sampler(m), padding, comm_);
   ema.restore();

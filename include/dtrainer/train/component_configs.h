@@ -17,6 +17,8 @@ namespace dtrainer::train {
 
 // `resuming`: the checkpoint's weights replace the model's, so init_weights is not read.
 TrainingStackConfig training_stack_config(const TrainConfig& c, const StartupPlan& plan, bool resuming);
+// How prompts are padded (the loader's, the alignment evaluation's and dteval's: one setting).
+diffusion::TextPaddingConfig text_padding_config(const TrainConfig& c);
 data::LoaderConfig training_loader_config(const TrainConfig& c, const DataPlan& data, int rank, int world);
 std::unique_ptr<diffusion::Objective> make_objective(const TrainConfig& c);
 LrSchedule make_lr_schedule(const TrainConfig& c);
