@@ -1,5 +1,6 @@
 #include "dtrainer/train/evaluation.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include <torch/torch.h>
@@ -45,6 +46,7 @@ std::unique_ptr<AlignmentHook> AlignmentHook::make(const TrainConfig& c, const D
   }
   std::unique_ptr<AlignmentHook> h(new AlignmentHook());
   h->every_ = asked ? c.align_every : (c.eval_every > 0 ? c.eval_every : 0);
+  h->steps_ = c.eval_steps;
   h->root_ = run_dir / "alignment";
   h->image_shape_ = {data.inputs.latent_channels, data.inputs.latent_size, data.inputs.latent_size};
   // (synthetic data is written at start-up: the prompts are read on the first evaluation)
@@ -56,7 +58,13 @@ std::unique_ptr<AlignmentHook> AlignmentHook::make(const TrainConfig& c, const D
 }
 
 bool AlignmentHook::due(int64_t step, int64_t last_step) const {
-  return step == 0 || step == last_step || (every_ > 0 && step % every_ == 0);
+  return step == 0 || step == last_step || (every_ > 0 && step % every_ == 0) ||
+         std::find(steps_.begin(), steps_.end(), step) != steps_.end();
+}
+
+bool Evaluation::held_out_due(int64_t step, int64_t last_step) const {
+  return step >= last_step || (c_.eval_every > 0 && step % c_.eval_every == 0) ||
+         std::find(c_.eval_steps.begin(), c_.eval_steps.end(), step) != c_.eval_steps.end();
 }
 
 nlohmann::json AlignmentHook::evaluate(int64_t step, const SamplerSetup& sampler,
@@ -226,7 +234,7 @@ std::string Evaluation::describe_alignment(const nlohmann::json& r) {
 
 Evaluation::Missing Evaluation::missing_at(const RunDirectory& dir, int64_t step, int64_t last_step) const {
   const bool last = step >= last_step;
-  const bool eval_due = last || (c_.eval_every > 0 && step % c_.eval_every == 0);
+  const bool eval_due = held_out_due(step, last_step);
   const bool sample_due = last || (c_.sample_every > 0 && step % c_.sample_every == 0);
   const fs::path samples = run_ / "samples" / step_name(step);
   std::error_code ec;

@@ -246,6 +246,10 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
       "and at "
       "step 0 and the end; -1: auto (eval_every's steps when the data is the synthetic shapes world, else off); 0: off",
       lines, integer_in(-1));
+  opt(app, run, "eval_steps", c.eval_steps,
+      "further steps at which the held-out loss and the alignment score run, besides eval_every's and align_every's "
+      "(a study's geometric schedule: dtstudy)",
+      lines, positive);
   opt(app, run, "align_prompts", c.align_prompts,
       "held-out prompts each alignment score samples (the first N of eval_prompts.json; all it holds when fewer, as "
       "the record's alignment_prompts says)",
@@ -361,9 +365,38 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
 
 }  // namespace
 
+namespace {
+
+// A job file's keys against the options (the error names the key and FILE:LINE:COLUMN: CLI11 alone
+// would only say it could not parse an item) and each value's TOML type against the option's.
+void check_job_items(const CLI::App& app, const std::vector<JobItem>& items, const std::string& source) {
+  // Each key's TOML type, from the defaults written out (an integer may stand for a float;
+  // a list of one for a list: the rest is a type error, at its line).
+  std::map<std::string, std::string> kinds;
+  for (const JobItem& d : parse_job_toml(train_config_toml(TrainConfig{}), "defaults")) kinds[d.key] = d.kind;
+  for (const char* list : {"model_set", "data_weights", "eval_data", "data", "eval_steps"}) kinds[list] = "array";
+  for (const JobItem& item : items) {
+    const std::string where = source + ":" + std::to_string(item.line) + ":" + std::to_string(item.column);
+    const CLI::Option* o = app.get_option_no_throw("--" + item.key);
+    if (!o || item.key == "config")
+      throw Error(where, "unknown key '" + item.key + "' (dtrainer --help lists the options; TOML keys are snake_case)");
+    const auto k = kinds.find(item.key);
+    if (k == kinds.end() || k->second == item.kind || (k->second == "float" && item.kind == "integer")) continue;
+    const bool quoted_number = item.kind == "string" && (k->second == "integer" || k->second == "float");
+    auto a = [](const std::string& kind) {
+      return kind == "array"     ? std::string("a list")
+             : kind == "integer" ? std::string("an integer")
+             : kind == "float"   ? std::string("a number")
+                                 : "a " + kind;
+    };
+    throw Error(where, "key '" + item.key + "' wants " + a(k->second) + ", got " + a(item.kind) +
+                           (quoted_number ? " (write the number without quotes)" : ""));
+  }
+}
+
+}  // namespace
+
 void parse_train_config(CLI::App& app, int argc, const char* const* argv) {
-  // Unknown keys in the file: checked here against the option names, so that the error names the
-  // key and the file (CLI11 alone would only say it could not parse an item).
   std::string file;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -377,33 +410,27 @@ void parse_train_config(CLI::App& app, int argc, const char* const* argv) {
     if (!std::filesystem::exists(file, ec)) throw Error(file, "no such config file");
     if (!std::filesystem::is_regular_file(file, ec))
       throw Error(file, "is not a file (--config takes a TOML job file, e.g. jobs/quickstart.toml)");
-    // Each key's TOML type, from the defaults written out (an integer may stand for a float;
-    // a list of one for a list: the rest is a type error, at its line).
-    std::map<std::string, std::string> kinds;
-    for (const JobItem& d : parse_job_toml(train_config_toml(TrainConfig{}), "defaults")) kinds[d.key] = d.kind;
-    for (const char* list : {"model_set", "data_weights", "eval_data", "data"}) kinds[list] = "array";
-    for (const JobItem& item : read_job_file(file)) {
-      const std::string where = file + ":" + std::to_string(item.line) + ":" + std::to_string(item.column);
-      const CLI::Option* o = app.get_option_no_throw("--" + item.key);
-      if (!o || item.key == "config")
-        throw Error(where,
-                    "unknown key '" + item.key + "' (dtrainer --help lists the options; TOML keys are snake_case)");
-      const auto k = kinds.find(item.key);
-      if (k == kinds.end() || k->second == item.kind || (k->second == "float" && item.kind == "integer")) continue;
-      const bool quoted_number = item.kind == "string" && (k->second == "integer" || k->second == "float");
-      auto a = [](const std::string& kind) {
-        return kind == "array"     ? std::string("a list")
-               : kind == "integer" ? std::string("an integer")
-               : kind == "float"   ? std::string("a number")
-                                   : "a " + kind;
-      };
-      throw Error(where, "key '" + item.key + "' wants " + a(k->second) + ", got " + a(item.kind) +
-                             (quoted_number ? " (write the number without quotes)" : ""));
-    }
+    check_job_items(app, read_job_file(file), file);
     app.config_formatter(std::make_shared<JobFileReader>(file));
   }
   app.allow_config_extras(CLI::config_extras_mode::error);
   app.parse(argc, argv);
+}
+
+TrainConfig read_job_text(const std::string& text, const std::string& source) {
+  TrainConfig c;
+  CLI::App app;
+  add_train_options(app, c);
+  check_job_items(app, parse_job_toml(text, source), source);
+  app.config_formatter(std::make_shared<JobFileReader>(source));
+  app.allow_config_extras(CLI::config_extras_mode::error);
+  std::istringstream in(text);
+  try {
+    app.parse_from_stream(in);
+  } catch (const CLI::ParseError& e) {
+    throw Error(source, e.what());
+  }
+  return c;
 }
 
 TrainConfig train_config_from_toml(const std::string& toml, const std::string& source) {
@@ -441,6 +468,9 @@ void validate_train_config(const TrainConfig& c, int world) {
     if (d.rfind("synthetic:", 0) == 0 && d != "synthetic:shapes")
       throw Error("data", "unknown synthetic dataset '" + d + "' (synthetic:shapes exists)");
   if (c.zero_terminal_snr && c.target != diffusion::Target::kV) throw Error("zero_terminal_snr", "needs target = v");
+  for (const int64_t s : c.eval_steps)
+    if (s > c.steps)
+      throw Error("eval_steps", std::to_string(s) + " is beyond the last step (steps = " + std::to_string(c.steps) + ")");
   if (c.warmup_steps > c.steps)
     throw Error("warmup_steps", std::to_string(c.warmup_steps) + " exceeds steps " + std::to_string(c.steps));
   for (const auto& kv : c.model_set)

@@ -244,7 +244,7 @@ int Trainer::run() {
     // The checkpoint comes first: a failing evaluation or sampling never costs the step's checkpoint.
     const auto every = [step](int64_t n) { return n > 0 && step % n == 0; };
     if (every(c_.ckpt_every)) checkpoint(step);
-    if (every(c_.eval_every)) evaluate(step);
+    if (eval_.held_out_due(step, c_.steps)) evaluate(step);
     if (every(c_.sample_every)) sample(step);
     if (eval_.alignment_due(step, c_.steps)) align(step);
     // Preemption: any rank's signal (seen by this step's reduction) stops every rank here.

@@ -39,7 +39,7 @@ class AlignmentHook {
   static std::unique_ptr<AlignmentHook> make(const TrainConfig& c, const DataPlan& data,
                                              const std::filesystem::path& run_dir);
 
-  bool due(int64_t step, int64_t last_step) const;  // step 0, every align_every, the last
+  bool due(int64_t step, int64_t last_step) const;  // step 0, every align_every, eval_steps, the last
   // Collective. Writes RUN/alignment/step_N (replacing one an interrupted run left) and returns
   // the fields of the metrics record.
   nlohmann::json evaluate(int64_t step, const SamplerSetup& sampler, const diffusion::TextPaddingConfig& padding,
@@ -48,6 +48,7 @@ class AlignmentHook {
  private:
   AlignmentHook() = default;
   int64_t every_ = 0;
+  std::vector<int64_t> steps_;  // eval_steps
   std::filesystem::path root_;
   std::vector<int64_t> image_shape_;
   DataPlan data_;
@@ -77,6 +78,8 @@ class Evaluation {
   bool held_out() const { return held_out_; }
   bool alignment_on() const { return align_ != nullptr; }
   bool alignment_due(int64_t step, int64_t last_step) const { return align_ && align_->due(step, last_step); }
+  // The held-out loss: every eval_every steps, at eval_steps and at the last step.
+  bool held_out_due(int64_t step, int64_t last_step) const;
 
   // Collective. The held-out loss over the unit-time grid 0.1 .. 0.9 (fixed noise, nothing
   // dropped): {"eval": true, "eval_loss", "eval_loss_by_t", "eval_samples"}.

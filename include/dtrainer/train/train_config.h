@@ -32,6 +32,9 @@ struct TrainConfig {
   int64_t eval_every = 200;  // held-out loss on a fixed timestep grid; 0 = only at the end
   int64_t align_every =
       -1;  // alignment score (train/evaluation.h); -1 = auto: eval_every's steps on the shapes world, else off; 0 = off
+  // Extra steps at which both the held-out loss and the alignment score run (a scaling study's
+  // geometric schedule, dtstudy), besides eval_every's and align_every's; each in [1, steps].
+  std::vector<int64_t> eval_steps;
   int64_t align_prompts = 32;  // held-out prompts it samples (the first N of eval_prompts.json)
   int64_t ckpt_every = 200;    // 0 = only at the end (and on preemption)
   int64_t keep_ckpts = 2;
@@ -118,6 +121,10 @@ void validate_train_config(const TrainConfig& config, int world);
 // A configuration recorded as TOML (config.toml, a checkpoint's config_toml) read back; `source`
 // names it in errors. Throws Error.
 TrainConfig train_config_from_toml(const std::string& toml, const std::string& source);
+
+// A job file's text read as --config reads a file (unknown keys, types and values checked; errors
+// name `source`), without a command line. Throws Error.
+TrainConfig read_job_text(const std::string& text, const std::string& source);
 
 // The fully resolved configuration as TOML that --config reads back.
 std::string train_config_toml(const TrainConfig& config);
