@@ -9,6 +9,7 @@
 
 #include "dtrainer/analysis/chinchilla_fit.h"
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/malloc_tuning.h"
 #include "dtrainer/study/study_file.h"
 #include "dtrainer/study/study_plan.h"
 #include "dtrainer/study/study_report.h"
@@ -30,6 +31,7 @@ fs::path self_path() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  tune_malloc_for_streaming();  // (as the trainer does: the step timing then measures what the trainer will see)
   CLI::App app{
       "dtstudy: a scaling study from one file (docs/STUDY.md).\n"
       "  dtstudy plan studies/shapes-cpu.toml      the runs: N, compute, steps, memory, time; nothing runs\n"
@@ -43,7 +45,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> mpirun_args, sbatch_args;
   bool json = false, no_measure = false, png = false;
 
-  CLI::App* plan = app.add_subcommand("plan", "print the study's runs and their totals; checks every run, runs nothing");
+  CLI::App* plan =
+      app.add_subcommand("plan", "print the study's runs and their totals; checks every run, runs nothing");
   plan->add_option("study", study_file, "study file (TOML)")->required()->check(CLI::ExistingFile);
   plan->add_flag("--json", json, "the plan as JSON");
   plan->add_flag("--no-measure", no_measure, "do not time a training step (no time estimates)");
@@ -57,14 +60,16 @@ int main(int argc, char** argv) {
   run->add_option("--mpirun", mpirun, "the MPI launcher (local)")->capture_default_str();
   run->add_option("--mpirun-arg", mpirun_args, "an extra mpirun argument (repeatable)");
   run->add_option("--sbatch", sbatch, "sbatch (slurm)")->capture_default_str();
-  run->add_option("--sbatch-arg", sbatch_args, "an extra sbatch argument for both jobs (repeatable): --sbatch-arg=-pdebug");
+  run->add_option("--sbatch-arg", sbatch_args,
+                  "an extra sbatch argument for both jobs (repeatable): --sbatch-arg=-pdebug");
   run->add_option("--slurm-scripts", scripts, "directory of sweep.sh and launch.sh (slurm)")->capture_default_str();
   run->add_flag("--no-measure", no_measure, "do not time a training step first (no time estimates)");
 
   CLI::App* status = app.add_subcommand("status", "per run: state, steps done, last metrics, checkpoint, wall time");
   status->add_option("dir", study_dir, "study directory")->required();
 
-  CLI::App* report = app.add_subcommand("report", "fit the study's laws (bootstrap intervals); report.md, report.json, plots/");
+  CLI::App* report =
+      app.add_subcommand("report", "fit the study's laws (bootstrap intervals); report.md, report.json, plots/");
   report->add_option("dir", study_dir, "study directory")->required();
   report->add_flag("--png", png, "plots as PNG too");
 

@@ -60,7 +60,8 @@ class Fields {
     if (!n) return fallback;
     if (!n->is_integer()) throw Error(at(*n), name(key) + " wants an integer");
     const int64_t v = n->as_integer()->get();
-    if (v < lo) throw Error(at(*n), name(key) + " must be at least " + std::to_string(lo) + ", got " + std::to_string(v));
+    if (v < lo)
+      throw Error(at(*n), name(key) + " must be at least " + std::to_string(lo) + ", got " + std::to_string(v));
     return v;
   }
   double number(const std::string& key, double fallback, double above) {
@@ -178,7 +179,8 @@ std::vector<Setting> read_job_settings(const fs::path& path) {
     const size_t c2 = a.where.rfind(':'), c1 = a.where.rfind(':', c2 - 1);
     return std::make_pair(std::stol(a.where.substr(c1 + 1, c2 - c1 - 1)), std::stol(a.where.substr(c2 + 1)));
   };
-  std::stable_sort(out.begin(), out.end(), [&](const Setting& a, const Setting& b) { return line_col(a) < line_col(b); });
+  std::stable_sort(out.begin(), out.end(),
+                   [&](const Setting& a, const Setting& b) { return line_col(a) < line_col(b); });
   return out;
 }
 
@@ -296,7 +298,8 @@ Study parse_study(const std::string& text, const fs::path& path) {
         }
         if (!labels.empty()) av.label = labels[i];
         if (!seen.insert(av.label).second)
-          throw Error(where, "axis '" + axis.name + "' has two values labelled '" + av.label + "' (give labels = [...])");
+          throw Error(where,
+                      "axis '" + axis.name + "' has two values labelled '" + av.label + "' (give labels = [...])");
         axis.values.push_back(std::move(av));
       }
       a.done("axis keys: name, key, values, labels");
@@ -316,7 +319,8 @@ Study parse_study(const std::string& text, const fs::path& path) {
       fit.pick = g.choice("pick", analysis::RunPick::kAll);
       if (fit.pick == analysis::RunPick::kStep) throw Error(fit.where, "fit.pick = \"step\" is not offered here");
       fit.name = g.text("name", fit.y + "-vs-" + name_of(fit.x));
-      if (!valid_name(fit.name)) throw Error(fit.where, "fit.name '" + fit.name + "' must be letters, digits, '-', '_'");
+      if (!valid_name(fit.name))
+        throw Error(fit.where, "fit.name '" + fit.name + "' must be letters, digits, '-', '_'");
       if (!names.insert(fit.name).second) throw Error(fit.where, "a second fit named '" + fit.name + "'");
       g.done("fit keys: name, y, x, frontier, pick");
       s.fits.push_back(std::move(fit));
@@ -328,8 +332,9 @@ Study parse_study(const std::string& text, const fs::path& path) {
     s.seed = static_cast<uint64_t>(r.integer("seed", 1, 0));
     r.done("report keys: bootstrap, seed");
   }
-  f.done("study keys: name, job, dir, ranks, ranks_per_node, threads, [set], [budget], [eval], [[axis]], [[fit]], "
-         "[report]");
+  f.done(
+      "study keys: name, job, dir, ranks, ranks_per_node, threads, [set], [budget], [eval], [[axis]], [[fit]], "
+      "[report]");
   return s;
 }
 

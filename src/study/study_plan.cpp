@@ -96,7 +96,8 @@ class JobText {
       return;
     }
     if (!job_keys().count(s.key))
-      throw Error(s.where, "unknown job key '" + s.key + "' (dtrainer --help lists them; model_set.FIELD sets a preset field)");
+      throw Error(s.where,
+                  "unknown job key '" + s.key + "' (dtrainer --help lists them; model_set.FIELD sets a preset field)");
     if (study_keys().count(s.key)) {
       if (base) return;
       throw Error(s.where, "'" + s.key + "' is set by dtstudy for each run (runs/<study>/runs/<run>)");
@@ -223,10 +224,11 @@ int64_t iso_compute_steps(double compute_gflops, int64_t global_batch, double gf
 StudyPlan plan_study(const Study& study, const PlanOptions& options) {
   StudyPlan plan;
   plan.study = study;
-  const int cores = options.cores > 0 ? options.cores : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int cores =
+      options.cores > 0 ? options.cores : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const int64_t threads = study.threads > 0 ? study.threads : std::max(1, cores / study.ranks_per_node);
   const HostMemory host = options.check_memory ? available_host_memory() : HostMemory{};
-  std::map<std::string, StepTiming> timings;  // by model and batch split
+  std::map<std::string, StepTiming> timings;   // by model and batch split
   std::map<std::string, std::string> by_text;  // job text (without name) -> run that has it
 
   for (const Axis& axis : study.axes) {
@@ -240,7 +242,8 @@ StudyPlan plan_study(const Study& study, const PlanOptions& options) {
       std::string who;
       if (study.budget.rule == BudgetRule::kIsoCompute && sets(study.set, value.settings, "steps", &who))
         throw Error(who, "steps is chosen by budget.rule = \"iso-compute\"; remove it (or use rule = \"steps\")");
-      if (study.budget.rule == BudgetRule::kSteps && study.budget.steps > 0 && sets(study.set, value.settings, "steps", &who))
+      if (study.budget.rule == BudgetRule::kSteps && study.budget.steps > 0 &&
+          sets(study.set, value.settings, "steps", &who))
         throw Error(who, "steps is given by budget.steps too; give it in one place");
       if (study.eval.schedule != EvalSchedule::kBase)
         for (const char* k : {"eval_every", "align_every", "eval_steps"})
@@ -275,8 +278,8 @@ StudyPlan plan_study(const Study& study, const PlanOptions& options) {
       };
       make_plan();
       if (study.budget.rule == BudgetRule::kIsoCompute) {
-        const int64_t steps =
-            iso_compute_steps(study.budget.compute_gflops, c.global_batch, sp.gflops_per_sample_s1, study.budget.round_to);
+        const int64_t steps = iso_compute_steps(study.budget.compute_gflops, c.global_batch, sp.gflops_per_sample_s1,
+                                                study.budget.round_to);
         job.put("steps", std::to_string(steps));
       }
       c = read(job);
@@ -375,8 +378,8 @@ StudyPlan plan_study(const Study& study, const PlanOptions& options) {
 
 std::string describe_study_plan(const StudyPlan& plan) {
   const Study& s = plan.study;
-  std::string out = "study " + s.name + " (" + s.file.string() + "): " + std::to_string(plan.runs.size()) + " runs on " +
-                    std::to_string(s.ranks) + " rank" + (s.ranks > 1 ? "s" : "") + ", budget " +
+  std::string out = "study " + s.name + " (" + s.file.string() + "): " + std::to_string(plan.runs.size()) +
+                    " runs on " + std::to_string(s.ranks) + " rank" + (s.ranks > 1 ? "s" : "") + ", budget " +
                     name_of(s.budget.rule);
   if (s.budget.rule == BudgetRule::kIsoCompute) out += " (C = " + gflops_text(s.budget.compute_gflops) + " per run)";
   out += ", evaluation " + std::string(name_of(s.eval.schedule)) + "; directory " + s.dir.string() + "\n\n";
@@ -391,8 +394,9 @@ std::string describe_study_plan(const StudyPlan& plan) {
     for (int64_t e : r.eval_steps) evals += " " + std::to_string(e);
     evals += " " + std::to_string(r.steps);
     std::snprintf(line, sizeof line, "%-22s %-18s %9s %10.4g %7lld %9s %10s %9s  %s\n", r.name.c_str(), fam.c_str(),
-                  count_text(static_cast<double>(r.params)).c_str(), r.gflops_per_sample, static_cast<long long>(r.steps),
-                  gflops_text(r.compute_gflops).c_str(), format_bytes(r.memory_per_rank).c_str(),
+                  count_text(static_cast<double>(r.params)).c_str(), r.gflops_per_sample,
+                  static_cast<long long>(r.steps), gflops_text(r.compute_gflops).c_str(),
+                  format_bytes(r.memory_per_rank).c_str(),
                   r.est_seconds < 0 ? "-" : format_duration(r.est_seconds).c_str(), evals.c_str());
     out += line;
   }
@@ -400,9 +404,10 @@ std::string describe_study_plan(const StudyPlan& plan) {
                 gflops_text(plan.total_compute_gflops).c_str(), "",
                 plan.total_seconds < 0 ? "-" : format_duration(plan.total_seconds).c_str());
   out += line;
-  out += "\nN: parameters; GF/sample and C: [S1]'s compute, 6 x linear/conv MACs per sample (GFLOPs), C = steps x "
-         "global batch x GF/sample; mem/rank: the dry run's estimate; est.: a measured training step x steps, plus "
-         "the alignment evaluations (one process on this machine, a rank's share of its cores)\n";
+  out +=
+      "\nN: parameters; GF/sample and C: [S1]'s compute, 6 x linear/conv MACs per sample (GFLOPs), C = steps x "
+      "global batch x GF/sample; mem/rank: the dry run's estimate; est.: a measured training step x steps, plus "
+      "the alignment evaluations (one process on this machine, a rank's share of its cores)\n";
   return out;
 }
 

@@ -137,21 +137,24 @@ std::vector<std::string> write_study_report(const fs::path& dir, const ReportOpt
       if (j.contains("alignment") && j["alignment"].is_number()) row.last_alignment = j;
       if (j.contains("eval_loss") && j["eval_loss"].is_number()) row.last_eval = j;
     }
-    if (!row.has_records) notes.push_back("run " + row.name + ": no records yet (" + (row.dir / "metrics.jsonl").string() + ")");
+    if (!row.has_records)
+      notes.push_back("run " + row.name + ": no records yet (" + (row.dir / "metrics.jsonl").string() + ")");
     rows.push_back(std::move(row));
   }
   if (std::none_of(rows.begin(), rows.end(), [](const RunRow& r) { return r.has_records; }))
-    throw Error(dir.string(), "no run has records yet (`dtstudy run` trains them; `dtstudy status` shows where they are)");
+    throw Error(dir.string(),
+                "no run has records yet (`dtstudy run` trains them; `dtstudy status` shows where they are)");
 
   std::string md = "# Study " + plan.value("study", std::string()) + "\n\n";
-  nlohmann::json prov = nlohmann::json::parse(fs::exists(dir / "provenance.json", ec) ? read_file(dir / "provenance.json") : "{}",
-                                              nullptr, false);
+  nlohmann::json prov = nlohmann::json::parse(
+      fs::exists(dir / "provenance.json", ec) ? read_file(dir / "provenance.json") : "{}", nullptr, false);
   md += "Study file `" + plan.value("file", std::string()) + "` (copied as `study.toml`), commit `" +
         (prov.is_object() ? prov.value("commit", std::string("unknown")) : std::string("unknown")) + "`, " +
         std::to_string(plan.value("ranks", 0)) + " ranks per run, budget " + plan.value("budget", std::string()) +
         ". Each run's exact job file is `configs/RUN.toml`; the commands are in `commands.sh`.\n\n";
-  md += "## Runs\n\n| run | families | N | steps | C (GFLOPs) | last alignment [95%] | last held-out loss |\n"
-        "|---|---|---|---|---|---|---|\n";
+  md +=
+      "## Runs\n\n| run | families | N | steps | C (GFLOPs) | last alignment [95%] | last held-out loss |\n"
+      "|---|---|---|---|---|---|---|\n";
   nlohmann::json runs_json = nlohmann::json::array();
   for (const RunRow& r : rows) {
     std::string align = "—", eval = "—";
@@ -179,7 +182,8 @@ std::vector<std::string> write_study_report(const fs::path& dir, const ReportOpt
   fs::create_directories(dir / "plots", ec);
   for (const auto& f : plan["fits"]) {
     const std::string name = f["name"].get<std::string>(), y = f["y"].get<std::string>(), x = f["x"].get<std::string>();
-    const analysis::Frontier frontier = name_table(analysis::Frontier{}).parse("frontier", f["frontier"].get<std::string>());
+    const analysis::Frontier frontier =
+        name_table(analysis::Frontier{}).parse("frontier", f["frontier"].get<std::string>());
     const analysis::RunPick pick = name_table(analysis::RunPick{}).parse("pick", f["pick"].get<std::string>());
     // Each run's points, once.
     std::vector<Points> per_run(rows.size());
@@ -212,14 +216,22 @@ std::vector<std::string> write_study_report(const fs::path& dir, const ReportOpt
       }
       groups.push_back(fit_group("all runs", p, frontier, bootstrap, seed));
     }
-    md += "\n### " + y + " against " + x + "\n\n`" + y + " = a * " + x + "^b`, least squares in log-log space on the " +
-          name_of(frontier) + " Pareto frontier of every " + (pick == analysis::RunPick::kAll ? "evaluation" : "run's " + std::string(name_of(pick)) + " record") +
-          " (step-0 records, made before any training compute, are left out); 95% intervals from " +
-          std::to_string(bootstrap) + " bootstrap resamples of the frontier points (seed " + std::to_string(seed) +
-          ").\n\n| group | points | frontier | a | b | b 95% | R² |\n|---|---|---|---|---|---|---|\n";
-    nlohmann::json fj = {{"name", name}, {"y", y}, {"x", x}, {"frontier", name_of(frontier)}, {"groups", nlohmann::json::array()}};
+    const std::string records =
+        pick == analysis::RunPick::kAll ? "every evaluation" : "each run's " + std::string(name_of(pick)) + " record";
+    const std::string over = frontier == analysis::Frontier::kNone
+                                 ? records
+                                 : std::string("the Pareto frontier (") +
+                                       (frontier == analysis::Frontier::kMax ? "highest" : "lowest") + " " + y +
+                                       " so far along " + x + ") of " + records;
+    md += "\n### " + y + " against " + x + "\n\n`" + y + " = a * " + x + "^b`, least squares in log-log space on " +
+          over + " (step-0 records, made before any training compute, are left out); 95% intervals from " +
+          std::to_string(bootstrap) + " bootstrap resamples of the fitted points (seed " + std::to_string(seed) +
+          ").\n\n| group | points | fitted | a | b | b 95% | R² |\n|---|---|---|---|---|---|---|\n";
+    nlohmann::json fj = {
+        {"name", name}, {"y", y}, {"x", x}, {"frontier", name_of(frontier)}, {"groups", nlohmann::json::array()}};
     for (const GroupFit& g : groups) {
-      md += "| " + g.group + " | " + std::to_string(g.all.x.size()) + " | " + std::to_string(g.frontier.x.size()) + " | ";
+      md +=
+          "| " + g.group + " | " + std::to_string(g.all.x.size()) + " | " + std::to_string(g.frontier.x.size()) + " | ";
       if (g.fitted)
         md += fmt(g.fit.a) + " | " + fmt(g.fit.b, "%.4f") + " | " +
               (g.bootstrapped ? "[" + fmt(g.boot.b.lo, "%.4f") + ", " + fmt(g.boot.b.hi, "%.4f") + "]" : "—") + " | " +
@@ -238,6 +250,17 @@ std::vector<std::string> write_study_report(const fs::path& dir, const ReportOpt
       const bool pooled = g.group == "all runs";
       const std::string color = pooled ? "#333333" : kColors[k % 8];
       if (!pooled) {
+        // Each run's own trajectory, thin, in its family's colour.
+        for (size_t i = 0; i < rows.size(); ++i) {
+          const auto& fl = plan["runs"][i]["families"];
+          if (per_run[i].x.size() < 2 || std::find(fl.begin(), fl.end(), g.group) == fl.end()) continue;
+          std::vector<size_t> order(per_run[i].x.size());
+          for (size_t j = 0; j < order.size(); ++j) order[j] = j;
+          std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return per_run[i].x[a] < per_run[i].x[b]; });
+          std::vector<double> rx, ry;
+          for (size_t j : order) rx.push_back(per_run[i].x[j]), ry.push_back(per_run[i].y[j]);
+          plot.line(rx, ry, color, 0.7, "");
+        }
         plot.points(g.all.x, g.all.y, color, 3, g.group);
         plot.points(g.frontier.x, g.frontier.y, color, 5.5, "");
       }
@@ -250,9 +273,7 @@ std::vector<std::string> write_study_report(const fs::path& dir, const ReportOpt
           lx.push_back(v);
           ly.push_back(g.fit.predict(v));
         }
-        plot.line(lx, ly, color, pooled ? 1.5 : 2.0,
-                  g.group + " fit: b = " + fmt(g.fit.b, "%.3f") +
-                      (g.bootstrapped ? " [" + fmt(g.boot.b.lo, "%.3f") + ", " + fmt(g.boot.b.hi, "%.3f") + "]" : ""));
+        plot.line(lx, ly, color, pooled ? 1.5 : 2.5, g.group + " fit, b = " + fmt(g.fit.b, "%.3f"));
       }
     }
     plot.write((dir / "plots" / (name + ".svg")).string());
@@ -263,11 +284,12 @@ std::vector<std::string> write_study_report(const fs::path& dir, const ReportOpt
     md += "\n## Left out\n\n";
     for (const auto& n : notes) md += "- " + n + "\n";
   }
-  write_file_atomic(dir / "report.json",
-                    nlohmann::json({{"study", plan.value("study", std::string())}, {"runs", runs_json}, {"fits", fits_json},
-                                    {"notes", notes}})
-                            .dump(2) +
-                        "\n");
+  write_file_atomic(
+      dir / "report.json",
+      nlohmann::json(
+          {{"study", plan.value("study", std::string())}, {"runs", runs_json}, {"fits", fits_json}, {"notes", notes}})
+              .dump(2) +
+          "\n");
   write_file_atomic(dir / "report.md", md);
   return notes;
 }

@@ -81,7 +81,9 @@ std::string first_difference(const std::string& a, const std::string& b) {
 
 std::string plan_text(const StudyPlan& plan) { return describe_study_plan(plan); }
 
-fs::path config_path(const StudyPlan& plan, const PlannedRun& r) { return plan.study.dir / "configs" / (r.name + ".toml"); }
+fs::path config_path(const StudyPlan& plan, const PlannedRun& r) {
+  return plan.study.dir / "configs" / (r.name + ".toml");
+}
 
 void append_command(const StudyPlan& plan, const std::string& what, const std::vector<std::string>& argv) {
   append_to_file(plan.study.dir / "commands.sh", "# " + now_text() + " " + what + "\n" + shell_line(argv) + "\n", true);
@@ -121,7 +123,8 @@ void prepare_study_directory(const StudyPlan& plan) {
       const std::string old = read_file(cfg);
       if (old != r.job_toml && fs::exists(r.run_dir, ec))
         throw Error(plan.study.file.string() + ": run '" + r.name + "'",
-                    "its job file changed since it started (" + cfg.string() + ", " + first_difference(old, r.job_toml) +
+                    "its job file changed since it started (" + cfg.string() + ", " +
+                        first_difference(old, r.job_toml) +
                         "); a study's runs change only in a new study directory (dir = ...), or remove " +
                         r.run_dir.string() + " to train it again");
     }
@@ -199,7 +202,9 @@ int run_study_locally(const StudyPlan& plan, const LocalLaunch& launch, std::ost
           out << tag << ": signal " << g_signal
               << ": passed to the trainer, which checkpoints at its next step and stops (a second signal kills it)\n"
               << std::flush;
-          signal_group(pid, SIGTERM);
+          // SIGUSR1, the trainer's other preemption signal: mpirun forwards it to every rank and keeps
+          // running until they exit (a SIGTERM would make mpirun tear the job down itself).
+          signal_group(pid, SIGUSR1);
         } else {
           signal_group(pid, SIGKILL);
         }
@@ -223,9 +228,10 @@ int run_study_locally(const StudyPlan& plan, const LocalLaunch& launch, std::ost
                         : after == RunStatus::kPreempted ? "preempted"
                         : g_signals > 0                  ? "interrupted"
                                                          : "failed";
-    nlohmann::json record = {{"run", r.name},       {"command", shell_line(argv)}, {"started", started},
-                             {"ended", now_text()}, {"wall_s", wall},             {"exit", rc},
-                             {"state", state},      {"step", p.step}};
+    nlohmann::json record = {{"run", r.name},      {"command", shell_line(argv)},
+                             {"started", started}, {"ended", now_text()},
+                             {"wall_s", wall},     {"exit", rc},
+                             {"state", state},     {"step", p.step}};
     append_to_file(s.dir / "launches.jsonl", record.dump() + "\n", true);
     if (after == RunStatus::kComplete) {
       out << tag << ": complete in " << format_duration(wall) << describe_progress(p) << "\n" << std::flush;
@@ -260,8 +266,9 @@ int submit_study_to_slurm(const StudyPlan& plan, const SlurmLaunch& launch, std:
   std::error_code ec;
   const fs::path sweep = launch.scripts / "sweep.sh";
   if (!fs::is_regular_file(sweep, ec) || !fs::is_regular_file(launch.scripts / "launch.sh", ec))
-    throw Error(launch.scripts.string(), "no sweep.sh and launch.sh here (run dtstudy from the dtrainer checkout, or "
-                                         "give --slurm-scripts DIR)");
+    throw Error(launch.scripts.string(),
+                "no sweep.sh and launch.sh here (run dtstudy from the dtrainer checkout, or "
+                "give --slurm-scripts DIR)");
   prepare_study_directory(plan);
   const DirectoryLock lock(s.dir, "dtstudy run --launcher slurm " + s.file.string());
   std::vector<const PlannedRun*> todo;
@@ -282,15 +289,19 @@ int submit_study_to_slurm(const StudyPlan& plan, const SlurmLaunch& launch, std:
   };
   const int per_node = std::min(s.ranks, s.ranks_per_node);
   const int nodes = (s.ranks + per_node - 1) / per_node;
-  const std::string exports = "--export=ALL,DTRAINER_ROOT=" + root.string() +
-                              ",DTRAINER_BIN=" + fs::absolute(launch.dtrainer).string();
+  const std::string exports =
+      "--export=ALL,DTRAINER_ROOT=" + root.string() + ",DTRAINER_BIN=" + fs::absolute(launch.dtrainer).string();
   std::string array_id;
   nlohmann::json record = {{"submitted_at", now_text()}, {"runs", nlohmann::json::array()}};
   if (!todo.empty()) {
-    std::vector<std::string> argv = {launch.sbatch, "--parsable", "--array=0-" + std::to_string(todo.size() - 1),
-                                     "--job-name=dtstudy-" + s.name, "--nodes=" + std::to_string(nodes),
+    std::vector<std::string> argv = {launch.sbatch,
+                                     "--parsable",
+                                     "--array=0-" + std::to_string(todo.size() - 1),
+                                     "--job-name=dtstudy-" + s.name,
+                                     "--nodes=" + std::to_string(nodes),
                                      "--ntasks-per-node=" + std::to_string(per_node),
-                                     "--output=" + (logs / "slurm-%A_%a.out").string(), exports};
+                                     "--output=" + (logs / "slurm-%A_%a.out").string(),
+                                     exports};
     if (s.threads > 0) argv.push_back("--cpus-per-task=" + std::to_string(s.threads));
     argv.insert(argv.end(), launch.sbatch_args.begin(), launch.sbatch_args.end());
     argv.push_back(sweep.string());
@@ -307,11 +318,12 @@ int submit_study_to_slurm(const StudyPlan& plan, const SlurmLaunch& launch, std:
     out << "every run is complete: no array job\n";
   }
   std::vector<std::string> argv = {launch.sbatch, "--parsable", "--job-name=dtstudy-" + s.name + "-report",
-                                   "--nodes=1", "--ntasks=1", "--output=" + (logs / "slurm-report-%j.out").string()};
+                                   "--nodes=1",   "--ntasks=1", "--output=" + (logs / "slurm-report-%j.out").string()};
   if (!array_id.empty()) argv.push_back("--dependency=afterok:" + array_id);
   argv.insert(argv.end(), launch.sbatch_args.begin(), launch.sbatch_args.end());
   argv.push_back("--chdir=" + root.string());
-  argv.push_back("--wrap=" + shell_line({fs::absolute(launch.dtstudy).string(), "report", fs::absolute(s.dir).string()}));
+  argv.push_back("--wrap=" +
+                 shell_line({fs::absolute(launch.dtstudy).string(), "report", fs::absolute(s.dir).string()}));
   const std::string report_id = submit(argv, "report job");
   record["report_job"] = report_id;
   write_file_atomic(s.dir / "slurm.json", record.dump(2) + "\n");

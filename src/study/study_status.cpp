@@ -31,7 +31,8 @@ RunProgress read_run_progress(const fs::path& run_dir) {
   for (const auto& e : fs::directory_iterator(run_dir / "ckpt", ec)) {
     const std::string n = e.path().filename().string();
     long long s = 0;
-    if (n.rfind("step_", 0) == 0 && std::sscanf(n.c_str() + 5, "%lld", &s) == 1 && fs::exists(e.path() / "COMPLETE", ec))
+    if (n.rfind("step_", 0) == 0 && std::sscanf(n.c_str() + 5, "%lld", &s) == 1 &&
+        fs::exists(e.path() / "COMPLETE", ec))
       p.checkpoint_step = std::max<int64_t>(p.checkpoint_step, s);
   }
   return p;

@@ -379,7 +379,8 @@ void check_job_items(const CLI::App& app, const std::vector<JobItem>& items, con
     const std::string where = source + ":" + std::to_string(item.line) + ":" + std::to_string(item.column);
     const CLI::Option* o = app.get_option_no_throw("--" + item.key);
     if (!o || item.key == "config")
-      throw Error(where, "unknown key '" + item.key + "' (dtrainer --help lists the options; TOML keys are snake_case)");
+      throw Error(where,
+                  "unknown key '" + item.key + "' (dtrainer --help lists the options; TOML keys are snake_case)");
     const auto k = kinds.find(item.key);
     if (k == kinds.end() || k->second == item.kind || (k->second == "float" && item.kind == "integer")) continue;
     const bool quoted_number = item.kind == "string" && (k->second == "integer" || k->second == "float");
@@ -470,7 +471,8 @@ void validate_train_config(const TrainConfig& c, int world) {
   if (c.zero_terminal_snr && c.target != diffusion::Target::kV) throw Error("zero_terminal_snr", "needs target = v");
   for (const int64_t s : c.eval_steps)
     if (s > c.steps)
-      throw Error("eval_steps", std::to_string(s) + " is beyond the last step (steps = " + std::to_string(c.steps) + ")");
+      throw Error("eval_steps",
+                  std::to_string(s) + " is beyond the last step (steps = " + std::to_string(c.steps) + ")");
   if (c.warmup_steps > c.steps)
     throw Error("warmup_steps", std::to_string(c.warmup_steps) + " exceeds steps " + std::to_string(c.steps));
   for (const auto& kv : c.model_set)

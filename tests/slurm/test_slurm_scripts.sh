@@ -4,10 +4,11 @@
 # (started here if sinfo finds none) — with CPU ranks and a tiny model, and checks the run
 # directories: a 4-node srun --mpi=pmix run, a --signal=TERM preemption that checkpoints, requeues
 # and resumes to the end, and a 2-task array sweep launched with mpirun.
-# Usage: test_slurm_scripts.sh PROJECT_ROOT DTRAINER_BIN     (exit 77 = skipped)
+# Then dtstudy --launcher slurm: an array job of a study's runs and a report job after it.
+# Usage: test_slurm_scripts.sh PROJECT_ROOT DTRAINER_BIN [DTSTUDY_BIN]     (exit 77 = skipped)
 set -uo pipefail
 [ "${DTRAINER_SLURM_TESTS:-0}" = 1 ] || { echo "skipped: set DTRAINER_SLURM_TESTS=1 (needs root and a local Slurm cluster)"; exit 77; }
-root=$1 bin=$2
+root=$1 bin=$2 study_bin=${3:-}
 fail=0
 ok() { echo "PASS: $*"; }
 bad() { echo "FAIL: $*"; fail=1; }
@@ -92,4 +93,23 @@ n=$(ls -d runs/s_a-* runs/s_b-* 2>/dev/null | while read -r d; do [ -f "$d/DONE"
 grep -h "mpirun" "$work"/sw-*.out | head -n 2
 [ "$n" = 2 ] && ok "sweep.sh: both array tasks trained" || bad "sweep.sh: $n of 2 array tasks finished"
 rm -rf runs/s_a-* runs/s_b-*
+
+# 4. dtstudy --launcher slurm: one array job for the study's three runs (each on 2 nodes x 1 rank,
+#    mpirun inside), a report job with --dependency=afterok on it, and the report it writes.
+if [ -n "$study_bin" ]; then
+  { printf 'name = "slurm-study"\ndir = "%s"\nranks = 2\nranks_per_node = 1\n' "$work/study"
+    cat "$root/tests/study/tiny_study_body.toml"; } > "$work/study.toml"
+  out=$(DTRAINER_LAUNCHER=mpirun "$study_bin" run "$work/study.toml" --launcher slurm --dtrainer "$bin" --no-measure 2>&1)
+  echo "$out" | tail -n 4
+  report_job=$(sed -n 's/.*"report_job": "\([0-9]*\)".*/\1/p' "$work/study/slurm.json")
+  array_job=$(sed -n 's/.*"array_job": "\([0-9]*\)".*/\1/p' "$work/study/slurm.json")
+  [ -n "$array_job" ] && [ -n "$report_job" ] && ok "dtstudy submitted array job $array_job and report job $report_job" || bad "dtstudy did not submit (see above)"
+  dep=$(scontrol show job "$report_job" -o 2>/dev/null | grep -o 'Dependency=[^ ]*')
+  echo "$dep" | grep -q "afterok:$array_job" && ok "report job depends on the array: $dep" || bad "report job dependency: '${dep:-gone}' (a fast array may have finished)"
+  for _ in $(seq 900); do [ -f "$work/study/report.md" ] && ! squeue -h -j "$report_job" 2>/dev/null | grep -q . && break; sleep 1; done
+  [ -f "$work/study/report.md" ] && grep -q "eval_loss against C" "$work/study/report.md" && ok "the report job wrote report.md" || bad "no report.md (logs: $work/study/logs)"
+  status=$("$study_bin" status "$work/study")
+  echo "$status" | tail -n 1
+  echo "$status" | grep -q "3 of 3 runs complete" && ok "dtstudy status: every run complete" || bad "dtstudy status: $status"
+fi
 exit $fail

@@ -73,7 +73,7 @@ enum class FitAxis { kC, kN, kD };
 const NameTable<FitAxis>& name_table(FitAxis);  // C | N | D
 
 struct FitSpec {
-  std::string name;           // file names: plots/<name>.svg; default <y>-vs-<x>
+  std::string name;             // file names: plots/<name>.svg; default <y>-vs-<x>
   std::string y = "alignment";  // a metrics.jsonl key: alignment, eval_loss, loss, ...
   FitAxis x = FitAxis::kC;
   analysis::Frontier frontier = analysis::Frontier::kMax;  // default: max for alignment, min otherwise
@@ -85,11 +85,11 @@ struct Study {
   std::filesystem::path file;  // the study file as given
   std::string text;            // its contents (recorded in the study directory)
   std::string name;
-  std::filesystem::path job;   // the base job file, resolved against the study file's directory; empty: defaults
-  std::filesystem::path dir;   // the study directory (default runs/study-<name>)
+  std::filesystem::path job;  // the base job file, resolved against the study file's directory; empty: defaults
+  std::filesystem::path dir;  // the study directory (default runs/study-<name>)
   int ranks = 2;
-  int ranks_per_node = 0;      // 0: ranks (one node)
-  int threads = 0;             // per rank; 0: the cores / ranks per node
+  int ranks_per_node = 0;     // 0: ranks (one node)
+  int threads = 0;            // per rank; 0: the cores / ranks per node
   std::vector<Setting> base;  // the base job file's keys, in its order
   std::vector<Setting> set;
   Budget budget;

@@ -25,9 +25,9 @@ struct PlannedRun {
   std::filesystem::path run_dir;      // STUDY_DIR/runs/<name>
   std::string model;                  // the backbone's one-line summary
   int64_t params = 0, steps = 0, global_batch = 0;
-  double gflops_per_sample = 0;  // [S1]: 6 x linear/conv MACs, GFLOPs
-  double compute_gflops = 0;     // C = steps x global_batch x gflops_per_sample
-  double memory_per_rank = 0;    // bytes, the dry run's estimate
+  double gflops_per_sample = 0;     // [S1]: 6 x linear/conv MACs, GFLOPs
+  double compute_gflops = 0;        // C = steps x global_batch x gflops_per_sample
+  double memory_per_rank = 0;       // bytes, the dry run's estimate
   std::vector<int64_t> eval_steps;  // evaluations besides step 0 and the last (geometric schedule)
   int64_t evaluations = 0;          // alignment evaluations the run makes (step 0 and the end included)
   double step_seconds = -1;         // measured (or -1: not measured)
@@ -41,9 +41,9 @@ struct StudyPlan {
 };
 
 struct PlanOptions {
-  bool measure = true;             // time one training step of each distinct model on this machine
-  bool check_memory = true;        // the estimate against this node's available memory
-  int cores = 0;                   // 0: this machine's hardware threads (for threads per rank)
+  bool measure = true;       // time one training step of each distinct model on this machine
+  bool check_memory = true;  // the estimate against this node's available memory
+  int cores = 0;             // 0: this machine's hardware threads (for threads per rank)
 };
 
 // Throws Error naming the study file's line or the run.

@@ -35,7 +35,7 @@ enum class RunStatus { kNotStarted, kPartial, kComplete, kPreempted };
 RunStatus run_status(const std::filesystem::path& run_dir, int64_t steps);
 
 struct LocalLaunch {
-  std::filesystem::path dtrainer;        // the trainer binary
+  std::filesystem::path dtrainer;  // the trainer binary
   std::string mpirun = "mpirun";
   std::vector<std::string> mpirun_args;  // extra arguments, before the program
 };
@@ -48,7 +48,7 @@ struct SlurmLaunch {
   std::filesystem::path dtrainer, dtstudy;  // binaries the jobs run
   std::filesystem::path scripts;            // the directory holding sweep.sh and launch.sh
   std::string sbatch = "sbatch";
-  std::vector<std::string> sbatch_args;     // extra arguments for both jobs (partition, account, time)
+  std::vector<std::string> sbatch_args;  // extra arguments for both jobs (partition, account, time)
 };
 
 // Submits the array job and the report job; records their ids in STUDY_DIR/slurm.json and the

@@ -42,8 +42,8 @@ struct TrainConfig {
   std::string resume = "auto";  // auto | none | PATH
   bool dry_run = false;
   parallel::DeviceChoice device = parallel::DeviceChoice::kAuto;  // auto = cuda:<node-local rank> where there are GPUs
-  int64_t threads = 0;                                    // per rank; 0 = cores / ranks on this node
-  int64_t max_bad_steps = 5;                              // abort after this many consecutive non-finite steps
+  int64_t threads = 0;                                            // per rank; 0 = cores / ranks on this node
+  int64_t max_bad_steps = 5;                                      // abort after this many consecutive non-finite steps
   double peak_tflops = 0;  // per rank, for MFU; 0 = measure a matmul at start-up (CPU: fp32; GPU: the compute dtype)
   double watchdog_timeout = 1800;    // seconds a phase may run at all (0 = no watchdog; parallel/watchdog.h)
   double watchdog_factor = 20;       // ...or this many times its recent median,
