@@ -173,7 +173,7 @@ std::vector<std::string> write_study_report(const fs::path& dir, const ReportOpt
       rj["eval_loss"] = r.last_eval["eval_loss"];
     }
     md += "| " + r.name + " | " + r.families + " | " + std::to_string(r.params) + " | " + std::to_string(r.steps) +
-          " | " + fmt(r.compute, "%.4g") + " | " + align + " | " + eval + " |\n";
+          " | " + fmt(r.compute, "%.0f") + " | " + align + " | " + eval + " |\n";
     runs_json.push_back(rj);
   }
 
