@@ -163,9 +163,9 @@ int run_study_locally(const StudyPlan& plan, const LocalLaunch& launch, std::ost
   prepare_study_directory(plan);
   const DirectoryLock lock(s.dir, "dtstudy run " + s.file.string());
   const SignalForwarding forwarding;
-  // mpirun's teardown after a signal gives the ranks this long between SIGTERM and SIGKILL (Open
-  // MPI's default, 1 s, is shorter than a step and a checkpoint).
-  setenv("OMPI_MCA_odls_base_sigkill_timeout", "120", 0);
+  // Open MPI's own teardown grace is kept (slurm/launch.sh raises it to 120 s for Slurm's SIGTERM): a stop is passed
+  // on as SIGUSR1, which mpirun forwards without tearing the job down, and a longer odls_base_sigkill_timeout would
+  // keep mpirun waiting that long after a failed run's ranks have all exited.
   std::vector<std::string> failed;
   const size_t total = plan.runs.size();
   for (size_t i = 0; i < total; ++i) {
@@ -313,7 +313,8 @@ int submit_study_to_slurm(const StudyPlan& plan, const SlurmLaunch& launch, std:
     record["array_job"] = array_id;
     out << "submitted array job " << array_id << ": " << todo.size() << " run" << (todo.size() > 1 ? "s" : "") << " of "
         << plan.runs.size() << " (" << nodes << " node" << (nodes > 1 ? "s" : "") << " x " << per_node
-        << " ranks each); logs " << (logs / ("slurm-" + array_id + "_*.out")).string() << "\n";
+        << (per_node > 1 ? " ranks" : " rank") << " each); logs " << (logs / ("slurm-" + array_id + "_*.out")).string()
+        << "\n";
   } else {
     out << "every run is complete: no array job\n";
   }

@@ -1,7 +1,7 @@
 // dtstudy end to end, as a user runs it: a three-run study trained locally under mpirun, its
 // status and its report; the same study stopped by a signal in its second run and rerun (nothing
 // complete is trained again, the stopped run resumes) gives the same report as the uninterrupted
-// one; and bad studies are refused with exit 2 before anything is written.
+// one; bad studies are refused with exit 2 before anything is written; failed runs are reported.
 #include <signal.h>
 #include <unistd.h>
 
@@ -161,6 +161,16 @@ TEST_CASE("dtstudy: a bad study is refused with exit 2 and nothing written") {
           "run 'w-16384'");
   refused("batch", "ranks = 3\n[[axis]]\nname = \"w\"\nkey = \"lr\"\nvalues = [1e-3]\n",
           "not divisible by the 3 ranks");
+  // A run that fails (here the trainer is /bin/false) is recorded, the others still run, and
+  // the exit status and status say so.
+  const std::string failing = write_study(root, "failing");
+  const auto failed = test::run_process(dtstudy("run " + failing + " --no-measure --mpirun " + std::string(MPIEXEC) +
+                                                " --dtrainer /bin/false"));
+  CHECK(failed.status == 1);
+  CHECK_THAT(failed.out, Catch::Contains("[1/3] width-8: FAILED (exit 1") && Catch::Contains("[3/3] width-24: FAILED") &&
+                             Catch::Contains("3 of 3 runs failed (width-8, width-16, width-24)"));
+  const auto failed_status = test::run_process(dtstudy("status " + root + "/failing"));
+  CHECK_THAT(failed_status.out, Catch::Contains("FAILED (1)") && Catch::Contains("3 failed"));
   const auto missing = test::run_process(dtstudy("status " + root + "/nothing"));
   CHECK(missing.status == 1);
   CHECK_THAT(missing.out, Catch::Contains("not a study directory"));
