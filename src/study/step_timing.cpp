@@ -15,10 +15,10 @@ namespace {
 
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
-// The median of `repeats` timings of f after one untimed call (allocator growth, first-call setup).
+// The median of `repeats` timings of f after `warmup` untimed calls (allocator growth, first-call setup).
 template <typename F>
-double median_seconds(int repeats, F&& f) {
-  f();
+double median_seconds(int warmup, int repeats, F&& f) {
+  for (int i = 0; i < warmup; ++i) f();
   std::vector<double> t;
   for (int i = 0; i < repeats; ++i) {
     const double t0 = now();
@@ -44,14 +44,14 @@ StepTiming time_training_step(const models::BackboneSpec& spec, int64_t micro, i
   const torch::Tensor text = torch::randn({micro, in.text_len, in.text_dim}, f32);
   const torch::Tensor mask;
   StepTiming r;
-  r.step_seconds = static_cast<double>(accumulation) * median_seconds(3, [&] {
+  r.step_seconds = static_cast<double>(accumulation) * median_seconds(3, 5, [&] {
                      model->module().zero_grad();
                      model->forward(x, t, text, mask, nullptr).pow(2).mean().backward();
                    });
   {
     torch::NoGradGuard no_grad;
     r.forward_seconds_per_image =
-        median_seconds(3, [&] { model->forward(x, t, text, mask, nullptr); }) / static_cast<double>(micro);
+        median_seconds(1, 3, [&] { model->forward(x, t, text, mask, nullptr); }) / static_cast<double>(micro);
   }
   return r;
 }
