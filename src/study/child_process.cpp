@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -57,7 +58,7 @@ int run_captured(const std::vector<std::string>& argv, std::string* out, bool wi
   return exit_status(status);
 }
 
-int start_logged(const std::vector<std::string>& argv, const std::string& log) {
+int start_logged(const std::vector<std::string>& argv, const std::string& log, int parent_death_signal) {
   const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) throw Error(log, "cannot open the log: " + errno_message(errno));
   // (exec failure is reported through a close-on-exec pipe: nothing written means it started)
@@ -68,6 +69,7 @@ int start_logged(const std::vector<std::string>& argv, const std::string& log) {
   if (pid < 0) throw Error(argv[0], "fork: " + errno_message(errno));
   if (pid == 0) {
     setpgid(0, 0);
+    if (parent_death_signal) prctl(PR_SET_PDEATHSIG, parent_death_signal);
     const int null = open("/dev/null", O_RDONLY);
     dup2(null, 0);
     dup2(fd, 1);

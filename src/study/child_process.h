@@ -13,8 +13,9 @@ namespace dtrainer::study {
 int run_captured(const std::vector<std::string>& argv, std::string* out, bool with_stderr = false);
 
 // Starts argv with stdout and stderr appended to `log` and stdin from /dev/null, as the leader of
-// a new process group. Returns its pid; throws Error naming the program when it cannot start.
-int start_logged(const std::vector<std::string>& argv, const std::string& log);
+// a new process group; `parent_death_signal` (non-zero) is sent to it if this process dies first.
+// Returns its pid; throws Error naming the program when it cannot start.
+int start_logged(const std::vector<std::string>& argv, const std::string& log, int parent_death_signal = 0);
 
 // The exit status of a finished child as run_captured reports it; -1 while it runs (no wait).
 int poll_child(int pid);

@@ -191,7 +191,9 @@ int run_study_locally(const StudyPlan& plan, const LocalLaunch& launch, std::ost
         << std::flush;
     const std::string started = now_text();
     const double t0 = seconds_now();
-    const int pid = start_logged(argv, log.string());
+    // (dtstudy killed outright: mpirun gets SIGUSR1 and the trainer checkpoints, instead of an orphan
+    // training on that nobody watches)
+    const int pid = start_logged(argv, log.string(), SIGUSR1);
     int rc = -1, forwarded = 0;
     double last_line = t0;
     int64_t last_step = -1;

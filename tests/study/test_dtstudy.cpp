@@ -140,6 +140,28 @@ TEST_CASE("dtstudy: run, stop in the middle, rerun: nothing retrained, the repor
   CHECK(nlohmann::json::parse(slurp(root + "/b/report.json")) == report_a);
   const auto status_done = test::run_process(dtstudy("status " + root + "/b"));
   CHECK_THAT(status_done.out, Catch::Contains("3 of 3 runs complete"));
+
+  // dtstudy killed outright (SIGKILL, no handler runs): its trainer still gets a stop (SIGUSR1, the
+  // parent-death signal) and checkpoints instead of training on unwatched; the rerun finishes it.
+  const std::string c = write_study(root, "c");
+  const auto started_c =
+      test::run_process("sh -c '" + dtstudy("run " + c + mpi) + " > " + root + "/c.log 2>&1 & echo $!'");
+  const pid_t pid_c = std::stoi(started_c.out);
+  const fs::path first = fs::path(root) / "c" / "runs" / "width-8";
+  for (int i = 0; i < 1200 && last_training_step(first) < 12; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  REQUIRE(::kill(pid_c, SIGKILL) == 0);
+  for (int i = 0; i < 1200 && !fs::exists(first / "PREEMPTED"); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK(fs::exists(first / "PREEMPTED"));
+  CHECK_FALSE(fs::exists(first / "DONE"));
+  // (the trainer let go of its run directory: the rerun's trainer can lock it)
+  const auto rerun_c = test::run_process(dtstudy("run " + c + mpi));
+  INFO(rerun_c.out);
+  CHECK(rerun_c.status == 0);
+  CHECK_THAT(rerun_c.out, Catch::Contains("[1/3] width-8: resuming"));
+  REQUIRE(test::run_process(dtstudy("report " + root + "/c")).status == 0);
+  CHECK(nlohmann::json::parse(slurp(root + "/c/report.json")) == report_a);
 }
 
 TEST_CASE("dtstudy: a bad study is refused with exit 2 and nothing written") {
@@ -164,10 +186,11 @@ TEST_CASE("dtstudy: a bad study is refused with exit 2 and nothing written") {
   // A run that fails (here the trainer is /bin/false) is recorded, the others still run, and
   // the exit status and status say so.
   const std::string failing = write_study(root, "failing");
-  const auto failed = test::run_process(dtstudy("run " + failing + " --no-measure --mpirun " + std::string(MPIEXEC) +
-                                                " --dtrainer /bin/false"));
+  const auto failed = test::run_process(
+      dtstudy("run " + failing + " --no-measure --mpirun " + std::string(MPIEXEC) + " --dtrainer /bin/false"));
   CHECK(failed.status == 1);
-  CHECK_THAT(failed.out, Catch::Contains("[1/3] width-8: FAILED (exit 1") && Catch::Contains("[3/3] width-24: FAILED") &&
+  CHECK_THAT(failed.out, Catch::Contains("[1/3] width-8: FAILED (exit 1") &&
+                             Catch::Contains("[3/3] width-24: FAILED") &&
                              Catch::Contains("3 of 3 runs failed (width-8, width-16, width-24)"));
   const auto failed_status = test::run_process(dtstudy("status " + root + "/failing"));
   CHECK_THAT(failed_status.out, Catch::Contains("FAILED (1)") && Catch::Contains("3 failed"));
