@@ -71,6 +71,17 @@ bool alive(pid_t pid) {
   return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] != 'Z';
 }
 
+// Starts `command` in the background (output to `log`) and returns its pid once `run` has trained
+// past `step` (a checkpoint at 10 is behind it).
+pid_t start_until_step(const std::string& command, const std::string& log, const fs::path& run, int64_t step) {
+  const auto started = test::run_process("sh -c '" + command + " > " + log + " 2>&1 & echo $!'");
+  const pid_t pid = std::stoi(started.out);
+  for (int i = 0; i < 1200 && last_training_step(run) < step; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  REQUIRE(last_training_step(run) >= step);
+  return pid;
+}
+
 }  // namespace
 
 TEST_CASE("dtstudy: run, stop in the middle, rerun: nothing retrained, the report as without the stop") {
@@ -109,13 +120,8 @@ TEST_CASE("dtstudy: run, stop in the middle, rerun: nothing retrained, the repor
 
   // The same study, signalled while its second run trains (after a checkpoint), then rerun.
   const std::string b = write_study(root, "b");
-  const auto started =
-      test::run_process("sh -c '" + dtstudy("run " + b + mpi) + " > " + root + "/b.log 2>&1 & echo $!'");
-  const pid_t pid = std::stoi(started.out);
   const fs::path second = fs::path(root) / "b" / "runs" / "width-16";
-  for (int i = 0; i < 1200 && last_training_step(second) < 12; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  REQUIRE(last_training_step(second) >= 12);
+  const pid_t pid = start_until_step(dtstudy("run " + b + mpi), root + "/b.log", second, 12);
   REQUIRE(::kill(pid, SIGTERM) == 0);
   for (int i = 0; i < 1200 && alive(pid); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
   const std::string stopped = slurp(root + "/b.log");
@@ -144,12 +150,8 @@ TEST_CASE("dtstudy: run, stop in the middle, rerun: nothing retrained, the repor
   // dtstudy killed outright (SIGKILL, no handler runs): its trainer still gets a stop (SIGUSR1, the
   // parent-death signal) and checkpoints instead of training on unwatched; the rerun finishes it.
   const std::string c = write_study(root, "c");
-  const auto started_c =
-      test::run_process("sh -c '" + dtstudy("run " + c + mpi) + " > " + root + "/c.log 2>&1 & echo $!'");
-  const pid_t pid_c = std::stoi(started_c.out);
   const fs::path first = fs::path(root) / "c" / "runs" / "width-8";
-  for (int i = 0; i < 1200 && last_training_step(first) < 12; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const pid_t pid_c = start_until_step(dtstudy("run " + c + mpi), root + "/c.log", first, 12);
   REQUIRE(::kill(pid_c, SIGKILL) == 0);
   for (int i = 0; i < 1200 && !fs::exists(first / "PREEMPTED"); ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
