@@ -10,6 +10,7 @@
 
 #include "dtrainer/core/error.h"
 #include "dtrainer/core/file_io.h"
+#include "dtrainer/train/job_file.h"
 
 namespace fs = std::filesystem;
 
@@ -100,14 +101,7 @@ class Fields {
 
 // A TOML value as the text a job file holds (strings quoted, numbers in full precision).
 std::string value_text(const toml::node& n, const std::string& where) {
-  if (const auto* s = n.as_string()) {
-    std::string out = "\"";
-    for (char c : s->get()) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    return out + "\"";
-  }
+  if (const auto* s = n.as_string()) return train::toml_string(s->get());
   if (const auto* i = n.as_integer()) return std::to_string(i->get());
   if (const auto* b = n.as_boolean()) return b->get() ? "true" : "false";
   if (const auto* f = n.as_floating_point()) {

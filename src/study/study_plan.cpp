@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <initializer_list>
 #include <map>
 #include <set>
 #include <thread>
@@ -75,15 +76,6 @@ std::string unquoted(const std::string& value) {
   return value;
 }
 
-std::string quoted(const std::string& v) {
-  std::string out = "\"";
-  for (char c : v) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out + "\"";
-}
-
 // A run's job file being put together: keys in first-set order, model_set merged by field.
 class JobText {
  public:
@@ -129,7 +121,7 @@ class JobText {
     if (!model_set_.empty()) {
       out += "model_set = [";
       for (size_t i = 0; i < model_set_.size(); ++i)
-        out += (i ? ", " : "") + quoted(model_set_[i].first + "=" + model_set_[i].second);
+        out += (i ? ", " : "") + train::toml_string(model_set_[i].first + "=" + model_set_[i].second);
       out += "]\n";
     }
     return out;
@@ -160,29 +152,20 @@ bool sets(const std::vector<Setting>& a, const std::vector<Setting>& b, const st
   return false;
 }
 
-std::string gflops_text(double g) {
+// `v` in the first of `units` (largest first) that it reaches, to 3 significant digits; below them
+// all, as it is with `small` (a format) after it.
+std::string scaled(double v, std::initializer_list<std::pair<double, const char*>> units, const char* small) {
   char buf[32];
-  if (g >= 1e6)
-    std::snprintf(buf, sizeof buf, "%.3g PF", g / 1e6);
-  else if (g >= 1e3)
-    std::snprintf(buf, sizeof buf, "%.3g TF", g / 1e3);
-  else
-    std::snprintf(buf, sizeof buf, "%.3g GF", g);
+  for (const auto& [size, suffix] : units)
+    if (v >= size) {
+      std::snprintf(buf, sizeof buf, "%.3g %s", v / size, suffix);
+      return buf;
+    }
+  std::snprintf(buf, sizeof buf, small, v);
   return buf;
 }
-
-std::string count_text(double n) {
-  char buf[32];
-  if (n >= 1e9)
-    std::snprintf(buf, sizeof buf, "%.3g B", n / 1e9);
-  else if (n >= 1e6)
-    std::snprintf(buf, sizeof buf, "%.3g M", n / 1e6);
-  else if (n >= 1e3)
-    std::snprintf(buf, sizeof buf, "%.3g k", n / 1e3);
-  else
-    std::snprintf(buf, sizeof buf, "%.0f", n);
-  return buf;
-}
+std::string gflops_text(double g) { return scaled(g, {{1e6, "PF"}, {1e3, "TF"}}, "%.3g GF"); }
+std::string count_text(double n) { return scaled(n, {{1e9, "B"}, {1e6, "M"}, {1e3, "k"}}, "%.0f"); }
 
 // What makes two runs the same run: the resolved configuration (its name and directory aside) and
 // the resolved model (every UNet field; a transformer's overrides as given, sorted).
@@ -262,8 +245,8 @@ StudyPlan plan_study(const Study& study, const PlanOptions& options) {
         }
       };
       const fs::path run_dir = study.dir / "runs" / name;
-      job.put("name", quoted(study.name + "-" + name));
-      job.put("run_dir", quoted(run_dir.string()));
+      job.put("name", train::toml_string(study.name + "-" + name));
+      job.put("run_dir", train::toml_string(run_dir.string()));
       train::TrainConfig c = read(job);
       train::DataPlan data;
       train::StartupPlan sp;
@@ -281,8 +264,8 @@ StudyPlan plan_study(const Study& study, const PlanOptions& options) {
         const int64_t steps = iso_compute_steps(study.budget.compute_gflops, c.global_batch, sp.gflops_per_sample_s1,
                                                 study.budget.round_to);
         job.put("steps", std::to_string(steps));
+        c.steps = steps;  // (the schedule below needs it; the full read follows)
       }
-      c = read(job);
       std::vector<int64_t> evals;
       if (study.eval.schedule == EvalSchedule::kGeometric) {
         evals = geometric_eval_steps(c.steps, study.eval.points, study.eval.ratio);

@@ -72,6 +72,15 @@ std::vector<JobItem> parse_job_toml(const std::string& text, const std::string& 
   return items;
 }
 
+std::string toml_string(const std::string& v) {
+  std::string out = "\"";
+  for (char ch : v) {
+    if (ch == '"' || ch == '\\') out += '\\';
+    out += ch;
+  }
+  return out + "\"";
+}
+
 std::vector<JobItem> read_job_file(const std::string& path) { return parse_job_toml(read_file(path), path); }
 
 }  // namespace dtrainer::train

@@ -35,14 +35,7 @@ std::string names(const std::string& snake) {
 }
 
 // TOML values, written so that CLI11 reads them back to the same field.
-std::string toml_value(const std::string& v) {
-  std::string out = "\"";
-  for (char ch : v) {
-    if (ch == '"' || ch == '\\') out += '\\';
-    out += ch;
-  }
-  return out + "\"";
-}
+std::string toml_value(const std::string& v) { return toml_string(v); }
 std::string toml_value(double v) {
   char buf[40];
   std::snprintf(buf, sizeof buf, "%.17g", v);

@@ -20,6 +20,9 @@ struct JobItem {
 // Parses TOML text (`source` names it in errors). Throws Error("FILE:LINE:COLUMN", what).
 std::vector<JobItem> parse_job_toml(const std::string& text, const std::string& source);
 
+// `v` as a TOML basic string ("...", quotes and backslashes escaped), as job files hold it.
+std::string toml_string(const std::string& v);
+
 // Reads and parses a job file.
 std::vector<JobItem> read_job_file(const std::string& path);
 
