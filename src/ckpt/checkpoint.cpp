@@ -7,7 +7,6 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <cerrno>
 
@@ -109,7 +108,7 @@ SaveResult save(const std::string& root_s, int64_t step, const parallel::Sharded
   int64_t bytes = 0;
   for (size_t u = 0; u < params.num_units(); ++u) {
     const parallel::UnitShard s = params.unit_shard(u);
-    bytes += s.numel * 4 * (s.ema.defined() ? 4 : 3);
+    bytes += s.numel * 4 * static_cast<int64_t>(3 + s.averages.size());
   }
   int already = 0;
   const auto remove_tmp = [&] {
@@ -164,7 +163,7 @@ SaveResult save(const std::string& root_s, int64_t step, const parallel::Sharded
   for (const auto& s : shards) {
     units.push_back({{"name", s.name}, {"numel", s.numel}});
     std::vector<std::pair<const char*, const torch::Tensor*>> kinds = {{"params", &s.params}, {"m", &s.m}, {"v", &s.v}};
-    if (s.ema.defined()) kinds.push_back({"ema", &s.ema});
+    for (size_t a = 0; a < s.averages.size(); ++a) kinds.push_back({params.average_names()[a].c_str(), &s.averages[a]});
     for (const auto& [kind, t] : kinds) {
       names.push_back("units/" + s.name + "/" + kind);
       slices.push_back({&s, t});
@@ -194,20 +193,12 @@ SaveResult save(const std::string& root_s, int64_t step, const parallel::Sharded
   try {
     parallel::agree(comm, [&] {
       if (rank != 0) return;
-      nlohmann::json checksums = nlohmann::json::object();
-      for (size_t d = 0; d < names.size(); ++d) {
-        uint32_t crc = 0;
-        for (int r = 0; r < params.world(); ++r) {
-          const uint64_t* rs = all.data() + static_cast<size_t>(r) * sums.size();
-          crc = static_cast<uint32_t>(
-              crc32_combine(crc, static_cast<uLong>(rs[2 * d]), static_cast<z_off_t>(rs[2 * d + 1])));
-        }
-        checksums[names[d]] = crc_text(crc);
-      }
+      const nlohmann::json checksums = combine_checksums(names, all, params.world());
       nlohmann::json m = meta;
       m["step"] = step;
       m["saved_by_world_size"] = params.world();
       m["units"] = units;
+      m["averages"] = params.average_names();
       m["optimizer_steps"] = params.steps();
       m["layout"] = layout_to_json(layout);
       m["checksums"] = checksums;
@@ -311,10 +302,23 @@ nlohmann::json load_checkpoint(const std::string& dir, parallel::ShardedParamete
     const torch::Tensor p = ck.read(mine.name, "params", mine.numel);
     const torch::Tensor m = ck.read(mine.name, "m", mine.numel);
     const torch::Tensor v = ck.read(mine.name, "v", mine.numel);
-    torch::Tensor ema;
-    if (mine.ema.defined())  // a checkpoint saved without EMA: the EMA starts from the weights
-      ema = ck.has(mine.name, "ema") ? ck.read(mine.name, "ema", mine.numel) : p.clone();
-    params.load_unit(u, p, m, v, ema);
+    std::vector<torch::Tensor> averages;
+    for (const std::string& kind : params.average_names()) {
+      if (ck.has(mine.name, kind)) {
+        averages.push_back(ck.read(mine.name, kind, mine.numel));
+      } else if (kind == "ema") {  // a checkpoint saved without EMA: the EMA starts from the weights
+        averages.push_back(p.clone());
+      } else {  // a power-function profile averages from image 0: it cannot start halfway
+        const std::vector<std::string> saved = ck.averages();
+        std::string list;
+        for (const auto& s : saved) list += (list.empty() ? "" : ", ") + s;
+        throw Error(ck.state_file(), "has no " + kind + " profile (it kept " + (list.empty() ? "none" : list) +
+                                         "); a power-function EMA averages from the first image on, so it cannot "
+                                         "start in a resumed run: resume with the phema_sigma_rel it was trained "
+                                         "with, or start a new run");
+      }
+    }
+    params.load_unit(u, p, m, v, averages);
   }
   params.set_steps(ck.meta().value("optimizer_steps", int64_t{0}));
   return ck.meta();

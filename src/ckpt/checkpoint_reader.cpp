@@ -106,6 +106,17 @@ bool CheckpointReader::has_ema() const {
   return !all.empty();
 }
 
+std::vector<std::string> CheckpointReader::averages() const {
+  if (!meta_.contains("averages")) return has_ema() ? std::vector<std::string>{"ema"} : std::vector<std::string>{};
+  const auto& a = meta_["averages"];
+  std::vector<std::string> out;
+  if (a.is_array())
+    for (const auto& n : a)
+      if (n.is_string()) out.push_back(n.get<std::string>());
+  if (!a.is_array() || out.size() != a.size()) throw Error(dir_ + "/meta.json", "'averages' is not a list of names");
+  return out;
+}
+
 bool CheckpointReader::has_checksums() const { return meta_.contains("checksums") && meta_["checksums"].is_object(); }
 
 std::string CheckpointReader::checksum_problem(const std::string& unit, const std::string& kind,

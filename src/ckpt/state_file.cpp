@@ -24,10 +24,14 @@ namespace fs = std::filesystem;
 namespace dtrainer::ckpt {
 
 std::vector<std::pair<int64_t, fs::path>> complete_checkpoint_paths(const fs::path& root) {
+  return complete_numbered_dirs(root, "step_");
+}
+
+std::vector<std::pair<int64_t, fs::path>> complete_numbered_dirs(const fs::path& root, const std::string& prefix) {
   std::vector<std::pair<int64_t, fs::path>> out;
   std::error_code ec;
   if (!fs::is_directory(root, ec)) return out;
-  const std::regex name("step_([0-9]+)");
+  const std::regex name(prefix + "([0-9]+)");
   for (const auto& e : fs::directory_iterator(root)) {
     std::smatch m;
     const std::string n = e.path().filename().string();
@@ -54,6 +58,22 @@ std::string crc_text(uint32_t crc) {
   char buf[24];
   std::snprintf(buf, sizeof buf, "crc32:%08x", crc);
   return buf;
+}
+
+nlohmann::json combine_checksums(const std::vector<std::string>& names, const std::vector<uint64_t>& gathered,
+                                 int world) {
+  nlohmann::json checksums = nlohmann::json::object();
+  const size_t per_rank = 2 * names.size();
+  for (size_t d = 0; d < names.size(); ++d) {
+    uint32_t crc = 0;
+    for (int r = 0; r < world; ++r) {
+      const uint64_t* rs = gathered.data() + static_cast<size_t>(r) * per_rank;
+      crc =
+          static_cast<uint32_t>(crc32_combine(crc, static_cast<uLong>(rs[2 * d]), static_cast<z_off_t>(rs[2 * d + 1])));
+    }
+    checksums[names[d]] = crc_text(crc);
+  }
+  return checksums;
 }
 
 // The innermost messages of HDF5's error stack (the library's own cause: "No space left on
@@ -105,8 +125,32 @@ std::pair<int64_t, int64_t> my_slice(const parallel::UnitShard& s, int rank) {
   return {first, std::max<int64_t>(0, std::min<int64_t>(s.shard, s.numel - first))};
 }
 
+hid_t h5_float_type(torch::ScalarType dtype) {
+  auto make = [](size_t spos, size_t epos, size_t esize, size_t msize, size_t ebias) {
+    std::lock_guard<std::mutex> lock(data::hdf5_mutex());
+    const hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+    H5Tset_fields(t, spos, epos, esize, 0, msize);
+    H5Tset_size(t, 2);
+    H5Tset_precision(t, 16);
+    H5Tset_ebias(t, ebias);
+    return t;
+  };
+  switch (dtype) {
+    case torch::kFloat32: return H5T_IEEE_F32LE;
+    case torch::kFloat16: {
+      static const hid_t half = make(15, 10, 5, 10, 15);
+      return half;
+    }
+    case torch::kBFloat16: {
+      static const hid_t bf16 = make(15, 7, 8, 7, 127);
+      return bf16;
+    }
+    default: throw Error("state file", std::string("no HDF5 type for ") + c10::toString(dtype));
+  }
+}
+
 std::vector<uint64_t> lay_out_state_file(const std::string& path, const std::vector<std::string>& names,
-                                         const StateSlices& slices) {
+                                         const StateSlices& slices, hid_t type) {
   std::lock_guard<std::mutex> lock(data::hdf5_mutex());  // (the loaders' threads wait meanwhile)
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   const hid_t file = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
@@ -121,7 +165,7 @@ std::vector<uint64_t> lay_out_state_file(const std::string& path, const std::vec
   for (size_t d = 0; d < names.size() && failure.empty(); ++d) {
     const hsize_t n = static_cast<hsize_t>(slices[d].first->numel);
     const hid_t space = H5Screate_simple(1, &n, nullptr);
-    const hid_t dset = H5Dcreate2(file, names[d].c_str(), H5T_IEEE_F32LE, space, lcpl, dcpl, H5P_DEFAULT);
+    const hid_t dset = H5Dcreate2(file, names[d].c_str(), type, space, lcpl, dcpl, H5P_DEFAULT);
     H5Sclose(space);
     const haddr_t at = dset >= 0 ? H5Dget_offset(dset) : HADDR_UNDEF;
     if (dset >= 0) H5Dclose(dset);
@@ -160,9 +204,10 @@ std::vector<uint64_t> write_my_slices(const std::string& path, const std::vector
     const auto [first, count] = my_slice(*slices[d].first, rank);
     // (shards on a GPU: a host copy; the host is little-endian, as the datasets are: F32LE)
     const torch::Tensor data = slices[d].second->narrow(0, 0, count).to(torch::kCPU).contiguous();
+    const int64_t size = static_cast<int64_t>(data.element_size());
     const auto* p = static_cast<const char*>(data.data_ptr());
-    int64_t left = count * 4;
-    off_t at = static_cast<off_t>(offsets[d] + static_cast<uint64_t>(first) * 4);
+    int64_t left = count * size;
+    off_t at = static_cast<off_t>(offsets[d] + static_cast<uint64_t>(first * size));
     while (left > 0) {
       const ssize_t n = ::pwrite(fd, p, static_cast<size_t>(std::min<int64_t>(left, int64_t{1} << 30)), at);
       if (n < 0 && errno == EINTR) continue;
@@ -175,8 +220,8 @@ std::vector<uint64_t> write_my_slices(const std::string& path, const std::vector
       left -= n;
       at += n;
     }
-    sums.push_back(count > 0 ? crc_of(data.data_ptr(), count * 4) : 0u);
-    sums.push_back(static_cast<uint64_t>(count * 4));
+    sums.push_back(count > 0 ? crc_of(data.data_ptr(), count * size) : 0u);
+    sums.push_back(static_cast<uint64_t>(count * size));
   }
   if (failure.empty() && ::fsync(fd) != 0) failure = "cannot sync to disk: " + errno_message(errno);
   if (::close(fd) != 0 && failure.empty()) failure = "cannot write (close): " + errno_message(errno);

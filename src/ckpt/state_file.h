@@ -12,18 +12,26 @@
 #include <utility>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <torch/types.h>
 
 #include "dtrainer/parallel/sharded_params.h"
 
 namespace dtrainer::ckpt {
 
+// Every complete directory <prefix><N> (with its COMPLETE marker) under `root`, by N.
+std::vector<std::pair<int64_t, std::filesystem::path>> complete_numbered_dirs(const std::filesystem::path& root,
+                                                                              const std::string& prefix);
 // Every complete checkpoint (step_N with its COMPLETE marker) under `root`, oldest first.
 std::vector<std::pair<int64_t, std::filesystem::path>> complete_checkpoint_paths(const std::filesystem::path& root);
 
 // CRC-32 (zlib's) of `bytes` bytes, continuing `crc`; as meta.json records it ("crc32:0123abcd").
 uint32_t crc_of(const void* data, int64_t bytes, uint32_t crc = 0);
 std::string crc_text(uint32_t crc);
+// meta.json's "checksums": each dataset's CRC combined over the ranks' slices in rank order, from
+// every rank's write_my_slices result gathered to one vector (world x 2 x names).
+nlohmann::json combine_checksums(const std::vector<std::string>& names, const std::vector<uint64_t>& gathered,
+                                 int world);
 
 // The innermost messages of HDF5's error stack (the library's own cause: "No space left on
 // device", an MPI-IO error), for messages that say why, not only what.
@@ -41,15 +49,21 @@ std::pair<int64_t, int64_t> my_slice(const parallel::UnitShard& s, int rank);
 // The datasets to write: each name with its unit's shard and the tensor of this rank's slice.
 using StateSlices = std::vector<std::pair<const parallel::UnitShard*, const torch::Tensor*>>;
 
-// Rank 0: creates `path` with one contiguous fp32 dataset per name, its storage allocated at
-// creation and never filled (the ranks write every byte of it), closes it, and reserves the file's
-// bytes on disk where the file system can (so a full disk is found here, not in the ranks' writes).
-// Returns each dataset's byte offset in the file.
+// Rank 0: creates `path` with one contiguous dataset per name (of HDF5 type `type`: fp32, or the
+// 16-bit floats below), its storage allocated at creation and never filled (the ranks write every
+// byte of it), closes it, and reserves the file's bytes on disk where the file system can (so a
+// full disk is found here, not in the ranks' writes). Returns each dataset's byte offset in the file.
 std::vector<uint64_t> lay_out_state_file(const std::string& path, const std::vector<std::string>& names,
-                                         const StateSlices& slices);
+                                         const StateSlices& slices, hid_t type = H5T_IEEE_F32LE);
+
+// The HDF5 file type of fp32 (H5T_IEEE_F32LE), IEEE half (which h5py reads as numpy's float16)
+// and bfloat16, little-endian; the 16-bit ones are built once and live until exit.
+hid_t h5_float_type(torch::ScalarType dtype);
 
 // Every rank: its slice of every dataset at the dataset's offset, synced; returns (crc, bytes) of
-// each slice. Throws (locally) naming the file, the dataset and the cause.
+// each slice. The slices' element size is the datasets' (4 bytes for fp32, 2 for the 16-bit
+// types: the tensors' raw little-endian bytes are written). Throws (locally) naming the file, the
+// dataset and the cause.
 std::vector<uint64_t> write_my_slices(const std::string& path, const std::vector<std::string>& names,
                                       const StateSlices& slices, const std::vector<uint64_t>& offsets, int rank);
 

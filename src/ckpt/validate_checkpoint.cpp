@@ -1,5 +1,7 @@
 #include "dtrainer/ckpt/validate_checkpoint.h"
 
+#include <algorithm>
+
 #include <torch/torch.h>
 
 #include "dtrainer/ckpt/checkpoint.h"
@@ -28,9 +30,17 @@ std::vector<std::string> validate_checkpoint(const CheckpointReader& ck, bool va
   if (ema && with_ema != static_cast<int64_t>(units.size()))
     problems.push_back(std::to_string(with_ema) + " of " + std::to_string(units.size()) +
                        " units have an EMA dataset (all or none)");
+  std::vector<std::string> averages;
+  try {
+    averages = ck.averages();
+  } catch (const Error& e) {
+    problems.push_back(e.what());
+  }
+  if (ema && std::find(averages.begin(), averages.end(), "ema") == averages.end())
+    averages.insert(averages.begin(), "ema");
   for (const auto& [unit, numel] : units) {
     std::vector<std::string> kinds{"params", "m", "v"};
-    if (ema) kinds.push_back("ema");
+    kinds.insert(kinds.end(), averages.begin(), averages.end());
     for (const auto& kind : kinds) {
       const std::string name = "units/" + unit + "/" + kind;
       const int64_t n = ck.stored_length(unit, kind);

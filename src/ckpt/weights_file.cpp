@@ -21,22 +21,29 @@ WeightsSource parse_weights_source(const std::string& field, const std::string& 
   return name_table(WeightsSource{}).parse(field, text);
 }
 
+namespace {
+// The dataset a weights source means in `ck`: params, or the first weight average the run kept
+// (its EMA, or its first power-function profile: what the trainer sampled with).
+std::string weights_kind(const CheckpointReader& ck, WeightsSource source) {
+  const std::vector<std::string> averages = ck.averages();
+  switch (source) {
+    case WeightsSource::kParams: return "params";
+    case WeightsSource::kAuto: return averages.empty() ? "params" : averages.front();
+    case WeightsSource::kEma: break;
+  }
+  if (averages.empty())
+    throw Error(ck.state_file(),
+                "has no EMA weights (the run had ema_decay = 0 and no phema profiles); use the trained ones (params)");
+  return averages.front();
+}
+}  // namespace
+
 ExportSummary export_weights(const std::string& checkpoint_dir, const std::string& out, const ExportOptions& options) {
   if (options.dtype != torch::kFloat32 && options.dtype != torch::kBFloat16 && options.dtype != torch::kFloat16)
     throw Error("dtype", "weights are exported as F32, BF16 or F16");
   const CheckpointReader ck(checkpoint_dir);
   const std::vector<models::UnitLayout> layout = ck.layout();
-  const bool all_ema = ck.has_ema();
-  std::string kind;
-  switch (options.source) {
-    case WeightsSource::kAuto: kind = all_ema ? "ema" : "params"; break;
-    case WeightsSource::kParams: kind = "params"; break;
-    case WeightsSource::kEma:
-      if (!all_ema)
-        throw Error(ck.state_file(), "has no EMA weights (the run had ema_decay = 0); export --weights params instead");
-      kind = "ema";
-      break;
-  }
+  const std::string kind = weights_kind(ck, options.source);
 
   ExportSummary summary;
   summary.source = kind;
@@ -70,11 +77,7 @@ std::string load_checkpoint_weights(const std::string& checkpoint_dir, WeightsSo
                                     torch::nn::Module& module) {
   const CheckpointReader ck(checkpoint_dir);
   const std::vector<models::UnitLayout> layout = ck.layout();
-  std::string kind = source == WeightsSource::kEma      ? "ema"
-                     : source == WeightsSource::kParams ? "params"
-                                                        : (ck.has_ema() ? "ema" : "params");
-  if (kind == "ema" && !ck.has_ema())
-    throw Error(ck.state_file(), "has no EMA weights (the run had ema_decay = 0); use the trained ones (params)");
+  const std::string kind = weights_kind(ck, source);
   auto params = module.named_parameters(/*recurse=*/true);
   size_t seen = 0;
   torch::NoGradGuard no_grad;

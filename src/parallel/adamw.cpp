@@ -1,5 +1,6 @@
 #include "dtrainer/parallel/adamw.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <Kokkos_Core.hpp>
@@ -23,6 +24,42 @@ void ensure_kokkos() {
   }
 }
 
+// AdamW on element i of flat host arrays (PyTorch semantics: decoupled weight decay, then the
+// bias-corrected Adam step); returns the updated parameter.
+struct AdamWElement {
+  float* p;
+  const float* g;
+  float *m, *v;
+  float b1, b2, decay, scale, step_size, inv_sqrt_bc2, eps;
+  float operator()(int64_t i) const {
+    const float gi = g[i] * scale;
+    const float mi = b1 * m[i] + (1 - b1) * gi;
+    const float vi = b2 * v[i] + (1 - b2) * gi * gi;
+    const float pi = p[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+    m[i] = mi;
+    v[i] = vi;
+    p[i] = pi;
+    return pi;
+  }
+};
+
+// Up to four weight averages updated in the same loop as AdamW: each updated value goes straight
+// from a register into every average (one read and write of each average, no re-read of param).
+constexpr size_t kFusedAverages = 4;
+struct FusedAverages {
+  float* a[kFusedAverages];
+  float d[kFusedAverages];
+};
+
+template <int NA>
+void run_update(int64_t n, const AdamWElement& update, const FusedAverages& av) {
+  Kokkos::parallel_for(NA == 0 ? "adamw_step" : "adamw_step_averaged",
+                       Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, n), [=](int64_t i) {
+                         const float pi = update(i);
+                         for (int k = 0; k < NA; ++k) av.a[k][i] = av.d[k] * av.a[k][i] + (1 - av.d[k]) * pi;
+                       });
+}
+
 void check_flat(const torch::Tensor& t, int64_t n, torch::ScalarType dtype, const char* name) {
   if (!t.defined() || t.dim() != 1 || t.numel() != n || !t.is_contiguous() || t.scalar_type() != dtype)
     throw Error(std::string("adamw.") + name, "expected a contiguous flat " + std::string(c10::toString(dtype)) +
@@ -32,13 +69,15 @@ void check_flat(const torch::Tensor& t, int64_t n, torch::ScalarType dtype, cons
 }  // namespace
 
 void adamw_step(torch::Tensor param, const torch::Tensor& grad, torch::Tensor m, torch::Tensor v, int64_t step,
-                const AdamWConfig& c, double grad_scale, torch::Tensor bf16_copy) {
+                const AdamWConfig& c, double grad_scale, torch::Tensor bf16_copy,
+                const std::vector<WeightAverage>& averages) {
   const int64_t n = param.numel();
   check_flat(param, n, torch::kFloat32, "param");
   check_flat(grad, n, torch::kFloat32, "grad");
   check_flat(m, n, torch::kFloat32, "exp_avg");
   check_flat(v, n, torch::kFloat32, "exp_avg_sq");
   if (bf16_copy.defined()) check_flat(bf16_copy, n, torch::kBFloat16, "bf16_copy");
+  for (const WeightAverage& a : averages) check_flat(a.avg, n, torch::kFloat32, "average");
   if (step < 1) throw Error("adamw.step", "steps count from 1");
   const double bc1 = 1 - std::pow(c.beta1, static_cast<double>(step)),
                bc2 = 1 - std::pow(c.beta2, static_cast<double>(step));
@@ -53,23 +92,35 @@ void adamw_step(torch::Tensor param, const torch::Tensor& grad, torch::Tensor m,
     v.mul_(b2).addcmul_(g, g, 1 - b2);
     param.addcdiv_(m, v.sqrt().mul_(inv_sqrt_bc2).add_(eps), -step_size);
     if (bf16_copy.defined()) bf16_copy.copy_(param);
+    for (const WeightAverage& a : averages) ema_update(a.avg, param, a.decay);
     return;
   }
   ensure_kokkos();
-  float* p = param.data_ptr<float>();
-  const float* gp = grad.data_ptr<float>();
-  float* mp = m.data_ptr<float>();
-  float* vp = v.data_ptr<float>();
-  Kokkos::parallel_for("adamw_step", Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, n), [=](int64_t i) {
-    const float g = gp[i] * scale;
-    const float mi = b1 * mp[i] + (1 - b1) * g;
-    const float vi = b2 * vp[i] + (1 - b2) * g * g;
-    // decoupled weight decay, then the bias-corrected Adam step (PyTorch AdamW)
-    const float pi = p[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
-    mp[i] = mi;
-    vp[i] = vi;
-    p[i] = pi;
-  });
+  const AdamWElement update{param.data_ptr<float>(),
+                            grad.data_ptr<float>(),
+                            m.data_ptr<float>(),
+                            v.data_ptr<float>(),
+                            b1,
+                            b2,
+                            decay,
+                            scale,
+                            step_size,
+                            inv_sqrt_bc2,
+                            eps};
+  const size_t fused = std::min(averages.size(), kFusedAverages);
+  FusedAverages av{};
+  for (size_t k = 0; k < fused; ++k) {
+    av.a[k] = averages[k].avg.data_ptr<float>();
+    av.d[k] = static_cast<float>(averages[k].decay);
+  }
+  switch (fused) {  // (the count a compile-time constant: the inner loop unrolls and vectorises)
+    case 0: run_update<0>(n, update, av); break;
+    case 1: run_update<1>(n, update, av); break;
+    case 2: run_update<2>(n, update, av); break;
+    case 3: run_update<3>(n, update, av); break;
+    default: run_update<4>(n, update, av); break;
+  }
+  for (size_t k = fused; k < averages.size(); ++k) ema_update(averages[k].avg, param, averages[k].decay);
   if (bf16_copy.defined()) bf16_copy.copy_(param);  // a separate vectorised pass keeps the update loop branch-free
 }
 

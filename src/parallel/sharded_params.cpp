@@ -8,6 +8,7 @@
 #include <torch/torch.h>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/parallel/power_ema.h"
 #include "flat_unit.h"
 
 namespace dtrainer::parallel {
@@ -16,6 +17,30 @@ torch::ScalarType scalar_type(ComputeDtype d) { return d == ComputeDtype::kBf16 
 torch::ScalarType parse_compute_dtype(const std::string& field, const std::string& text) {
   return scalar_type(name_table(ComputeDtype{}).parse(field, text));
 }
+
+std::vector<std::string> average_names(const ShardingConfig& c) {
+  std::vector<std::string> names;
+  if (c.ema_decay > 0) names.push_back("ema");
+  for (const double s : c.phema_sigma_rel) {
+    phema_gamma(s);  // (the range check)
+    names.push_back(phema_name(s));
+  }
+  for (size_t i = 0; i < names.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      if (names[i] == names[j]) throw Error("phema_sigma_rel", "the profile " + names[i] + " is listed twice");
+  return names;
+}
+
+namespace {
+// The decays until the trainer sets them: the EMA's, and NaN for the profiles (whose beta depends
+// on the images seen: a step without it set is an error, not a silent copy of the weights).
+std::vector<double> average_decays(const ShardingConfig& c) {
+  std::vector<double> decays;
+  if (c.ema_decay > 0) decays.push_back(c.ema_decay);
+  for (size_t i = 0; i < c.phema_sigma_rel.size(); ++i) decays.push_back(std::nan(""));
+  return decays;
+}
+}  // namespace
 
 // An in-flight reduction of one unit: reduce-scatter (zero2/3) lands in `recv` and is added to the
 // unit's gradient shard when complete; all-reduce works in place.
@@ -45,7 +70,7 @@ ShardedParameters::ShardedParameters(models::UnitModel& model, Communicator* com
       comm_(comm),
       config_(config),
       policy_(ShardingPolicy::of(config.strategy)),
-      optimizer_(config.adamw, config.ema_decay) {
+      optimizer_(config.adamw, parallel::average_names(config), average_decays(config)) {
   rank_ = comm ? comm->rank() : 0;
   world_ = comm ? comm->world() : 1;
   const std::vector<models::ModelUnit> units = model.units();
@@ -296,9 +321,10 @@ ShardedMemory ShardedParameters::memory() const {
     m.param_bytes += bytes(u.full) + bytes(u.master) + bytes(u.compute_shard);
     m.grad_bytes += bytes(u.grad);
     m.optimizer_state_bytes += bytes(s.m) + bytes(s.v);
-    m.ema_bytes += bytes(s.ema);
+    for (const auto& a : s.averages) m.ema_bytes += bytes(a);
   }
-  m.transient_unit_bytes = policy_.memory(padded, world_, low_precision(), optimizer_.ema_on()).transient_unit_bytes;
+  const int averages = static_cast<int>(optimizer_.average_names().size());
+  m.transient_unit_bytes = policy_.memory(padded, world_, low_precision(), averages).transient_unit_bytes;
   return m;
 }
 
@@ -310,20 +336,24 @@ UnitShard ShardedParameters::unit_shard(size_t i) const {
   s.params = mine(u.master);
   s.m = mine(st.m);
   s.v = mine(st.v);
-  if (st.ema.defined()) s.ema = mine(st.ema);
+  for (const auto& a : st.averages) s.averages.push_back(mine(a));
   return s;
 }
 
 void ShardedParameters::load_unit(size_t i, const torch::Tensor& params, const torch::Tensor& m, const torch::Tensor& v,
-                                  const torch::Tensor& ema) {
+                                  const std::vector<torch::Tensor>& averages) {
   FlatUnit& u = *units_.at(i);
   ShardOptimizer::State& st = optimizer_.state(i);
   for (const auto* t : {&params, &m, &v})
     if (!t->defined() || t->numel() != u.numel)
       throw Error("sharding", "unit " + u.name + ": state has " + std::to_string(t->defined() ? t->numel() : 0) +
                                   " elements, the model's unit has " + std::to_string(u.numel));
-  if (st.ema.defined() && (!ema.defined() || ema.numel() != u.numel))
-    throw Error("sharding", "unit " + u.name + ": EMA is on but the state has no EMA of the right size");
+  if (averages.size() != st.averages.size())
+    throw Error("sharding", "unit " + u.name + ": " + std::to_string(averages.size()) + " weight averages for the " +
+                                std::to_string(st.averages.size()) + " kept");
+  for (size_t a = 0; a < averages.size(); ++a)
+    if (!averages[a].defined() || averages[a].numel() != u.numel)
+      throw Error("sharding", "unit " + u.name + ": weight average " + average_names()[a] + " has the wrong size");
   torch::NoGradGuard no_grad;
   // Padded full-length copy, then this rank's part of it.
   auto mine = [&](const torch::Tensor& t) {
@@ -332,7 +362,7 @@ void ShardedParameters::load_unit(size_t i, const torch::Tensor& params, const t
   };
   st.m.copy_(mine(m));
   st.v.copy_(mine(v));
-  if (st.ema.defined()) st.ema.copy_(mine(ema));
+  for (size_t a = 0; a < averages.size(); ++a) st.averages[a].copy_(mine(averages[a]));
   // Every rank has the full parameters here: no communication needed to set what the model uses.
   torch::Tensor p = torch::zeros({u.padded});
   p.narrow(0, 0, u.numel).copy_(params.reshape({-1}));
@@ -378,9 +408,9 @@ std::vector<torch::Tensor> ShardedParameters::update_gradients() const {
 torch::Tensor ShardedParameters::gather_unit(size_t i, bool ema) const {
   const FlatUnit& u = *units_.at(i);
   const ShardOptimizer::State& st = optimizer_.state(i);
-  if (ema && !st.ema.defined()) throw Error("sharding", "gather_unit: EMA is off");
+  if (ema && st.averages.empty()) throw Error("sharding", "gather_unit: no weight average is kept");
   if (!ema && !policy_.shard_parameters && !low_precision()) return u.full.narrow(0, 0, u.numel).clone();
-  return gather_full(u, ema ? st.ema : u.master);
+  return gather_full(u, ema ? st.averages.front() : u.master);
 }
 
 // `mine` is this rank's part of a unit-sized flat tensor (the whole of it when the state is whole).
@@ -398,7 +428,7 @@ UnitShard ShardedParameters::gather_unit_state(size_t i) const {
   const FlatUnit& u = *units_.at(i);
   const ShardOptimizer::State& st = optimizer_.state(i);
   UnitShard s{u.name, u.numel, u.padded, u.numel, gather_unit(i), gather_full(u, st.m), gather_full(u, st.v), {}};
-  if (st.ema.defined()) s.ema = gather_full(u, st.ema);
+  for (const auto& a : st.averages) s.averages.push_back(gather_full(u, a));
   return s;
 }
 
@@ -406,8 +436,9 @@ void ShardedParameters::swap_ema() {
   torch::NoGradGuard no_grad;
   for (size_t i = 0; i < units_.size(); ++i) {
     FlatUnit& u = *units_[i];
-    torch::Tensor& ema = optimizer_.state(i).ema;
-    if (!ema.defined()) throw Error("sharding", "swap_ema: EMA is off (ema_decay = 0)");
+    auto& averages = optimizer_.state(i).averages;
+    if (averages.empty()) throw Error("sharding", "swap_ema: no weight average is kept (ema_decay = 0, no profiles)");
+    torch::Tensor& ema = averages.front();
     torch::Tensor tmp = u.master.clone();
     u.master.copy_(ema);
     ema.copy_(tmp);

@@ -34,7 +34,7 @@ ShardingPolicy ShardingPolicy::of(ShardingStrategy s) {
   return p;
 }
 
-UnitBufferSizes ShardingPolicy::buffers(int64_t padded, int world, bool low_precision, bool ema) const {
+UnitBufferSizes ShardingPolicy::buffers(int64_t padded, int world, bool low_precision, int averages) const {
   const int64_t shard = padded / world;
   const int64_t state = shard_optimizer_state ? shard : padded;
   UnitBufferSizes b;
@@ -48,21 +48,21 @@ UnitBufferSizes ShardingPolicy::buffers(int64_t padded, int world, bool low_prec
   b.grad = shard_gradients ? shard : padded;
   b.packed_grad = shard_gradients ? padded : 0;
   b.optimizer = state;
-  b.ema = ema ? state : 0;
+  b.ema = averages > 0 ? state : 0;
   return b;
 }
 
 ShardedMemory ShardingPolicy::memory(const std::vector<int64_t>& padded_units, int world, bool low_precision,
-                                     bool ema) const {
+                                     int averages) const {
   const int64_t compute_bytes = low_precision ? 2 : 4;
   ShardedMemory m;
   for (const int64_t padded : padded_units) {
-    const UnitBufferSizes b = buffers(padded, world, low_precision, ema);
+    const UnitBufferSizes b = buffers(padded, world, low_precision, averages);
     m.padded_elements += padded;
     m.param_bytes += compute_bytes * (b.full + b.compute_shard) + 4 * b.master;
     m.grad_bytes += 4 * b.grad;
     m.optimizer_state_bytes += 4 * 2 * b.optimizer;
-    m.ema_bytes += 4 * b.ema;
+    m.ema_bytes += 4 * b.ema * averages;
     m.transient_unit_bytes = std::max({m.transient_unit_bytes, compute_bytes * b.gathered, 4 * b.packed_grad});
   }
   return m;

@@ -12,7 +12,8 @@ TrainingStackConfig training_stack_config(const TrainConfig& c, const StartupPla
   sc.sharding.strategy = c.sharding;
   sc.sharding.adamw = {c.lr, c.beta1, c.beta2, c.eps, c.weight_decay};
   sc.sharding.activation_checkpointing = c.activation_checkpointing;
-  sc.sharding.ema_decay = c.ema_decay;
+  sc.sharding.ema_decay = exponential_ema_decay(c);
+  sc.sharding.phema_sigma_rel = phema_profiles(c);
   sc.sharding.compute_dtype = parallel::scalar_type(c.compute_dtype);
   return sc;
 }

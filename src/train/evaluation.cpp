@@ -183,7 +183,7 @@ void Evaluation::sample_grid(const EvalModel& m, int64_t step) const {
     starts.push_back(diffusion::initial_noise(at::IntArrayRef(shape).slice(1), c_.seed, i));
   torch::Tensor images;
   {
-    EmaWeights ema(*m.params, c_.ema_decay > 0);
+    EmaWeights ema(*m.params, !m.params->average_names().empty());
     images = sample_images(sampler(m), torch::stack(starts), prompts_.text, prompts_.text_mask);
     ema.restore();
   }
@@ -212,7 +212,7 @@ void Evaluation::sample_grid(const EvalModel& m, int64_t step) const {
 
 nlohmann::json Evaluation::alignment(const EvalModel& m, int64_t step) const {
   const diffusion::TextPaddingConfig padding = text_padding_config(c_);
-  EmaWeights ema(*m.params, c_.ema_decay > 0);
+  EmaWeights ema(*m.params, !m.params->average_names().empty());
   nlohmann::json record = align_->evaluate(step, sampler(m), padding, comm_);
   ema.restore();
   return record;

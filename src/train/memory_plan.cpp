@@ -20,7 +20,8 @@ MemoryEstimate estimate_memory(const TrainConfig& c, const models::BackboneCost&
   const parallel::ShardingPolicy policy = parallel::ShardingPolicy::of(c.sharding);
   const bool bf16 = c.compute_dtype == parallel::ComputeDtype::kBf16;
   const int W = static_cast<int>(world);
-  const parallel::ShardedMemory s = policy.memory({parallel::padded_size(cost.params, W)}, W, bf16, c.ema_decay > 0);
+  const parallel::ShardedMemory s =
+      policy.memory({parallel::padded_size(cost.params, W)}, W, bf16, weight_average_count(c));
   MemoryEstimate m;
   m.params = static_cast<double>(s.param_bytes);
   m.grads = static_cast<double>(s.grad_bytes);

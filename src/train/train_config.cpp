@@ -334,8 +334,22 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
   opt(app, optim, "min_lr_ratio", c.min_lr_ratio, "cosine ends at lr x this", lines, probability);
   opt(app, optim, "max_grad_norm", c.max_grad_norm, "global gradient-norm clipping (<= 0: off)", lines,
       number_in(-kMax, kMax, false, " (0 turns clipping off)"));
-  opt(app, optim, "ema_decay", c.ema_decay, "EMA of the weights (0: off); samples use the EMA when on", lines,
+  choice(app, optim, "ema", c.ema,
+         "weight averaging: exponential (ema_decay), phema (EDM2's power-function profiles, reconstructed for any "
+         "sigma_rel after the run: dtckpt phema) or none; samples and evaluations use the first average kept",
+         lines);
+  opt(app, optim, "ema_decay", c.ema_decay, "ema = exponential: the EMA's decay (0: no EMA)", lines,
       number_in(0.0, 0.999999999));
+  opt(app, optim, "phema_sigma_rel", c.phema_sigma_rel,
+      "ema = phema: the profiles tracked, as widths relative to the training time (each in (0, 0.2887); EDM2: 0.05, "
+      "0.10)",
+      lines);
+  opt(app, optim, "phema_snapshot_images", c.phema_snapshot_images,
+      "ema = phema: images between snapshots of the profiles (a multiple of global_batch; 0: about 32 per run; EDM2: "
+      "8388608)",
+      lines, non_negative);
+  choice(app, optim, "phema_snapshot_dtype", c.phema_snapshot_dtype,
+         "ema = phema: how snapshots are stored (the training state stays fp32)", lines);
 
   const std::string diff = "Diffusion";
   choice(app, diff, "target", c.target, "what the model predicts", lines);
@@ -367,7 +381,8 @@ void check_job_items(const CLI::App& app, const std::vector<JobItem>& items, con
   // a list of one for a list: the rest is a type error, at its line).
   std::map<std::string, std::string> kinds;
   for (const JobItem& d : parse_job_toml(train_config_toml(TrainConfig{}), "defaults")) kinds[d.key] = d.kind;
-  for (const char* list : {"model_set", "data_weights", "eval_data", "data", "eval_steps"}) kinds[list] = "array";
+  for (const char* list : {"model_set", "data_weights", "eval_data", "data", "eval_steps", "phema_sigma_rel"})
+    kinds[list] = "array";
   for (const JobItem& item : items) {
     const std::string where = source + ":" + std::to_string(item.line) + ":" + std::to_string(item.column);
     const CLI::Option* o = app.get_option_no_throw("--" + item.key);
@@ -474,6 +489,7 @@ void validate_train_config(const TrainConfig& c, int world) {
   if (__builtin_mul_overflow(c.steps, c.global_batch, &samples))
     throw Error("steps", std::to_string(c.steps) + " steps x global_batch " + std::to_string(c.global_batch) +
                              " samples overflow a 64-bit counter");
+  validate_weight_averaging(c);
   if (c.watchdog_timeout > 0 && c.watchdog_min > c.watchdog_timeout)
     throw Error("watchdog_min", "exceeds watchdog_timeout (" + std::to_string(c.watchdog_min) + " > " +
                                     std::to_string(c.watchdog_timeout) + ")");

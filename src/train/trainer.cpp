@@ -1,11 +1,14 @@
 #include "dtrainer/train/trainer.h"
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "dtrainer/ckpt/phema_snapshot.h"
+#include "dtrainer/core/format_bytes.h"
 #include "dtrainer/core/log.h"
 #include "dtrainer/data/loader.h"
 #include "dtrainer/diffusion/objective.h"
@@ -76,6 +79,8 @@ class Trainer {
   }
   json with_axes(json record) const { return progress_.with_axes(std::move(record), plan_.cost.params); }
   void checkpoint(int64_t step);
+  // The power-function profiles' snapshot of `step`, when one is due (train/weight_averaging.h).
+  void snapshot(int64_t step);
   void finish();  // the end of the run: checkpoint, evaluation, samples, alignment, DONE
   int done();     // DONE written; 0
   // After a resume at step S: the evaluations due at S that the interrupted run did not write (it
@@ -89,11 +94,11 @@ class Trainer {
   const RunDirectory& dir_;
   const fs::path run_;
   const StartupPlan& plan_;
-  parallel::Watchdog* watchdog_;    // (watches start-up too: owned by tools/dtrainer.cpp)
-  MetricsLog metrics_;          // metrics.jsonl and TensorBoard's tb/
-  Evaluation eval_;             // held-out loss, samples, alignment
-  RunCheckpoints checkpoints_;  // resume and saves
-  TrainingStack stack_;         // model, communicator, sharded parameters and optimizer
+  parallel::Watchdog* watchdog_;  // (watches start-up too: owned by tools/dtrainer.cpp)
+  MetricsLog metrics_;            // metrics.jsonl and TensorBoard's tb/
+  Evaluation eval_;               // held-out loss, samples, alignment
+  RunCheckpoints checkpoints_;    // resume and saves
+  TrainingStack stack_;           // model, communicator, sharded parameters and optimizer
   std::unique_ptr<data::Loader> loader_;
   std::unique_ptr<diffusion::Objective> objective_;
   LrSchedule lr_;
@@ -128,6 +133,24 @@ void Trainer::checkpoint(int64_t step) {
           [&] { checkpoints_.save(progress_, loader_->state().to_json(), *stack_.params, stack_.layout, rt_.comm()); });
 }
 
+void Trainer::snapshot(int64_t step) {
+  if (!phema_snapshot_due(c_, step)) return;
+  resolve();
+  const torch::ScalarType dtype = c_.phema_snapshot_dtype == SnapshotDtype::kFp16   ? torch::kFloat16
+                                  : c_.phema_snapshot_dtype == SnapshotDtype::kBf16 ? torch::kBFloat16
+                                                                                    : torch::kFloat32;
+  const json identity = {{"seed", c_.seed}, {"model", c_.model}, {"model_set", c_.model_set}};
+  const auto t0 = Clock::now();
+  const ckpt::PhemaSnapshotSave r = watched("phema snapshot", step, [&] {
+    return ckpt::save_phema_snapshot((run_ / "phema").string(), step * c_.global_batch, step, *stack_.params,
+                                     stack_.layout, dtype, identity, s_.config_toml, rt_.comm());
+  });
+  char took[32];
+  std::snprintf(took, sizeof took, "%.3f s", seconds_since(t0));
+  log_info("phema snapshot " + r.dir + " (" + format_bytes(static_cast<double>(r.bytes)) + ", " + took + ")" +
+           (r.replaced ? ", replacing an earlier attempt's" : ""));
+}
+
 // One optimizer step over this rank's part of the global batch, in micro-batches. The batch is
 // prepared on the host (noise and dropout keyed per sample, as on every device) and moved to the
 // compute device; nothing here waits for the device. One MPI all-reduce carries the batch's
@@ -147,9 +170,11 @@ Trainer::StepResult Trainer::train_step(const data::Batch& batch, int64_t step) 
   StepResult r;
   torch::Tensor loss = loss_sum / static_cast<double>(accumulation);
   stack_.comm->all_reduce(loss, parallel::ReduceOp::kAvg);  // (on a GPU: queued on the device, not waited for)
-  const parallel::NamedFigures sums = parallel::NamedFigures{{"image_noun_pairs", batch.caption_nouns.sum().item<double>()},
-                                                     {"preempt", preemption_requested() ? 1.0 : 0.0}}
-                                      .reduced(rt_.comm(), parallel::HostOp::kSum);
+  const parallel::NamedFigures sums = parallel::NamedFigures{
+      {"image_noun_pairs", batch.caption_nouns.sum().item<double>()},
+      {"preempt", preemption_requested()
+                      ? 1.0
+                      : 0.0}}.reduced(rt_.comm(), parallel::HostOp::kSum);
   r.image_noun_pairs = sums["image_noun_pairs"];
   r.preempt = sums["preempt"] > 0;
   // A non-finite loss makes the gradients non-finite, and a non-finite global norm skips the update
@@ -212,6 +237,13 @@ int Trainer::run() {
   parallel::agree(rt_.comm(), [&] {
     dir_.write_config(s_.config_toml);
     metrics_.start(progress_.step);  // (a fresh start keeps no records of an earlier attempt)
+    // Snapshots beyond this point belong to a trajectory this run abandons (or an earlier attempt):
+    // set aside, so that a reconstruction never mixes them in.
+    if (rt_.rank() == 0)
+      for (const auto& d :
+           ckpt::supersede_phema_snapshots_after((run_ / "phema").string(), progress_.step * c_.global_batch))
+        log_warn("phema snapshot " + d + " is beyond the resumed step " + std::to_string(progress_.step) +
+                 " (another trajectory's): moved aside");
   });
   if (progress_.step >= c_.steps) {
     log_info("step " + std::to_string(progress_.step) + " is the last; finishing the run (what is missing of it)");
@@ -220,16 +252,17 @@ int Trainer::run() {
   }
   catch_up();
   parallel::agree(rt_.comm(),
-              [&] { dir_.clear_markers(); });  // (a stale DONE or PREEMPTED must not mislead the job scripts)
-  if (progress_.step == 0) align(0);           // (what an untrained model scores)
+                  [&] { dir_.clear_markers(); });  // (a stale DONE or PREEMPTED must not mislead the job scripts)
+  if (progress_.step == 0) align(0);               // (what an untrained model scores)
   const auto start = Clock::now();
   const int64_t first = progress_.step;
   while (progress_.step < c_.steps) {
     const int64_t step = progress_.step + 1;
     const auto t0 = Clock::now();
     stack_.params->set_lr(lr_.at(step));
-    // EMA warm-up: early on the average would be mostly the random initialisation.
-    if (c_.ema_decay > 0) stack_.params->set_ema_decay(std::min(c_.ema_decay, (1.0 + step) / (10.0 + step)));
+    // The averages' decays: the EMA warmed up (early on it would be mostly the random
+    // initialisation), each power-function profile's beta at the images seen after this step.
+    if (weight_average_count(c_) > 0) stack_.params->set_average_decays(weight_average_decays(c_, step));
     const data::Batch batch = watched("data", step, [&] { return loader_->next(); });
     const StepResult result = watched("step", step, [&] { return train_step(batch, step); });
     progress_.add_step(c_.global_batch, plan_.gflops_per_sample_s1, result.image_noun_pairs, batch.skipped);
@@ -240,6 +273,7 @@ int Trainer::run() {
       if (device_.is_cpu() || log_now) resolve();  // (evaluate, sample and checkpoint resolve first too)
       if (log_now) log_window(step, start, first);
     }
+    snapshot(step);               // (before the checkpoint: a checkpoint at a step implies its snapshot)
     if (step == c_.steps) break;  // (finish() does the last step's)
     // The checkpoint comes first: a failing evaluation or sampling never costs the step's checkpoint.
     const auto every = [step](int64_t n) { return n > 0 && step % n == 0; };
@@ -264,6 +298,9 @@ int Trainer::run() {
 void Trainer::catch_up() {
   if (!s_.resume.checkpoint || progress_.step == 0) return;
   const Evaluation::Missing missing = eval_.missing_at(dir_, progress_.step, c_.steps);
+  if (phema_snapshot_due(c_, progress_.step) &&
+      !fs::exists(run_ / "phema" / ckpt::phema_snapshot_name(progress_.step * c_.global_batch) / "COMPLETE"))
+    snapshot(progress_.step);
   if (missing.held_out_loss) evaluate(progress_.step);
   if (missing.samples) sample(progress_.step);
   if (missing.alignment) align(progress_.step);

@@ -91,9 +91,13 @@ class CheckpointReader {
   // The parameter layout (checked against the units' sizes). Throws when the checkpoint predates
   // layouts (saved before dtrainer recorded them).
   std::vector<models::UnitLayout> layout() const;
-  // kind: params | m | v | ema. has(): whether the checkpoint stores it (ema only with EMA on).
+  // kind: params | m | v | ema | phema_SIGMA. has(): whether the checkpoint stores it (ema only
+  // with the EMA on, phema_* with power-function profiles).
   bool has(const std::string& unit, const std::string& kind) const;
   bool has_ema() const;  // every unit has its EMA (the run kept one)
+  // The weight averages it keeps (meta.json's "averages"; before that was recorded: "ema" when
+  // every unit has one). The first is what the trainer sampled with.
+  std::vector<std::string> averages() const;
   // Elements stored for the unit and kind: -1 when the dataset is missing or not 1-D.
   int64_t stored_length(const std::string& unit, const std::string& kind) const;
   // The unit's full flat fp32 data (numel elements, no padding), verified against the dataset's

@@ -20,7 +20,7 @@ namespace dtrainer::ckpt {
 enum class WeightsSource {
   kAuto,    // the EMA weights when the checkpoint has them, else the trained parameters
   kParams,  // the trained parameters (what the optimizer updates; what eval_loss measures)
-  kEma,     // the EMA of the weights (what the trainer samples with)
+  kEma,     // the first weight average kept: the EMA, or the first phema profile (what the trainer samples with)
 };
 const NameTable<WeightsSource>& name_table(WeightsSource);  // auto | params | ema
 WeightsSource parse_weights_source(const std::string& field, const std::string& text);
@@ -31,7 +31,7 @@ struct ExportOptions {
 };
 
 struct ExportSummary {
-  std::string source;  // "params" or "ema"
+  std::string source;  // "params", "ema" or "phema_SIGMA"
   int64_t step = 0, tensors = 0, elements = 0, bytes = 0;
 };
 

@@ -22,11 +22,20 @@ struct AdamWConfig {
   double weight_decay = 0;  // [S2]: 0.03
 };
 
+// A weight average the update carries along: avg <- decay avg + (1 - decay) param (after the update).
+struct WeightAverage {
+  torch::Tensor avg;  // flat fp32, like param
+  double decay = 0;
+};
+
 // One step (step counts from 1). grad_scale multiplies the gradient first (global-norm clipping,
-// 1 / accumulation steps). bf16_copy, when defined, receives the updated params in bf16.
+// 1 / accumulation steps). bf16_copy, when defined, receives the updated params in bf16. Each of
+// `averages` follows the updated params in the same pass over memory (on the host, up to four are
+// fused into the update loop, which then reads each updated value once for all of them).
 // All tensors flat, same length, contiguous, fp32 (bf16_copy: bf16). Throws Error on mismatch.
 void adamw_step(torch::Tensor param, const torch::Tensor& grad, torch::Tensor m, torch::Tensor v, int64_t step,
-                const AdamWConfig& config, double grad_scale = 1.0, torch::Tensor bf16_copy = torch::Tensor());
+                const AdamWConfig& config, double grad_scale = 1.0, torch::Tensor bf16_copy = torch::Tensor(),
+                const std::vector<WeightAverage>& averages = {});
 
 // The same update for many flat shards on one CUDA device, without waiting for it: one
 // multi-tensor kernel (PyTorch's fused AdamW). grad_divisor (a one-element fp32 tensor on the
@@ -40,7 +49,7 @@ void adamw_step_on_device(const std::vector<torch::Tensor>& params, const std::v
                           torch::Tensor step_count, const AdamWConfig& config, const torch::Tensor& grad_divisor,
                           const torch::Tensor& skip, const std::vector<torch::Tensor>& bf16_copies);
 
-// ema = decay * ema + (1 - decay) * param, on flat fp32 shards.
+// ema = decay * ema + (1 - decay) * param, on flat fp32 shards (a pass of its own).
 void ema_update(torch::Tensor ema, const torch::Tensor& param, double decay);
 
 // sqrt of the sum of squares of every rank's gradient shards (an all-reduce of one number).

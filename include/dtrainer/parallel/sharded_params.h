@@ -49,12 +49,18 @@ struct ShardingConfig {
   ShardingStrategy strategy = ShardingStrategy::kReplicate;
   AdamWConfig adamw;
   bool activation_checkpointing = false;  // recompute every unit in backward (always on under zero3)
-  double ema_decay = 0;                   // > 0: keep a sharded EMA of the weights
+  double ema_decay = 0;                   // > 0: keep a sharded exponential EMA of the weights ("ema")
+  // Power-function EMA profiles to keep (EDM2; parallel/power_ema.h), each named phema_name(sigma_rel);
+  // their decays must be set before every step (set_average_decays).
+  std::vector<double> phema_sigma_rel;
   // What the model computes in: fp32 (the masters themselves) or bf16 (a compute copy; the model's
   // inputs must then be bf16 too).
   torch::ScalarType compute_dtype = torch::kFloat32;
 };
 torch::ScalarType scalar_type(ComputeDtype dtype);
+// The weight averages a configuration keeps, in order: "ema" (when ema_decay > 0), then each profile.
+// The first is the one swap_ema and gather_unit(u, true) use.
+std::vector<std::string> average_names(const ShardingConfig& config);
 torch::ScalarType parse_compute_dtype(const std::string& field, const std::string& text);
 
 // One unit's share of the state, as a checkpoint sees it: flat fp32 tensors of `shard` elements
@@ -62,7 +68,8 @@ torch::ScalarType parse_compute_dtype(const std::string& field, const std::strin
 struct UnitShard {
   std::string name;
   int64_t numel = 0, padded = 0, shard = 0;
-  torch::Tensor params, m, v, ema;  // ema undefined when off
+  torch::Tensor params, m, v;
+  std::vector<torch::Tensor> averages;  // one per ShardedParameters::average_names() entry
 };
 
 class ShardedParameters : public models::UnitRunner, private models::CheckpointHooks {
@@ -92,8 +99,10 @@ class ShardedParameters : public models::UnitRunner, private models::CheckpointH
   torch::Tensor step_async(double max_grad_norm = 0.0, double grad_scale = 1.0);
   void zero_grad();
   void set_lr(double lr) { optimizer_.set_lr(lr); }
-  // The EMA decay of the next step (> 0 when EMA is on; the trainer warms it up).
-  void set_ema_decay(double decay) { optimizer_.set_ema_decay(decay); }
+  // The weight averages kept (average_names(config)), and the next step's decay of each (the
+  // trainer warms the EMA up and sets each profile's beta from the images seen).
+  const std::vector<std::string>& average_names() const { return optimizer_.average_names(); }
+  void set_average_decays(const std::vector<double>& decays) { optimizer_.set_average_decays(decays); }
 
   // What this rank's buffers hold now, measured (ShardingPolicy::memory predicts it).
   ShardedMemory memory() const;
@@ -109,18 +118,19 @@ class ShardedParameters : public models::UnitRunner, private models::CheckpointH
 
   // Checkpoint access. unit_shard(u) is this rank's share (views, not copies — copy before the next
   // step). load_unit(u, ...) sets the unit's full state from full-length (numel) tensors; every
-  // rank must pass the same values. Under zero3 and for EMA the full state is only ever built one
-  // unit at a time.
+  // rank must pass the same values (averages: one per average_names() entry). Under zero3 and for
+  // the averages the full state is only ever built one unit at a time.
   size_t num_units() const { return units_.size(); }
   UnitShard unit_shard(size_t u) const;
   void load_unit(size_t u, const torch::Tensor& params, const torch::Tensor& m, const torch::Tensor& v,
-                 const torch::Tensor& ema);
-  // The unit's full parameters (or EMA weights), numel elements, on every rank (a collective).
+                 const std::vector<torch::Tensor>& averages);
+  // The unit's full parameters (or its first weight average), numel elements, on every rank (a
+  // collective).
   torch::Tensor gather_unit(size_t u, bool ema = false) const;
-  // The unit's full state (params, m, v, ema; numel elements each) on every rank (a collective):
-  // what a world-size-independent checkpoint stores.
+  // The unit's full state (params, m, v, averages; numel elements each) on every rank (a
+  // collective): what a world-size-independent checkpoint stores.
   UnitShard gather_unit_state(size_t u) const;
-  // Copy the EMA weights into the model's parameters (or back): for sampling with the EMA.
+  // Copy the first weight average into the model's parameters (or back): for sampling with it.
   // Collective; the model is usable until swap back.
   void swap_ema();
 

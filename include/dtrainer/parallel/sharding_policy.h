@@ -26,7 +26,7 @@ struct ShardedMemory {
   int64_t param_bytes = 0;            // parameters held by this rank: fp32 masters + any bf16 compute copy
   int64_t grad_bytes = 0;             // fp32 gradient buffers held by this rank
   int64_t optimizer_state_bytes = 0;  // m and v held by this rank
-  int64_t ema_bytes = 0;              // EMA weights held by this rank
+  int64_t ema_bytes = 0;              // weight averages (EMA, power-function profiles) held by this rank
   int64_t transient_unit_bytes = 0;   // largest per-unit buffer that exists only while in use
   int64_t padded_elements = 0;        // total flat elements including every unit's padding
   int64_t persistent_bytes() const { return param_bytes + grad_bytes + optimizer_state_bytes + ema_bytes; }
@@ -41,7 +41,7 @@ struct UnitBufferSizes {
   int64_t compute_shard = 0;  // bf16 compute under sharded optimizer state: this rank's shard of the copy
   int64_t grad = 0;           // fp32
   int64_t optimizer = 0;      // m and v, each (fp32)
-  int64_t ema = 0;            // fp32
+  int64_t ema = 0;            // fp32, each weight average
   int64_t gathered = 0;       // transient: the parameters gathered while the unit runs (compute dtype)
   int64_t packed_grad = 0;    // transient: the packed gradient a reduce-scatter sends (fp32)
 };
@@ -62,10 +62,10 @@ struct ShardingPolicy {
   // The full parameters are rebuilt from every rank's updated shard after each update (zero1/2).
   bool gathers_after_update() const { return shard_optimizer_state && !shard_parameters; }
 
-  // `low_precision`: bf16 compute (fp32 masters); `ema`: an EMA of the weights is kept.
-  UnitBufferSizes buffers(int64_t padded, int world, bool low_precision, bool ema) const;
+  // `low_precision`: bf16 compute (fp32 masters); `averages`: weight averages kept (EMA, profiles).
+  UnitBufferSizes buffers(int64_t padded, int world, bool low_precision, int averages) const;
   // What the buffers of units of these padded sizes hold on one rank.
-  ShardedMemory memory(const std::vector<int64_t>& padded_units, int world, bool low_precision, bool ema) const;
+  ShardedMemory memory(const std::vector<int64_t>& padded_units, int world, bool low_precision, int averages) const;
 };
 
 // A unit of `numel` elements padded to a multiple of `world`.

@@ -15,6 +15,7 @@
 #include "dtrainer/parallel/device_choice.h"
 #include "dtrainer/parallel/sharding_strategy.h"
 #include "dtrainer/train/lr_schedule.h"
+#include "dtrainer/train/weight_averaging.h"
 
 namespace CLI {
 class App;
@@ -87,7 +88,12 @@ struct TrainConfig {
   LrDecay lr_schedule = LrDecay::kConstant;
   double min_lr_ratio = 0.0;   // cosine ends at lr * min_lr_ratio
   double max_grad_norm = 1.0;  // <= 0: no clipping
-  double ema_decay = 0.999;    // 0 = no EMA; warmed up as min(decay, (1 + step) / (10 + step))
+  // Weight averages (train/weight_averaging.h): an exponential EMA, EDM2's power-function profiles, or none.
+  WeightAveraging ema = WeightAveraging::kExponential;
+  double ema_decay = 0.999;  // exponential: 0 = no EMA; warmed up as min(decay, (1 + step) / (10 + step))
+  std::vector<double> phema_sigma_rel = {0.05, 0.10};  // phema: the profiles tracked (EDM2's defaults)
+  int64_t phema_snapshot_images = 0;                   // phema: images between snapshots; 0 = ~32 per run
+  SnapshotDtype phema_snapshot_dtype = SnapshotDtype::kFp16;
 
   // Diffusion
   diffusion::Target target = diffusion::Target::kEps;
