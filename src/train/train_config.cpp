@@ -163,6 +163,8 @@ CLI::Option* opt(CLI::App& app, const std::string& group, const std::string& key
     o->check(unsigned_integer());
   else if constexpr (std::is_same_v<T, double> || std::is_same_v<T, std::vector<double>>)
     o->check(number_in(-kMax, kMax));
+  if constexpr (std::is_same_v<T, std::vector<double>> || std::is_same_v<T, std::vector<int64_t>>)
+    o->delimiter(',');  // (numbers: "--phema-sigma-rel 0.05,0.1" as well as "0.05 0.1"; strings may hold commas)
   if constexpr (!std::is_same_v<T, std::vector<std::string>> && !std::is_same_v<T, std::vector<double>>)
     o->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   return o;
