@@ -172,23 +172,61 @@ int run_optim(bool json, int64_t n, int iters) {
     std::memcpy(dst.data(), src.data(), src.size());
     if (i > 0) t_copy.push_back(now() - t0);
   }
-  std::sort(t_opt.begin(), t_opt.end());
-  std::sort(t_copy.begin(), t_copy.end());
-  const double opt = bytes / t_opt[t_opt.size() / 2] / 1e9, cp = bytes / t_copy[t_copy.size() / 2] / 1e9;
-  if (json)
+  const auto median = [](std::vector<double> t) {
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+  };
+  const double opt = bytes / median(t_opt) / 1e9, cp = bytes / median(t_copy) / 1e9;
+  // The weight averages' cost: the update alone, with an EMA, and with EDM2's two power-function
+  // profiles (as the trainer runs them: adamw_step's averages), and the two as the caller's own passes.
+  struct Variant {
+    const char* name;
+    int averages;
+    bool fused;
+  };
+  const std::vector<Variant> variants = {
+      {"none", 0, true}, {"ema (1)", 1, true}, {"phema (2)", 2, true}, {"phema (2, caller's passes)", 2, false}};
+  std::vector<torch::Tensor> avgs = {p.clone(), p.clone()};
+  // (interleaved: every step times each variant once, so that a noisy neighbour affects all alike)
+  std::vector<std::vector<double>> times(variants.size());
+  for (int i = 0; i < iters + 1; ++i)
+    for (size_t x = 0; x < variants.size(); ++x) {
+      const Variant& var = variants[x];
+      std::vector<WeightAverage> fused;
+      if (var.fused)
+        for (int k = 0; k < var.averages; ++k) fused.push_back({avgs[k], 0.999});
+      const double t0 = now();
+      adamw_step(p, g, m, v, i + 1, c, 1.0, copy, fused);
+      if (!var.fused)
+        for (int k = 0; k < var.averages; ++k) ema_update(avgs[k], p, 0.999);
+      if (i > 0) times[x].push_back(now() - t0);
+    }
+  ordered_json averaging = ordered_json::array();
+  const double base = median(times[0]) * 1e3;
+  for (size_t x = 0; x < variants.size(); ++x) {
+    const double ms = median(times[x]) * 1e3;
+    averaging.push_back({{"averages", variants[x].name}, {"ms_per_step", ms}, {"extra_over_none", ms / base - 1}});
+  }
+  if (json) {
     std::cout << ordered_json({{"elements", n},
                                {"bytes_per_step", bytes},
                                {"adamw_gb_s", opt},
                                {"memcpy_gb_s", cp},
                                {"fraction_of_memcpy", opt / cp},
+                               {"weight_averages", averaging},
                                {"backend", Kokkos::DefaultHostExecutionSpace::name()}})
                      .dump(2)
               << "\n";
-  else
-    std::printf(
-        "fused AdamW (%s): %.2f GB/s effective (30 B/element, %lld elements); memcpy of the same bytes: %.2f GB/s -> "
-        "%.0f%%\n",
-        Kokkos::DefaultHostExecutionSpace::name(), opt, static_cast<long long>(n), cp, 100 * opt / cp);
+    return 0;
+  }
+  std::printf(
+      "fused AdamW (%s): %.2f GB/s effective (30 B/element, %lld elements); memcpy of the same bytes: %.2f GB/s -> "
+      "%.0f%%\n",
+      Kokkos::DefaultHostExecutionSpace::name(), opt, static_cast<long long>(n), cp, 100 * opt / cp);
+  std::printf("weight averages in the update (median of %d steps):\n", iters);
+  for (const auto& a : averaging)
+    std::printf("  %-28s %8.2f ms  %+6.1f%%\n", a["averages"].get<std::string>().c_str(),
+                a["ms_per_step"].get<double>(), 100 * a["extra_over_none"].get<double>());
   return 0;
 }
 
@@ -284,8 +322,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   t->add_flag("--activation-checkpointing", tc.activation_checkpointing,
               "recompute each unit in backward (always on under zero3)");
-  t->add_option("--dtype", tc.compute_dtype,
-                "compute dtype, " + parallel::name_table(parallel::ComputeDtype{}).joined() + " (fp32 masters either way)")
+  t->add_option(
+       "--dtype", tc.compute_dtype,
+       "compute dtype, " + parallel::name_table(parallel::ComputeDtype{}).joined() + " (fp32 masters either way)")
       ->check(CLI::IsMember(parallel::name_table(parallel::ComputeDtype{}).names()))
       ->capture_default_str();
   t->add_flag("--channels-last", tc.channels_last, "NHWC activations (UNets)");

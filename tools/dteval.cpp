@@ -1,7 +1,8 @@
 // dteval — text-image alignment of a trained model on the shapes world (docs/EVAL.md).
 //
 //   mpirun -n R dteval alignment RUN_DIR|CHECKPOINT [--prompts N] [--images-per-prompt K]
-//          [--guidance 1,3,5,7.5] [--weights auto|ema|params] [--steps S] [--seed S] [--out DIR]
+//          [--guidance 1,3,5,7.5] [--weights auto|ema|params] [--weights-file W.safetensors]
+//          [--steps S] [--seed S] [--out DIR]
 //       samples K images for each of the first N held-out prompts (every rank its share, the same
 //       images whatever R), writes them as PNGs in GenEval's layout with a TIFA image map, a
 //       manifest and alignment.json, and prints the score, per category, with intervals and chance.
@@ -22,6 +23,8 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "dtrainer/ckpt/safetensors.h"
+#include "dtrainer/ckpt/weights_file.h"
 #include "dtrainer/core/error.h"
 #include "dtrainer/core/parse.h"
 #include "dtrainer/core/rng.h"
@@ -62,7 +65,7 @@ void print_score(const std::string& title, const eval::AlignmentScore& s) {
 }
 
 struct AlignmentArgs {
-  std::string path, out, weights = "auto", guidance = "";
+  std::string path, out, weights = "auto", weights_file, guidance = "";
   int64_t prompts = 0, images = 1, steps = 0, threads = 0, batch = 8;
   uint64_t seed = 0;
 };
@@ -76,6 +79,12 @@ int run_alignment(parallel::MpiRuntime& rt, const AlignmentArgs& a) {
   // Everything that can be refused is checked on every rank before anything is written.
   parallel::agree(rt.comm(), [&] {
     m = train::load_checkpoint_model(a.path, ckpt::parse_weights_source("--weights", a.weights));
+    if (!a.weights_file.empty()) {  // (a post-hoc EMA, or any export of this model: names and shapes must match)
+      ckpt::load_weights(a.weights_file, m.model->module());
+      const auto meta = ckpt::SafetensorsFile(a.weights_file).metadata();
+      const auto w = meta.find("weights");
+      m.weights = fs::path(a.weights_file).filename().string() + (w != meta.end() ? " (" + w->second + ")" : "");
+    }
     if (m.header.latent_space != "pixels")
       throw Error(m.checkpoint, "was trained on " + m.header.latent_space +
                                     " latents: the alignment score reads pixels, and decoding latents needs a VAE, "
@@ -96,7 +105,9 @@ int run_alignment(parallel::MpiRuntime& rt, const AlignmentArgs& a) {
     prompts = train::load_alignment_prompts(file, m.header.text_dim, m.header.max_tokens, a.prompts, /*exactly=*/true);
     char step[32];
     std::snprintf(step, sizeof step, "step_%08lld", static_cast<long long>(m.step));
-    out = a.out.empty() ? fs::path(m.run_dir) / "alignment" / step : fs::path(a.out);
+    // (a weights file's score goes beside the checkpoints', named after the file)
+    const std::string name = a.weights_file.empty() ? std::string(step) : fs::path(a.weights_file).stem().string();
+    out = a.out.empty() ? fs::path(m.run_dir) / "alignment" / name : fs::path(a.out);
     std::error_code ec;
     if (fs::exists(out, ec)) throw Error(out.string(), "exists: choose another --out (nothing is overwritten)");
   });
@@ -118,6 +129,7 @@ int run_alignment(parallel::MpiRuntime& rt, const AlignmentArgs& a) {
                                      {"step", m.step},
                                      {"samples_seen", m.samples},
                                      {"weights", m.weights},
+                                     {"weights_file", a.weights_file},
                                      {"guidance", g},
                                      {"sampler", m.config.target == diffusion::Target::kFlow ? "euler" : "ddim"},
                                      {"steps", s.steps},
@@ -255,6 +267,10 @@ int main(int argc, char** argv) {
     al->add_option("--weights", a.weights, "auto (EMA when kept) | ema | params")
         ->capture_default_str()
         ->check(CLI::IsMember(ckpt::name_table(ckpt::WeightsSource{}).names()));
+    al->add_option("--weights-file", a.weights_file,
+                   "score these weights instead (a .safetensors of this run's model: dtckpt phema's post-hoc EMA, "
+                   "dtckpt export); the output defaults to RUN/alignment/<file name>")
+        ->check(CLI::ExistingFile);
     al->add_option("--steps", a.steps, "sampler steps (0: the run's sample_steps)")
         ->capture_default_str()
         ->check(CLI::NonNegativeNumber);

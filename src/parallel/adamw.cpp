@@ -24,40 +24,30 @@ void ensure_kokkos() {
   }
 }
 
-// AdamW on element i of flat host arrays (PyTorch semantics: decoupled weight decay, then the
-// bias-corrected Adam step); returns the updated parameter.
+// AdamW's constants for one step (PyTorch semantics: decoupled weight decay, then the
+// bias-corrected Adam step) and the arrays it updates.
 struct AdamWElement {
   float* p;
   const float* g;
   float *m, *v;
   float b1, b2, decay, scale, step_size, inv_sqrt_bc2, eps;
-  float operator()(int64_t i) const {
-    const float gi = g[i] * scale;
-    const float mi = b1 * m[i] + (1 - b1) * gi;
-    const float vi = b2 * v[i] + (1 - b2) * gi * gi;
-    const float pi = p[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+};
+
+// AdamW on elements [begin, end). Every array is its own (restrict), so the loop vectorises
+// without the run-time alias checks a compiler gives up on beyond a few arrays.
+void update_range(int64_t begin, int64_t end, const AdamWElement& u) {
+  float* __restrict__ p = u.p;
+  const float* __restrict__ g = u.g;
+  float* __restrict__ m = u.m;
+  float* __restrict__ v = u.v;
+  for (int64_t i = begin; i < end; ++i) {
+    const float gi = g[i] * u.scale;
+    const float mi = u.b1 * m[i] + (1 - u.b1) * gi;
+    const float vi = u.b2 * v[i] + (1 - u.b2) * gi * gi;
+    p[i] = p[i] * u.decay - u.step_size * mi / (std::sqrt(vi) * u.inv_sqrt_bc2 + u.eps);
     m[i] = mi;
     v[i] = vi;
-    p[i] = pi;
-    return pi;
   }
-};
-
-// Up to four weight averages updated in the same loop as AdamW: each updated value goes straight
-// from a register into every average (one read and write of each average, no re-read of param).
-constexpr size_t kFusedAverages = 4;
-struct FusedAverages {
-  float* a[kFusedAverages];
-  float d[kFusedAverages];
-};
-
-template <int NA>
-void run_update(int64_t n, const AdamWElement& update, const FusedAverages& av) {
-  Kokkos::parallel_for(NA == 0 ? "adamw_step" : "adamw_step_averaged",
-                       Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, n), [=](int64_t i) {
-                         const float pi = update(i);
-                         for (int k = 0; k < NA; ++k) av.a[k][i] = av.d[k] * av.a[k][i] + (1 - av.d[k]) * pi;
-                       });
 }
 
 void check_flat(const torch::Tensor& t, int64_t n, torch::ScalarType dtype, const char* name) {
@@ -107,20 +97,14 @@ void adamw_step(torch::Tensor param, const torch::Tensor& grad, torch::Tensor m,
                             step_size,
                             inv_sqrt_bc2,
                             eps};
-  const size_t fused = std::min(averages.size(), kFusedAverages);
-  FusedAverages av{};
-  for (size_t k = 0; k < fused; ++k) {
-    av.a[k] = averages[k].avg.data_ptr<float>();
-    av.d[k] = static_cast<float>(averages[k].decay);
-  }
-  switch (fused) {  // (the count a compile-time constant: the inner loop unrolls and vectorises)
-    case 0: run_update<0>(n, update, av); break;
-    case 1: run_update<1>(n, update, av); break;
-    case 2: run_update<2>(n, update, av); break;
-    case 3: run_update<3>(n, update, av); break;
-    default: run_update<4>(n, update, av); break;
-  }
-  for (size_t k = fused; k < averages.size(); ++k) ema_update(averages[k].avg, param, averages[k].decay);
+  // In chunks (a threaded Kokkos runs them in parallel), each a vectorised loop.
+  constexpr int64_t kChunk = 8192;
+  Kokkos::parallel_for("adamw_step",
+                       Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, (n + kChunk - 1) / kChunk),
+                       [=](int64_t c) { update_range(c * kChunk, std::min(n, (c + 1) * kChunk), update); });
+  // The averages as passes of their own: measured as fast as, or faster than, carrying them in the
+  // update's loop (whose many memory streams defeat the prefetcher; bench/RESULTS.md).
+  for (const WeightAverage& a : averages) ema_update(a.avg, param, a.decay);
   if (bf16_copy.defined()) bf16_copy.copy_(param);  // a separate vectorised pass keeps the update loop branch-free
 }
 

@@ -30,8 +30,8 @@ struct WeightAverage {
 
 // One step (step counts from 1). grad_scale multiplies the gradient first (global-norm clipping,
 // 1 / accumulation steps). bf16_copy, when defined, receives the updated params in bf16. Each of
-// `averages` follows the updated params in the same pass over memory (on the host, up to four are
-// fused into the update loop, which then reads each updated value once for all of them).
+// `averages` then follows the updated params (a vectorised pass each: measured as fast on the CPU
+// as carrying them in the update's loop; bench/RESULTS.md).
 // All tensors flat, same length, contiguous, fp32 (bf16_copy: bf16). Throws Error on mismatch.
 void adamw_step(torch::Tensor param, const torch::Tensor& grad, torch::Tensor m, torch::Tensor v, int64_t step,
                 const AdamWConfig& config, double grad_scale = 1.0, torch::Tensor bf16_copy = torch::Tensor(),
