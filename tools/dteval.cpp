@@ -73,6 +73,7 @@ struct AlignmentArgs {
 int run_alignment(parallel::MpiRuntime& rt, const AlignmentArgs& a) {
   parallel::set_compute_threads(a.threads, rt.local_world());
   train::CheckpointModel m;
+  nlohmann::json phema;  // a post-hoc EMA's sigma_rel and time (from the weights file's metadata)
   std::vector<double> guidance;
   train::AlignmentPrompts prompts;
   fs::path out;
@@ -84,6 +85,9 @@ int run_alignment(parallel::MpiRuntime& rt, const AlignmentArgs& a) {
       const auto meta = ckpt::SafetensorsFile(a.weights_file).metadata();
       const auto w = meta.find("weights");
       m.weights = fs::path(a.weights_file).filename().string() + (w != meta.end() ? " (" + w->second + ")" : "");
+      const auto sigma = meta.find("phema_sigma_rel"), at = meta.find("phema_at_images");
+      if (sigma != meta.end() && at != meta.end())
+        phema = {{"sigma_rel", std::stod(sigma->second)}, {"at_images", std::stoll(at->second)}};
     }
     if (m.header.latent_space != "pixels")
       throw Error(m.checkpoint, "was trained on " + m.header.latent_space +
@@ -130,6 +134,7 @@ int run_alignment(parallel::MpiRuntime& rt, const AlignmentArgs& a) {
                                      {"samples_seen", m.samples},
                                      {"weights", m.weights},
                                      {"weights_file", a.weights_file},
+                                     {"phema", phema},
                                      {"guidance", g},
                                      {"sampler", m.config.target == diffusion::Target::kFlow ? "euler" : "ddim"},
                                      {"steps", s.steps},

@@ -43,6 +43,11 @@ struct GroupFit {
   std::string note;
 };
 
+// One post-hoc EMA's alignment score (dteval alignment --weights-file on a dtckpt phema file).
+struct PosthocScore {
+  double sigma_rel = 0, score = 0, lo = 0, hi = 0;
+};
+
 struct RunRow {
   std::string name, families;
   fs::path dir;
@@ -50,7 +55,44 @@ struct RunRow {
   double compute = 0;
   nlohmann::json last_alignment, last_eval;
   bool has_records = false;
+  int64_t posthoc_images = 0;         // the newest time with post-hoc scores
+  std::vector<PosthocScore> posthoc;  // at that time, by sigma_rel
 };
+
+std::string read_file_or_empty(const fs::path& p) {
+  std::error_code ec;
+  if (!fs::is_regular_file(p, ec)) return "";
+  try {
+    return read_file(p);
+  } catch (const Error&) {
+    return "";
+  }
+}
+
+// The run's post-hoc EMA scores at the newest time that has any: RUN/alignment/*/ whose
+// manifest.json names a phema sigma_rel (dteval records it from the weights file).
+void read_posthoc_scores(RunRow& row) {
+  std::error_code ec;
+  const fs::path dir = row.dir / "alignment";
+  if (!fs::is_directory(dir, ec)) return;
+  std::vector<std::pair<int64_t, PosthocScore>> all;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const nlohmann::json m = nlohmann::json::parse(read_file_or_empty(e.path() / "manifest.json"), nullptr, false);
+    const nlohmann::json a = nlohmann::json::parse(read_file_or_empty(e.path() / "alignment.json"), nullptr, false);
+    if (!m.is_object() || !a.is_object() || !m.contains("phema") || !m["phema"].is_object() || !a.contains("score"))
+      continue;
+    PosthocScore p;
+    p.sigma_rel = m["phema"].value("sigma_rel", 0.0);
+    p.score = a["score"].get<double>();
+    if (a.contains("interval") && a["interval"].size() == 2) p.lo = a["interval"][0], p.hi = a["interval"][1];
+    all.emplace_back(m["phema"].value("at_images", int64_t{0}), p);
+  }
+  for (const auto& [images, p] : all) row.posthoc_images = std::max(row.posthoc_images, images);
+  for (const auto& [images, p] : all)
+    if (images == row.posthoc_images) row.posthoc.push_back(p);
+  std::sort(row.posthoc.begin(), row.posthoc.end(),
+            [](const PosthocScore& a, const PosthocScore& b) { return a.sigma_rel < b.sigma_rel; });
+}
 
 GroupFit fit_group(const std::string& group, const Points& p, analysis::Frontier frontier, int64_t bootstrap,
                    uint64_t seed) {
@@ -139,6 +181,7 @@ std::vector<std::string> write_study_report(const fs::path& dir, const ReportOpt
     }
     if (!row.has_records)
       notes.push_back("run " + row.name + ": no records yet (" + (row.dir / "metrics.jsonl").string() + ")");
+    read_posthoc_scores(row);
     rows.push_back(std::move(row));
   }
   if (std::none_of(rows.begin(), rows.end(), [](const RunRow& r) { return r.has_records; }))
@@ -174,7 +217,40 @@ std::vector<std::string> write_study_report(const fs::path& dir, const ReportOpt
     }
     md += "| " + r.name + " | " + r.families + " | " + std::to_string(r.params) + " | " + std::to_string(r.steps) +
           " | " + fmt(r.compute, "%.0f") + " | " + align + " | " + eval + " |\n";
+    if (!r.posthoc.empty()) {
+      const auto best =
+          std::max_element(r.posthoc.begin(), r.posthoc.end(),
+                           [](const PosthocScore& a, const PosthocScore& b) { return a.score < b.score; });
+      nlohmann::json scores = nlohmann::json::array();
+      for (const auto& p : r.posthoc)
+        scores.push_back({{"sigma_rel", p.sigma_rel}, {"alignment", p.score}, {"interval", {p.lo, p.hi}}});
+      rj["posthoc_ema"] = {{"at_images", r.posthoc_images},
+                           {"scores", scores},
+                           {"best_sigma_rel", best->sigma_rel},
+                           {"best_alignment", best->score}};
+    }
     runs_json.push_back(rj);
+  }
+  // Post-hoc EMA (EDM2): each run's alignment over the sigma_rel reconstructed for it, and the best.
+  if (std::any_of(rows.begin(), rows.end(), [](const RunRow& r) { return !r.posthoc.empty(); })) {
+    md +=
+        "\n## Post-hoc EMA\n\nAlignment of each run's weights averaged post hoc (`dtckpt phema`, scored by `dteval "
+        "alignment --weights-file`) at the newest time scored; the best sigma_rel in bold. A fit over each run's best "
+        "compares the models at their own best averaging, not at one fixed EMA.\n\n| run | images | alignment by "
+        "sigma_rel | best sigma_rel |\n|---|---|---|---|\n";
+    for (const RunRow& r : rows) {
+      if (r.posthoc.empty()) continue;
+      const auto best =
+          std::max_element(r.posthoc.begin(), r.posthoc.end(),
+                           [](const PosthocScore& a, const PosthocScore& b) { return a.score < b.score; });
+      std::string cells;
+      for (const auto& p : r.posthoc) {
+        const std::string c = fmt(p.sigma_rel, "%g") + ": " + fmt(p.score, "%.3f");
+        cells += (cells.empty() ? "" : ", ") + (&p == &*best ? "**" + c + "**" : c);
+      }
+      md += "| " + r.name + " | " + std::to_string(r.posthoc_images) + " | " + cells + " | " +
+            fmt(best->sigma_rel, "%g") + " |\n";
+    }
   }
 
   nlohmann::json fits_json = nlohmann::json::array();

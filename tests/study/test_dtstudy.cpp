@@ -164,6 +164,31 @@ TEST_CASE("dtstudy: run, stop in the middle, rerun: nothing retrained, the repor
   CHECK_THAT(rerun_c.out, Catch::Contains("[1/3] width-8: resuming"));
   REQUIRE(test::run_process(dtstudy("report " + root + "/c")).status == 0);
   CHECK(nlohmann::json::parse(slurp(root + "/c/report.json")) == report_a);
+
+  // Post-hoc EMA scores as dteval writes them (manifest.json with the weights file's phema time and
+  // sigma_rel, alignment.json with the score): the report picks each run's best at its newest time.
+  const auto score = [&](const std::string& name, double sigma, int64_t images, double value) {
+    const fs::path d = first / "alignment" / name;
+    fs::create_directories(d);
+    std::ofstream(d / "manifest.json") << nlohmann::json{{"weights_file", "x.safetensors"},
+                                                         {"phema", {{"sigma_rel", sigma}, {"at_images", images}}}};
+    std::ofstream(d / "alignment.json") << nlohmann::json{{"score", value}, {"interval", {value - 0.1, value + 0.1}}};
+  };
+  score("phema_0.05", 0.05, 640, 0.41);
+  score("phema_0.1", 0.10, 640, 0.47);
+  score("phema_0.2", 0.20, 640, 0.44);
+  score("phema_0.1-old", 0.10, 320, 0.90);                            // (an earlier time: not the run's end)
+  std::ofstream(first / "alignment" / "step_00000080.json") << "{}";  // (not a post-hoc score)
+  REQUIRE(test::run_process(dtstudy("report " + root + "/c")).status == 0);
+  const auto report_c = nlohmann::json::parse(slurp(root + "/c/report.json"));
+  const auto& posthoc = report_c["runs"][0]["posthoc_ema"];
+  CHECK(posthoc["at_images"] == 640);
+  CHECK(posthoc["scores"].size() == 3);
+  CHECK(posthoc["best_sigma_rel"].get<double>() == Approx(0.10));
+  CHECK(posthoc["best_alignment"].get<double>() == Approx(0.47));
+  CHECK_FALSE(report_c["runs"][1].contains("posthoc_ema"));
+  CHECK_THAT(slurp(root + "/c/report.md"),
+             Catch::Contains("## Post-hoc EMA") && Catch::Contains("| width-8 | 640 | 0.05: 0.410, **0.1: 0.470**"));
 }
 
 TEST_CASE("dtstudy: a bad study is refused with exit 2 and nothing written") {
