@@ -3,8 +3,8 @@
 //  - sigma_rel <-> gamma round-trips, and matches the exponents EDM2 quotes (16.97 for 0.05,
 //    6.94 for 0.10); values outside (0, 1/sqrt 12) are refused by name;
 //  - the tracked average of an impulse at step k equals the profile's mass over that step, with a
-//    varying batch (time is images), through both host update paths (the EMA pass, and the
-//    averages fused into AdamW);
+//    varying batch (time is images), through the EMA pass and through AdamW's averages (what the
+//    optimizer runs);
 //  - the inner product matches quadrature of the profiles' product;
 //  - the solve reproduces a tracked profile at a snapshot time exactly (one-hot weights), and
 //    numpy's solve over a synthetic trajectory's snapshots to 1e-6.
@@ -46,11 +46,11 @@ TEST_CASE("an impulse's tracked weight is the profile's mass over its step, in i
   const int64_t k0 = 3;                                                          // the impulse's step (from 1)
   for (const double sigma : {0.05, 0.1, 0.2}) {
     const double gamma = phema_gamma(sigma);
-    for (const bool fused : {false, true}) {
+    for (const bool in_adamw : {false, true}) {
       // Element 0 holds the impulse (1 at step k0, else 0); the average starts at anything (beta = 0 at step 1).
       torch::Tensor avg = torch::full({4}, 7.0f), param = torch::zeros({4});
       torch::Tensor grad = torch::zeros({4}), m = torch::zeros({4}), v = torch::zeros({4});
-      AdamWConfig still;  // lr 0: AdamW leaves param as set, so the fused path averages exactly it
+      AdamWConfig still;  // lr 0: AdamW leaves param as set, so its averages see exactly it
       still.lr = 0;
       double images = 0, before_k0 = 0, at_k0 = 0;
       for (size_t n = 1; n <= batches.size(); ++n) {
@@ -59,14 +59,14 @@ TEST_CASE("an impulse's tracked weight is the profile's mass over its step, in i
         if (static_cast<int64_t>(n) == k0) before_k0 = images - b, at_k0 = images;
         param.fill_(static_cast<int64_t>(n) == k0 ? 1.0f : 0.0f);
         const double beta = phema_beta(gamma, images, b);
-        if (fused)
+        if (in_adamw)
           adamw_step(param, grad, m, v, static_cast<int64_t>(n), still, 1.0, {}, {{avg, beta}});
         else
           ema_update(avg, param, beta);
         if (static_cast<int64_t>(n) < k0) continue;
         // The profile's mass over [t(k0-1), t(k0)] at time t: (t_k0^(g+1) - t_{k0-1}^(g+1)) / t^(g+1).
         const double want = (std::pow(at_k0 / images, gamma + 1) - std::pow(before_k0 / images, gamma + 1));
-        INFO("sigma_rel " << sigma << (fused ? " fused" : " separate") << ", step " << n);
+        INFO("sigma_rel " << sigma << (in_adamw ? " in adamw_step" : " ema_update") << ", step " << n);
         CHECK(avg[0].item<double>() == Approx(want).epsilon(2e-5).margin(1e-7));
       }
     }

@@ -41,7 +41,7 @@ class ShardOptimizer {
 
   // One update of every shard (step counts from 1) with its gradient times `grad_scale`; each
   // defined copies[i] receives the updated master in its dtype (a bf16 compute copy), and every
-  // average follows the master in the same pass over memory.
+  // average then follows the master (adamw_step's averages: a vectorised pass each).
   void step(const std::vector<torch::Tensor>& masters, const std::vector<torch::Tensor>& grads,
             const std::vector<torch::Tensor>& copies, int64_t step, double grad_scale);
   // The same on a CUDA device without waiting for it: gradients divided by `grad_divisor`, nothing

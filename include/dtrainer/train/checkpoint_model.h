@@ -22,7 +22,7 @@ struct CheckpointModel {
   std::string checkpoint, run_dir;  // the checkpoint directory, the run directory holding it
   TrainConfig config;               // as the run recorded it
   int64_t step = 0, samples = 0;    // where training stood
-  std::string weights;              // "ema" | "params": what was loaded
+  std::string weights;              // "params", "ema" or "phema_SIGMA": what was loaded
   DataPlan data;
   data::ShardHeader header;          // of the first training shard
   std::vector<int64_t> image_shape;  // [C, H, W]
