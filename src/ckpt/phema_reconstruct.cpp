@@ -16,7 +16,7 @@ namespace fs = std::filesystem;
 namespace dtrainer::ckpt {
 
 std::string phema_root(const std::string& path) {
-  if (!complete_phema_snapshots(path).empty()) return path;
+  if (!complete_phema_snapshots(path).empty() || fs::path(path).filename() == "phema") return path;
   return (fs::path(path) / "phema").string();
 }
 

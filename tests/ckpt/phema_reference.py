@@ -14,6 +14,8 @@ The inner products are integrated here in log space (a different route from dtra
                         float64 tracking of the same trajectory, the reconstructions against
                         numpy's solve over the same snapshots (to 1e-6), and against the exact
                         target average.
+  fill IN.safetensors OUT.safetensors NAME VALUE
+                        a copy of a weights file with one tensor set to VALUE (test input).
   files ROOT AT SIGMA OUT.safetensors
                         checks `dtckpt phema`'s file: numpy's weights over the snapshots in ROOT
                         (read with h5py) up to AT images, summed, against OUT (to 1e-6).
@@ -147,9 +149,31 @@ def files(root, at, sigma, out):
     print("ok: %d tensors of %s from %d snapshot profiles" % (checked, out, len(inputs)))
 
 
+def fill(src, dst, name, value):
+    import struct
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from safetensors_reference import load
+    header, meta, tensors, _ = load(src)
+    if name not in tensors or header[name]["dtype"] != "F32":
+        fail("%s: no F32 tensor %s" % (src, name))
+    tensors[name] = np.full(tensors[name].shape, value, dtype=np.float32)
+    out, data, at = {"__metadata__": meta}, b"", 0
+    for key in sorted(header, key=lambda k: header[k]["data_offsets"][0]):
+        raw = np.ascontiguousarray(tensors[key]).tobytes()
+        out[key] = {"dtype": header[key]["dtype"], "shape": header[key]["shape"], "data_offsets": [at, at + len(raw)]}
+        data += raw
+        at += len(raw)
+    blob = json.dumps(out).encode("utf-8")
+    with open(dst, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob + data)
+    print("ok: %s with %s = %g" % (dst, name, value))
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "synthetic":
         synthetic(sys.argv[2])
+    elif len(sys.argv) == 6 and sys.argv[1] == "fill":
+        fill(sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5]))
     elif len(sys.argv) == 6 and sys.argv[1] == "files":
         files(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5])
     else:

@@ -186,6 +186,9 @@ TEST_CASE("post-hoc EMA refuses bad input by name, exits non-zero and writes not
   r = dtckpt("phema " + dir + "/empty-run --sigma-rel 0.07 --out " + dir + "/x.safetensors");
   CHECK(r.status == 2);
   CHECK_THAT(r.out, Catch::Contains("has no phema snapshots") && Catch::Contains("ema = \"phema\""));
+  r = dtckpt("phema " + dir + "/empty-run/phema --sigma-rel 0.07 --out " + dir + "/x.safetensors");
+  CHECK(r.status == 2);
+  CHECK_THAT(r.out, Catch::Contains("empty-run/phema/img_*"));
   CHECK_FALSE(fs::exists(dir + "/x.safetensors"));
 
   // Snapshots of another run (its seed) and of another model mixed into the run's.
@@ -199,12 +202,18 @@ TEST_CASE("post-hoc EMA refuses bad input by name, exits non-zero and writes not
   r = dtckpt("phema " + mixed + " --sigma-rel 0.07 --out " + dir + "/x.safetensors");
   CHECK(r.status == 2);
   CHECK_THAT(r.out, Catch::Contains("img_000000000016: belongs to another run"));
-  const std::string other = test::scratch_dir("phema-other-model");
+  const std::string other = test::scratch_dir("phema-other-model");  // (its snapshots in bf16)
   REQUIRE(test::run(1,
-                    std::string(kPhema) + " --steps 2 --run-dir " + other +
+                    std::string(kPhema) + " --steps 2 --phema-snapshot-dtype bf16 --run-dir " + other +
                         " --model-set model_channels=8 channel_mult=1,2 transformer_depth=0,1 num_res_blocks=1 "
                         "head_dim=8 norm_groups=4",
                     other + ".log", "") == 0);
+  {  // bf16 snapshots reconstruct as numpy sums them (h5py reads the bf16 type through HDF5)
+    REQUIRE(ckpt::PhemaSnapshotReader(other + "/phema/" + ckpt::phema_snapshot_name(16)).dtype() == torch::kBFloat16);
+    r = dtckpt("phema " + other + " --sigma-rel 0.08 --out " + dir + "/bf16.safetensors");
+    REQUIRE(r.status == 0);
+    numpy_check(other + "/phema", 16, 0.08, dir + "/bf16.safetensors");
+  }
   fs::remove_all(s16);
   fs::copy(other + "/phema/" + ckpt::phema_snapshot_name(16), s16, fs::copy_options::recursive);
   r = dtckpt("phema " + mixed + " --sigma-rel 0.07 --out " + dir + "/x.safetensors");
@@ -232,6 +241,27 @@ TEST_CASE("post-hoc EMA refuses bad input by name, exits non-zero and writes not
   CHECK(r.status == 2);
   CHECK_THAT(r.out, Catch::Contains("checksum mismatch"));
   CHECK_FALSE(fs::exists(dir + "/x.safetensors"));
+
+  // A profile beyond fp16's range: the snapshot is an error naming the unit and the remedy, and
+  // nothing of it is left (weights with conv_out.bias = 1e6 as the starting point).
+  r = dtckpt("export " + ref + " --weights params --out " + dir + "/w.safetensors");
+  REQUIRE(r.status == 0);
+  const auto fill = test::run_process(std::string(DT_NUMPY_PYTHON) + " " + PHEMA_REFERENCE + " fill " + dir +
+                                      "/w.safetensors " + dir + "/big.safetensors conv_out.bias 1e6");
+  INFO(fill.out);
+  REQUIRE(fill.status == 0);
+  const std::string big = dir + "/big-run";
+  CHECK(test::run(2, std::string(kPhema) + " --steps 2 --init-weights " + dir + "/big.safetensors --run-dir " + big,
+                  big + ".log") != 0);
+  CHECK_THAT(test::slurp(big + ".log"), Catch::Contains("units/conv_out/phema_0.05") &&
+                                            Catch::Contains("beyond fp16's range") &&
+                                            Catch::Contains("phema_snapshot_dtype = bf16"));
+  CHECK(ckpt::complete_phema_snapshots(big + "/phema").empty());
+  CHECK_FALSE(fs::exists(big + "/phema/.tmp-" + ckpt::phema_snapshot_name(16)));
+  CHECK(test::run(2,
+                  std::string(kPhema) + " --steps 2 --phema-snapshot-dtype bf16 --init-weights " + dir +
+                      "/big.safetensors --run-dir " + big,
+                  big + ".2.log") == 0);  // (bf16 holds it)
 
   // dtrainer: profiles outside the range, an interval off the batch; a phema resume of an EMA run.
   const std::string bad = dir + "/run";
