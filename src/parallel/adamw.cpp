@@ -1,6 +1,5 @@
 #include "dtrainer/parallel/adamw.h"
 
-#include <algorithm>
 #include <cmath>
 
 #include <Kokkos_Core.hpp>
@@ -21,32 +20,6 @@ void ensure_kokkos() {
     std::atexit([] {
       if (Kokkos::is_initialized()) Kokkos::finalize();
     });
-  }
-}
-
-// AdamW's constants for one step (PyTorch semantics: decoupled weight decay, then the
-// bias-corrected Adam step) and the arrays it updates.
-struct AdamWElement {
-  float* p;
-  const float* g;
-  float *m, *v;
-  float b1, b2, decay, scale, step_size, inv_sqrt_bc2, eps;
-};
-
-// AdamW on elements [begin, end). Every array is its own (restrict), so the loop vectorises
-// without the run-time alias checks a compiler gives up on beyond a few arrays.
-void update_range(int64_t begin, int64_t end, const AdamWElement& u) {
-  float* __restrict__ p = u.p;
-  const float* __restrict__ g = u.g;
-  float* __restrict__ m = u.m;
-  float* __restrict__ v = u.v;
-  for (int64_t i = begin; i < end; ++i) {
-    const float gi = g[i] * u.scale;
-    const float mi = u.b1 * m[i] + (1 - u.b1) * gi;
-    const float vi = u.b2 * v[i] + (1 - u.b2) * gi * gi;
-    p[i] = p[i] * u.decay - u.step_size * mi / (std::sqrt(vi) * u.inv_sqrt_bc2 + u.eps);
-    m[i] = mi;
-    v[i] = vi;
   }
 }
 
@@ -86,22 +59,20 @@ void adamw_step(torch::Tensor param, const torch::Tensor& grad, torch::Tensor m,
     return;
   }
   ensure_kokkos();
-  const AdamWElement update{param.data_ptr<float>(),
-                            grad.data_ptr<float>(),
-                            m.data_ptr<float>(),
-                            v.data_ptr<float>(),
-                            b1,
-                            b2,
-                            decay,
-                            scale,
-                            step_size,
-                            inv_sqrt_bc2,
-                            eps};
-  // In chunks (a threaded Kokkos runs them in parallel), each a vectorised loop.
-  constexpr int64_t kChunk = 8192;
-  Kokkos::parallel_for("adamw_step",
-                       Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, (n + kChunk - 1) / kChunk),
-                       [=](int64_t c) { update_range(c * kChunk, std::min(n, (c + 1) * kChunk), update); });
+  float* p = param.data_ptr<float>();
+  const float* gp = grad.data_ptr<float>();
+  float* mp = m.data_ptr<float>();
+  float* vp = v.data_ptr<float>();
+  Kokkos::parallel_for("adamw_step", Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, n), [=](int64_t i) {
+    const float g = gp[i] * scale;
+    const float mi = b1 * mp[i] + (1 - b1) * g;
+    const float vi = b2 * vp[i] + (1 - b2) * g * g;
+    // decoupled weight decay, then the bias-corrected Adam step (PyTorch AdamW)
+    const float pi = p[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+    mp[i] = mi;
+    vp[i] = vi;
+    p[i] = pi;
+  });
   // The averages as passes of their own: measured as fast as, or faster than, carrying them in the
   // update's loop (whose many memory streams defeat the prefetcher; bench/RESULTS.md).
   for (const WeightAverage& a : averages) ema_update(a.avg, param, a.decay);
