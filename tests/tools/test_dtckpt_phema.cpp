@@ -1,7 +1,7 @@
 // Post-hoc EMA end to end, as a user runs it: dtrainer with ema = "phema" under mpirun, then
 // dtckpt phema / inspect / validate on its snapshots.
-//  - sharding invariance: 1 rank replicate, 2 ranks zero3 (fp16 snapshots) and 4 ranks zero3
-//    resumed on 2 ranks zero2 save the same snapshots (1e-6; fp16: its rounding);
+//  - sharding invariance: 1 rank replicate, 2 ranks zero3 (fp32, and fp16 snapshots) and 4 ranks
+//    zero3 resumed on 2 ranks zero2 save the same snapshots (1e-6; fp16: its rounding);
 //  - keep_ckpts never removes snapshots; a resume from an older checkpoint sets the abandoned
 //    trajectory's snapshots aside and writes the same ones again;
 //  - a reconstruction at a tracked sigma_rel and a snapshot time is that snapshot; others match
@@ -108,14 +108,13 @@ TEST_CASE("snapshots do not depend on the sharding or the rank count, across a r
 }
 
 TEST_CASE("a resume from an older checkpoint sets the abandoned snapshots aside and writes them again") {
-  const std::string d = test::scratch_dir("phema-rewind");
-  REQUIRE(test::run(2, std::string(kPhema) + " --phema-snapshot-dtype fp32 --steps 8 --keep-ckpts 2 --run-dir " + d,
-                    d + ".log") == 0);
+  const std::string d = test::scratch_dir("phema-rewind");  // (2 ranks zero3: also the 1-rank run's snapshots)
+  const std::string args =
+      std::string(kPhema) + " --phema-snapshot-dtype fp32 --steps 8 --keep-ckpts 2 --sharding zero3";
+  REQUIRE(test::run(2, args + " --run-dir " + d, d + ".log") == 0);
+  for (const int64_t images : {16, 32, 48, 64}) CHECK(snapshot_difference(d, replicate_run(), images) < 1e-6);
   REQUIRE(fs::exists(d + "/ckpt/step_00000004"));
-  REQUIRE(test::run(2,
-                    std::string(kPhema) + " --phema-snapshot-dtype fp32 --steps 8 --keep-ckpts 2 --resume " + d +
-                        "/ckpt/step_00000004 --run-dir " + d,
-                    d + ".2.log") == 0);
+  REQUIRE(test::run(2, args + " --resume " + d + "/ckpt/step_00000004 --run-dir " + d, d + ".2.log") == 0);
   const std::string log = test::slurp(d + ".2.log");
   CHECK_THAT(log, Catch::Contains("img_000000000048") && Catch::Contains("moved aside"));
   CHECK(fs::exists(d + "/phema/superseded/img_000000000048"));
