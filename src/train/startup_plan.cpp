@@ -84,6 +84,7 @@ std::string describe_plan(const TrainConfig& c, const DataPlan& d, const Startup
     << name_of(c.compute_dtype) << (bf16 ? " (fp32 masters)" : "")
     << (c.channels_last ? ", channels-last activations" : "") << "\n"
     << "  memory/rank  " << mem.describe() << "\n"
+    << "  averages     " << describe_weight_averaging(c, p.cost.params) << "\n"
     << "  FLOPs/step   " << static_cast<double>(p.train_flops_per_sample) * c.global_batch
     << " (fwd+bwd, all MACs x 2)\n"
     << "  steps        " << c.steps << " (warm-up " << c.warmup_steps << ", " << name_of(c.lr_schedule) << " lr "

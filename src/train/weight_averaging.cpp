@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/format_bytes.h"
 #include "dtrainer/parallel/power_ema.h"
 #include "dtrainer/train/train_config.h"
 
@@ -55,6 +57,31 @@ bool phema_snapshot_due(const TrainConfig& c, int64_t step) {
   const int64_t every = phema_snapshot_interval(c);
   if (every == 0 || step < 1) return false;
   return step == c.steps || (step * c.global_batch) % every == 0;
+}
+
+std::string describe_weight_averaging(const TrainConfig& c, int64_t params) {
+  char buf[256];
+  if (exponential_ema_decay(c) > 0) {
+    std::snprintf(buf, sizeof buf, "EMA, decay %g (warmed up as (1 + step) / (10 + step))", c.ema_decay);
+    return buf;
+  }
+  const std::vector<double> profiles = phema_profiles(c);
+  if (profiles.empty()) return "none";
+  std::string out = "phema, sigma_rel";
+  for (size_t i = 0; i < profiles.size(); ++i) {
+    std::snprintf(buf, sizeof buf, "%s %g (gamma %.2f)", i ? "," : "", profiles[i], parallel::phema_gamma(profiles[i]));
+    out += buf;
+  }
+  const int64_t every = phema_snapshot_interval(c);
+  const int64_t images = c.steps * c.global_batch;
+  const int64_t count = images / every + (images % every ? 1 : 0);  // (and the last step's)
+  const int64_t element = c.phema_snapshot_dtype == SnapshotDtype::kFp32 ? 4 : 2;
+  const double bytes =
+      static_cast<double>(params) * static_cast<double>(profiles.size()) * static_cast<double>(element);
+  std::snprintf(buf, sizeof buf, "; snapshots every %lld images (%lld over the run, %s, %s each, %s in all)",
+                static_cast<long long>(every), static_cast<long long>(count), name_of(c.phema_snapshot_dtype),
+                format_bytes(bytes).c_str(), format_bytes(bytes * static_cast<double>(count)).c_str());
+  return out + buf;
 }
 
 void validate_weight_averaging(const TrainConfig& c) {

@@ -262,6 +262,12 @@ TEST_CASE("post-hoc EMA refuses bad input by name, exits non-zero and writes not
                       "/big.safetensors --run-dir " + big,
                   big + ".2.log") == 0);  // (bf16 holds it)
 
+  // The plan says what a phema run will keep.
+  const std::string dry = dir + "/dry";
+  REQUIRE(test::run(1, std::string(kPhema) + " --steps 9 --dry-run --run-dir " + dry, dry + ".log") == 0);
+  CHECK_THAT(test::slurp(dry + ".log"), Catch::Contains("phema, sigma_rel 0.05 (gamma 16.97), 0.1 (gamma 6.94)") &&
+                                            Catch::Contains("snapshots every 16 images (5 over the run, fp16"));
+
   // dtrainer: profiles outside the range, an interval off the batch; a phema resume of an EMA run.
   const std::string bad = dir + "/run";
   CHECK(test::run(1, "--steps 2 --ema phema --phema-sigma-rel 0.05,0.3 --run-dir " + bad, bad + ".log") == 2);

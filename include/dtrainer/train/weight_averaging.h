@@ -40,6 +40,10 @@ int64_t phema_snapshot_interval(const TrainConfig& c);
 // the last step (so the run's end can always be reconstructed).
 bool phema_snapshot_due(const TrainConfig& c, int64_t step);
 
+// One line for the plan: what is averaged, and for phema the exponents, the snapshot interval, how
+// many snapshots the run keeps and their size for a model of `params` parameters.
+std::string describe_weight_averaging(const TrainConfig& c, int64_t params);
+
 // The cross-field checks (validate_train_config calls it): each sigma_rel in EDM2's range, none
 // twice, a snapshot interval that is a multiple of global_batch. Throws Error naming the field.
 void validate_weight_averaging(const TrainConfig& c);
