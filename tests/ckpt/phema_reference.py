@@ -1,6 +1,6 @@
 """An independent numpy reimplementation of EDM2's post-hoc EMA, for dtrainer's tests.
 
-Written from the paper's equations (Karras et al. 2024, App. C), not from any code:
+Written from the paper's equations (Karras et al. 2024, Sec. 3 and the appendix), not from any code:
   profile      p_t(tau) = (g + 1) tau^g / t^(g + 1) on [0, t]                      (eq. 121)
   width        sigma_rel^2 = (g + 1) / ((g + 2)^2 (g + 3)), so g is the largest real root
                of g^3 + 7 g^2 + (16 - s^-2) g + (12 - s^-2) = 0                   (eq. 123, 126)

@@ -1,6 +1,7 @@
 #pragma once
 // Power-function EMA profiles and their post-hoc reconstruction (Karras et al. 2024, EDM2,
-// "Analyzing and Improving the Training Dynamics of Diffusion Models", Sec. 3 and App. C).
+// "Analyzing and Improving the Training Dynamics of Diffusion Models", Sec. 3 and the appendix,
+// whose equation numbers are cited).
 //
 // A profile with exponent gamma > 0 averages, at training time t (counted in images seen), the
 // weights of every earlier time tau with density
