@@ -52,16 +52,6 @@ void check_free_space(const fs::path& dir, int64_t bytes) {
                                   " free (free space, lower keep_ckpts, or choose another --run-dir)");
 }
 
-// Moves a checkpoint aside into <root>/superseded/ (a unique name there); returns the new path.
-fs::path move_aside(const fs::path& root, const fs::path& dir) {
-  const fs::path aside_root = root / "superseded";
-  fs::create_directories(aside_root);
-  fs::path to = aside_root / dir.filename();
-  for (int i = 1; fs::exists(to); ++i) to = aside_root / (dir.filename().string() + "." + std::to_string(i));
-  fs::rename(dir, to);
-  return to;
-}
-
 }  // namespace
 
 std::vector<std::pair<int64_t, std::string>> complete_checkpoints(const std::string& root) {

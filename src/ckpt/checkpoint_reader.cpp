@@ -3,7 +3,6 @@
 #include <hdf5.h>
 
 #include <filesystem>
-#include <fstream>
 #include <map>
 
 #include <torch/torch.h>
@@ -18,17 +17,7 @@ namespace dtrainer::ckpt {
 
 CheckpointReader::CheckpointReader(const std::string& dir) : dir_(dir), h5_((fs::path(dir) / "state.h5").string()) {
   const fs::path d(dir);
-  if (!fs::is_directory(d)) throw Error(dir, "no such checkpoint directory");
-  if (!fs::exists(d / "COMPLETE")) throw Error(dir, "not a complete checkpoint (no COMPLETE marker)");
-  {
-    std::ifstream in(d / "meta.json");
-    if (!in) throw Error((d / "meta.json").string(), "cannot open");
-    try {
-      in >> meta_;
-    } catch (const std::exception& e) {
-      throw Error((d / "meta.json").string(), std::string("not valid JSON: ") + e.what());
-    }
-  }
+  meta_ = read_complete_manifest(d, "checkpoint");
   if (!meta_.is_object() || !meta_.contains("units") || !meta_["units"].is_array())
     throw Error((d / "meta.json").string(), "has no 'units' list (not a dtrainer checkpoint?)");
   if (meta_.contains("format_version")) {

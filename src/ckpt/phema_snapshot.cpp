@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 
 #include <torch/torch.h>
 
@@ -55,15 +54,8 @@ std::vector<std::pair<int64_t, std::string>> complete_phema_snapshots(const std:
 
 std::vector<std::string> supersede_phema_snapshots_after(const std::string& root, int64_t images) {
   std::vector<std::string> moved;
-  for (const auto& [n, dir] : complete_phema_snapshots(root)) {
-    if (n <= images) continue;
-    const fs::path aside = fs::path(root) / "superseded";
-    fs::create_directories(aside);
-    fs::path to = aside / fs::path(dir).filename();
-    for (int i = 1; fs::exists(to); ++i) to = aside / (fs::path(dir).filename().string() + "." + std::to_string(i));
-    fs::rename(dir, to);
-    moved.push_back(to.string());
-  }
+  for (const auto& [n, dir] : complete_phema_snapshots(root))
+    if (n > images) moved.push_back(move_aside(root, dir).string());
   return moved;
 }
 
@@ -193,19 +185,8 @@ PhemaSnapshotSave save_phema_snapshot(const std::string& root_s, int64_t images,
 
 PhemaSnapshotReader::PhemaSnapshotReader(const std::string& dir)
     : dir_(dir), h5_((fs::path(dir) / "state.h5").string()) {
-  const fs::path d(dir);
-  const std::string mj = (d / "meta.json").string();
-  if (!fs::is_directory(d)) throw Error(dir, "no such snapshot directory");
-  if (!fs::exists(d / "COMPLETE")) throw Error(dir, "not a complete phema snapshot (no COMPLETE marker)");
-  {
-    std::ifstream in(mj);
-    if (!in) throw Error(mj, "cannot open");
-    try {
-      in >> meta_;
-    } catch (const std::exception& e) {
-      throw Error(mj, std::string("not valid JSON: ") + e.what());
-    }
-  }
+  const std::string mj = (fs::path(dir) / "meta.json").string();
+  meta_ = read_complete_manifest(dir, "phema snapshot");
   if (!meta_.is_object() || meta_.value("format", "") != "dtrainer-phema-snapshot")
     throw Error(mj, "not a dtrainer phema snapshot manifest");
   const int version = meta_.value("format_version", 0);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <fstream>
 #include <mutex>
 #include <regex>
 
@@ -22,6 +23,30 @@
 namespace fs = std::filesystem;
 
 namespace dtrainer::ckpt {
+
+nlohmann::json read_complete_manifest(const fs::path& dir, const std::string& what) {
+  if (!fs::is_directory(dir)) throw Error(dir.string(), "no such " + what + " directory");
+  if (!fs::exists(dir / "COMPLETE")) throw Error(dir.string(), "not a complete " + what + " (no COMPLETE marker)");
+  const fs::path path = dir / "meta.json";
+  std::ifstream in(path);
+  if (!in) throw Error(path.string(), "cannot open");
+  nlohmann::json meta;
+  try {
+    in >> meta;
+  } catch (const std::exception& e) {
+    throw Error(path.string(), std::string("not valid JSON: ") + e.what());
+  }
+  return meta;
+}
+
+fs::path move_aside(const fs::path& root, const fs::path& dir) {
+  const fs::path aside_root = root / "superseded";
+  fs::create_directories(aside_root);
+  fs::path to = aside_root / dir.filename();
+  for (int i = 1; fs::exists(to); ++i) to = aside_root / (dir.filename().string() + "." + std::to_string(i));
+  fs::rename(dir, to);
+  return to;
+}
 
 std::vector<std::pair<int64_t, fs::path>> complete_checkpoint_paths(const fs::path& root) {
   return complete_numbered_dirs(root, "step_");

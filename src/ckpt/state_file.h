@@ -19,6 +19,14 @@
 
 namespace dtrainer::ckpt {
 
+// The manifest (meta.json) of the complete directory `dir` (a checkpoint or a snapshot: `what`
+// names it in errors): the directory must exist and hold its COMPLETE marker, and meta.json must be
+// valid JSON. Throws Error naming the path.
+nlohmann::json read_complete_manifest(const std::filesystem::path& dir, const std::string& what);
+
+// Moves `dir` into <root>/superseded/ under a unique name there; returns the new path.
+std::filesystem::path move_aside(const std::filesystem::path& root, const std::filesystem::path& dir);
+
 // Every complete directory <prefix><N> (with its COMPLETE marker) under `root`, by N.
 std::vector<std::pair<int64_t, std::filesystem::path>> complete_numbered_dirs(const std::filesystem::path& root,
                                                                               const std::string& prefix);
