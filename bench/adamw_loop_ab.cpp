@@ -1,4 +1,7 @@
-// A/B of the host AdamW loop: the Kokkos lambda over elements (fa1a484) against restrict-qualified chunks (now).
+// A/B of the host AdamW loop: the Kokkos lambda over elements (src/parallel/adamw.cpp, kept) against the
+// restrict-qualified 8192-element chunks tried in e1fa94e and reverted (bench/RESULTS.md, "Weight averages").
+// Build: g++ -O3 -fno-math-errno -std=c++17 -I/usr/include/trilinos bench/adamw_loop_ab.cpp \
+//          /usr/lib/x86_64-linux-gnu/libtrilinos_kokkoscore.so -o /tmp/adamw_ab
 #include <Kokkos_Core.hpp>
 #include <algorithm>
 #include <chrono>
