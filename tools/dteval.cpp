@@ -94,7 +94,7 @@ int run_alignment(parallel::MpiRuntime& rt, const AlignmentArgs& a) {
                                     " latents: the alignment score reads pixels, and decoding latents needs a VAE, "
                                     "which dtrainer does not have yet");
     if (a.guidance.empty())
-      guidance = {m.config.guidance_scale};
+      guidance = {sampling_guidance_scale(m.config, m.data.inputs.latent_size)};  // ([S2] Eq. 4 for a stage)
     else {
       std::stringstream in(a.guidance);
       for (std::string item; std::getline(in, item, ',');) {

@@ -74,8 +74,10 @@ int run(int argc, char** argv) {
       validate_train_config(c, rt.world());
       run_dir = c.run_dir.empty() ? fs::path("runs") / c.name : fs::path(c.run_dir);
       data = plan_data(c, run_dir);
+      resolve_stage_source(c, run_dir);  // (a stage's source: its latent side and scale, recorded in config.toml)
       plan = make_startup_plan(c, data, rt.world());
-      if (!c.dry_run) device = parallel::select_device(rt, c.device);  // (a dry run plans on a machine without the GPUs)
+      if (!c.dry_run)
+        device = parallel::select_device(rt, c.device);  // (a dry run plans on a machine without the GPUs)
       if (!c.dry_run && !data.found) throw Error("data", data.train_dirs.front() + " does not exist");
       if (!c.dry_run) align = AlignmentHook::make(c, data, run_dir);
       if (!c.dry_run) {
@@ -121,6 +123,8 @@ int run(int argc, char** argv) {
         resume = plan_resume(c, run_dir);
         if (!c.init_weights.empty() && !resume.checkpoint)
           ckpt::check_weights_file(c.init_weights);  // well-formed and finite, before anything is written
+        if (!c.init_from.empty() && !resume.checkpoint && std::filesystem::is_regular_file(c.init_from))
+          ckpt::check_weights_file(c.init_from);
       });
     } catch (const CollectiveError& e) {
       const bool created = dir && !existed;

@@ -61,6 +61,8 @@ ExportSummary export_weights(const std::string& checkpoint_dir, const std::strin
                                               {"weights", kind}};
   if (ck.meta().contains("config_toml") && ck.meta()["config_toml"].is_string())
     metadata["config_toml"] = ck.meta()["config_toml"].get<std::string>();
+  for (const char* key : {"latent_size", "resolution_scale"})  // (what a later stage reads: train/stage_transfer.h)
+    if (ck.meta().contains(key) && ck.meta()[key].is_number()) metadata[key] = ck.meta()[key].dump();
 
   SafetensorsWriter w(out, entries, metadata);
   for (const auto& u : layout) {  // one unit in memory at a time

@@ -42,8 +42,8 @@ void TransformerSpec::validate() const {
   if (family != TransformerFamily::kDiT && conditioning != "text")
     throw Error("model.conditioning", "only DiT can be class-conditional");
   if (!(pos_embed_scale > 0)) throw Error("model.pos_embed_scale", "must be positive");
-  if (pos_embed_grid != "resampled" && pos_embed_grid != "extrapolate")
-    throw Error("model.pos_embed_grid", "resampled or extrapolate");
+  if (pos_embed_grid != "resampled" && pos_embed_grid != "extrapolate" && pos_embed_grid != "interpolated")
+    throw Error("model.pos_embed_grid", "resampled, interpolated or extrapolate, got '" + pos_embed_grid + "'");
   if (family == TransformerFamily::kPixArt && caption_mlp == 0 && context_dim != hidden_size)
     throw Error("model.caption_mlp", "0 needs context_dim == hidden_size (the text enters cross-attention as is)");
 }

@@ -9,6 +9,7 @@
 #include "dtrainer/data/shard_reader.h"
 #include "dtrainer/data/validate.h"
 #include "dtrainer/train/component_configs.h"
+#include "dtrainer/train/stage_transfer.h"
 
 namespace fs = std::filesystem;
 
@@ -50,14 +51,13 @@ CheckpointModel load_checkpoint_model(const std::string& path, ckpt::WeightsSour
     m.header = r.header();
     m.image_shape = r.latent_shape();
   }
-  const models::BackboneSpec spec =
-      models::resolve_backbone(m.config.model, m.config.model_set, m.data.inputs, m.config.control_conditioning);
+  const models::BackboneSpec spec = resolve_run_backbone(m.config, m.data.inputs);  // (a stage's grid included)
   torch::manual_seed(m.config.seed);
   m.model = models::build_backbone(spec);
   m.weights = ckpt::load_checkpoint_weights(m.checkpoint, weights, m.model->module());
   m.model->module().eval();
   // The run's own objective and padding, built as the trainer builds them (component_configs.h).
-  m.objective = make_objective(m.config);
+  m.objective = make_objective(m.config, m.data.inputs.latent_size);
   m.padding = text_padding_config(m.config);
   return m;
 }

@@ -8,7 +8,11 @@ TrainingStackConfig training_stack_config(const TrainConfig& c, const StartupPla
   TrainingStackConfig sc;
   sc.backbone = plan.backbone;
   sc.seed = c.seed;
-  if (!resuming) sc.init_weights = c.init_weights;
+  if (!resuming) {
+    sc.init_weights = c.init_weights;
+    sc.init_from = c.init_from;
+    sc.init_from_weights = c.init_from_weights;
+  }
   sc.sharding.strategy = c.sharding;
   sc.sharding.adamw = {c.lr, c.beta1, c.beta2, c.eps, c.weight_decay};
   sc.sharding.activation_checkpointing = c.activation_checkpointing;
@@ -44,11 +48,12 @@ data::LoaderConfig training_loader_config(const TrainConfig& c, const DataPlan& 
   return lc;
 }
 
-std::unique_ptr<diffusion::Objective> make_objective(const TrainConfig& c) {
+std::unique_ptr<diffusion::Objective> make_objective(const TrainConfig& c, int64_t latent_size) {
   diffusion::ScheduleConfig sched;
   sched.kind = c.beta_schedule;
   sched.num_timesteps = c.num_timesteps;
   sched.zero_terminal_snr = c.zero_terminal_snr;
+  sched.resolution_scale = noise_schedule_scale_value(c, run_resolution_scale(c, latent_size));  // [S2] Eq. 3
   diffusion::ObjectiveConfig oc;
   oc.target = c.target;
   oc.weighting = c.loss_weighting;

@@ -16,6 +16,7 @@
 #include "dtrainer/train/ema_weights.h"
 #include "dtrainer/train/image_grid.h"
 #include "dtrainer/train/component_configs.h"
+#include "dtrainer/train/stage_transfer.h"
 #include "dtrainer/train/train_config.h"
 
 namespace fs = std::filesystem;
@@ -169,7 +170,8 @@ SamplerSetup Evaluation::sampler(const EvalModel& m) const {
   setup.device = m.device;
   setup.channels_last = m.channels_last;
   setup.steps = c_.sample_steps;
-  setup.guidance = c_.guidance_scale;
+  // ([S2] Eq. 4 for a stage with guidance_transfer)
+  setup.guidance = sampling_guidance_scale(c_, data_.inputs.latent_size);
   setup.seed = c_.seed;
   return setup;
 }

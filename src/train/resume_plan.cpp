@@ -16,8 +16,10 @@ namespace {
 
 // Fields a resumed run must keep as they were: others (lr, steps, intervals, sharding, ranks,
 // device, ...) may change between the parts of a run.
-const char* const kKeptFields[] = {"model",        "model_set",        "control_conditioning", "global_batch", "seed",
-                                   "data_weights", "synthetic_images", "synthetic_image_size", "max_tokens"};
+const char* const kKeptFields[] = {"model", "model_set", "control_conditioning", "global_batch", "seed", "data_weights",
+                                   "synthetic_images", "synthetic_image_size", "max_tokens",
+                                   // a stage's model and schedule ([S2]: train/stage_transfer.h)
+                                   "pos_embed_transfer", "noise_schedule_scale", "init_from_size", "init_from_scale"};
 
 std::map<std::string, std::vector<std::string>> fields_of(const std::string& toml, const std::string& source) {
   std::map<std::string, std::vector<std::string>> out;

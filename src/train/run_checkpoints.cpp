@@ -13,8 +13,8 @@
 namespace dtrainer::train {
 
 RunCheckpoints::RunCheckpoints(const TrainConfig& c, const std::filesystem::path& run_dir, const ResumePlan& resume,
-                               std::string config_toml)
-    : c_(c), dir_(run_dir / "ckpt"), resume_(resume), toml_(std::move(config_toml)) {}
+                               std::string config_toml, nlohmann::json about)
+    : c_(c), dir_(run_dir / "ckpt"), resume_(resume), toml_(std::move(config_toml)), about_(std::move(about)) {}
 
 bool RunCheckpoints::resume(parallel::ShardedParameters& params, const std::vector<models::UnitLayout>& layout,
                             MPI_Comm comm, int rank, TrainingProgress& progress, nlohmann::json& loader_state) {
@@ -48,8 +48,8 @@ void RunCheckpoints::save(const TrainingProgress& progress, const nlohmann::json
   ckpt::SaveOptions o;
   o.keep = c_.keep_ckpts;
   o.resumed_from = resume_.checkpoint.value_or("");
-  const nlohmann::json meta = {
-      {"trainer", progress.to_json()}, {"loader", loader_state}, {"seed", c_.seed}, {"config_toml", toml_}};
+  nlohmann::json meta = about_;
+  meta.update({{"trainer", progress.to_json()}, {"loader", loader_state}, {"seed", c_.seed}, {"config_toml", toml_}});
   const ckpt::SaveResult r = ckpt::save_checkpoint(dir_.string(), step, params, layout, meta, o, comm);
   newest_ = step;
   if (r.already_saved) {

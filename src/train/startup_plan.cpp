@@ -47,7 +47,10 @@ void synthesize_if_needed(const TrainConfig& c, const DataPlan& p, int rank, MPI
 StartupPlan make_startup_plan(const TrainConfig& c, const DataPlan& d, int world) {
   StartupPlan p;
   const models::BackboneInputs inputs = d.found ? d.inputs : models::preset_inputs(c.model);
-  p.backbone = models::resolve_backbone(c.model, c.model_set, inputs, c.control_conditioning);
+  p.backbone = resolve_run_backbone(c, inputs);
+  p.stage = stage_settings(c, p.backbone.family, models::to_string(p.backbone.transformer.family),
+                           p.backbone.inputs.latent_size);
+  p.stage_line = p.stage.describe(c);
   p.cost = models::backbone_cost(p.backbone);
   p.world = world;
   p.per_rank = c.global_batch / world;
@@ -84,8 +87,14 @@ std::string describe_plan(const TrainConfig& c, const DataPlan& d, const Startup
     << name_of(c.compute_dtype) << (bf16 ? " (fp32 masters)" : "")
     << (c.channels_last ? ", channels-last activations" : "") << "\n"
     << "  memory/rank  " << mem.describe() << "\n"
-    << "  averages     " << describe_weight_averaging(c, p.cost.params) << "\n"
-    << "  FLOPs/step   " << static_cast<double>(p.train_flops_per_sample) * c.global_batch
+    << "  averages     " << describe_weight_averaging(c, p.cost.params) << "\n";
+  if (!p.stage_line.empty()) {
+    std::string lines = p.stage_line;
+    for (size_t at = lines.find('\n'); at != std::string::npos; at = lines.find('\n', at + 1))
+      lines.insert(at + 1, "               ");
+    o << "  stage        " << lines << "\n";
+  }
+  o << "  FLOPs/step   " << static_cast<double>(p.train_flops_per_sample) * c.global_batch
     << " (fwd+bwd, all MACs x 2)\n"
     << "  steps        " << c.steps << " (warm-up " << c.warmup_steps << ", " << name_of(c.lr_schedule) << " lr "
     << c.lr << ")\n"

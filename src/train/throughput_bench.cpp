@@ -37,7 +37,9 @@ void check(const ThroughputConfig& c) {
 }
 
 // The worst of the ranks' values (a step takes as long as its slowest rank).
-double max_over_ranks(double v, MPI_Comm comm) { return parallel::all_reduce_host(comm, {v}, parallel::HostOp::kMax)[0]; }
+double max_over_ranks(double v, MPI_Comm comm) {
+  return parallel::all_reduce_host(comm, {v}, parallel::HostOp::kMax)[0];
+}
 
 }  // namespace
 
@@ -67,7 +69,7 @@ ThroughputResult measure_training_throughput(const ThroughputConfig& c, parallel
   const torch::Device device = parallel::local_device(rt);
   if (c.memory_limit_gib > 0)
     parallel::limit_device_memory("memory-limit-gib", device,
-                              static_cast<int64_t>(c.memory_limit_gib * 1024 * 1024 * 1024));
+                                  static_cast<int64_t>(c.memory_limit_gib * 1024 * 1024 * 1024));
   // The preset's own conditioning shapes; the latent grid from the resolution (latent models: the
   // SD VAE's factor 8 and 4 channels; pixel models see the pixels).
   models::BackboneInputs inputs = models::preset_inputs(c.model);

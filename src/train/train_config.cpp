@@ -295,8 +295,38 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
   opt(app, model, "init_weights", c.init_weights,
       "safetensors weights (dtckpt export) to start from instead of a random initialisation; names and shapes must "
       "match "
-      "the model; a checkpoint being resumed takes precedence",
+      "the model; a checkpoint being resumed takes precedence (a stage from another run: init_from)",
       lines);
+
+  const std::string stages = "Stages ([S2]: low-resolution pre-training, then high-resolution fine-tuning)";
+  opt(app, stages, "init_from", c.init_from,
+      "start from another run's weights: RUN_DIR (its newest complete checkpoint), a checkpoint RUN/ckpt/step_N or "
+      "a weights file (dtckpt export); the optimizer state starts fresh and the weight averages start at the loaded "
+      "weights; a resolution change is adapted as the options below say (docs/TRAINING.md \"Stages\")",
+      lines);
+  choice(app, stages, "init_from_weights", c.init_from_weights,
+         "which weights of an init_from checkpoint: auto (its first weight average, else the trained ones), params, "
+         "ema",
+         lines);
+  choice(app, stages, "pos_embed_transfer", c.pos_embed_transfer,
+         "a transformer's positional embeddings when the latent grid changes: resample ([S2]'s mmDiT++: the sin-cos "
+         "grid keeps its extent), interpolate (the base grid's table interpolated), extrapolate (new positions past "
+         "the trained ones), none (refuse a change); auto: resample for mmdit_pp, interpolate for the other "
+         "transformers, as [S2] compares them",
+         lines);
+  opt(app, stages, "noise_schedule_scale", c.noise_schedule_scale,
+      "[S2] Eq. 3: train and sample with the schedule rescaled for resolution scale S (SNR / S^2): auto (the stage's "
+      "S = the source's scale x this run's latent side / the source's; 1 without init_from), or a number (1: off)",
+      lines);
+  flag(app, stages, "guidance_transfer", c.guidance_transfer,
+       "[S2] Eq. 4: sample with guidance 1 + S (guidance_scale - 1), guidance_scale being the scale tuned at the "
+       "base resolution",
+       lines);
+  opt(app, stages, "init_from_size", c.init_from_size,
+      "the init_from source's latent side (0: read from the source; the trainer records it)", lines, non_negative);
+  opt(app, stages, "init_from_scale", c.init_from_scale,
+      "the init_from source's own resolution scale S (0: read from the source; the trainer records it)", lines,
+      number_in(0.0, kMax));
 
   const std::string data = "Data";
   opt(app, data, "data", c.data, "shard directories, or synthetic:shapes (generated once in <run_dir>/data)", lines);
@@ -492,6 +522,10 @@ void validate_train_config(const TrainConfig& c, int world) {
     throw Error("steps", std::to_string(c.steps) + " steps x global_batch " + std::to_string(c.global_batch) +
                              " samples overflow a 64-bit counter");
   validate_weight_averaging(c);
+  if (!c.init_from.empty() && !c.init_weights.empty())
+    throw Error("init_from",
+                "and init_weights both name initial weights: keep one (init_from takes a weights file too)");
+  noise_schedule_scale_value(c, 1.0);  // (auto or a positive number)
   if (c.watchdog_timeout > 0 && c.watchdog_min > c.watchdog_timeout)
     throw Error("watchdog_min", "exceeds watchdog_timeout (" + std::to_string(c.watchdog_min) + " > " +
                                     std::to_string(c.watchdog_timeout) + ")");

@@ -50,7 +50,9 @@ class Trainer {
         watchdog_(&watchdog),
         metrics_(dir, rt.rank()),
         eval_(c_, s_.data, run_, std::move(s_.align), rt.comm()),
-        checkpoints_(c_, run_, s_.resume, s_.config_toml) {}
+        checkpoints_(c_, run_, s_.resume, s_.config_toml,
+                     {{"latent_size", s_.plan.backbone.inputs.latent_size},
+                      {"resolution_scale", s_.plan.stage.resolution_scale}}) {}
 
   int run();
 
@@ -111,10 +113,11 @@ void Trainer::build() {
   const TrainingStackConfig sc = training_stack_config(c_, plan_, s_.resume.checkpoint.has_value());
   stack_ = build_training_stack(sc, rt_, device_);
   if (!sc.init_weights.empty()) log_info("initial weights from " + sc.init_weights);
+  if (!sc.init_from.empty()) log_info("stage: initial weights from " + sc.init_from);
   const data::LoaderConfig lc = training_loader_config(c_, s_.data, rt_.rank(), rt_.world());
   loader_ = std::make_unique<data::Loader>(lc);
   check_data_fits(*loader_, plan_.backbone.inputs, lc.dirs, "data");
-  objective_ = make_objective(c_);
+  objective_ = make_objective(c_, plan_.backbone.inputs.latent_size);
   lr_ = make_lr_schedule(c_);
   eval_.load(lc, plan_.backbone.inputs);
   peak_tflops_ = peak_tflops_per_rank(c_.peak_tflops, device_, c_.compute_dtype);

@@ -1,11 +1,16 @@
 #include "dtrainer/train/training_stack.h"
 
+#include <filesystem>
+
 #include <torch/torch.h>
 
 #include "dtrainer/ckpt/weights_file.h"
 #include "dtrainer/core/log.h"
 #include "dtrainer/parallel/local_device.h"
+#include "dtrainer/train/checkpoint_model.h"
 #include "dtrainer/train/throughput_bench.h"
+
+namespace fs = std::filesystem;
 
 namespace dtrainer::train {
 
@@ -20,6 +25,12 @@ TrainingStack build_training_stack(const TrainingStackConfig& c, const parallel:
   torch::manual_seed(c.seed);  // identical initialisation on every rank
   s.model = models::build_backbone(c.backbone);
   if (!c.init_weights.empty()) ckpt::load_weights(c.init_weights, s.model->module());
+  if (!c.init_from.empty()) {  // a stage: the source's weights (its optimizer state is not taken)
+    if (fs::is_regular_file(c.init_from))
+      ckpt::load_weights(c.init_from, s.model->module());
+    else
+      ckpt::load_checkpoint_weights(resolve_checkpoint_path(c.init_from), c.init_from_weights, s.model->module());
+  }
   s.model->module().to(device);  // (after the weights are read: every rank moves identical values)
   s.layout = models::parameter_layout(s.model->module(), s.model->unit_model());
   s.params = std::make_unique<parallel::ShardedParameters>(s.model->unit_model(), s.comm.get(), c.sharding);

@@ -17,10 +17,12 @@ namespace dtrainer::models {
 torch::Tensor timestep_features(const torch::Tensor& t, int64_t dim);
 
 enum class PosEmbedGrid {
-  kResampled,    // [S2]: positions linspace(0, n / scale, n): the grid keeps its extent as n grows
-  kExtrapolate,  // plain arange(n): new positions beyond the trained range
+  kResampled,     // [S2]: positions linspace(0, n / scale, n): the grid keeps its extent as n grows
+  kExtrapolate,   // plain arange(n): new positions beyond the trained range
+  kInterpolated,  // the base grid's table (round(n / scale) positions, arange) linearly interpolated to n
+                  // positions, corners to corners (bilinear on the 2-D table: the embedding is separable)
 };
-const NameTable<PosEmbedGrid>& name_table(PosEmbedGrid);  // resampled | extrapolate
+const NameTable<PosEmbedGrid>& name_table(PosEmbedGrid);  // resampled | extrapolate | interpolated
 PosEmbedGrid parse_pos_embed_grid(const std::string& field, const std::string& text);
 
 // Embedding of an h x w token grid, [h * w, dim] in row-major token order (row outer).

@@ -39,7 +39,7 @@ struct TransformerSpec {
   int64_t caption_mlp = -1;                  // PixArt: 1 = caption MLP, 0 = none, -1 = auto (only when D_txt != hidden)
   int64_t control_feature_dim = 256;         // mmDiT++: sinusoidal features per control scalar
   double pos_embed_scale = 1.0;              // grid size / training grid size ([S2] resolution transfer)
-  std::string pos_embed_grid = "resampled";  // resampled ([S2]) | extrapolate
+  std::string pos_embed_grid = "resampled";  // resampled ([S2]) | interpolated | extrapolate
 
   int64_t out_channels() const { return learn_sigma ? 2 * in_channels : in_channels; }
   int64_t head_dim() const { return hidden_size / num_heads; }

@@ -20,7 +20,8 @@ TrainingStackConfig training_stack_config(const TrainConfig& c, const StartupPla
 // How prompts are padded (the loader's, the alignment evaluation's and dteval's: one setting).
 diffusion::TextPaddingConfig text_padding_config(const TrainConfig& c);
 data::LoaderConfig training_loader_config(const TrainConfig& c, const DataPlan& data, int rank, int world);
-std::unique_ptr<diffusion::Objective> make_objective(const TrainConfig& c);
+// The objective at latent side `latent_size` (a stage's Eq. 3 rescaling depends on it: train/stage_transfer.h).
+std::unique_ptr<diffusion::Objective> make_objective(const TrainConfig& c, int64_t latent_size);
 LrSchedule make_lr_schedule(const TrainConfig& c);
 
 }  // namespace dtrainer::train

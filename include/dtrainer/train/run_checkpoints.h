@@ -23,16 +23,18 @@ struct TrainConfig;
 
 class RunCheckpoints {
  public:
+  // `about`: what every checkpoint's meta.json records about the run besides its state (its latent
+  // side and resolution scale: what a later stage reads, train/stage_transfer.h).
   RunCheckpoints(const TrainConfig& c, const std::filesystem::path& run_dir, const ResumePlan& resume,
-                 std::string config_toml);
+                 std::string config_toml, nlohmann::json about = nlohmann::json::object());
 
   // Collective. Loads the resume checkpoint (none: returns false) into `params`; `progress` and
   // `loader_state` (meta.json's "loader") get what it saved.
-  bool resume(parallel::ShardedParameters& params, const std::vector<models::UnitLayout>& layout, MPI_Comm comm, int rank,
-              TrainingProgress& progress, nlohmann::json& loader_state);
+  bool resume(parallel::ShardedParameters& params, const std::vector<models::UnitLayout>& layout, MPI_Comm comm,
+              int rank, TrainingProgress& progress, nlohmann::json& loader_state);
   // Collective. Saves step `progress.step` (nothing when it is the newest this run holds).
-  void save(const TrainingProgress& progress, const nlohmann::json& loader_state, const parallel::ShardedParameters& params,
-            const std::vector<models::UnitLayout>& layout, MPI_Comm comm);
+  void save(const TrainingProgress& progress, const nlohmann::json& loader_state,
+            const parallel::ShardedParameters& params, const std::vector<models::UnitLayout>& layout, MPI_Comm comm);
   int64_t newest() const { return newest_; }  // the newest step this run holds (-1: none)
 
  private:
@@ -40,6 +42,7 @@ class RunCheckpoints {
   std::filesystem::path dir_;
   ResumePlan resume_;
   std::string toml_;
+  nlohmann::json about_;
   int64_t newest_ = -1;
 };
 

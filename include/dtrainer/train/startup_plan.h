@@ -11,6 +11,7 @@
 
 #include "dtrainer/models/backbone.h"
 #include "dtrainer/train/data_plan.h"
+#include "dtrainer/train/stage_transfer.h"
 #include "dtrainer/train/train_config.h"
 
 namespace dtrainer::train {
@@ -21,6 +22,8 @@ struct StartupPlan {
   int64_t world = 1, per_rank = 0, micro = 0, accumulation = 1;
   int64_t train_flops_per_sample = 0;  // 3 x forward FLOPs, all MACs (for TFLOP/s and MFU)
   double gflops_per_sample_s1 = 0;     // [S1]: 3 x 2 x linear/conv MACs, in GFLOPs (compute C)
+  StageSettings stage;                 // [S2]'s stage transfer (train/stage_transfer.h)
+  std::string stage_line;              // its plan line ("" when nothing applies)
 };
 
 StartupPlan make_startup_plan(const TrainConfig& c, const DataPlan& d, int world);

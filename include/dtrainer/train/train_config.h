@@ -9,12 +9,14 @@
 #include <string>
 #include <vector>
 
+#include "dtrainer/ckpt/weights_source.h"
 #include "dtrainer/diffusion/objective_choices.h"
 #include "dtrainer/diffusion/schedule.h"
 #include "dtrainer/diffusion/text_padding_policy.h"
 #include "dtrainer/parallel/device_choice.h"
 #include "dtrainer/parallel/sharding_strategy.h"
 #include "dtrainer/train/lr_schedule.h"
+#include "dtrainer/train/stage_transfer.h"
 #include "dtrainer/train/weight_averaging.h"
 
 namespace CLI {
@@ -60,6 +62,15 @@ struct TrainConfig {
   parallel::ComputeDtype compute_dtype = parallel::ComputeDtype::kFp32;
   bool channels_last = false;  // NHWC latents, so the UNet's convolutions run channels-last (cuDNN's fast bf16 layout)
   std::string init_weights;    // a safetensors file (dtckpt export) to start from instead of random weights
+
+  // Stages ([S2]: pre-train at low resolution, fine-tune at high; train/stage_transfer.h)
+  std::string init_from;  // RUN_DIR | CHECKPOINT | FILE to start from (optimizer state fresh, EMA = the weights)
+  ckpt::WeightsSource init_from_weights = ckpt::WeightsSource::kAuto;  // which weights of a checkpoint
+  PosEmbedTransfer pos_embed_transfer = PosEmbedTransfer::kAuto;
+  std::string noise_schedule_scale = "auto";  // Eq. 3's s'/s: auto (the stage's S; 1 without init_from) or a number
+  bool guidance_transfer = false;             // sample with Eq. 4's scale for S instead of guidance_scale
+  int64_t init_from_size = 0;                 // the source's latent side (0: read from it; recorded)
+  double init_from_scale = 0;                 // the source's own resolution scale (0: read from it; recorded)
 
   // Data
   std::vector<std::string> data = {"synthetic:shapes"};  // shard dirs, or synthetic:shapes (built in <run_dir>/data)

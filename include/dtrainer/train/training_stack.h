@@ -14,6 +14,7 @@
 #include "dtrainer/parallel/communicator.h"
 #include "dtrainer/parallel/mpi_runtime.h"
 #include "dtrainer/parallel/sharded_params.h"
+#include "dtrainer/ckpt/weights_source.h"
 #include "dtrainer/models/backbone.h"
 #include "dtrainer/models/parameter_layout.h"
 
@@ -23,6 +24,8 @@ struct TrainingStackConfig {
   models::BackboneSpec backbone;
   uint64_t seed = 0;
   std::string init_weights;  // a safetensors file of the model's parameters ("" none)
+  std::string init_from;     // a stage's source: a checkpoint, a run directory or a weights file ("" none)
+  ckpt::WeightsSource init_from_weights = ckpt::WeightsSource::kAuto;
   parallel::ShardingConfig sharding;
 };
 

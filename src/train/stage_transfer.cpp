@@ -1,0 +1,255 @@
+#include "dtrainer/train/stage_transfer.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+
+#include "dtrainer/ckpt/checkpoint.h"
+#include "dtrainer/ckpt/safetensors.h"
+#include "dtrainer/core/error.h"
+#include "dtrainer/diffusion/schedule.h"
+#include "dtrainer/train/checkpoint_model.h"
+#include "dtrainer/train/data_plan.h"
+#include "dtrainer/train/train_config.h"
+
+namespace fs = std::filesystem;
+
+namespace dtrainer::train {
+
+const NameTable<PosEmbedTransfer>& name_table(PosEmbedTransfer) {
+  static const NameTable<PosEmbedTransfer> t{{"auto", PosEmbedTransfer::kAuto},
+                                             {"resample", PosEmbedTransfer::kResample},
+                                             {"interpolate", PosEmbedTransfer::kInterpolate},
+                                             {"extrapolate", PosEmbedTransfer::kExtrapolate},
+                                             {"none", PosEmbedTransfer::kNone}};
+  return t;
+}
+
+namespace {
+
+std::string number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+// What a recorded configuration says about its run's latent side and scale, where the record has
+// no latent_size of its own (checkpoints of older dtrainers): the data it trained on, planned as
+// the trainer planned it.
+void fill_from_config(StageSource& s, const std::string& toml, const std::string& where, const fs::path& run_dir) {
+  const TrainConfig src = train_config_from_toml(toml, where);
+  s.model = src.model;
+  if (s.latent_size == 0 && !run_dir.empty()) {
+    try {
+      const DataPlan d = plan_data(src, run_dir);
+      if (d.found) s.latent_size = d.inputs.latent_size;
+    } catch (const Error&) {
+      // (the source's data moved: the caller asks for init_from_size)
+    }
+  }
+  if (s.latent_size > 0) s.resolution_scale = run_resolution_scale(src, s.latent_size);
+}
+
+double meta_number(const nlohmann::json& j, const char* key, double fallback) {
+  if (!j.contains(key)) return fallback;
+  if (j[key].is_number()) return j[key].get<double>();
+  if (j[key].is_string()) {
+    char* end = nullptr;
+    const std::string text = j[key].get<std::string>();
+    const double v = std::strtod(text.c_str(), &end);
+    if (end == text.c_str() + text.size() && !text.empty()) return v;
+  }
+  return fallback;
+}
+
+}  // namespace
+
+StageSource read_stage_source(const std::string& init_from, const std::string& field) {
+  StageSource s;
+  std::error_code ec;
+  if (!fs::exists(init_from, ec)) throw Error(field, init_from + ": no such run, checkpoint or weights file");
+  if (fs::is_regular_file(init_from, ec)) {
+    s.path = init_from;
+    ckpt::SafetensorsFile file(init_from);
+    nlohmann::json m = nlohmann::json::object();
+    for (const auto& [k, v] : file.metadata()) m[k] = v;
+    s.latent_size = static_cast<int64_t>(meta_number(m, "latent_size", 0));
+    s.resolution_scale = meta_number(m, "resolution_scale", 1);
+    s.step = static_cast<int64_t>(meta_number(m, "step", 0));
+    if (m.contains("config_toml")) {
+      const bool recorded = m.contains("resolution_scale");
+      const double scale = s.resolution_scale;
+      fs::path run_dir;
+      if (m.contains("checkpoint")) run_dir = fs::path(m["checkpoint"].get<std::string>()).parent_path().parent_path();
+      fill_from_config(s, m["config_toml"].get<std::string>(), init_from + ":__metadata__.config_toml", run_dir);
+      if (recorded) s.resolution_scale = scale;
+    }
+    return s;
+  }
+  try {
+    s.path = resolve_checkpoint_path(init_from);
+  } catch (const Error& e) {
+    throw Error(field, e.what());
+  }
+  s.checkpoint = true;
+  const ckpt::CheckpointReader ck(s.path);
+  const nlohmann::json& m = ck.meta();
+  s.step = ck.step();
+  s.latent_size = static_cast<int64_t>(meta_number(m, "latent_size", 0));
+  s.resolution_scale = meta_number(m, "resolution_scale", 1);
+  if (m.contains("config_toml") && m["config_toml"].is_string()) {
+    const bool recorded = m.contains("resolution_scale");
+    const double scale = s.resolution_scale;
+    fill_from_config(s, m["config_toml"].get<std::string>(), s.path + "/meta.json:config_toml",
+                     fs::path(s.path).parent_path().parent_path());
+    if (recorded) s.resolution_scale = scale;
+  }
+  return s;
+}
+
+double run_resolution_scale(const TrainConfig& c, int64_t latent_size) {
+  if (c.init_from.empty() || c.init_from_size <= 0 || latent_size <= 0) return 1.0;
+  const double source_scale = c.init_from_scale > 0 ? c.init_from_scale : 1.0;
+  return source_scale * static_cast<double>(latent_size) / static_cast<double>(c.init_from_size);
+}
+
+void record_stage_source(TrainConfig& c, const StageSource& s) {
+  if (c.init_from_size == 0) {
+    if (s.latent_size <= 0)
+      throw Error("init_from_size",
+                  s.path +
+                      " does not record its latent side (an older or foreign file, and its run's data is not "
+                      "there): set init_from_size to the latent side it was trained at");
+    c.init_from_size = s.latent_size;
+  } else if (s.latent_size > 0 && s.latent_size != c.init_from_size) {
+    throw Error("init_from_size", std::to_string(c.init_from_size) + " is set, but " + s.path +
+                                      " was trained at latent side " + std::to_string(s.latent_size) +
+                                      " (leave it 0 to take the source's)");
+  }
+  if (c.init_from_scale == 0) c.init_from_scale = s.resolution_scale > 0 ? s.resolution_scale : 1.0;
+}
+
+void resolve_stage_source(TrainConfig& c, const fs::path& run_dir) {
+  if (c.init_from.empty() || (c.init_from_size > 0 && c.init_from_scale > 0)) return;
+  std::error_code ec;
+  if (!fs::exists(c.init_from, ec) && c.resume != "none") {
+    if (const auto own = ckpt::latest_checkpoint((run_dir / "ckpt").string())) {
+      const ckpt::CheckpointReader ck(*own);
+      if (ck.meta().contains("config_toml") && ck.meta()["config_toml"].is_string()) {
+        const TrainConfig was = train_config_from_toml(ck.meta()["config_toml"].get<std::string>(), *own);
+        if (was.init_from == c.init_from && was.init_from_size > 0) {
+          if (c.init_from_size == 0) c.init_from_size = was.init_from_size;
+          if (c.init_from_scale == 0) c.init_from_scale = was.init_from_scale;
+          return;
+        }
+      }
+    }
+  }
+  record_stage_source(c, read_stage_source(c.init_from));
+}
+
+double noise_schedule_scale_value(const TrainConfig& c, double resolution_scale) {
+  if (c.noise_schedule_scale == "auto") return c.init_from.empty() ? 1.0 : resolution_scale;
+  char* end = nullptr;
+  const double v = std::strtod(c.noise_schedule_scale.c_str(), &end);
+  if (c.noise_schedule_scale.empty() || end != c.noise_schedule_scale.c_str() + c.noise_schedule_scale.size() ||
+      !std::isfinite(v) || !(v > 0))
+    throw Error("noise_schedule_scale",
+                "auto or a positive number (the resolution scale s'/s of Eq. 3; 1: the schedule as designed), got '" +
+                    c.noise_schedule_scale + "'");
+  return v;
+}
+
+double sampling_guidance_scale(const TrainConfig& c, int64_t latent_size) {
+  return c.guidance_transfer
+             ? diffusion::guidance_scale_for_resolution(c.guidance_scale, run_resolution_scale(c, latent_size))
+             : c.guidance_scale;
+}
+
+StageSettings stage_settings(const TrainConfig& c, const std::string& family, const std::string& transformer_family,
+                             int64_t latent_size) {
+  StageSettings s;
+  s.from_source = !c.init_from.empty();
+  const bool explicit_rule =
+      c.pos_embed_transfer != PosEmbedTransfer::kAuto && c.pos_embed_transfer != PosEmbedTransfer::kNone;
+  if (!s.from_source && explicit_rule)
+    throw Error("pos_embed_transfer", std::string(name_of(c.pos_embed_transfer)) +
+                                          " adapts a source's grid: it needs init_from (a model_set pos_embed_scale / "
+                                          "pos_embed_grid sets a grid by hand)");
+  if (!s.from_source && c.guidance_transfer)
+    throw Error("guidance_transfer", "scales the guidance for a stage's resolution scale S: it needs init_from");
+  if (s.from_source && c.init_from_size > 0 && latent_size > 0)
+    s.side_ratio = static_cast<double>(latent_size) / static_cast<double>(c.init_from_size);
+  s.latent_size = latent_size;
+  s.resolution_scale = run_resolution_scale(c, latent_size);
+  s.noise_scale = noise_schedule_scale_value(c, s.resolution_scale);
+  s.guidance = sampling_guidance_scale(c, latent_size);
+  if (family != "transformer") {
+    if (explicit_rule)
+      throw Error("pos_embed_transfer", "a " + family +
+                                            " has no positional embeddings (its convolutions carry to any "
+                                            "resolution): leave it auto");
+    return s;
+  }
+  if (!s.from_source || s.resolution_scale == 1.0) return s;
+  PosEmbedTransfer rule = c.pos_embed_transfer;
+  if (rule == PosEmbedTransfer::kAuto)
+    rule = transformer_family == "mmdit_pp" ? PosEmbedTransfer::kResample : PosEmbedTransfer::kInterpolate;
+  if (rule == PosEmbedTransfer::kNone)
+    throw Error("pos_embed_transfer",
+                "this " + transformer_family + " is trained at latent side " + std::to_string(latent_size) +
+                    ", its source at " + std::to_string(c.init_from_size) + " (resolution scale " +
+                    number(s.resolution_scale) +
+                    "): say how its positional embeddings carry over (resample, interpolate or extrapolate; auto "
+                    "picks by family)");
+  for (const auto& kv : c.model_set)
+    if (kv.rfind("pos_embed_scale=", 0) == 0 || kv.rfind("pos_embed_grid=", 0) == 0)
+      throw Error("model_set", "'" + kv + "' contradicts pos_embed_transfer = " + name_of(rule) +
+                                   ", which sets the grid of a stage: remove one of them");
+  s.pos_rule = rule;
+  switch (rule) {
+    case PosEmbedTransfer::kResample:
+      s.model_overrides = {"pos_embed_scale=" + number(s.resolution_scale), "pos_embed_grid=resampled"};
+      break;
+    case PosEmbedTransfer::kInterpolate:
+      s.model_overrides = {"pos_embed_scale=" + number(s.resolution_scale), "pos_embed_grid=interpolated"};
+      break;
+    default: s.model_overrides = {"pos_embed_scale=1", "pos_embed_grid=extrapolate"}; break;
+  }
+  return s;
+}
+
+std::string StageSettings::describe(const TrainConfig& c) const {
+  std::string out;
+  if (from_source) {
+    out = "from " + c.init_from + " (" + name_of(c.init_from_weights) + " weights): latent side " +
+          std::to_string(c.init_from_size) + " -> " + std::to_string(latent_size) +
+          ", resolution scale S = " + number(resolution_scale) +
+          "; optimizer state fresh, averages start at the loaded weights";
+    if (pos_rule != PosEmbedTransfer::kNone)
+      out += "\npositional embeddings " + std::string(name_of(pos_rule)) +
+             (c.pos_embed_transfer == PosEmbedTransfer::kAuto ? " (auto for this family)" : "") + ": " +
+             model_overrides[0] + ", " + model_overrides[1];
+  }
+  if (noise_scale != 1.0)
+    out += std::string(out.empty() ? "" : "\n") +
+           "noise schedule rescaled by [S2] Eq. 3 for s'/s = " + number(noise_scale) + " (SNR / " +
+           number(noise_scale * noise_scale) + "), in training and sampling";
+  if (c.guidance_transfer)
+    out += std::string(out.empty() ? "" : "\n") + "guidance " + number(c.guidance_scale) + " -> " + number(guidance) +
+           " ([S2] Eq. 4 at S = " + number(resolution_scale) + ")";
+  return out;
+}
+
+models::BackboneSpec resolve_run_backbone(const TrainConfig& c, const models::BackboneInputs& inputs) {
+  models::BackboneSpec spec = models::resolve_backbone(c.model, c.model_set, inputs, c.control_conditioning);
+  const StageSettings s =
+      stage_settings(c, spec.family, models::to_string(spec.transformer.family), spec.inputs.latent_size);
+  if (s.model_overrides.empty()) return spec;
+  std::vector<std::string> overrides = c.model_set;
+  overrides.insert(overrides.end(), s.model_overrides.begin(), s.model_overrides.end());
+  return models::resolve_backbone(c.model, overrides, inputs, c.control_conditioning);
+}
+
+}  // namespace dtrainer::train
