@@ -54,6 +54,12 @@ DiffusionTransformerImpl::DiffusionTransformerImpl(const TransformerSpec& s) : s
       break;
     case TransformerFamily::kMMDiT:
     case TransformerFamily::kMMDiTPP:
+      if (s.conditioning == "class") {  // class-conditional mmDiT: no text stream, the class into adaLN
+        auto ye = holder("y_embedder");
+        e.class_table = ye->register_module("embedding_table", nn::Embedding(s.num_classes + 1, h));
+        e.modules.push_back(ye);
+        break;
+      }
       e.context_embedder = register_module("context_embedder", linear(s.context_dim, h));
       e.modules.push_back(e.context_embedder.ptr());
       if (s.family == TransformerFamily::kMMDiT) {
@@ -104,9 +110,10 @@ torch::Tensor DiffusionTransformerImpl::forward_all(const torch::Tensor& x_t, co
     throw Error(
         "x_t", "expected [B, " + std::to_string(s.in_channels) + ", H, W] with H, W divisible by " + std::to_string(p));
   const int64_t B = x_t.size(0), gh = x_t.size(2) / p, gw = x_t.size(3) / p, N = gh * gw;
-  const bool class_cond = s.family == TransformerFamily::kDiT && s.conditioning == "class";
+  const bool class_cond = s.conditioning == "class";
   if (class_cond && (!labels.defined() || labels.dim() != 1 || labels.size(0) != B))
-    throw Error("labels", "a class-conditional DiT needs labels [" + std::to_string(B) + "]");
+    throw Error("labels", "a class-conditional " + std::string(to_string(s.family)) + " needs labels [" +
+                              std::to_string(B) + "]");
   const bool uses_text = !class_cond;
   if (uses_text && (!text.defined() || text.dim() != 3 || text.size(0) != B || text.size(2) != s.context_dim))
     throw Error("text", "expected [" + std::to_string(B) + ", T, " + std::to_string(s.context_dim) + "]");

@@ -157,6 +157,7 @@ struct Embed {
         return {x, y, c, t0};
       }
       default: {
+        if (class_table) return {x, c + class_table(labels)};  // (class-conditional mmDiT: image tokens only)
         const Tensor ctx = context_embedder(text);
         if (family == TransformerFamily::kMMDiT)
           c = c + y_mlp->forward(pooled(text, mask));

@@ -54,6 +54,10 @@ TransformerCost count_transformer(const TransformerSpec& s, int64_t T) {
       break;
     case TransformerFamily::kMMDiT:
     case TransformerFamily::kMMDiTPP:
+      if (s.conditioning == "class") {
+        k.param("y_embedder.embedding_table.weight", {s.num_classes + 1, h});
+        break;
+      }
       k.linear("context_embedder", D, h, T);
       if (s.family == TransformerFamily::kMMDiT) {
         k.linear("y_embedder.mlp.0", D, h, 1);
@@ -88,22 +92,32 @@ TransformerCost count_transformer(const TransformerSpec& s, int64_t T) {
     } else {
       const std::string b = "joint_blocks." + std::to_string(i) + ".";
       const bool last = i == s.depth - 1;  // SD3: the text stream of the last block only feeds attention
+      const bool text = s.conditioning == "text", shared = s.context_stream == "shared";
+      const int64_t Tj = text ? T : 0;  // (class-conditional: image tokens only)
       for (const char* stream : {"context_block.", "x_block."}) {
         const bool ctx = stream[0] == 'c';
+        if (ctx && !text) continue;
         const int64_t rows = ctx ? T : N;
         const bool pre_only = ctx && last;
+        const bool own = !(ctx && shared);  // a shared text stream: qkv and norms only...
         const std::string sb = b + stream;
-        k.linear(sb + "adaLN_modulation.1", h, (pre_only ? 2 : 6) * h, 1);
+        if (own) k.linear(sb + "adaLN_modulation.1", h, (pre_only ? 2 : 6) * h, 1);
         k.linear(sb + "attn.qkv", h, 3 * h, rows);
         k.param(sb + "attn.ln_q.weight", {s.head_dim()});
         k.param(sb + "attn.ln_k.weight", {s.head_dim()});
         if (!pre_only) {
-          k.linear(sb + "attn.proj", h, h, rows);
-          k.linear(sb + "mlp.fc1", h, m, rows);
-          k.linear(sb + "mlp.fc2", m, h, rows);
+          const std::string pb = own ? sb : b + "x_block.";  // ...the image stream's proj and MLP, run on its tokens
+          if (own) {
+            k.linear(sb + "attn.proj", h, h, rows);
+            k.linear(sb + "mlp.fc1", h, m, rows);
+            k.linear(sb + "mlp.fc2", m, h, rows);
+          } else {
+            k.c.total.macs_linear_conv += rows * (h * h + 2 * h * m);
+            k.c.total.activation_elems += rows * (2 * h + m);
+          }
         }
       }
-      k.attention(N + T, N + T, h, H);
+      k.attention(N + Tj, N + Tj, h, H);
     }
   }
   k.linear("final_layer.linear", h, out, N);

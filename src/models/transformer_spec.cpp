@@ -39,8 +39,12 @@ void TransformerSpec::validate() const {
   if (frequency_dim % 2) throw Error("model.frequency_dim", "must be even");
   if (conditioning != "class" && conditioning != "text")
     throw Error("model.conditioning", "class or text, got '" + conditioning + "'");
-  if (family != TransformerFamily::kDiT && conditioning != "text")
-    throw Error("model.conditioning", "only DiT can be class-conditional");
+  if (family != TransformerFamily::kDiT && family != TransformerFamily::kMMDiT && conditioning != "text")
+    throw Error("model.conditioning", "only DiT and mmDiT can be class-conditional");
+  if (context_stream != "full" && context_stream != "shared")
+    throw Error("model.context_stream", "full or shared, got '" + context_stream + "'");
+  if (context_stream == "shared" && family != TransformerFamily::kMMDiT && family != TransformerFamily::kMMDiTPP)
+    throw Error("model.context_stream", "only the mmDiT families have a text stream");
   if (!(pos_embed_scale > 0)) throw Error("model.pos_embed_scale", "must be positive");
   if (pos_embed_grid != "resampled" && pos_embed_grid != "extrapolate" && pos_embed_grid != "interpolated")
     throw Error("model.pos_embed_grid", "resampled, interpolated or extrapolate, got '" + pos_embed_grid + "'");
@@ -50,7 +54,7 @@ void TransformerSpec::validate() const {
 
 namespace {
 TransformerSpec make(const std::string& name, TransformerFamily f, int64_t hidden, int64_t depth, int64_t caption_mlp,
-                     const std::string& conditioning = "text") {
+                     const std::string& conditioning = "text", const std::string& context_stream = "full") {
   TransformerSpec s;
   s.name = name;
   s.family = f;
@@ -58,6 +62,7 @@ TransformerSpec make(const std::string& name, TransformerFamily f, int64_t hidde
   s.depth = depth;
   s.caption_mlp = caption_mlp;
   s.conditioning = conditioning;
+  s.context_stream = context_stream;
   if (f == TransformerFamily::kMMDiT || f == TransformerFamily::kMMDiTPP)
     s.learn_sigma = false;  // SD3 predicts the target only
   return s;
@@ -73,6 +78,13 @@ const std::vector<TransformerSpec>& transformer_presets() {
       make("pixart-h1024-d56", TransformerFamily::kPixArt, 1024, 56, 0),
       make("mmdit-xl2", TransformerFamily::kMMDiT, 1152, 28, -1),
       make("mmdit-pp-xl2", TransformerFamily::kMMDiTPP, 1152, 28, -1),
+      // [S2] Table A1, the models it compares (docs/MODELS.md "[S2]'s model table": the counts, and
+      // how each configuration was reconstructed from them). CC12M text conditioning:
+      make("s2-pixart-xl2", TransformerFamily::kPixArt, 1152, 28, 1),
+      make("s2-mmdit-xl2", TransformerFamily::kMMDiT, 1152, 28, -1, "text", "shared"),
+      // ...and ImageNet class conditioning:
+      make("s2-mmdit-xl2-class", TransformerFamily::kMMDiT, 1152, 28, -1, "class"),
+      make("s2-dit-xl2-class", TransformerFamily::kDiT, 1152, 28, -1, "class"),
   };
   return presets;
 }
@@ -90,9 +102,9 @@ TransformerSpec transformer_preset(const std::string& name) {
 }
 
 std::vector<std::string> transformer_field_keys() {
-  return {"family",       "patch_size",  "hidden_size", "depth",           "num_heads",
-          "mlp_ratio",    "context_dim", "in_channels", "learn_sigma",     "sample_size",
-          "conditioning", "num_classes", "caption_mlp", "pos_embed_scale", "pos_embed_grid"};
+  return {"family",      "patch_size",      "hidden_size",    "depth",         "num_heads",    "mlp_ratio",
+          "context_dim", "in_channels",     "learn_sigma",    "sample_size",   "conditioning", "num_classes",
+          "caption_mlp", "pos_embed_scale", "pos_embed_grid", "context_stream"};
 }
 
 void set_transformer_field(TransformerSpec& s, const std::string& key, const std::string& v) {
@@ -131,6 +143,8 @@ void set_transformer_field(TransformerSpec& s, const std::string& key, const std
     }
   } else if (key == "pos_embed_grid")
     s.pos_embed_grid = v;
+  else if (key == "context_stream")
+    s.context_stream = v;
   else {
     std::string known;
     for (const auto& k : transformer_field_keys()) known += (known.empty() ? "" : ", ") + k;

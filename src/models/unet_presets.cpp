@@ -45,22 +45,15 @@ UNetSpec tiny(const std::string& name) {
 
 const std::vector<UNetSpec>& unet_presets() {
   static const std::vector<UNetSpec> presets = {
-      sd2("sd2", 320),
-      sd2("sd2-c512", 512),
-      if_xl("if-xl-c512", 512),
-      if_xl("if-xl-c704", 704),
-      sdxl("sdxl", 320, {0, 2, 10}),
-      sdxl("sdxl-c128", 128, {0, 2, 10}),
-      sdxl("sdxl-c192", 192, {0, 2, 10}),
-      sdxl("sdxl-c384", 384, {0, 2, 10}),
-      sdxl("sdxl-td2", 320, {0, 2, 2}),
-      sdxl("sdxl-td4", 320, {0, 2, 4}),
-      sdxl("sdxl-td12", 320, {0, 2, 12}),
-      sdxl("sdxl-td14", 320, {0, 2, 14}),
-      sdxl("sdxl-td4_4", 320, {0, 4, 4}),
-      sdxl("sdxl-td4_8", 320, {0, 4, 8}),
-      sdxl("sdxl-td4_12", 320, {0, 4, 12}),
+      sd2("sd2", 320), sd2("sd2-c512", 512), if_xl("if-xl-c512", 512), if_xl("if-xl-c704", 704),
+      sdxl("sdxl", 320, {0, 2, 10}), sdxl("sdxl-c128", 128, {0, 2, 10}), sdxl("sdxl-c192", 192, {0, 2, 10}),
+      sdxl("sdxl-c384", 384, {0, 2, 10}), sdxl("sdxl-td2", 320, {0, 2, 2}), sdxl("sdxl-td4", 320, {0, 2, 4}),
+      sdxl("sdxl-td12", 320, {0, 2, 12}), sdxl("sdxl-td14", 320, {0, 2, 14}), sdxl("sdxl-td4_4", 320, {0, 4, 4}),
+      sdxl("sdxl-td4_8", 320, {0, 4, 8}), sdxl("sdxl-td4_12", 320, {0, 4, 12}),
       sdxl("sdxl-c384-td4_12", 384, {0, 4, 12}),
+      // [S2] Table A1's UNet-SDXL on CC12M (864.31 M): SDXL's layout with one transformer block at
+      // the full-resolution level and two at the others (862.92 M; docs/MODELS.md "[S2]'s model table").
+      sdxl("s2-unet-sdxl", 320, {1, 2, 2}),
       tiny("unet-tiny"),  // not in [S1]: the quickstart's 1.1M-parameter SDXL-layout UNet
   };
   return presets;

@@ -124,8 +124,35 @@ TEST_CASE("preset parameter counts match [S1] Table 2 and DiT-XL/2 (within 2%)")
   CHECK(std::abs(macs / 118.6e9 - 1) < 0.02);
 }
 
+TEST_CASE("[S2] Table A1's transformers: the presets match its parameter counts within 1%") {
+  // [S2] Table A1 (millions): CC12M text conditioning (77 x 1024 tokens) and ImageNet classes.
+  const std::map<std::string, double> table = {{"s2-pixart-xl2", 610.12},
+                                               {"s2-mmdit-xl2", 791.64},
+                                               {"s2-mmdit-xl2-class", 679.09},
+                                               {"s2-dit-xl2-class", 679.09}};
+  for (const auto& [name, millions] : table) {
+    const TransformerSpec s = transformer_preset(name);
+    const TransformerCost c = count_transformer(s, s.conditioning == "class" ? 0 : 77);
+    INFO(name << ": " << c.num_params);
+    CHECK(std::abs(static_cast<double>(c.num_params) / (millions * 1e6) - 1) < 0.01);
+  }
+  // The reconstruction of [S2]'s mmDiT-XL/2: a text stream of its own QKV only. Against SD3's full
+  // second stream it drops, per block, adaLN (6h^2 + 6h), projection (h^2 + h) and MLP (8h^2 + 5h),
+  // and the last block's pre-only adaLN (2h^2 + 2h): a closed form, not the counter's tally.
+  const int64_t h = 1152, d = 28;
+  const int64_t full = count_transformer(transformer_preset("mmdit-xl2"), 77).num_params;
+  const int64_t shared = count_transformer(transformer_preset("s2-mmdit-xl2"), 77).num_params;
+  CHECK(full - shared == (d - 1) * (15 * h * h + 12 * h) + (2 * h * h + 2 * h));
+  // ...and the class-conditional one has no text stream at all: the image stream of mmdit-xl2 with a class table.
+  const int64_t text_stream = (d - 1) * (18 * h * h + 15 * h) + (5 * h * h + 5 * h) + 2 * 72 * d;
+  const int64_t embedders = (1024 * h + h) /*context*/ + (1024 * h + h) + (h * h + h) /*pooled MLP*/;
+  CHECK(count_transformer(transformer_preset("s2-mmdit-xl2-class"), 0).num_params ==
+        full - text_stream - embedders + 1001 * h);
+}
+
 TEST_CASE("the built transformer has exactly the analytic parameter table, for every family") {
-  for (const std::string preset : {"dit-xl2", "pixart-h1152-d28", "pixart-h1024-d28", "mmdit-xl2", "mmdit-pp-xl2"}) {
+  for (const std::string preset : {"dit-xl2", "pixart-h1152-d28", "pixart-h1024-d28", "mmdit-xl2", "mmdit-pp-xl2",
+                                   "s2-mmdit-xl2", "s2-mmdit-xl2-class"}) {
     for (bool text_dit : {false, true}) {
       TransformerSpec s = small(preset);
       if (preset == "dit-xl2" && text_dit)
@@ -149,7 +176,8 @@ TEST_CASE("the built transformer has exactly the analytic parameter table, for e
 
 TEST_CASE("forward and backward of small overrides of every family") {
   torch::manual_seed(0);
-  for (const std::string preset : {"dit-xl2", "pixart-h1152-d28", "mmdit-xl2", "mmdit-pp-xl2"}) {
+  for (const std::string preset :
+       {"dit-xl2", "pixart-h1152-d28", "mmdit-xl2", "mmdit-pp-xl2", "s2-mmdit-xl2", "s2-mmdit-xl2-class"}) {
     INFO(preset);
     TransformerSpec s = small(preset);
     DiffusionTransformer net(s);

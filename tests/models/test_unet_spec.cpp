@@ -12,7 +12,7 @@ TEST_CASE("all 16 presets of [S1] Table 1 exist and validate") {
                                           "sdxl",       "sdxl-c128",  "sdxl-c192",   "sdxl-c384",
                                           "sdxl-td2",   "sdxl-td4",   "sdxl-td12",   "sdxl-td14",
                                           "sdxl-td4_4", "sdxl-td4_8", "sdxl-td4_12", "sdxl-c384-td4_12"};
-  REQUIRE(unet_presets().size() == names.size() + 1);  // + unet-tiny, the quickstart's model
+  REQUIRE(unet_presets().size() == names.size() + 2);  // + unet-tiny, the quickstart's model; s2-unet-sdxl ([S2])
   CHECK(is_unet_preset("unet-tiny"));
   for (const auto& n : names) {
     INFO(n);

@@ -34,12 +34,16 @@ struct TransformerSpec {
   bool learn_sigma = true;            // DiT / PixArt predict a variance too: out = 2 x in (only eps is trained)
   int64_t sample_size = 32;           // latent H = W the model is built for
   int64_t frequency_dim = 256;        // sinusoidal timestep features
-  std::string conditioning = "text";  // DiT only: "class" (num_classes + 1 null) or "text" (pooled tokens)
+  std::string conditioning = "text";  // DiT, mmDiT: "class" (num_classes + 1 null) or "text"
   int64_t num_classes = 1000;
   int64_t caption_mlp = -1;                  // PixArt: 1 = caption MLP, 0 = none, -1 = auto (only when D_txt != hidden)
   int64_t control_feature_dim = 256;         // mmDiT++: sinusoidal features per control scalar
   double pos_embed_scale = 1.0;              // grid size / training grid size ([S2] resolution transfer)
   std::string pos_embed_grid = "resampled";  // resampled ([S2]) | interpolated | extrapolate
+  // mmDiT: the text stream's own weights. full (SD3): adaLN, QKV, projection and MLP of its own;
+  // shared ([S2] Table A1's mmDiT-XL/2, reconstructed from its count: docs/MODELS.md): its own QKV
+  // (and q/k RMSNorm), the image stream's adaLN modulation, projection and MLP.
+  std::string context_stream = "full";
 
   int64_t out_channels() const { return learn_sigma ? 2 * in_channels : in_channels; }
   int64_t head_dim() const { return hidden_size / num_heads; }
@@ -54,7 +58,8 @@ const std::vector<TransformerSpec>& transformer_presets();
 bool is_transformer_preset(const std::string& name);
 TransformerSpec transformer_preset(const std::string& name);
 // Keys: family, patch_size, hidden_size, depth, num_heads, mlp_ratio, context_dim, in_channels,
-// learn_sigma, sample_size, conditioning, num_classes, caption_mlp, pos_embed_scale, pos_embed_grid.
+// learn_sigma, sample_size, conditioning, num_classes, caption_mlp, pos_embed_scale, pos_embed_grid,
+// context_stream.
 std::vector<std::string> transformer_field_keys();
 void set_transformer_field(TransformerSpec& spec, const std::string& key, const std::string& value);
 
