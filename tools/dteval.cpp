@@ -36,6 +36,8 @@
 #include "dtrainer/eval/shapes_answerer.h"
 #include "dtrainer/train/alignment_eval.h"
 #include "dtrainer/train/checkpoint_model.h"
+#include "dtrainer/train/component_configs.h"
+#include "dtrainer/train/stage_transfer.h"
 
 using namespace dtrainer;
 namespace fs = std::filesystem;
@@ -115,12 +117,11 @@ int run_alignment(parallel::MpiRuntime& rt, const AlignmentArgs& a) {
     std::error_code ec;
     if (fs::exists(out, ec)) throw Error(out.string(), "exists: choose another --out (nothing is overwritten)");
   });
-  train::SamplerSetup s;
+  train::SamplerSetup s = train::sampler_setup(m.config, m.data);  // (the run's guidance law and controls)
   s.model = m.model.get();
   s.objective = m.objective.get();
   s.steps = a.steps ? a.steps : m.config.sample_steps;
   s.seed = a.seed;
-  s.channels_last = m.config.channels_last;
   train::AlignmentOptions o;
   o.images_per_prompt = a.images;
   o.batch = a.batch;

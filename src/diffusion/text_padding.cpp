@@ -47,7 +47,7 @@ PaddedText pad_text(const std::vector<torch::Tensor>& prompts, const TextPadding
     torch::Tensor row = prompt.to(torch::kFloat32).repeat({m, 1}).narrow(0, 0, T).clone();
     if (c.policy == TextPadding::kNoisyReplicate && c.beta_txt > 0) {
       const torch::Tensor sigma_ch = prompt.to(torch::kFloat32).std(0, /*unbiased=*/false);  // [D]
-      const double scale = c.beta_txt * std::sqrt(static_cast<double>(m - 1));
+      const double scale = std::sqrt(c.beta_txt) * std::sqrt(static_cast<double>(m - 1));    // (beta_txt: a variance)
       const at::Generator gen = keyed_generator(stream_key(c.seed, RngPurpose::kTextPadding, step, ids[i]));
       const torch::Tensor noise = torch::randn({T - L, D}, gen, torch::kFloat32).mul_(scale * sigma_ch);
       row.narrow(0, L, T - L).add_(noise.to(row.dtype()));

@@ -1,6 +1,7 @@
 #include "dtrainer/train/component_configs.h"
 
 #include "dtrainer/diffusion/schedule.h"
+#include "dtrainer/train/stage_transfer.h"
 
 namespace dtrainer::train {
 
@@ -26,6 +27,7 @@ diffusion::TextPaddingConfig text_padding_config(const TrainConfig& c) {
   diffusion::TextPaddingConfig p;
   p.policy = c.text_padding;
   p.max_tokens = c.max_tokens;
+  p.beta_txt = c.text_noise_beta;
   p.seed = c.seed;
   return p;
 }
@@ -62,6 +64,20 @@ std::unique_ptr<diffusion::Objective> make_objective(const TrainConfig& c, int64
   oc.p_drop_control = c.p_drop_control;
   oc.seed = c.seed;
   return std::make_unique<diffusion::Objective>(oc, diffusion::NoiseSchedule::make(sched));
+}
+
+SamplerSetup sampler_setup(const TrainConfig& c, const DataPlan& data) {
+  SamplerSetup s;
+  s.steps = c.sample_steps;
+  s.seed = c.seed;
+  s.channels_last = c.channels_last;
+  s.guidance = sampling_guidance_scale(c, data.inputs.latent_size);  // ([S2] Eq. 4 for a stage)
+  s.controls = resolve_run_backbone(c, data.inputs).control_conditioning();
+  s.control_beta = c.control_guidance;
+  // The original size of an image of this data in pixels (latents: the SDXL-VAE's factor 8).
+  const double side = static_cast<double>(data.inputs.latent_size) * (data.pixels ? 1.0 : 8.0);
+  s.original_size = {side, side};
+  return s;
 }
 
 LrSchedule make_lr_schedule(const TrainConfig& c) {

@@ -164,15 +164,11 @@ nlohmann::json Evaluation::held_out_loss(const EvalModel& m, int64_t /*step*/) c
 }
 
 SamplerSetup Evaluation::sampler(const EvalModel& m) const {
-  SamplerSetup setup;
+  SamplerSetup setup = sampler_setup(c_, data_);
   setup.model = m.model;
   setup.objective = m.objective;
   setup.device = m.device;
   setup.channels_last = m.channels_last;
-  setup.steps = c_.sample_steps;
-  // ([S2] Eq. 4 for a stage with guidance_transfer)
-  setup.guidance = sampling_guidance_scale(c_, data_.inputs.latent_size);
-  setup.seed = c_.seed;
   return setup;
 }
 

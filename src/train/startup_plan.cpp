@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "dtrainer/core/error.h"
 #include "dtrainer/core/log.h"
 #include "dtrainer/data/synthesize.h"
 #include "dtrainer/parallel/agreement.h"
@@ -51,6 +52,10 @@ StartupPlan make_startup_plan(const TrainConfig& c, const DataPlan& d, int world
   p.stage = stage_settings(c, p.backbone.family, models::to_string(p.backbone.transformer.family),
                            p.backbone.inputs.latent_size);
   p.stage_line = p.stage.describe(c);
+  if (c.control_guidance != 1.0 && !p.backbone.control_conditioning())
+    throw Error("control_guidance",
+                "guides [S2]'s control conditions, which this model does not take: set "
+                "control_conditioning (UNets) or use an mmdit_pp model");
   p.cost = models::backbone_cost(p.backbone);
   p.world = world;
   p.per_rank = c.global_batch / world;

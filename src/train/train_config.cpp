@@ -353,6 +353,10 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
        lines);
   flag(app, data, "random_flip", c.random_flip, "horizontal flips (p = 0.5), flagged in the controls", lines);
   choice(app, data, "text_padding", c.text_padding, "", lines);
+  opt(app, data, "text_noise_beta", c.text_noise_beta,
+      "noisy_replicate: [S2]'s beta_txt, the variance of the Gaussian noise on the copies (scaled by sqrt(m - 1) x "
+      "the prompt's per-channel std)",
+      lines, number_in(0.0, kMax));
   opt(app, data, "max_tokens", c.max_tokens, "text tokens T the model attends to", lines, positive);
 
   const std::string optim = "Optimizer";
@@ -399,7 +403,13 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
   const std::string samples = "Samples";
   opt(app, samples, "sample_count", c.sample_count, "prompts sampled per grid", lines, non_negative);
   opt(app, samples, "sample_steps", c.sample_steps, "DDIM / Euler steps", lines, positive);
-  opt(app, samples, "guidance_scale", c.guidance_scale, "classifier-free guidance scale", lines, number_in(0.0, kMax));
+  opt(app, samples, "guidance_scale", c.guidance_scale,
+      "classifier-free guidance scale (with guidance_transfer: the scale at the base resolution)", lines,
+      number_in(0.0, kMax));
+  opt(app, samples, "control_guidance", c.control_guidance,
+      "[S2] Eq. 2's beta: guidance on the control conditions of a model that has them (1: plain classifier-free "
+      "guidance; [S2]'s best 1.375)",
+      lines, number_in(0.0, kMax));
 }
 
 }  // namespace
@@ -526,6 +536,7 @@ void validate_train_config(const TrainConfig& c, int world) {
     throw Error("init_from",
                 "and init_weights both name initial weights: keep one (init_from takes a weights file too)");
   noise_schedule_scale_value(c, 1.0);  // (auto or a positive number)
+
   if (c.watchdog_timeout > 0 && c.watchdog_min > c.watchdog_timeout)
     throw Error("watchdog_min", "exceeds watchdog_timeout (" + std::to_string(c.watchdog_min) + " > " +
                                     std::to_string(c.watchdog_timeout) + ")");

@@ -42,7 +42,7 @@ TEST_CASE("replicate padding cycles the prompt to length T, all attended") {
   CHECK(out.mask.all().item<bool>());
 }
 
-TEST_CASE("noisy replicate: originals untouched, replicas cycle, noise std = beta * sqrt(m-1) * sigma_ch") {
+TEST_CASE("noisy replicate: originals untouched, replicas cycle, noise std = sqrt(beta) * sqrt(m-1) * sigma_ch") {
   TextPaddingConfig c;
   c.policy = TextPadding::kNoisyReplicate;
   c.max_tokens = 77;
@@ -74,7 +74,7 @@ TEST_CASE("noisy replicate: originals untouched, replicas cycle, noise std = bet
   const int64_t n = S * (77 - L);
   for (int64_t d = 0; d < D; ++d) {
     const torch::Tensor nd = noise.index({Slice(), Slice(), d}).flatten();
-    const double want = 0.02 * std::sqrt(double(m - 1)) * sigma[d];
+    const double want = std::sqrt(0.02) * std::sqrt(double(m - 1)) * sigma[d];  // ([S2]: beta_txt is a variance)
     INFO("channel " << d << " want std " << want);
     // replicas cycle the prompt: the residual is pure noise, mean 0 (5 standard errors)
     CHECK(nd.mean().item<double>() == Approx(0).margin(5 * want / std::sqrt(double(n))));

@@ -4,8 +4,10 @@
 //   zero            tokens after L are zeros and masked out
 //   replicate       the L tokens repeat cyclically up to T (m = ceil(T / L) copies), all attended
 //   noisy_replicate replicate, and the copies (not the original L tokens) get Gaussian noise of
-//                   std beta_txt * sqrt(m - 1) * sigma_ch, sigma_ch = per-channel std of the prompt's
-//                   L tokens (population std); [S2]'s best beta_txt = 0.02
+//                   variance beta_txt, scaled by sqrt(m - 1) * sigma_ch: std sqrt(beta_txt) * sqrt(m - 1)
+//                   * sigma_ch, sigma_ch = per-channel std of the prompt's L tokens (population std).
+//                   [S2] (§4): "additive Gaussian noise with a small variance beta_txt", best 0.02.
+//                   (dtrainer before 2026-12 read beta_txt as the std factor: docs/DIFFUSION.md.)
 
 #include <cstdint>
 #include <string>
@@ -20,7 +22,7 @@ namespace dtrainer::diffusion {
 struct TextPaddingConfig {
   TextPadding policy = TextPadding::kZero;
   int64_t max_tokens = 77;  // T
-  double beta_txt = 0.02;
+  double beta_txt = 0.02;  // the noise's variance before the sqrt(m - 1) * sigma_ch scaling
   uint64_t seed = 0;
 };
 

@@ -3,6 +3,7 @@
 // sampler the objective calls for: diffusion::sample_for_objective). One implementation for the trainer's sample grids,
 // its alignment evaluations and dteval, so they all draw the same images from the same weights.
 
+#include <array>
 #include <cstdint>
 
 #include <torch/types.h>
@@ -37,6 +38,12 @@ struct SamplerSetup {
   int64_t steps = 50;
   double guidance = 3.0;
   uint64_t seed = 0;  // (the DDIM noise when eta > 0)
+  // [S2] control conditioning: the model takes controls, and with them samples an uncropped,
+  // unflipped image of `original_size` (height, width in pixels); control_beta is Eq. 2's beta
+  // (1: plain classifier-free guidance against eps(null, null)).
+  bool controls = false;
+  double control_beta = 1.0;
+  std::array<double, 2> original_size{0, 0};
 };
 
 // x_start [B, C, H, W] (host), text [B, T, D] and mask [B, T] (host): the sampled x_0 on the host.

@@ -87,6 +87,7 @@ struct TrainConfig {
   bool skip_bad_samples = false;  // drop and count unreadable / non-finite samples instead of failing
   bool random_flip = true;
   diffusion::TextPadding text_padding = diffusion::TextPadding::kZero;
+  double text_noise_beta = 0.02;  // noisy_replicate: [S2]'s beta_txt, the variance of the copies' noise
   int64_t max_tokens = 77;
 
   // Optimizer
@@ -121,6 +122,7 @@ struct TrainConfig {
   int64_t sample_count = 8;
   int64_t sample_steps = 50;
   double guidance_scale = 3.0;
+  double control_guidance = 1.0;  // [S2] Eq. 2's beta for models with controls (1: plain classifier-free guidance)
 };
 
 // Registers every field as an option (grouped for --help), plus --config FILE. Values the options
