@@ -74,7 +74,7 @@ int run(int argc, char** argv) {
       validate_train_config(c, rt.world());
       run_dir = c.run_dir.empty() ? fs::path("runs") / c.name : fs::path(c.run_dir);
       data = plan_data(c, run_dir);
-      resolve_stage_source(c, run_dir);  // (a stage's source: its latent side and scale, recorded in config.toml)
+      resolve_stage_source(c, run_dir, c.dry_run);  // (a stage's source: its latent side and scale, recorded in config.toml)
       plan = make_startup_plan(c, data, rt.world());
       if (!c.dry_run)
         device = parallel::select_device(rt, c.device);  // (a dry run plans on a machine without the GPUs)

@@ -82,6 +82,8 @@ const std::vector<TransformerSpec>& transformer_presets() {
       // how each configuration was reconstructed from them). CC12M text conditioning:
       make("s2-pixart-xl2", TransformerFamily::kPixArt, 1152, 28, 1),
       make("s2-mmdit-xl2", TransformerFamily::kMMDiT, 1152, 28, -1, "text", "shared"),
+      // [S2]'s own model at that size: s2-mmdit-xl2 with its control conditioning (jobs/s2-mmdit-pp-*.toml).
+      make("s2-mmdit-pp-xl2", TransformerFamily::kMMDiTPP, 1152, 28, -1, "text", "shared"),
       // ...and ImageNet class conditioning:
       make("s2-mmdit-xl2-class", TransformerFamily::kMMDiT, 1152, 28, -1, "class"),
       make("s2-dit-xl2-class", TransformerFamily::kDiT, 1152, 28, -1, "class"),

@@ -127,12 +127,20 @@ void record_stage_source(TrainConfig& c, const StageSource& s) {
                                       " was trained at latent side " + std::to_string(s.latent_size) +
                                       " (leave it 0 to take the source's)");
   }
-  if (c.init_from_scale == 0) c.init_from_scale = s.resolution_scale > 0 ? s.resolution_scale : 1.0;
+  if (c.init_from_scale == 0)
+    c.init_from_scale = s.resolution_scale > 0 ? s.resolution_scale : 1.0;
+  else if (s.latent_size > 0 && std::abs(c.init_from_scale - s.resolution_scale) > 1e-9 * c.init_from_scale)
+    throw Error("init_from_scale", number(c.init_from_scale) + " is set, but " + s.path + " records resolution scale " +
+                                       number(s.resolution_scale) + " (leave it 0 to take the source's)");
 }
 
-void resolve_stage_source(TrainConfig& c, const fs::path& run_dir) {
-  if (c.init_from.empty() || (c.init_from_size > 0 && c.init_from_scale > 0)) return;
+void resolve_stage_source(TrainConfig& c, const fs::path& run_dir, bool dry_run) {
+  if (c.init_from.empty()) return;
   std::error_code ec;
+  if (!fs::exists(c.init_from, ec) && dry_run && c.init_from_size > 0) {
+    if (c.init_from_scale == 0) c.init_from_scale = 1;  // (a plan made before the source exists: as set)
+    return;
+  }
   if (!fs::exists(c.init_from, ec) && c.resume != "none") {
     if (const auto own = ckpt::latest_checkpoint((run_dir / "ckpt").string())) {
       const ckpt::CheckpointReader ck(*own);

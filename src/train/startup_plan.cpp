@@ -5,6 +5,7 @@
 
 #include "dtrainer/core/error.h"
 #include "dtrainer/core/log.h"
+#include "dtrainer/core/parse.h"
 #include "dtrainer/data/synthesize.h"
 #include "dtrainer/parallel/agreement.h"
 #include "dtrainer/parallel/sharding_policy.h"
@@ -47,7 +48,15 @@ void synthesize_if_needed(const TrainConfig& c, const DataPlan& p, int rank, MPI
 
 StartupPlan make_startup_plan(const TrainConfig& c, const DataPlan& d, int world) {
   StartupPlan p;
-  const models::BackboneInputs inputs = d.found ? d.inputs : models::preset_inputs(c.model);
+  models::BackboneInputs inputs = d.found ? d.inputs : models::preset_inputs(c.model);
+  if (!d.found)  // (a plan without the data: the shapes model_set states stand for the data's)
+    for (const auto& kv : c.model_set) {
+      const size_t eq = kv.find('=');
+      const std::string key = kv.substr(0, eq), value = eq == std::string::npos ? "" : kv.substr(eq + 1);
+      if (key == "sample_size") inputs.latent_size = parse_int("model_set", value);
+      if (key == "in_channels") inputs.latent_channels = parse_int("model_set", value);
+      if (key == "context_dim") inputs.text_dim = parse_int("model_set", value);
+    }
   p.backbone = resolve_run_backbone(c, inputs);
   p.stage = stage_settings(c, p.backbone.family, models::to_string(p.backbone.transformer.family),
                            p.backbone.inputs.latent_size);
@@ -84,7 +93,7 @@ std::string describe_plan(const TrainConfig& c, const DataPlan& d, const Startup
     << "  parameters   " << p.cost.params << " (" << N / 1e6 << " M)\n"
     << "  data         ";
   for (const auto& dir : d.train_dirs) o << dir << " ";
-  o << (d.found ? "" : "(not found: shapes taken from the preset)") << "\n"
+  o << (d.found ? "" : "(not found: shapes taken from the preset and model_set)") << "\n"
     << "  device       " << device << "\n"
     << "  batch        global " << c.global_batch << " = " << p.world << " ranks x micro-batch " << p.micro
     << " x accumulation " << p.accumulation << "\n"

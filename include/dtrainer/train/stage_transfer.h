@@ -57,8 +57,10 @@ void record_stage_source(TrainConfig& c, const StageSource& source);
 // What dtrainer does at start-up: with init_from set and init_from_size / init_from_scale 0, reads
 // them from the source (record_stage_source). A run being resumed whose source has gone since takes
 // them from its own newest checkpoint's recorded configuration (the weights come from that
-// checkpoint anyway). Throws Error naming init_from.
-void resolve_stage_source(TrainConfig& c, const std::filesystem::path& run_dir);
+// checkpoint anyway). Set values are checked against the source. A dry run may plan a stage whose
+// source does not exist yet when init_from_size says its latent side (init_from_scale 0 = 1).
+// Throws Error naming init_from or init_from_size.
+void resolve_stage_source(TrainConfig& c, const std::filesystem::path& run_dir, bool dry_run = false);
 
 // The stage, worked out for a model of family `family` ("unet" | "transformer", with the
 // transformer family name in `transformer_family`) trained at latent side `latent_size`.
