@@ -6,6 +6,7 @@
 
 #include "dtrainer/core/error.h"
 #include "dtrainer/core/rng.h"
+#include "dtrainer/data/crop_scale.h"
 #include "dtrainer/data/shard_reader.h"
 #include "dtrainer/data/validate.h"
 
@@ -78,6 +79,17 @@ Loader::Loader(LoaderConfig config) : config_(std::move(config)) {
     }
     sizes.push_back(ds->size());
     datasets_.push_back(std::move(ds));
+  }
+  crop_ = config_.crop_scale[1] > 0;
+  if (crop_) {
+    draw_crop(0, 0, 0, 1, 1, config_.crop_scale[0], config_.crop_scale[1]);  // (validates the range)
+    if (datasets_.front()->shards.front().header().latent_space != "pixels")
+      throw Error("crop_scale", config_.dirs.front() + " holds " +
+                                    datasets_.front()->shards.front().header().latent_space +
+                                    " latents: crops are taken on the fly from pixel-space data only; latent data "
+                                    "is cropped when it is encoded (docs/TRAINING.md \"Stages\")");
+    const int64_t out = config_.crop_size > 0 ? config_.crop_size : latent_shape_[1];
+    output_shape_ = {latent_shape_[0], out, out};
   }
   order_ = std::make_unique<GlobalOrder>(sizes, config_.weights, config_.global_batch, config_.seed);
   order_->rank_slice(0, config_.rank, config_.world);  // validates rank / world / divisibility
@@ -154,6 +166,17 @@ Batch Loader::load_batch(int64_t g) const {
                         shard->token_length(caption) * text_dim_ * element_bytes(shard->token_dtype());
   }
   torch::Tensor latents = raw.to(torch::kFloat32);
+  if (crop_) {  // [S2] crop-scale: each sample's keyed crop, resized; its offset joins the controls
+    const int64_t out_side = output_shape_[1];
+    torch::Tensor cropped = torch::empty({b, C, out_side, out_side}, torch::kFloat32);
+    for (int64_t i = 0; i < b; ++i) {
+      const CropBox box = draw_crop(config_.seed, g, refs[i].id, H, W, config_.crop_scale[0], config_.crop_scale[1]);
+      cropped[i].copy_(crop_resize(latents[i], box, out_side));
+      high[4 * i + 0] += static_cast<float>(box.top);
+      high[4 * i + 1] += static_cast<float>(box.left);
+    }
+    latents = cropped;
+  }
   if (!flipped.empty()) {
     const torch::Tensor idx = torch::tensor(flipped, torch::kInt64);
     latents.index_copy_(0, idx, latents.index_select(0, idx).flip({3}));

@@ -47,6 +47,10 @@ data::LoaderConfig training_loader_config(const TrainConfig& c, const DataPlan& 
   lc.prefetch = c.prefetch;
   lc.workers = c.workers;
   lc.skip_bad_samples = c.skip_bad_samples;
+  if (!c.crop_scale.empty()) {
+    lc.crop_scale = {c.crop_scale[0], c.crop_scale[1]};
+    lc.crop_size = c.crop_size;
+  }
   return lc;
 }
 

@@ -55,7 +55,8 @@ void check_data_sets(const DataPlan& p, bool synthetic, const std::vector<int64_
 
 }  // namespace
 
-DataPlan plan_data(const TrainConfig& c, const fs::path& run_dir) {
+// The data as stored (plan_data adds what the loader changes: crops).
+static DataPlan plan_stored_data(const TrainConfig& c, const fs::path& run_dir) {
   DataPlan p;
   bool synthetic = false;
   for (const auto& d : c.data) {
@@ -102,6 +103,18 @@ DataPlan plan_data(const TrainConfig& c, const fs::path& run_dir) {
   p.shapes_world = p.pixels && reader.header().text_encoder == data::ToyTextEncoder::name();
   check_data_sets(p, synthetic, shape, reader.header().text_dim, reader.header().text_encoder,
                   "the shape of " + shards.front());
+  return p;
+}
+
+DataPlan plan_data(const TrainConfig& c, const fs::path& run_dir) {
+  DataPlan p = plan_stored_data(c, run_dir);
+  if (c.crop_scale.empty()) return p;
+  // [S2] crop-scale: the model takes the crops, resized (the loader takes them from pixel-space data).
+  if (p.found && !p.pixels)
+    throw Error("crop_scale", p.train_dirs.front() +
+                                  " holds latents: crops are taken on the fly from pixel-space data only; latent "
+                                  "data is cropped when it is encoded (docs/TRAINING.md \"Stages\")");
+  if (c.crop_size > 0) p.inputs.latent_size = c.crop_size;
   return p;
 }
 

@@ -352,6 +352,13 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
        "failing",
        lines);
   flag(app, data, "random_flip", c.random_flip, "horizontal flips (p = 0.5), flagged in the controls", lines);
+  opt(app, data, "crop_scale", c.crop_scale,
+      "[S2] crop-scale pre-training: square crops of LO,HI of the image side (global 0.9,1; local 0.4,0.6; mixed "
+      "0.4,1), resized to crop_size, their offsets in the controls; pixel-space data (latents are cropped when "
+      "encoded)",
+      lines, number_in(0.0, 1.0, true));
+  opt(app, data, "crop_size", c.crop_size, "the side crops are resized to: the model's input (0: the stored side)",
+      lines, non_negative);
   choice(app, data, "text_padding", c.text_padding, "", lines);
   opt(app, data, "text_noise_beta", c.text_noise_beta,
       "noisy_replicate: [S2]'s beta_txt, the variance of the Gaussian noise on the copies (scaled by sqrt(m - 1) x "
@@ -423,7 +430,8 @@ void check_job_items(const CLI::App& app, const std::vector<JobItem>& items, con
   // a list of one for a list: the rest is a type error, at its line).
   std::map<std::string, std::string> kinds;
   for (const JobItem& d : parse_job_toml(train_config_toml(TrainConfig{}), "defaults")) kinds[d.key] = d.kind;
-  for (const char* list : {"model_set", "data_weights", "eval_data", "data", "eval_steps", "phema_sigma_rel"})
+  for (const char* list :
+       {"model_set", "data_weights", "eval_data", "data", "eval_steps", "phema_sigma_rel", "crop_scale"})
     kinds[list] = "array";
   for (const JobItem& item : items) {
     const std::string where = source + ":" + std::to_string(item.line) + ":" + std::to_string(item.column);
@@ -536,6 +544,11 @@ void validate_train_config(const TrainConfig& c, int world) {
     throw Error("init_from",
                 "and init_weights both name initial weights: keep one (init_from takes a weights file too)");
   noise_schedule_scale_value(c, 1.0);  // (auto or a positive number)
+  if (!c.crop_scale.empty() && (c.crop_scale.size() != 2 || c.crop_scale[0] > c.crop_scale[1]))
+    throw Error("crop_scale", "takes two fractions of the image side, LO <= HI (e.g. 0.4,0.6), got " +
+                                  std::to_string(c.crop_scale.size()) + " values");
+  if (c.crop_size > 0 && c.crop_scale.empty())
+    throw Error("crop_size", "sizes the crops of crop_scale, which is not set");
 
   if (c.watchdog_timeout > 0 && c.watchdog_min > c.watchdog_timeout)
     throw Error("watchdog_min", "exceeds watchdog_timeout (" + std::to_string(c.watchdog_min) + " > " +

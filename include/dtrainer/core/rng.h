@@ -23,6 +23,7 @@ enum class RngPurpose : uint64_t {
   kFlip = 12,
   kDatasetMix = 13,
   kEvaluation = 14,  // bootstrap resamples and sampling noise of alignment evaluations
+  kCrop = 15,        // [S2] crop-scale pre-training: each sample's crop (data/crop_scale.h)
 };
 
 // SplitMix64 finaliser: a bijective 64-bit mix.

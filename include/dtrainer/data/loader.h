@@ -4,6 +4,7 @@
 // core's text padding, weighted mixing of shard sets, background prefetch into a bounded queue,
 // a serialisable state for checkpoints and the time the trainer waited for data.
 
+#include <array>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -38,6 +39,11 @@ struct LoaderConfig {
   int64_t prefetch = 2;           // batches prepared ahead in the background; 0 = synchronous
   int64_t workers = 1;            // background threads building batches (delivered in order)
   bool skip_bad_samples = false;  // drop (and count) unreadable or non-finite samples instead of failing
+  // [S2] crop-scale pre-training (data/crop_scale.h), pixel-space data only: {lo, hi} fractions of the
+  // side ({0, 0}: off), each crop resized to crop_size (0: the stored side). The crop's offset adds to
+  // the controls' crop top / left.
+  std::array<double, 2> crop_scale{0, 0};
+  int64_t crop_size = 0;
 };
 
 struct Batch {
@@ -81,7 +87,8 @@ class Loader {
   double take_data_wait_s();        // seconds next() spent waiting since the last call
   int64_t skipped_samples() const;  // total dropped by skip_bad_samples
   int64_t dataset_size(int64_t d) const;
-  const std::vector<int64_t>& latent_shape() const { return latent_shape_; }
+  // [C, H, W] of the batches' latents (with crop_scale: crop_size; the shards' shape otherwise).
+  const std::vector<int64_t>& latent_shape() const { return crop_ ? output_shape_ : latent_shape_; }
   int64_t text_dim() const { return text_dim_; }
   const GlobalOrder& order() const { return *order_; }
 
@@ -97,7 +104,9 @@ class Loader {
   LoaderConfig config_;
   std::vector<std::unique_ptr<Dataset>> datasets_;
   std::unique_ptr<GlobalOrder> order_;
-  std::vector<int64_t> latent_shape_;
+  std::vector<int64_t> latent_shape_;  // as stored
+  std::vector<int64_t> output_shape_;  // as delivered (crops)
+  bool crop_ = false;
   int64_t text_dim_ = 0;
 
   int64_t next_batch_ = 0;     // next batch next() returns

@@ -86,6 +86,10 @@ struct TrainConfig {
   int64_t synthetic_top_k = 5;
   bool skip_bad_samples = false;  // drop and count unreadable / non-finite samples instead of failing
   bool random_flip = true;
+  // [S2] crop-scale pre-training on pixel-space data (data/crop_scale.h): [lo, hi] fractions of the
+  // side (empty: off; [S2]: global [0.9, 1], local [0.4, 0.6], mixed [0.4, 1]), resized to crop_size.
+  std::vector<double> crop_scale;
+  int64_t crop_size = 0;  // the side crops are resized to (the model's input); 0 = the stored side
   diffusion::TextPadding text_padding = diffusion::TextPadding::kZero;
   double text_noise_beta = 0.02;  // noisy_replicate: [S2]'s beta_txt, the variance of the copies' noise
   int64_t max_tokens = 77;
