@@ -74,7 +74,8 @@ int run(int argc, char** argv) {
       validate_train_config(c, rt.world());
       run_dir = c.run_dir.empty() ? fs::path("runs") / c.name : fs::path(c.run_dir);
       data = plan_data(c, run_dir);
-      resolve_stage_source(c, run_dir, c.dry_run);  // (a stage's source: its latent side and scale, recorded in config.toml)
+      resolve_stage_source(c, run_dir,
+                           c.dry_run);  // (a stage's source: its latent side and scale, recorded in config.toml)
       plan = make_startup_plan(c, data, rt.world());
       if (!c.dry_run)
         device = parallel::select_device(rt, c.device);  // (a dry run plans on a machine without the GPUs)
@@ -122,9 +123,11 @@ int run(int argc, char** argv) {
       parallel::agree(rt.comm(), [&] {
         resume = plan_resume(c, run_dir);
         if (!c.init_weights.empty() && !resume.checkpoint)
-          ckpt::check_weights_file(c.init_weights);  // well-formed and finite, before anything is written
-        if (!c.init_from.empty() && !resume.checkpoint && std::filesystem::is_regular_file(c.init_from))
-          ckpt::check_weights_file(c.init_from);
+          ckpt::check_weights_file(c.init_weights);        // well-formed and finite, before anything is written
+        if (!c.init_from.empty() && !resume.checkpoint) {  // (a stage's source fits this model)
+          if (std::filesystem::is_regular_file(c.init_from)) ckpt::check_weights_file(c.init_from);
+          check_source_fits(c.init_from, plan.backbone);
+        }
       });
     } catch (const CollectiveError& e) {
       const bool created = dir && !existed;

@@ -4,11 +4,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <map>
 
 #include "dtrainer/ckpt/checkpoint.h"
 #include "dtrainer/ckpt/safetensors.h"
 #include "dtrainer/core/error.h"
 #include "dtrainer/diffusion/schedule.h"
+#include "dtrainer/models/transformer_cost.h"
+#include "dtrainer/models/unet_cost.h"
 #include "dtrainer/train/checkpoint_model.h"
 #include "dtrainer/train/data_plan.h"
 #include "dtrainer/train/train_config.h"
@@ -155,6 +158,53 @@ void resolve_stage_source(TrainConfig& c, const fs::path& run_dir, bool dry_run)
     }
   }
   record_stage_source(c, read_stage_source(c.init_from));
+}
+
+void check_source_fits(const std::string& init_from, const models::BackboneSpec& spec) {
+  std::map<std::string, std::vector<int64_t>> source;  // name -> shape, in the source's order below
+  std::vector<std::string> order;
+  std::string where;
+  std::error_code ec;
+  if (fs::is_regular_file(init_from, ec)) {
+    where = init_from;
+    const ckpt::SafetensorsFile file(init_from);
+    for (const auto& e : file.entries()) {
+      source[e.name] = e.shape;
+      order.push_back(e.name);
+    }
+  } else {
+    where = resolve_checkpoint_path(init_from);
+    const ckpt::CheckpointReader ck(where);
+    for (const auto& u : ck.layout())
+      for (const auto& t : u.tensors) {
+        source[t.name] = t.shape;
+        order.push_back(t.name);
+      }
+  }
+  const std::vector<models::ParamEntry> model =
+      spec.family == "unet"
+          ? models::count_unet(spec.unet, {spec.inputs.latent_size, spec.inputs.latent_size, spec.inputs.text_len})
+                .params
+          : models::count_transformer(spec.transformer, spec.inputs.text_len).params;
+  const auto shown = [](const std::vector<int64_t>& v) {
+    std::string s = "[";
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+    return s + "]";
+  };
+  std::map<std::string, std::vector<int64_t>> wanted;
+  for (const auto& p : model) wanted[p.name] = p.shape;
+  for (const auto& p : model) {
+    const auto it = source.find(p.name);
+    if (it == source.end())
+      throw Error("init_from", where + " has no tensor '" + p.name + "' of this model (" +
+                                   models::backbone_summary(spec) + "): a model of another family or depth?");
+    if (it->second != p.shape)
+      throw Error("init_from", where + ": tensor '" + p.name + "' is " + shown(it->second) + " there, " +
+                                   shown(p.shape) + " in this model (another width or depth?)");
+  }
+  for (const auto& name : order)
+    if (!wanted.count(name))
+      throw Error("init_from", where + ": tensor '" + name + "' is not a parameter of this model (another family?)");
 }
 
 double noise_schedule_scale_value(const TrainConfig& c, double resolution_scale) {

@@ -62,6 +62,11 @@ void record_stage_source(TrainConfig& c, const StageSource& source);
 // Throws Error naming init_from or init_from_size.
 void resolve_stage_source(TrainConfig& c, const std::filesystem::path& run_dir, bool dry_run = false);
 
+// Whether the source's tensors are exactly the parameters of `spec` (names and shapes, from the
+// family's analytic table: nothing is built), before anything is written. Throws Error naming
+// init_from and the first tensor that differs (another family, width or depth).
+void check_source_fits(const std::string& init_from, const models::BackboneSpec& spec);
+
 // The stage, worked out for a model of family `family` ("unet" | "transformer", with the
 // transformer family name in `transformer_family`) trained at latent side `latent_size`.
 struct StageSettings {
