@@ -42,8 +42,11 @@ DiffusionTransformerImpl::DiffusionTransformerImpl(const TransformerSpec& s) : s
       break;
     }
     case TransformerFamily::kPixArt:
-      e.t_block = register_module("t_block", silu_linear(h, 6 * h, false));
-      e.modules.push_back(e.t_block.ptr());
+    case TransformerFamily::kAttDiT:
+      if (s.family == TransformerFamily::kPixArt) {
+        e.t_block = register_module("t_block", silu_linear(h, 6 * h, false));
+        e.modules.push_back(e.t_block.ptr());
+      }
       if (s.has_caption_mlp()) {
         auto ye = holder("y_embedder");
         auto yp = ye->register_module("y_proj", std::make_shared<nn::Module>());
@@ -146,11 +149,15 @@ torch::Tensor DiffusionTransformerImpl::forward_all(const torch::Tensor& x_t, co
   } else if (fam == TransformerFamily::kPixArt) {
     x = e[0];
     for (const auto& block : dit_blocks_) x = block(x, e[1], e[3], mask);
+  } else if (fam == TransformerFamily::kAttDiT) {
+    x = e[0];
+    for (const auto& block : dit_blocks_) x = block(x, e[2], e[1], mask);
   } else {
     x = e[0];
     for (const auto& block : dit_blocks_) x = block(x, e[1], held(torch::Tensor()), held(torch::Tensor()));
   }
-  const torch::Tensor tokens = final_(x, fam == TransformerFamily::kPixArt ? e[2] : e[1]);
+  const torch::Tensor tokens =
+      final_(x, fam == TransformerFamily::kPixArt || fam == TransformerFamily::kAttDiT ? e[2] : e[1]);
   const int64_t out_c = s.out_channels();
   // Unpatchify: [B, gh * gw, p * p * out] -> [B, out, gh * p, gw * p]
   return tokens.view({B, gh, gw, p, p, out_c}).permute({0, 5, 1, 3, 2, 4}).reshape({B, out_c, gh * p, gw * p});

@@ -63,23 +63,40 @@ struct RMSNorm : nn::Module {
   Tensor forward(const Tensor& x) { return x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-6) * weight; }
 };
 
+// Cross-attention of the image tokens to the text tokens. PixArt: the output projection starts at
+// zero (the block starts as self-attention + MLP). Att-DiT: RMSNorm on q and k, and the projection
+// keeps its initialisation (an adaLN gate, zero at first, scales it instead).
 struct CrossAttention : nn::Module {
   nn::Linear q_linear{nullptr}, kv_linear{nullptr}, proj{nullptr};
+  std::shared_ptr<RMSNorm> ln_q, ln_k;
   int64_t H;
-  CrossAttention(int64_t h, int64_t H_) : H(H_) {
-    q_linear = register_module("q_linear", linear(h, h));
-    kv_linear = register_module("kv_linear", linear(h, 2 * h));
-    proj = register_module("proj", linear(h, h));
-    torch::NoGradGuard g;  // PixArt: the cross-attention output starts at zero
-    proj->weight.zero_();
-    proj->bias.zero_();
-  }
-  Tensor forward(const Tensor& x, const Tensor& y, const Tensor& mask) {
-    const Tensor q = heads(q_linear(x), H);
-    auto kv = kv_linear(y).chunk(2, -1);
-    return proj(merge_heads(attention(q, heads(kv[0], H), heads(kv[1], H), mask)));
-  }
+  CrossAttention(int64_t h, int64_t H_, bool qk_norm = false);
+  Tensor forward(const Tensor& x, const Tensor& y, const Tensor& mask);
 };
+
+inline CrossAttention::CrossAttention(int64_t h, int64_t H_, bool qk_norm) : H(H_) {
+  q_linear = register_module("q_linear", linear(h, h));
+  kv_linear = register_module("kv_linear", linear(h, 2 * h));
+  proj = register_module("proj", linear(h, h));
+  if (qk_norm) {
+    ln_q = register_module("ln_q", std::make_shared<RMSNorm>(h / H));
+    ln_k = register_module("ln_k", std::make_shared<RMSNorm>(h / H));
+    return;
+  }
+  torch::NoGradGuard g;  // PixArt: the cross-attention output starts at zero
+  proj->weight.zero_();
+  proj->bias.zero_();
+}
+inline Tensor CrossAttention::forward(const Tensor& x, const Tensor& y, const Tensor& mask) {
+  Tensor q = heads(q_linear(x), H);
+  auto kv = kv_linear(y).chunk(2, -1);
+  Tensor k = heads(kv[0], H);
+  if (ln_q) {
+    q = ln_q->forward(q);
+    k = ln_k->forward(k);
+  }
+  return proj(merge_heads(attention(q, k, heads(kv[1], H), mask)));
+}
 
 struct Attn : nn::Module {
   nn::Linear qkv{nullptr}, proj{nullptr};
@@ -143,7 +160,8 @@ struct Embed {
 
   // The tokens and the conditioning vector c [B, h] the blocks take, from x_t [B, C, H, W], t [B]
   // and text [B, T, context_dim] (labels for a class-conditional DiT; pos: the grid's positions):
-  //   DiT {x [B, N, h], c};  PixArt {x, y [B, T, h], c, t0 [B, 6h]};  mmDiT(++) {[ctx; x] [B, T + N, h], c}.
+  //   DiT {x [B, N, h], c};  PixArt {x, y [B, T, h], c, t0 [B, 6h]};  Att-DiT {x, y, c};
+  //   mmDiT(++) {[ctx; x] [B, T + N, h], c}.
   std::vector<Tensor> forward(const Tensor& x_t, const Tensor& t, const Tensor& text, const Tensor& labels,
                               const Tensor& mask, const Tensor& pos, const std::optional<ControlInputs>& controls) {
     const Tensor x = x_embedder(x_t).flatten(2).transpose(1, 2) + pos.unsqueeze(0);
@@ -151,6 +169,10 @@ struct Embed {
     switch (family) {
       case TransformerFamily::kDiT:
         return {x, c + (class_table ? class_table(labels) : pooled_proj(pooled(text, mask)))};
+      case TransformerFamily::kAttDiT: {  // text only through cross-attention: c is the timestep's
+        const Tensor y = caption_fc1 ? caption_fc2(torch::gelu(caption_fc1(text), "tanh")) : text;
+        return {x, y, c};
+      }
       case TransformerFamily::kPixArt: {
         const Tensor y = caption_fc1 ? caption_fc2(torch::gelu(caption_fc1(text), "tanh")) : text;
         const Tensor t0 = t_block->forward(c);  // [B, 6h]

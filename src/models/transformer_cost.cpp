@@ -46,7 +46,8 @@ TransformerCost count_transformer(const TransformerSpec& s, int64_t T) {
         k.linear("y_embedder.proj", D, h, 1);  // pooled (masked mean) text tokens
       break;
     case TransformerFamily::kPixArt:
-      k.linear("t_block.1", h, 6 * h, 1);
+    case TransformerFamily::kAttDiT:
+      if (s.family == TransformerFamily::kPixArt) k.linear("t_block.1", h, 6 * h, 1);
       if (s.has_caption_mlp()) {
         k.linear("y_embedder.y_proj.fc1", D, h, T);
         k.linear("y_embedder.y_proj.fc2", h, h, T);
@@ -77,16 +78,22 @@ TransformerCost count_transformer(const TransformerSpec& s, int64_t T) {
       k.linear(b + "attn.qkv", h, 3 * h, N);
       k.attention(N, N, h, H);
       k.linear(b + "attn.proj", h, h, N);
-      if (s.family == TransformerFamily::kPixArt) {
+      if (s.family == TransformerFamily::kPixArt || s.family == TransformerFamily::kAttDiT) {
         k.linear(b + "cross_attn.q_linear", h, h, N);
         k.linear(b + "cross_attn.kv_linear", h, 2 * h, T);
         k.attention(N, T, h, H);
         k.linear(b + "cross_attn.proj", h, h, N);
+        if (s.family == TransformerFamily::kAttDiT) {  // RMSNorm on q and k ([S2])
+          k.param(b + "cross_attn.ln_q.weight", {s.head_dim()});
+          k.param(b + "cross_attn.ln_k.weight", {s.head_dim()});
+        }
       }
       k.linear(b + "mlp.fc1", h, m, N);
       k.linear(b + "mlp.fc2", m, h, N);
       if (s.family == TransformerFamily::kDiT)
         k.linear(b + "adaLN_modulation.1", h, 6 * h, 1);
+      else if (s.family == TransformerFamily::kAttDiT)
+        k.linear(b + "adaLN_modulation.1", h, 9 * h, 1);
       else
         k.param(b + "scale_shift_table", {6, h});
     } else {

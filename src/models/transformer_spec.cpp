@@ -9,7 +9,8 @@ const NameTable<TransformerFamily>& name_table(TransformerFamily) {
   static const NameTable<TransformerFamily> t{{"dit", TransformerFamily::kDiT},
                                               {"pixart", TransformerFamily::kPixArt},
                                               {"mmdit", TransformerFamily::kMMDiT},
-                                              {"mmdit_pp", TransformerFamily::kMMDiTPP}};
+                                              {"mmdit_pp", TransformerFamily::kMMDiTPP},
+                                              {"att_dit", TransformerFamily::kAttDiT}};
   return t;
 }
 const char* to_string(TransformerFamily f) { return name_table(f).name(f); }
@@ -48,7 +49,8 @@ void TransformerSpec::validate() const {
   if (!(pos_embed_scale > 0)) throw Error("model.pos_embed_scale", "must be positive");
   if (pos_embed_grid != "resampled" && pos_embed_grid != "extrapolate" && pos_embed_grid != "interpolated")
     throw Error("model.pos_embed_grid", "resampled, interpolated or extrapolate, got '" + pos_embed_grid + "'");
-  if (family == TransformerFamily::kPixArt && caption_mlp == 0 && context_dim != hidden_size)
+  if ((family == TransformerFamily::kPixArt || family == TransformerFamily::kAttDiT) && caption_mlp == 0 &&
+      context_dim != hidden_size)
     throw Error("model.caption_mlp", "0 needs context_dim == hidden_size (the text enters cross-attention as is)");
 }
 
@@ -87,6 +89,8 @@ const std::vector<TransformerSpec>& transformer_presets() {
       // ...and ImageNet class conditioning:
       make("s2-mmdit-xl2-class", TransformerFamily::kMMDiT, 1152, 28, -1, "class"),
       make("s2-dit-xl2-class", TransformerFamily::kDiT, 1152, 28, -1, "class"),
+      // Att-DiT-XL/2 on CC12M (940.49 M): DiT with cross-attention to the (caption-MLP'd) text.
+      make("s2-att-dit-xl2", TransformerFamily::kAttDiT, 1152, 28, 1),
   };
   return presets;
 }

@@ -56,7 +56,7 @@ struct CheckpointingRunner : UnitRunner {
 TEST_CASE("a checkpointed transformer has the plain one's output and gradients, for every family") {
   // (the embedding unit returns several tensors, some units get an absent mask or t0: all of it
   // goes through the recomputation)
-  for (const std::string preset : {"dit-xl2", "pixart-h1152-d28", "mmdit-xl2", "mmdit-pp-xl2"}) {
+  for (const std::string preset : {"dit-xl2", "pixart-h1152-d28", "mmdit-xl2", "mmdit-pp-xl2", "s2-att-dit-xl2"}) {
     for (const bool masked : {true, false}) {
       INFO(preset << (masked ? ", masked text" : ", no mask"));
       TransformerSpec s = small(preset);
@@ -129,7 +129,8 @@ TEST_CASE("[S2] Table A1's transformers: the presets match its parameter counts 
   const std::map<std::string, double> table = {{"s2-pixart-xl2", 610.12},
                                                {"s2-mmdit-xl2", 791.64},
                                                {"s2-mmdit-xl2-class", 679.09},
-                                               {"s2-dit-xl2-class", 679.09}};
+                                               {"s2-dit-xl2-class", 679.09},
+                                               {"s2-att-dit-xl2", 940.49}};
   for (const auto& [name, millions] : table) {
     const TransformerSpec s = transformer_preset(name);
     const TransformerCost c = count_transformer(s, s.conditioning == "class" ? 0 : 77);
@@ -148,11 +149,17 @@ TEST_CASE("[S2] Table A1's transformers: the presets match its parameter counts 
   const int64_t embedders = (1024 * h + h) /*context*/ + (1024 * h + h) + (h * h + h) /*pooled MLP*/;
   CHECK(count_transformer(transformer_preset("s2-mmdit-xl2-class"), 0).num_params ==
         full - text_stream - embedders + 1001 * h);
+  // Att-DiT-XL/2: DiT-XL/2 without the class table, with PixArt's caption MLP and, per block, a
+  // cross-attention (q, kv, proj: 4h^2 + 4h), its adaLN shift / scale / gate (3h^2 + 3h) and the q/k
+  // RMSNorm weights (2 x head_dim).
+  const int64_t dit = count_transformer(transformer_preset("dit-xl2"), 0).num_params;
+  CHECK(count_transformer(transformer_preset("s2-att-dit-xl2"), 77).num_params ==
+        dit - 1001 * h + (1024 * h + h + h * h + h) + d * (7 * h * h + 7 * h + 2 * 72));
 }
 
 TEST_CASE("the built transformer has exactly the analytic parameter table, for every family") {
   for (const std::string preset : {"dit-xl2", "pixart-h1152-d28", "pixart-h1024-d28", "mmdit-xl2", "mmdit-pp-xl2",
-                                   "s2-mmdit-xl2", "s2-mmdit-xl2-class"}) {
+                                   "s2-mmdit-xl2", "s2-mmdit-xl2-class", "s2-att-dit-xl2"}) {
     for (bool text_dit : {false, true}) {
       TransformerSpec s = small(preset);
       if (preset == "dit-xl2" && text_dit)
@@ -176,8 +183,8 @@ TEST_CASE("the built transformer has exactly the analytic parameter table, for e
 
 TEST_CASE("forward and backward of small overrides of every family") {
   torch::manual_seed(0);
-  for (const std::string preset :
-       {"dit-xl2", "pixart-h1152-d28", "mmdit-xl2", "mmdit-pp-xl2", "s2-mmdit-xl2", "s2-mmdit-xl2-class"}) {
+  for (const std::string preset : {"dit-xl2", "pixart-h1152-d28", "mmdit-xl2", "mmdit-pp-xl2", "s2-mmdit-xl2",
+                                   "s2-mmdit-xl2-class", "s2-att-dit-xl2"}) {
     INFO(preset);
     TransformerSpec s = small(preset);
     DiffusionTransformer net(s);

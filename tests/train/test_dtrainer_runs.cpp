@@ -248,7 +248,7 @@ TEST_CASE("a bad configuration exits 2 naming the key, and writes nothing") {
 }
 
 TEST_CASE("transformer backbones train through the same registry, zero3 included") {
-  for (const std::string model : {"pixart-h1152-d28", "mmdit-pp-xl2", "dit-xl2"}) {
+  for (const std::string model : {"pixart-h1152-d28", "mmdit-pp-xl2", "dit-xl2", "s2-att-dit-xl2"}) {
     const std::string dir = test::scratch_dir("tf-" + model);
     std::string set = " --model " + model + " --model-set hidden_size=32 depth=2 num_heads=4";
     if (model == "dit-xl2") set += " conditioning=text";

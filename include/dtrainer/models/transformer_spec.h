@@ -16,8 +16,10 @@ enum class TransformerFamily {
   kMMDiT,    // two streams (image, text) with their own weights, joint attention, RMSNorm on q and k,
              // timestep + pooled-text adaLN
   kMMDiTPP,  // [S2]: mmDiT + control conditioning; text only through attention (no pooled text)
+  kAttDiT,   // [S2]'s Att-DiT: DiT (adaLN-Zero) + a cross-attention sublayer to the text tokens with RMSNorm
+             // on q and k (what [S2] needed for stability), gated by its own adaLN shift / scale / gate
 };
-const NameTable<TransformerFamily>& name_table(TransformerFamily);  // dit | pixart | mmdit | mmdit_pp
+const NameTable<TransformerFamily>& name_table(TransformerFamily);  // dit | pixart | mmdit | mmdit_pp | att_dit
 const char* to_string(TransformerFamily f);
 TransformerFamily parse_transformer_family(const std::string& field, const std::string& text);
 
@@ -36,7 +38,7 @@ struct TransformerSpec {
   int64_t frequency_dim = 256;        // sinusoidal timestep features
   std::string conditioning = "text";  // DiT, mmDiT: "class" (num_classes + 1 null) or "text"
   int64_t num_classes = 1000;
-  int64_t caption_mlp = -1;                  // PixArt: 1 = caption MLP, 0 = none, -1 = auto (only when D_txt != hidden)
+  int64_t caption_mlp = -1;  // PixArt, Att-DiT: 1 = caption MLP, 0 = none, -1 = auto (only when D_txt != hidden)
   int64_t control_feature_dim = 256;         // mmDiT++: sinusoidal features per control scalar
   double pos_embed_scale = 1.0;              // grid size / training grid size ([S2] resolution transfer)
   std::string pos_embed_grid = "resampled";  // resampled ([S2]) | interpolated | extrapolate
