@@ -162,6 +162,9 @@ int inspect_checkpoint(const std::string& path, bool json, bool tensors) {
               static_cast<long long>(elements), elements / 1e6, stored.c_str(),
               format_bytes(static_cast<double>(fs::file_size(ck.state_file()))).c_str(),
               has_layout ? "" : "; no parameter layout (saved by an older dtrainer: cannot be exported)");
+  if (m.contains("latent_size") && m.contains("resolution_scale"))  // (what a later stage reads: init_from)
+    std::printf("  trained at latent side %lld, resolution scale S = %g\n",
+                static_cast<long long>(m.value("latent_size", int64_t{0})), m.value("resolution_scale", 1.0));
   if (tensors) {
     for (const auto& u : ck.layout()) {
       std::printf("  [%s] %lld\n", u.unit.c_str(), static_cast<long long>(u.numel));

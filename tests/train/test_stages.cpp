@@ -116,4 +116,13 @@ TEST_CASE("a stage refuses what it cannot carry over, before anything is written
   CHECK(run(root + "/missing", 32, kTransformer, "--steps 2 --init-from " + root + "/nowhere") == 2);
   CHECK_THAT(slurp(root + "/missing.log"), Catch::Contains("init_from") && Catch::Contains("nowhere"));
   CHECK_THAT(refused("unet-rule", kUNet, "--pos-embed-transfer resample"), Catch::Contains("no positional embeddings"));
+  // A stage resumed after its source has gone: the weights come from its own checkpoint, the source's
+  // latent side from its recorded config.
+  const std::string copy = root + "/src-copy", stage = root + "/stage";
+  fs::copy(s1, copy, fs::copy_options::recursive);
+  const std::string quiet = " --eval-every 0 --align-every 0 --sample-count 0 --init-from " + copy;
+  REQUIRE(run(stage, 32, kTransformer, "--steps 2" + quiet) == 0);
+  fs::remove_all(copy);
+  REQUIRE(run(stage, 32, kTransformer, "--steps 4" + quiet) == 0);
+  CHECK_THAT(slurp(stage + ".log"), Catch::Contains("resumed from") && Catch::Contains("resolution scale S = 2"));
 }
