@@ -74,6 +74,7 @@ StageSource read_stage_source(const std::string& init_from, const std::string& f
   if (!fs::exists(init_from, ec)) throw Error(field, init_from + ": no such run, checkpoint or weights file");
   if (fs::is_regular_file(init_from, ec)) {
     s.path = init_from;
+    s.checkpoint = false;
     ckpt::SafetensorsFile file(init_from);
     nlohmann::json m = nlohmann::json::object();
     for (const auto& [k, v] : file.metadata()) m[k] = v;
@@ -118,6 +119,9 @@ double run_resolution_scale(const TrainConfig& c, int64_t latent_size) {
 }
 
 void record_stage_source(TrainConfig& c, const StageSource& s) {
+  if (!s.checkpoint && c.init_from_weights != ckpt::WeightsSource::kAuto)
+    throw Error("init_from_weights", std::string(name_of(c.init_from_weights)) + " picks a checkpoint's weights, but " +
+                                         s.path + " is a weights file (it holds one set): leave it auto");
   if (c.init_from_size == 0) {
     if (s.latent_size <= 0)
       throw Error("init_from_size",
@@ -281,9 +285,12 @@ StageSettings stage_settings(const TrainConfig& c, const std::string& family, co
 std::string StageSettings::describe(const TrainConfig& c) const {
   std::string out;
   if (from_source) {
-    out = "from " + c.init_from + " (" + name_of(c.init_from_weights) + " weights): latent side " +
-          std::to_string(c.init_from_size) + " -> " + std::to_string(latent_size) +
-          ", resolution scale S = " + number(resolution_scale) +
+    std::error_code ec;
+    const std::string which = fs::is_regular_file(c.init_from, ec)
+                                  ? "a weights file"
+                                  : std::string(name_of(c.init_from_weights)) + " weights";
+    out = "from " + c.init_from + " (" + which + "): latent side " + std::to_string(c.init_from_size) + " -> " +
+          std::to_string(latent_size) + ", resolution scale S = " + number(resolution_scale) +
           "; optimizer state fresh, averages start at the loaded weights";
     if (pos_rule != PosEmbedTransfer::kNone)
       out += "\npositional embeddings " + std::string(name_of(pos_rule)) +
