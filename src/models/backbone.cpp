@@ -1,6 +1,7 @@
 #include "dtrainer/models/backbone.h"
 
 #include <map>
+#include <type_traits>
 
 #include <torch/torch.h>
 
@@ -23,6 +24,17 @@ class ModuleBackbone final : public Backbone {
     const torch::ScalarType dt = first_param_.scalar_type();
     const torch::Tensor text_in = text.defined() ? text.to(dt) : text;
     return net_->forward(x_t.to(dt), t, text_in, text_mask, controls).to(torch::kFloat32);
+  }
+  torch::Tensor forward_masked(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
+                               const torch::Tensor& text_mask, const ControlInputs* controls,
+                               const torch::Tensor& keep) override {
+    if constexpr (std::is_same_v<Net, DiffusionTransformer>) {
+      const torch::ScalarType dt = first_param_.scalar_type();
+      const torch::Tensor text_in = text.defined() ? text.to(dt) : text;
+      return net_->forward(x_t.to(dt), t, text_in, text_mask, controls, torch::Tensor(), keep).to(torch::kFloat32);
+    } else {
+      throw Error("keep", "this backbone has no masked forward (MDT's masked training)");
+    }
   }
   torch::nn::Module& module() override { return *net_; }
   UnitModel& unit_model() override { return *net_; }

@@ -11,6 +11,7 @@
 
 #include "dit_block.h"
 #include "joint_block.h"
+#include "mdt_block.h"
 
 namespace dtrainer::models {
 
@@ -31,8 +32,14 @@ DiffusionTransformerImpl::DiffusionTransformerImpl(const TransformerSpec& s) : s
   auto te = holder("t_embedder");
   e.t_mlp = te->register_module("mlp", nn::Sequential(linear(s.frequency_dim, h), nn::SiLU(), linear(h, h)));
   e.modules = {xe, te};
+  if (s.family == TransformerFamily::kMDT) {  // learned, from the sin-cos grid (MDTv2)
+    const int64_t g = s.sample_size / p;
+    e.learned_pos =
+        xe->register_parameter("pos_embed", sincos_pos_embed_2d(h, g, g, 1.0, PosEmbedGrid::kExtrapolate).unsqueeze(0));
+  }
   switch (s.family) {
-    case TransformerFamily::kDiT: {
+    case TransformerFamily::kDiT:
+    case TransformerFamily::kMDT: {
       auto ye = holder("y_embedder");
       if (s.conditioning == "class")
         e.class_table = ye->register_module("embedding_table", nn::Embedding(s.num_classes + 1, h));
@@ -78,17 +85,38 @@ DiffusionTransformerImpl::DiffusionTransformerImpl(const TransformerSpec& s) : s
   const bool mm = s.family == TransformerFamily::kMMDiT || s.family == TransformerFamily::kMMDiTPP;
   std::vector<std::shared_ptr<JointBlock>> joint;
   std::vector<std::shared_ptr<DiTBlock>> dit;
-  nn::ModuleList list;
-  for (int64_t i = 0; i < s.depth; ++i) {
-    if (mm)
-      list->push_back(joint.emplace_back(std::make_shared<JointBlock>(s, i == s.depth - 1)));
-    else
-      list->push_back(dit.emplace_back(std::make_shared<DiTBlock>(s)));
+  std::vector<std::pair<std::string, std::shared_ptr<MDTBlock>>> mdt;  // (unit name, block), forward order
+  std::shared_ptr<SideInterpolater> side;
+  if (s.family == TransformerFamily::kMDT) {  // MDTv2: encoder in / out (long skips), side-interpolater, decoder
+    const int64_t half = s.mdt_half_depth();
+    for (const auto& [name, count, skip] : {std::tuple<const char*, int64_t, bool>{"en_inblocks", half, false},
+                                            {"en_outblocks", half, true},
+                                            {"de_blocks", s.decode_layer, true}}) {
+      nn::ModuleList list;
+      for (int64_t i = 0; i < count; ++i)
+        list->push_back(
+            mdt.emplace_back(std::string(name) + "." + std::to_string(i), std::make_shared<MDTBlock>(s, skip)).second);
+      register_module(name, list);
+    }
+    side = register_module("side_interpolater", std::make_shared<SideInterpolater>(s));
+  } else {
+    nn::ModuleList list;
+    for (int64_t i = 0; i < s.depth; ++i) {
+      if (mm)
+        list->push_back(joint.emplace_back(std::make_shared<JointBlock>(s, i == s.depth - 1)));
+      else
+        list->push_back(dit.emplace_back(std::make_shared<DiTBlock>(s)));
+    }
+    register_module(mm ? "joint_blocks" : "blocks", list);
   }
-  register_module(mm ? "joint_blocks" : "blocks", list);
   auto final_layer = register_module("final_layer", std::make_shared<FinalLayer>(s));
   // The units, in forward order.
   embed_ = Unit<Embed>(this, register_unit("embed", e.modules), embed);
+  for (size_t i = 0; i <= mdt.size() && side; ++i) {  // (the side-interpolater between encoder and decoder)
+    if (static_cast<int64_t>(i) == 2 * s.mdt_half_depth())
+      side_ = Unit<SideInterpolater>(this, register_unit("side_interpolater", {side}), side);
+    if (i < mdt.size()) mdt_blocks_.emplace_back(this, register_unit(mdt[i].first, {mdt[i].second}), mdt[i].second);
+  }
   const std::string prefix = mm ? "joint_blocks." : "blocks.";
   for (size_t i = 0; i < joint.size(); ++i)
     joint_blocks_.emplace_back(this, register_unit(prefix + std::to_string(i), {joint[i]}), joint[i]);
@@ -99,20 +127,30 @@ DiffusionTransformerImpl::DiffusionTransformerImpl(const TransformerSpec& s) : s
 
 torch::Tensor DiffusionTransformerImpl::forward(const torch::Tensor& x_t, const torch::Tensor& t,
                                                 const torch::Tensor& text, const torch::Tensor& text_mask,
-                                                const ControlInputs* controls, const torch::Tensor& labels) {
-  const torch::Tensor out = forward_all(x_t, t, text, text_mask, controls, labels);
+                                                const ControlInputs* controls, const torch::Tensor& labels,
+                                                const torch::Tensor& keep) {
+  const torch::Tensor out = forward_all(x_t, t, text, text_mask, controls, labels, keep);
   return spec_.learn_sigma ? out.narrow(1, 0, spec_.in_channels) : out;
 }
 
 torch::Tensor DiffusionTransformerImpl::forward_all(const torch::Tensor& x_t, const torch::Tensor& t,
                                                     const torch::Tensor& text, const torch::Tensor& text_mask,
-                                                    const ControlInputs* controls, const torch::Tensor& labels) {
+                                                    const ControlInputs* controls, const torch::Tensor& labels,
+                                                    const torch::Tensor& keep) {
   const TransformerSpec& s = spec_;
   const int64_t p = s.patch_size, h = s.hidden_size;
   if (!x_t.defined() || x_t.dim() != 4 || x_t.size(1) != s.in_channels || x_t.size(2) % p || x_t.size(3) % p)
     throw Error(
         "x_t", "expected [B, " + std::to_string(s.in_channels) + ", H, W] with H, W divisible by " + std::to_string(p));
   const int64_t B = x_t.size(0), gh = x_t.size(2) / p, gw = x_t.size(3) / p, N = gh * gw;
+  const bool mdt = s.family == TransformerFamily::kMDT;
+  if (mdt && (gh != s.sample_size / p || gw != s.sample_size / p))
+    throw Error("x_t", "an MDT's learned positional embeddings and relative position bias are for a " +
+                           std::to_string(s.sample_size / p) + " x " + std::to_string(s.sample_size / p) +
+                           " token grid, got " + std::to_string(gh) + " x " + std::to_string(gw));
+  if (keep.defined() && (!mdt || keep.dim() != 2 || keep.size(0) != B || keep.size(1) > N))
+    throw Error("keep", mdt ? "expected [" + std::to_string(B) + ", n <= " + std::to_string(N) + "] token indices"
+                            : "only an MDT has a masked forward");
   const bool class_cond = s.conditioning == "class";
   if (class_cond && (!labels.defined() || labels.dim() != 1 || labels.size(0) != B))
     throw Error("labels", "a class-conditional " + std::string(to_string(s.family)) + " needs labels [" +
@@ -142,7 +180,23 @@ torch::Tensor DiffusionTransformerImpl::forward_all(const torch::Tensor& x_t, co
       embed_(x_t, t.to(torch::kFloat32), text_in, held(labels), held(text_mask), held(pos), held(ctl));
   const auto mask = held(text_mask);
   torch::Tensor x;
-  if (fam == TransformerFamily::kMMDiT || fam == TransformerFamily::kMMDiTPP) {
+  if (mdt) {
+    // The encoder sees the kept tokens only; its second half takes the first half's outputs as long
+    // skips (last in, first out); the decoder takes the embedded input tokens as its skip.
+    const torch::Tensor input = e[0];
+    torch::Tensor h =
+        keep.defined() ? input.gather(1, keep.unsqueeze(-1).expand({B, keep.size(1), input.size(2)})) : input;
+    const size_t half = static_cast<size_t>(s.mdt_half_depth());
+    std::vector<torch::Tensor> skips;
+    for (size_t i = 0; i < half; ++i) skips.push_back(h = mdt_blocks_[i](h, e[1], held(torch::Tensor()), held(keep)));
+    for (size_t i = half; i < 2 * half; ++i) {
+      h = mdt_blocks_[i](h, e[1], skips.back(), held(keep));
+      skips.pop_back();
+    }
+    h = side_(h, e[1], held(keep));
+    for (size_t i = 2 * half; i < mdt_blocks_.size(); ++i) h = mdt_blocks_[i](h, e[1], input, held(torch::Tensor()));
+    x = h;
+  } else if (fam == TransformerFamily::kMMDiT || fam == TransformerFamily::kMMDiTPP) {
     torch::Tensor seq = e[0];
     for (const auto& block : joint_blocks_) seq = block(seq, e[1], mask, T);
     x = seq.narrow(1, T, N);

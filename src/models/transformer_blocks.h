@@ -154,6 +154,7 @@ struct Embed {
   nn::Linear pooled_proj{nullptr}, caption_fc1{nullptr}, caption_fc2{nullptr}, context_embedder{nullptr};
   nn::Sequential y_mlp{nullptr}, t_block{nullptr};
   ControlEmbedding control{nullptr};
+  Tensor learned_pos;  // MDT: the encoder's learned positional embedding [1, N, h] (sin-cos at first)
   std::vector<std::shared_ptr<nn::Module>> modules;  // every one above that exists (the "embed" unit)
   TransformerFamily family = TransformerFamily::kDiT;
   int64_t frequency_dim = 256, hidden = 0;
@@ -164,10 +165,12 @@ struct Embed {
   //   mmDiT(++) {[ctx; x] [B, T + N, h], c}.
   std::vector<Tensor> forward(const Tensor& x_t, const Tensor& t, const Tensor& text, const Tensor& labels,
                               const Tensor& mask, const Tensor& pos, const std::optional<ControlInputs>& controls) {
-    const Tensor x = x_embedder(x_t).flatten(2).transpose(1, 2) + pos.unsqueeze(0);
+    const Tensor x =
+        x_embedder(x_t).flatten(2).transpose(1, 2) + (learned_pos.defined() ? learned_pos : pos.unsqueeze(0));
     Tensor c = t_mlp->forward(timestep_features(t, frequency_dim).to(x.dtype()));
     switch (family) {
       case TransformerFamily::kDiT:
+      case TransformerFamily::kMDT:
         return {x, c + (class_table ? class_table(labels) : pooled_proj(pooled(text, mask)))};
       case TransformerFamily::kAttDiT: {  // text only through cross-attention: c is the timestep's
         const Tensor y = caption_fc1 ? caption_fc2(torch::gelu(caption_fc1(text), "tanh")) : text;

@@ -36,10 +36,12 @@ TransformerCost count_transformer(const TransformerSpec& s, int64_t T) {
   k.param("x_embedder.proj.bias", {h});
   k.c.total.macs_linear_conv += N * s.in_channels * p * p * h;
   k.c.total.activation_elems += N * h;
+  if (s.family == TransformerFamily::kMDT) k.param("x_embedder.pos_embed", {1, N, h});  // learned (MDTv2)
   k.linear("t_embedder.mlp.0", s.frequency_dim, h, 1);
   k.linear("t_embedder.mlp.2", h, h, 1);
   switch (s.family) {
     case TransformerFamily::kDiT:
+    case TransformerFamily::kMDT:
       if (s.conditioning == "class")
         k.param("y_embedder.embedding_table.weight", {s.num_classes + 1, h});
       else
@@ -72,7 +74,29 @@ TransformerCost count_transformer(const TransformerSpec& s, int64_t T) {
       }
       break;
   }
-  for (int64_t i = 0; i < s.depth; ++i) {
+  if (s.family == TransformerFamily::kMDT) {  // MDTv2 (unmasked forward): encoder in / out, side, decoder
+    const int64_t g = s.sample_size / p, table = (2 * g - 1) * (2 * g - 1) + 3;
+    auto block = [&](const std::string& b, bool skip) {
+      k.linear(b + "attn.qkv", h, 3 * h, N);
+      k.attention(N, N, h, H);
+      k.linear(b + "attn.proj", h, h, N);
+      k.param(b + "attn.relative_position_bias_table", {table, H});
+      k.linear(b + "mlp.fc1", h, m, N);
+      k.linear(b + "mlp.fc2", m, h, N);
+      k.linear(b + "adaLN_modulation.1", h, 6 * h, 1);
+      if (skip) k.linear(b + "skip_linear", 2 * h, h, N);
+    };
+    const int64_t half = s.mdt_half_depth();
+    for (int64_t i = 0; i < half; ++i) block("en_inblocks." + std::to_string(i) + ".", false);
+    for (int64_t i = 0; i < half; ++i) block("en_outblocks." + std::to_string(i) + ".", true);
+    k.param("side_interpolater.mask_token", {1, 1, h});
+    k.param("side_interpolater.decoder_pos_embed", {1, N, h});
+    const OpCount before = k.c.total;
+    block("side_interpolater.block.", false);
+    k.c.total = before;  // (the side block runs in the masked forward only)
+    for (int64_t i = 0; i < s.decode_layer; ++i) block("de_blocks." + std::to_string(i) + ".", true);
+  }
+  for (int64_t i = 0; i < s.depth && s.family != TransformerFamily::kMDT; ++i) {
     if (!mm) {
       const std::string b = "blocks." + std::to_string(i) + ".";
       k.linear(b + "attn.qkv", h, 3 * h, N);

@@ -6,11 +6,10 @@
 namespace dtrainer::models {
 
 const NameTable<TransformerFamily>& name_table(TransformerFamily) {
-  static const NameTable<TransformerFamily> t{{"dit", TransformerFamily::kDiT},
-                                              {"pixart", TransformerFamily::kPixArt},
-                                              {"mmdit", TransformerFamily::kMMDiT},
-                                              {"mmdit_pp", TransformerFamily::kMMDiTPP},
-                                              {"att_dit", TransformerFamily::kAttDiT}};
+  static const NameTable<TransformerFamily> t{
+      {"dit", TransformerFamily::kDiT},        {"pixart", TransformerFamily::kPixArt},
+      {"mmdit", TransformerFamily::kMMDiT},    {"mmdit_pp", TransformerFamily::kMMDiTPP},
+      {"att_dit", TransformerFamily::kAttDiT}, {"mdt", TransformerFamily::kMDT}};
   return t;
 }
 const char* to_string(TransformerFamily f) { return name_table(f).name(f); }
@@ -40,8 +39,18 @@ void TransformerSpec::validate() const {
   if (frequency_dim % 2) throw Error("model.frequency_dim", "must be even");
   if (conditioning != "class" && conditioning != "text")
     throw Error("model.conditioning", "class or text, got '" + conditioning + "'");
-  if (family != TransformerFamily::kDiT && family != TransformerFamily::kMMDiT && conditioning != "text")
-    throw Error("model.conditioning", "only DiT and mmDiT can be class-conditional");
+  if (family != TransformerFamily::kDiT && family != TransformerFamily::kMMDiT && family != TransformerFamily::kMDT &&
+      conditioning != "text")
+    throw Error("model.conditioning", "only DiT, mmDiT and MDT can be class-conditional");
+  if (family == TransformerFamily::kMDT) {
+    if (decode_layer < 0 || decode_layer >= depth || (depth - decode_layer) % 2)
+      throw Error("model.decode_layer",
+                  "needs 0 <= decode_layer < depth with depth - decode_layer even (an encoder "
+                  "of two halves), got " +
+                      std::to_string(decode_layer) + " of depth " + std::to_string(depth));
+    if (!(mask_ratio >= 0 && mask_ratio + 0.2 < 1))
+      throw Error("model.mask_ratio", "needs 0 <= mask_ratio < 0.8 (up to mask_ratio + 0.2 of the tokens are hidden)");
+  }
   if (context_stream != "full" && context_stream != "shared")
     throw Error("model.context_stream", "full or shared, got '" + context_stream + "'");
   if (context_stream == "shared" && family != TransformerFamily::kMMDiT && family != TransformerFamily::kMMDiTPP)
@@ -91,6 +100,8 @@ const std::vector<TransformerSpec>& transformer_presets() {
       make("s2-dit-xl2-class", TransformerFamily::kDiT, 1152, 28, -1, "class"),
       // Att-DiT-XL/2 on CC12M (940.49 M): DiT with cross-attention to the (caption-MLP'd) text.
       make("s2-att-dit-xl2", TransformerFamily::kAttDiT, 1152, 28, 1),
+      // mDT-v2-XL/2 on ImageNet (748.07 M): MDTv2's XL/2, 4 decoder blocks, mask ratio 0.3.
+      make("s2-mdt-v2-xl2-class", TransformerFamily::kMDT, 1152, 28, -1, "class"),
   };
   return presets;
 }
@@ -108,9 +119,9 @@ TransformerSpec transformer_preset(const std::string& name) {
 }
 
 std::vector<std::string> transformer_field_keys() {
-  return {"family",      "patch_size",      "hidden_size",    "depth",         "num_heads",    "mlp_ratio",
-          "context_dim", "in_channels",     "learn_sigma",    "sample_size",   "conditioning", "num_classes",
-          "caption_mlp", "pos_embed_scale", "pos_embed_grid", "context_stream"};
+  return {"family",      "patch_size",      "hidden_size",    "depth",          "num_heads",    "mlp_ratio",
+          "context_dim", "in_channels",     "learn_sigma",    "sample_size",    "conditioning", "num_classes",
+          "caption_mlp", "pos_embed_scale", "pos_embed_grid", "context_stream", "decode_layer", "mask_ratio"};
 }
 
 void set_transformer_field(TransformerSpec& s, const std::string& key, const std::string& v) {
@@ -151,7 +162,15 @@ void set_transformer_field(TransformerSpec& s, const std::string& key, const std
     s.pos_embed_grid = v;
   else if (key == "context_stream")
     s.context_stream = v;
-  else {
+  else if (key == "decode_layer")
+    s.decode_layer = parse_int(f, v);
+  else if (key == "mask_ratio") {
+    try {
+      s.mask_ratio = std::stod(v);
+    } catch (const std::exception&) {
+      throw Error(f, "not a number: '" + v + "'");
+    }
+  } else {
     std::string known;
     for (const auto& k : transformer_field_keys()) known += (known.empty() ? "" : ", ") + k;
     throw Error(f, "unknown transformer field (known: " + known + ")");

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "dtrainer/diffusion/conditioning.h"
+#include "dtrainer/models/token_mask.h"
 #include "dtrainer/train/sampling.h"
 
 namespace dtrainer::train {
@@ -24,6 +25,8 @@ MicroBatch make_micro_batch(const data::Batch& batch, int64_t k, int64_t step, c
     c.keep = to_device(nb.keep_control, s.device);
     m.controls = std::move(c);
   }
+  if (s.token_mask_ratio > 0)  // (keyed by the step and the sample: the same on any rank count)
+    m.token_keep = to_device(models::kept_tokens(s.seed, step, ids, s.tokens, s.token_mask_ratio), s.device);
   m.noised = to_device(nb, s.device);
   m.text = to_device(text, s.device);
   m.mask = attention_mask(mask, s.device);

@@ -160,13 +160,31 @@ void Trainer::snapshot(int64_t step) {
 // image-noun pairs and every rank's preemption flag.
 Trainer::StepResult Trainer::train_step(const data::Batch& batch, int64_t step) {
   const int64_t accumulation = plan_.accumulation;
-  const MicroBatchSetup setup{plan_.micro, c_.p_drop_text > 0, plan_.backbone.control_conditioning(), device_};
+  MicroBatchSetup setup{plan_.micro, c_.p_drop_text > 0, plan_.backbone.control_conditioning(), device_};
+  const models::TransformerSpec& ts = plan_.backbone.transformer;
+  if (plan_.backbone.family == "transformer" && ts.masked_training()) {  // MDT: a masked forward besides
+    setup.token_mask_ratio = ts.mask_ratio;
+    setup.tokens = ts.tokens();
+    setup.seed = c_.seed;
+  }
   torch::Tensor loss_sum = torch::zeros({1}, torch::TensorOptions().dtype(torch::kFloat64).device(device_));
   for (int64_t k = 0; k < accumulation; ++k) {
     const MicroBatch m = make_micro_batch(batch, k, step, *objective_, setup);
     const torch::Tensor pred = forward_backbone(*stack_.model, c_.channels_last, m.noised.x_t, m.noised.t_model, m.text,
                                                 m.mask, m.controls_or_null());
     const torch::Tensor loss = objective_->loss(pred, m.noised);
+    if (m.token_keep.defined()) {
+      // MDTv2: the loss of the whole input plus that of the masked one, each pass with its own
+      // backward (a unit's gradient is complete, and reduced, when its one backward has run).
+      stack_.params->backward(loss, false);
+      const torch::Tensor masked = objective_->loss(
+          stack_.model->forward_masked(m.noised.x_t, m.noised.t_model, m.text, m.mask, m.controls_or_null(),
+                                       m.token_keep),
+          m.noised);
+      stack_.params->backward(masked, k == accumulation - 1);
+      loss_sum += (loss + masked).detach().to(torch::kFloat64);
+      continue;
+    }
     stack_.params->backward(loss, k == accumulation - 1);
     loss_sum += loss.detach().to(torch::kFloat64);
   }

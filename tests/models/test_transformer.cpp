@@ -6,12 +6,16 @@
 #include <catch2/catch.hpp>
 
 #include <map>
+#include <set>
 
 #include <torch/torch.h>
+
+#include "dtrainer/core/error.h"
 
 #include "dtrainer/models/embeddings.h"
 #include "dtrainer/models/attention.h"
 #include "dtrainer/models/transformer.h"
+#include "dtrainer/models/token_mask.h"
 #include "dtrainer/models/transformer_cost.h"
 #include "dtrainer/models/checkpointed_unit.h"
 
@@ -30,6 +34,10 @@ TransformerSpec small(const std::string& preset) {
   s.frequency_dim = 16;
   s.control_feature_dim = 8;
   if (s.conditioning == "class") s.num_classes = 10;
+  if (s.family == TransformerFamily::kMDT) {  // encoder 2 + 2 blocks, side-interpolater, decoder 2
+    s.depth = 6;
+    s.decode_layer = 2;
+  }
   return s;
 }
 
@@ -56,7 +64,8 @@ struct CheckpointingRunner : UnitRunner {
 TEST_CASE("a checkpointed transformer has the plain one's output and gradients, for every family") {
   // (the embedding unit returns several tensors, some units get an absent mask or t0: all of it
   // goes through the recomputation)
-  for (const std::string preset : {"dit-xl2", "pixart-h1152-d28", "mmdit-xl2", "mmdit-pp-xl2", "s2-att-dit-xl2"}) {
+  for (const std::string preset :
+       {"dit-xl2", "pixart-h1152-d28", "mmdit-xl2", "mmdit-pp-xl2", "s2-att-dit-xl2", "s2-mdt-v2-xl2-class"}) {
     for (const bool masked : {true, false}) {
       INFO(preset << (masked ? ", masked text" : ", no mask"));
       TransformerSpec s = small(preset);
@@ -86,8 +95,11 @@ TEST_CASE("a checkpointed transformer has the plain one's output and gradients, 
                              torch::ones({B}, torch::kBool)};
       const ControlInputs* c = s.family == TransformerFamily::kMMDiTPP ? &controls : nullptr;
       const torch::Tensor xa = x.clone().requires_grad_(true), xb = x.clone().requires_grad_(true);
-      const torch::Tensor ya = plain->forward_all(xa, t, text, mask, c, {});
-      const torch::Tensor yb = ckpt->forward_all(xb, t, text, mask, c, {});
+      // (MDT: its masked forward, which every parameter takes part in)
+      const torch::Tensor keep =
+          s.family == TransformerFamily::kMDT ? kept_tokens(0, 1, {0, 1}, 16, 0.3) : torch::Tensor();
+      const torch::Tensor ya = plain->forward_all(xa, t, text, mask, c, {}, keep);
+      const torch::Tensor yb = ckpt->forward_all(xb, t, text, mask, c, {}, keep);
       CHECK(torch::equal(ya, yb));
       const torch::Tensor w = torch::randn_like(ya);
       (ya * w).sum().backward();
@@ -126,11 +138,9 @@ TEST_CASE("preset parameter counts match [S1] Table 2 and DiT-XL/2 (within 2%)")
 
 TEST_CASE("[S2] Table A1's transformers: the presets match its parameter counts within 1%") {
   // [S2] Table A1 (millions): CC12M text conditioning (77 x 1024 tokens) and ImageNet classes.
-  const std::map<std::string, double> table = {{"s2-pixart-xl2", 610.12},
-                                               {"s2-mmdit-xl2", 791.64},
-                                               {"s2-mmdit-xl2-class", 679.09},
-                                               {"s2-dit-xl2-class", 679.09},
-                                               {"s2-att-dit-xl2", 940.49}};
+  const std::map<std::string, double> table = {{"s2-pixart-xl2", 610.12},      {"s2-mmdit-xl2", 791.64},
+                                               {"s2-mmdit-xl2-class", 679.09}, {"s2-dit-xl2-class", 679.09},
+                                               {"s2-att-dit-xl2", 940.49},     {"s2-mdt-v2-xl2-class", 748.07}};
   for (const auto& [name, millions] : table) {
     const TransformerSpec s = transformer_preset(name);
     const TransformerCost c = count_transformer(s, s.conditioning == "class" ? 0 : 77);
@@ -155,11 +165,20 @@ TEST_CASE("[S2] Table A1's transformers: the presets match its parameter counts 
   const int64_t dit = count_transformer(transformer_preset("dit-xl2"), 0).num_params;
   CHECK(count_transformer(transformer_preset("s2-att-dit-xl2"), 77).num_params ==
         dit - 1001 * h + (1024 * h + h + h * h + h) + d * (7 * h * h + 7 * h + 2 * 72));
+  // mDT-v2-XL/2 (MDTv2's XL/2, 4 decoder blocks): 12 + 12 encoder blocks, 1 side block and 4 decoder
+  // blocks, each DiT's (18h^2 + 15h) with a relative position bias table of (2 x 16 - 1)^2 + 3 rows
+  // per head; a long skip Linear(2h, h) in the 12 second-half encoder and the 4 decoder blocks; learned
+  // positional embeddings for encoder and decoder (256 x h each), the mask token, the embedders and
+  // DiT's final layer.
+  const int64_t N = 256, rel = (31 * 31 + 3) * 16;
+  const int64_t mdt = 29 * (18 * h * h + 15 * h + rel) + 16 * (2 * h * h + h) + 2 * N * h + h +
+                      (4 * 2 * 2 * h + h) + (256 * h + h + h * h + h) + 1001 * h + (2 * h * h + 2 * h) + (h * 32 + 32);
+  CHECK(count_transformer(transformer_preset("s2-mdt-v2-xl2-class"), 0).num_params == mdt);
 }
 
 TEST_CASE("the built transformer has exactly the analytic parameter table, for every family") {
   for (const std::string preset : {"dit-xl2", "pixart-h1152-d28", "pixart-h1024-d28", "mmdit-xl2", "mmdit-pp-xl2",
-                                   "s2-mmdit-xl2", "s2-mmdit-xl2-class", "s2-att-dit-xl2"}) {
+                                   "s2-mmdit-xl2", "s2-mmdit-xl2-class", "s2-att-dit-xl2", "s2-mdt-v2-xl2-class"}) {
     for (bool text_dit : {false, true}) {
       TransformerSpec s = small(preset);
       if (preset == "dit-xl2" && text_dit)
@@ -184,7 +203,7 @@ TEST_CASE("the built transformer has exactly the analytic parameter table, for e
 TEST_CASE("forward and backward of small overrides of every family") {
   torch::manual_seed(0);
   for (const std::string preset : {"dit-xl2", "pixart-h1152-d28", "mmdit-xl2", "mmdit-pp-xl2", "s2-mmdit-xl2",
-                                   "s2-mmdit-xl2-class", "s2-att-dit-xl2"}) {
+                                   "s2-mmdit-xl2-class", "s2-att-dit-xl2", "s2-mdt-v2-xl2-class"}) {
     INFO(preset);
     TransformerSpec s = small(preset);
     DiffusionTransformer net(s);
@@ -206,7 +225,11 @@ TEST_CASE("forward and backward of small overrides of every family") {
     CHECK(all.sizes() == torch::IntArrayRef({B, s.out_channels(), 8, 8}));
     const torch::Tensor y = net->forward(x, t, text, mask, mmpp ? &controls : nullptr, labels);
     CHECK(y.sizes() == x.sizes());
-    all.pow(2).mean().backward();
+    torch::Tensor objective = all.pow(2).mean();
+    if (s.family == TransformerFamily::kMDT)  // (the side-interpolater works in the masked forward only)
+      objective = objective +
+                  net->forward_all(x, t, text, mask, nullptr, labels, kept_tokens(0, 1, {0, 1}, 16, 0.3)).pow(2).mean();
+    objective.backward();
     for (const auto& p : net->named_parameters()) {
       INFO(p.key());
       REQUIRE(p.value().grad().defined());
@@ -325,4 +348,46 @@ TEST_CASE("another resolution: resampled positions keep the grid's extent, extra
   // Extrapolated: the 8x8 grid extends it — its first 4x4 block repeats the 4x4 grid, its corner does not.
   CHECK(torch::allclose(e2[8 + 1], e1[4 + 1], 1e-5, 1e-5));
   CHECK_FALSE(torch::allclose(e2[63], e1[15], 1e-3, 1e-3));
+}
+
+TEST_CASE("MDT: the masked forward, its keyed masks, and a mask that hides nothing") {
+  // The masks: per step, floor(N (1 - r)) tokens kept with r in [ratio, ratio + 0.2); per sample,
+  // keyed by its id (the same whatever else is in the batch, so on any rank count); ascending, unique.
+  const int64_t N = 64;
+  const torch::Tensor both = kept_tokens(7, 3, {11, 12}, N, 0.3), alone = kept_tokens(7, 3, {12}, N, 0.3);
+  CHECK(torch::equal(both[1], alone[0]));
+  CHECK_FALSE(torch::equal(both[0], both[1]));
+  const double r = token_mask_ratio(7, 3, 0.3);
+  CHECK(r >= 0.3);
+  CHECK(r < 0.5);
+  CHECK(both.size(1) == static_cast<int64_t>(std::floor(N * (1 - r))));
+  for (int64_t i = 0; i < 2; ++i) {
+    const torch::Tensor row = both[i];
+    CHECK(torch::equal(row, std::get<0>(torch::sort(std::get<0>(torch::_unique(row))))));
+    CHECK(row.min().item<int64_t>() >= 0);
+    CHECK(row.max().item<int64_t>() < N);
+  }
+  std::set<int64_t> counts;
+  for (int64_t step = 0; step < 200; ++step) counts.insert(kept_tokens(1, step, {0}, N, 0.3).size(1));
+  CHECK(*counts.begin() >= static_cast<int64_t>(std::floor(N * 0.5)));   // at most 0.5 hidden
+  CHECK(*counts.rbegin() <= static_cast<int64_t>(std::floor(N * 0.7)));  // at least 0.3 hidden
+  CHECK(counts.size() > 5);
+  // The model: keeping every token is the unmasked forward; hiding some changes the output.
+  torch::manual_seed(0);
+  TransformerSpec s = small("s2-mdt-v2-xl2-class");
+  DiffusionTransformer net(s);
+  torch::NoGradGuard g;
+  for (auto& p : net->parameters()) p.add_(torch::randn_like(p) * 0.02);
+  const int64_t B = 2;
+  const torch::Tensor x = torch::randn({B, s.in_channels, 8, 8}), t = torch::tensor({3.0f, 900.0f});
+  const torch::Tensor labels = torch::tensor({1, 4}), text = torch::randn({B, 1, s.context_dim});
+  const torch::Tensor plain = net->forward_all(x, t, text, {}, nullptr, labels);
+  const torch::Tensor all = torch::arange(16).repeat({B, 1});
+  CHECK(torch::allclose(net->forward_all(x, t, text, {}, nullptr, labels, all), plain, 1e-5, 1e-6));
+  const torch::Tensor some = kept_tokens(0, 1, {0, 1}, 16, 0.3);
+  CHECK_FALSE(torch::allclose(net->forward_all(x, t, text, {}, nullptr, labels, some), plain, 1e-4, 1e-5));
+  // Another grid than the learned one is refused; so is a mask for a model without one.
+  CHECK_THROWS_AS(net->forward_all(torch::randn({B, s.in_channels, 16, 16}), t, text, {}, nullptr, labels), Error);
+  DiffusionTransformer dit(small("dit-xl2"));
+  CHECK_THROWS_AS(dit->forward_all(x, t, text, {}, nullptr, torch::tensor({1, 2}), some), Error);
 }

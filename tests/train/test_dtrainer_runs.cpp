@@ -248,10 +248,15 @@ TEST_CASE("a bad configuration exits 2 naming the key, and writes nothing") {
 }
 
 TEST_CASE("transformer backbones train through the same registry, zero3 included") {
-  for (const std::string model : {"pixart-h1152-d28", "mmdit-pp-xl2", "dit-xl2", "s2-att-dit-xl2"}) {
+  for (const std::string model :
+       {"pixart-h1152-d28", "mmdit-pp-xl2", "dit-xl2", "s2-att-dit-xl2", "s2-mdt-v2-xl2-class"}) {
     const std::string dir = test::scratch_dir("tf-" + model);
     std::string set = " --model " + model + " --model-set hidden_size=32 depth=2 num_heads=4";
     if (model == "dit-xl2") set += " conditioning=text";
+    if (model == "s2-mdt-v2-xl2-class")
+      set = " --model " + model +
+            " --model-set hidden_size=32 depth=4 num_heads=4 "
+            "decode_layer=2 conditioning=text";
     const std::string extra = model == "mmdit-pp-xl2" ? " --p-drop-control 0.2" : "";
     INFO(model << "\n" << slurp(dir + ".log"));
     REQUIRE(run(2, "--steps 4 --sharding zero3 --run-dir " + dir + extra, dir + ".log", set) == 0);
@@ -259,6 +264,12 @@ TEST_CASE("transformer backbones train through the same registry, zero3 included
     CHECK(l.size() == 4);
     for (const auto& [step, loss] : l) CHECK(std::isfinite(loss));
     CHECK(fs::exists(dir + "/samples/step_00000004.png"));
+    if (model == "s2-mdt-v2-xl2-class") {  // MDT's masks are keyed per sample: 1 rank trains the same steps
+      const std::string one = test::scratch_dir("tf-mdt-1");
+      REQUIRE(run(1, "--steps 4 --run-dir " + one, one + ".log", set) == 0);
+      const auto l1 = losses(one);
+      for (const auto& [step, loss] : l) CHECK(l1.at(step) == Approx(loss).epsilon(1e-5));
+    }
   }
   // A class-conditional preset cannot train on captioned data: a configuration error.
   const std::string dir = test::scratch_dir("tf-class");

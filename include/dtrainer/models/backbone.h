@@ -27,6 +27,11 @@ class Backbone {
   // the parameters' dtype (fp32, or bf16 under a bf16 compute copy); returns fp32.
   virtual torch::Tensor forward(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
                                 const torch::Tensor& text_mask, const ControlInputs* controls) = 0;
+  // MDT's masked forward (models/token_mask.h): only the image tokens `keep` [B, n] reach the
+  // encoder. Backbones without masked training throw Error("keep").
+  virtual torch::Tensor forward_masked(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
+                                       const torch::Tensor& text_mask, const ControlInputs* controls,
+                                       const torch::Tensor& keep) = 0;
   virtual torch::nn::Module& module() = 0;
   virtual UnitModel& unit_model() = 0;
 };

@@ -26,6 +26,8 @@ struct Embed;
 struct DiTBlock;
 struct JointBlock;
 struct FinalLayer;
+struct MDTBlock;
+struct SideInterpolater;
 }  // namespace transformer_detail
 
 class DiffusionTransformerImpl : public torch::nn::Module, public UnitModel {
@@ -37,12 +39,15 @@ class DiffusionTransformerImpl : public torch::nn::Module, public UnitModel {
   // bool (optional), controls (mmDiT++ only; nullptr = dropped), labels [B] int64 (class-conditional
   // DiT only; num_classes = the null class). Returns the prediction [B, in_channels, H, W] (the
   // learned-variance channels of learn_sigma models are dropped).
+  // keep [B, n] int64 (MDT only, models/token_mask.h): the masked forward, in which only those image
+  // tokens reach the encoder and the side-interpolater restores the others.
   torch::Tensor forward(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
                         const torch::Tensor& text_mask = torch::Tensor(), const ControlInputs* controls = nullptr,
-                        const torch::Tensor& labels = torch::Tensor());
+                        const torch::Tensor& labels = torch::Tensor(), const torch::Tensor& keep = torch::Tensor());
   // The full output, [B, out_channels, H, W].
   torch::Tensor forward_all(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
-                            const torch::Tensor& text_mask, const ControlInputs* controls, const torch::Tensor& labels);
+                            const torch::Tensor& text_mask, const ControlInputs* controls, const torch::Tensor& labels,
+                            const torch::Tensor& keep = torch::Tensor());
 
   const TransformerSpec& spec() const { return spec_; }
 
@@ -53,6 +58,8 @@ class DiffusionTransformerImpl : public torch::nn::Module, public UnitModel {
   Unit<transformer_detail::Embed> embed_;
   std::vector<Unit<transformer_detail::DiTBlock>> dit_blocks_;
   std::vector<Unit<transformer_detail::JointBlock>> joint_blocks_;
+  std::vector<Unit<transformer_detail::MDTBlock>> mdt_blocks_;  // MDT: encoder in, encoder out, decoder
+  Unit<transformer_detail::SideInterpolater> side_;
   Unit<transformer_detail::FinalLayer> final_;
   torch::Tensor pos_cache_;  // positional embedding of the last grid seen
   std::pair<int64_t, int64_t> pos_grid_{0, 0};

@@ -18,8 +18,10 @@ enum class TransformerFamily {
   kMMDiTPP,  // [S2]: mmDiT + control conditioning; text only through attention (no pooled text)
   kAttDiT,   // [S2]'s Att-DiT: DiT (adaLN-Zero) + a cross-attention sublayer to the text tokens with RMSNorm
              // on q and k (what [S2] needed for stability), gated by its own adaLN shift / scale / gate
+  kMDT,      // MDTv2 (Gao et al. 2023): DiT blocks with relative position bias in a long-skip encoder, a
+             // side-interpolater restoring masked tokens, and a decoder; trained on masked and whole inputs
 };
-const NameTable<TransformerFamily>& name_table(TransformerFamily);  // dit | pixart | mmdit | mmdit_pp | att_dit
+const NameTable<TransformerFamily>& name_table(TransformerFamily);  // dit | pixart | mmdit | mmdit_pp | att_dit | mdt
 const char* to_string(TransformerFamily f);
 TransformerFamily parse_transformer_family(const std::string& field, const std::string& text);
 
@@ -46,12 +48,18 @@ struct TransformerSpec {
   // shared ([S2] Table A1's mmDiT-XL/2, reconstructed from its count: docs/MODELS.md): its own QKV
   // (and q/k RMSNorm), the image stream's adaLN modulation, projection and MLP.
   std::string context_stream = "full";
+  // MDT: the decoder's blocks (the encoder has the rest, half with long skips) and the training mask:
+  // a fraction mask_ratio + U(0, 0.2) of the image tokens is hidden from the encoder (0: no masking).
+  int64_t decode_layer = 4;
+  double mask_ratio = 0.3;
 
   int64_t out_channels() const { return learn_sigma ? 2 * in_channels : in_channels; }
   int64_t head_dim() const { return hidden_size / num_heads; }
   int64_t tokens() const { return (sample_size / patch_size) * (sample_size / patch_size); }
   bool has_caption_mlp() const { return caption_mlp < 0 ? context_dim != hidden_size : caption_mlp == 1; }
   bool control_conditioning() const { return family == TransformerFamily::kMMDiTPP; }
+  bool masked_training() const { return family == TransformerFamily::kMDT && mask_ratio > 0; }
+  int64_t mdt_half_depth() const { return (depth - decode_layer) / 2; }  // MDT: encoder blocks with / without skips
   // Throws Error naming "model.<field>" on any inconsistency.
   void validate() const;
 };
@@ -61,7 +69,7 @@ bool is_transformer_preset(const std::string& name);
 TransformerSpec transformer_preset(const std::string& name);
 // Keys: family, patch_size, hidden_size, depth, num_heads, mlp_ratio, context_dim, in_channels,
 // learn_sigma, sample_size, conditioning, num_classes, caption_mlp, pos_embed_scale, pos_embed_grid,
-// context_stream.
+// context_stream, decode_layer, mask_ratio.
 std::vector<std::string> transformer_field_keys();
 void set_transformer_field(TransformerSpec& spec, const std::string& key, const std::string& value);
 

@@ -20,12 +20,17 @@ struct MicroBatchSetup {
   bool drop_text = false;  // p_drop_text > 0: the objective's keep_text flags apply
   bool control = false;    // the backbone takes [S2] control inputs
   torch::Device device = torch::kCPU;
+  // MDT's masked training (models/token_mask.h): the fraction of image tokens hidden (0: none), of `tokens`.
+  double token_mask_ratio = 0;
+  int64_t tokens = 0;
+  uint64_t seed = 0;
 };
 
 struct MicroBatch {
   diffusion::NoisedBatch noised;  // x_t, t_model, target, weight on the device; the rest on the host
   torch::Tensor text, mask;       // on the device (mask undefined when every token is real)
   std::optional<models::ControlInputs> controls;
+  torch::Tensor token_keep;  // MDT: the kept image tokens [micro, n] on the device (undefined: no masked forward)
   const models::ControlInputs* controls_or_null() const { return controls ? &*controls : nullptr; }
 };
 
