@@ -255,6 +255,11 @@ StageSettings stage_settings(const TrainConfig& c, const std::string& family, co
     return s;
   }
   if (!s.from_source || s.resolution_scale == 1.0) return s;
+  if (transformer_family == "mdt" && s.side_ratio != 1.0)
+    throw Error("init_from",
+                "an mdt learns its positional embeddings and relative position bias for its token grid: "
+                "dtrainer cannot carry them to latent side " +
+                    std::to_string(latent_size) + " from " + std::to_string(c.init_from_size) + " yet");
   PosEmbedTransfer rule = c.pos_embed_transfer;
   if (rule == PosEmbedTransfer::kAuto)
     rule = transformer_family == "mmdit_pp" ? PosEmbedTransfer::kResample : PosEmbedTransfer::kInterpolate;

@@ -97,6 +97,10 @@ TEST_CASE("positional embeddings follow the stage's rule, by family unless set, 
   c.pos_embed_transfer = PosEmbedTransfer::kNone;
   const std::string e = error_of([&] { rule("pixart"); });
   CHECK_THAT(e, Catch::Contains("pos_embed_transfer") && Catch::Contains("16") && Catch::Contains("32"));
+  // An MDT's learned grid does not carry over (refused, not silently mismatched).
+  c.pos_embed_transfer = PosEmbedTransfer::kAuto;
+  CHECK_THAT(error_of([&] { rule("mdt"); }), Catch::Contains("mdt") && Catch::Contains("latent side 32"));
+  c.pos_embed_transfer = PosEmbedTransfer::kNone;
   // Same resolution: nothing to adapt, whatever the rule.
   CHECK(stage_settings(c, "transformer", "pixart", 16).model_overrides.empty());
   // A UNet has no grid: an explicit rule is an error, auto is nothing.
