@@ -21,7 +21,10 @@ struct DiTBlock : nn::Module {
     const int64_t h = s.hidden_size;
     const bool pixart = s.family == TransformerFamily::kPixArt;
     attn = register_module("attn", std::make_shared<Attn>(h, s.head_dim(), false, true));
-    if (pixart || att_dit) cross_attn = register_module("cross_attn", std::make_shared<CrossAttention>(h, H, att_dit));
+    // (a class-conditional Att-DiT's class sublayer reads one token: with one key the attention weight is
+    // 1 whatever the query, so its output is the token itself, and it has no projections)
+    if (pixart || (att_dit && s.conditioning == "text"))
+      cross_attn = register_module("cross_attn", std::make_shared<CrossAttention>(h, H, att_dit));
     mlp = register_module("mlp", std::make_shared<Mlp>(h, s.mlp_ratio * h));
     if (pixart)
       scale_shift_table =
@@ -37,7 +40,8 @@ struct DiTBlock : nn::Module {
       mod = adaLN_modulation->forward(cond).chunk(9, -1);  // self (0-2), cross (3-5), MLP (6-8)
       auto [q, k, v] = attn->qkv_heads(modulate(layer_norm(x), mod[0], mod[1]), H);
       Tensor out = x + mod[2].unsqueeze(1) * attn->proj(merge_heads(attention(q, k, v)));
-      out = out + mod[5].unsqueeze(1) * cross_attn->forward(modulate(layer_norm(out), mod[3], mod[4]), aux, mask);
+      out = out + mod[5].unsqueeze(1) *
+                      (cross_attn ? cross_attn->forward(modulate(layer_norm(out), mod[3], mod[4]), aux, mask) : aux);
       return out + mod[8].unsqueeze(1) * mlp->forward(modulate(layer_norm(out), mod[6], mod[7]));
     }
     if (cross_attn)

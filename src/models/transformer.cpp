@@ -49,19 +49,23 @@ DiffusionTransformerImpl::DiffusionTransformerImpl(const TransformerSpec& s) : s
       break;
     }
     case TransformerFamily::kPixArt:
-    case TransformerFamily::kAttDiT:
+    case TransformerFamily::kAttDiT: {
       if (s.family == TransformerFamily::kPixArt) {
         e.t_block = register_module("t_block", silu_linear(h, 6 * h, false));
         e.modules.push_back(e.t_block.ptr());
       }
+      if (!s.has_caption_mlp() && s.conditioning == "text") break;
+      auto ye = holder("y_embedder");
+      if (s.conditioning == "class")  // the class embedding: the one token cross-attention reads
+        e.class_table = ye->register_module("embedding_table", nn::Embedding(s.num_classes + 1, h));
       if (s.has_caption_mlp()) {
-        auto ye = holder("y_embedder");
         auto yp = ye->register_module("y_proj", std::make_shared<nn::Module>());
-        e.caption_fc1 = yp->register_module("fc1", linear(s.context_dim, h));
+        e.caption_fc1 = yp->register_module("fc1", linear(s.caption_in(), h));
         e.caption_fc2 = yp->register_module("fc2", linear(h, h));
-        e.modules.push_back(ye);
       }
+      e.modules.push_back(ye);
       break;
+    }
     case TransformerFamily::kMMDiT:
     case TransformerFamily::kMMDiTPP:
       if (s.conditioning == "class") {  // class-conditional mmDiT: no text stream, the class into adaLN
@@ -159,7 +163,9 @@ torch::Tensor DiffusionTransformerImpl::forward_all(const torch::Tensor& x_t, co
   if (uses_text && (!text.defined() || text.dim() != 3 || text.size(0) != B || text.size(2) != s.context_dim))
     throw Error("text", "expected [" + std::to_string(B) + ", T, " + std::to_string(s.context_dim) + "]");
   if (controls && !s.control_conditioning()) throw Error("controls", "this model has no control conditioning");
-  const int64_t T = uses_text && s.family != TransformerFamily::kDiT ? text.size(1) : 0;
+  const bool class_token =
+      class_cond && (s.family == TransformerFamily::kPixArt || s.family == TransformerFamily::kAttDiT);
+  const int64_t T = uses_text && s.family != TransformerFamily::kDiT ? text.size(1) : class_token ? 1 : 0;
   // Positional embedding of this grid: the training grid at pos_embed_scale, or resampled /
   // extrapolated for another resolution ([S2]).
   const double scale = s.pos_embed_scale * static_cast<double>(gh) / static_cast<double>(s.sample_size / p);
@@ -178,7 +184,7 @@ torch::Tensor DiffusionTransformerImpl::forward_all(const torch::Tensor& x_t, co
   const torch::Tensor text_in = uses_text ? text : torch::empty({B, 0, s.context_dim}, x_t.options());
   const std::vector<torch::Tensor> e =
       embed_(x_t, t.to(torch::kFloat32), text_in, held(labels), held(text_mask), held(pos), held(ctl));
-  const auto mask = held(text_mask);
+  const auto mask = held(class_cond ? torch::Tensor() : text_mask);
   torch::Tensor x;
   if (mdt) {
     // The encoder sees the kept tokens only; its second half takes the first half's outputs as long

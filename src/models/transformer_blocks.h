@@ -173,11 +173,16 @@ struct Embed {
       case TransformerFamily::kMDT:
         return {x, c + (class_table ? class_table(labels) : pooled_proj(pooled(text, mask)))};
       case TransformerFamily::kAttDiT: {  // text only through cross-attention: c is the timestep's
+        if (class_table) {  // class-conditional: the class in adaLN, and as the one token of the class sublayer
+          const Tensor e_y = class_table(labels);
+          return {x, e_y.unsqueeze(1), c + e_y};
+        }
         const Tensor y = caption_fc1 ? caption_fc2(torch::gelu(caption_fc1(text), "tanh")) : text;
         return {x, y, c};
       }
       case TransformerFamily::kPixArt: {
-        const Tensor y = caption_fc1 ? caption_fc2(torch::gelu(caption_fc1(text), "tanh")) : text;
+        const Tensor in = class_table ? class_table(labels).unsqueeze(1) : text;  // (class: one token)
+        const Tensor y = caption_fc1 ? caption_fc2(torch::gelu(caption_fc1(in), "tanh")) : in;
         const Tensor t0 = t_block->forward(c);  // [B, 6h]
         return {x, y, c, t0};
       }

@@ -24,8 +24,11 @@ struct Counter {
 
 }  // namespace
 
-TransformerCost count_transformer(const TransformerSpec& s, int64_t T) {
+TransformerCost count_transformer(const TransformerSpec& s, int64_t text_len) {
   s.validate();
+  const int64_t T = s.family == TransformerFamily::kPixArt || s.family == TransformerFamily::kAttDiT
+                        ? s.context_tokens(text_len)
+                        : text_len;
   Counter k;
   const int64_t h = s.hidden_size, p = s.patch_size, N = s.tokens(), D = s.context_dim, m = s.mlp_ratio * h;
   const int64_t out = p * p * s.out_channels(), H = s.num_heads;
@@ -50,8 +53,9 @@ TransformerCost count_transformer(const TransformerSpec& s, int64_t T) {
     case TransformerFamily::kPixArt:
     case TransformerFamily::kAttDiT:
       if (s.family == TransformerFamily::kPixArt) k.linear("t_block.1", h, 6 * h, 1);
+      if (s.conditioning == "class") k.param("y_embedder.embedding_table.weight", {s.num_classes + 1, h});
       if (s.has_caption_mlp()) {
-        k.linear("y_embedder.y_proj.fc1", D, h, T);
+        k.linear("y_embedder.y_proj.fc1", s.caption_in(), h, T);
         k.linear("y_embedder.y_proj.fc2", h, h, T);
       }
       break;
@@ -102,7 +106,8 @@ TransformerCost count_transformer(const TransformerSpec& s, int64_t T) {
       k.linear(b + "attn.qkv", h, 3 * h, N);
       k.attention(N, N, h, H);
       k.linear(b + "attn.proj", h, h, N);
-      if (s.family == TransformerFamily::kPixArt || s.family == TransformerFamily::kAttDiT) {
+      if (s.family == TransformerFamily::kPixArt ||
+          (s.family == TransformerFamily::kAttDiT && s.conditioning == "text")) {
         k.linear(b + "cross_attn.q_linear", h, h, N);
         k.linear(b + "cross_attn.kv_linear", h, 2 * h, T);
         k.attention(N, T, h, H);

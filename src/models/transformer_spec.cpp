@@ -39,9 +39,8 @@ void TransformerSpec::validate() const {
   if (frequency_dim % 2) throw Error("model.frequency_dim", "must be even");
   if (conditioning != "class" && conditioning != "text")
     throw Error("model.conditioning", "class or text, got '" + conditioning + "'");
-  if (family != TransformerFamily::kDiT && family != TransformerFamily::kMMDiT && family != TransformerFamily::kMDT &&
-      conditioning != "text")
-    throw Error("model.conditioning", "only DiT, mmDiT and MDT can be class-conditional");
+  if (family == TransformerFamily::kMMDiTPP && conditioning != "text")
+    throw Error("model.conditioning", "mmdit_pp is text-conditional (its text enters through attention only)");
   if (family == TransformerFamily::kMDT) {
     if (decode_layer < 0 || decode_layer >= depth || (depth - decode_layer) % 2)
       throw Error("model.decode_layer",
@@ -59,7 +58,7 @@ void TransformerSpec::validate() const {
   if (pos_embed_grid != "resampled" && pos_embed_grid != "extrapolate" && pos_embed_grid != "interpolated")
     throw Error("model.pos_embed_grid", "resampled, interpolated or extrapolate, got '" + pos_embed_grid + "'");
   if ((family == TransformerFamily::kPixArt || family == TransformerFamily::kAttDiT) && caption_mlp == 0 &&
-      context_dim != hidden_size)
+      conditioning == "text" && context_dim != hidden_size)
     throw Error("model.caption_mlp", "0 needs context_dim == hidden_size (the text enters cross-attention as is)");
 }
 
@@ -102,6 +101,8 @@ const std::vector<TransformerSpec>& transformer_presets() {
       make("s2-att-dit-xl2", TransformerFamily::kAttDiT, 1152, 28, 1),
       // mDT-v2-XL/2 on ImageNet (748.07 M): MDTv2's XL/2, 4 decoder blocks, mask ratio 0.3.
       make("s2-mdt-v2-xl2-class", TransformerFamily::kMDT, 1152, 28, -1, "class"),
+      make("s2-pixart-xl2-class", TransformerFamily::kPixArt, 1152, 28, -1, "class"),
+      make("s2-att-dit-xl2-class", TransformerFamily::kAttDiT, 1152, 28, -1, "class"),
   };
   return presets;
 }

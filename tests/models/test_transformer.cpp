@@ -140,7 +140,8 @@ TEST_CASE("[S2] Table A1's transformers: the presets match its parameter counts 
   // [S2] Table A1 (millions): CC12M text conditioning (77 x 1024 tokens) and ImageNet classes.
   const std::map<std::string, double> table = {{"s2-pixart-xl2", 610.12},      {"s2-mmdit-xl2", 791.64},
                                                {"s2-mmdit-xl2-class", 679.09}, {"s2-dit-xl2-class", 679.09},
-                                               {"s2-att-dit-xl2", 940.49},     {"s2-mdt-v2-xl2-class", 748.07}};
+                                               {"s2-att-dit-xl2", 940.49},     {"s2-mdt-v2-xl2-class", 748.07},
+                                               {"s2-pixart-xl2-class", 611.7}, {"s2-att-dit-xl2-class", 792.44}};
   for (const auto& [name, millions] : table) {
     const TransformerSpec s = transformer_preset(name);
     const TransformerCost c = count_transformer(s, s.conditioning == "class" ? 0 : 77);
@@ -171,14 +172,21 @@ TEST_CASE("[S2] Table A1's transformers: the presets match its parameter counts 
   // positional embeddings for encoder and decoder (256 x h each), the mask token, the embedders and
   // DiT's final layer.
   const int64_t N = 256, rel = (31 * 31 + 3) * 16;
-  const int64_t mdt = 29 * (18 * h * h + 15 * h + rel) + 16 * (2 * h * h + h) + 2 * N * h + h +
-                      (4 * 2 * 2 * h + h) + (256 * h + h + h * h + h) + 1001 * h + (2 * h * h + 2 * h) + (h * 32 + 32);
+  const int64_t mdt = 29 * (18 * h * h + 15 * h + rel) + 16 * (2 * h * h + h) + 2 * N * h + h + (4 * 2 * 2 * h + h) +
+                      (256 * h + h + h * h + h) + 1001 * h + (2 * h * h + 2 * h) + (h * 32 + 32);
   CHECK(count_transformer(transformer_preset("s2-mdt-v2-xl2-class"), 0).num_params == mdt);
+  // The class-conditional PixArt: the class table's one token through a caption MLP from h instead of D_txt.
+  const int64_t pixart = count_transformer(transformer_preset("s2-pixart-xl2"), 77).num_params;
+  CHECK(count_transformer(transformer_preset("s2-pixart-xl2-class"), 77).num_params ==
+        pixart - (1024 * h + h) + 1001 * h + (h * h + h));
+  // The class-conditional Att-DiT: DiT-XL/2 and, per block, the class sublayer's adaLN shift / scale / gate.
+  CHECK(count_transformer(transformer_preset("s2-att-dit-xl2-class"), 0).num_params == dit + d * (3 * h * h + 3 * h));
 }
 
 TEST_CASE("the built transformer has exactly the analytic parameter table, for every family") {
-  for (const std::string preset : {"dit-xl2", "pixart-h1152-d28", "pixart-h1024-d28", "mmdit-xl2", "mmdit-pp-xl2",
-                                   "s2-mmdit-xl2", "s2-mmdit-xl2-class", "s2-att-dit-xl2", "s2-mdt-v2-xl2-class"}) {
+  for (const std::string preset :
+       {"dit-xl2", "pixart-h1152-d28", "pixart-h1024-d28", "mmdit-xl2", "mmdit-pp-xl2", "s2-mmdit-xl2",
+        "s2-mmdit-xl2-class", "s2-att-dit-xl2", "s2-mdt-v2-xl2-class", "s2-pixart-xl2-class", "s2-att-dit-xl2-class"}) {
     for (bool text_dit : {false, true}) {
       TransformerSpec s = small(preset);
       if (preset == "dit-xl2" && text_dit)
@@ -202,8 +210,9 @@ TEST_CASE("the built transformer has exactly the analytic parameter table, for e
 
 TEST_CASE("forward and backward of small overrides of every family") {
   torch::manual_seed(0);
-  for (const std::string preset : {"dit-xl2", "pixart-h1152-d28", "mmdit-xl2", "mmdit-pp-xl2", "s2-mmdit-xl2",
-                                   "s2-mmdit-xl2-class", "s2-att-dit-xl2", "s2-mdt-v2-xl2-class"}) {
+  for (const std::string preset :
+       {"dit-xl2", "pixart-h1152-d28", "mmdit-xl2", "mmdit-pp-xl2", "s2-mmdit-xl2", "s2-mmdit-xl2-class",
+        "s2-att-dit-xl2", "s2-mdt-v2-xl2-class", "s2-pixart-xl2-class", "s2-att-dit-xl2-class"}) {
     INFO(preset);
     TransformerSpec s = small(preset);
     DiffusionTransformer net(s);

@@ -56,7 +56,16 @@ struct TransformerSpec {
   int64_t out_channels() const { return learn_sigma ? 2 * in_channels : in_channels; }
   int64_t head_dim() const { return hidden_size / num_heads; }
   int64_t tokens() const { return (sample_size / patch_size) * (sample_size / patch_size); }
-  bool has_caption_mlp() const { return caption_mlp < 0 ? context_dim != hidden_size : caption_mlp == 1; }
+  // PixArt / Att-DiT: the caption MLP maps the text tokens (or, class-conditional, the class embedding:
+  // caption_in) into the blocks' width. A class-conditional PixArt has it unless caption_mlp = 0; an
+  // Att-DiT's class token needs none.
+  int64_t caption_in() const { return conditioning == "class" ? hidden_size : context_dim; }
+  bool has_caption_mlp() const {
+    if (conditioning == "class") return family == TransformerFamily::kPixArt && caption_mlp != 0;
+    return caption_mlp < 0 ? context_dim != hidden_size : caption_mlp == 1;
+  }
+  // Tokens a cross-attention reads: the text's, or the one class token of a class-conditional PixArt / Att-DiT.
+  int64_t context_tokens(int64_t text_len) const { return conditioning == "class" ? 1 : text_len; }
   bool control_conditioning() const { return family == TransformerFamily::kMMDiTPP; }
   bool masked_training() const { return family == TransformerFamily::kMDT && mask_ratio > 0; }
   int64_t mdt_half_depth() const { return (depth - decode_layer) / 2; }  // MDT: encoder blocks with / without skips
