@@ -110,7 +110,8 @@ BackboneInputs transformer_preset_inputs(const std::string& preset) { return inp
 
 BackboneCost transformer_backbone_cost(const BackboneSpec& b) {
   const TransformerCost c = count_transformer(b.transformer, b.inputs.text_len);
-  return {c.num_params, c.total.macs_linear_conv, c.total.macs_attention, c.total.activation_elems};
+  return {c.num_params, c.total.macs_linear_conv, c.total.macs_attention, c.total.activation_elems,
+          c.training_extra.macs_linear_conv + c.training_extra.macs_attention};
 }
 
 std::string transformer_summary(const BackboneSpec& b) {

@@ -161,6 +161,17 @@ TransformerCost count_transformer(const TransformerSpec& s, int64_t text_len) {
     k.param("final_layer.scale_shift_table", {2, h});
   else
     k.linear("final_layer.adaLN_modulation.1", h, 2 * h, 1);
+  if (s.masked_training()) {  // the masked pass: the encoder on the kept tokens, the side block and the decoder on all
+    const int64_t n = static_cast<int64_t>(static_cast<double>(N) * (1.0 - (s.mask_ratio + 0.1)));
+    const int64_t enc = 2 * s.mdt_half_depth(), skips = s.mdt_half_depth();
+    auto block_macs = [&](int64_t tokens, bool skip) {
+      return tokens * (12 * h * h + (skip ? 2 * h * h : 0)) + 2 * tokens * tokens * h;  // (+ adaLN, per sample)
+    };
+    int64_t macs = (enc - skips) * block_macs(n, false) + skips * block_macs(n, true) + block_macs(N, false) +
+                   s.decode_layer * block_macs(N, true) + (enc + 1 + s.decode_layer) * 6 * h * h;
+    macs += N * s.in_channels * p * p * h + N * h * out + 2 * h * h;  // patch embedding, final layer
+    k.c.training_extra.macs_linear_conv = macs;
+  }
   for (const auto& e : k.c.params) k.c.num_params += e.numel();
   return k.c;
 }

@@ -359,6 +359,20 @@ TEST_CASE("another resolution: resampled positions keep the grid's extent, extra
   CHECK_FALSE(torch::allclose(e2[63], e1[15], 1e-3, 1e-3));
 }
 
+TEST_CASE("MDT: a training step's FLOPs count the masked pass") {
+  // The masked pass runs the 24 encoder blocks on 60% of the tokens (mask ratio 0.3 + 0.1 on average)
+  // and the side block and the 4 decoder blocks on all of them: about (24 x 0.6 + 5) / 28 of a forward
+  // of the whole input (attention, skips and embeddings aside: within 10%).
+  const TransformerCost c = count_transformer(transformer_preset("s2-mdt-v2-xl2-class"), 0);
+  const double forward = static_cast<double>(c.total.macs_linear_conv + c.total.macs_attention);
+  const double extra = static_cast<double>(c.training_extra.macs_linear_conv + c.training_extra.macs_attention);
+  CHECK(extra / forward == Approx((24 * 0.6 + 5) / 28.0).epsilon(0.1));
+  TransformerSpec off = transformer_preset("s2-mdt-v2-xl2-class");
+  off.mask_ratio = 0;
+  CHECK(count_transformer(off, 0).training_extra.macs_linear_conv == 0);
+  CHECK(count_transformer(transformer_preset("dit-xl2"), 0).training_extra.macs_linear_conv == 0);
+}
+
 TEST_CASE("MDT: the masked forward, its keyed masks, and a mask that hides nothing") {
   // The masks: per step, floor(N (1 - r)) tokens kept with r in [ratio, ratio + 0.2); per sample,
   // keyed by its id (the same whatever else is in the batch, so on any rank count); ascending, unique.

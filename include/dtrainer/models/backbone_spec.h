@@ -20,9 +20,12 @@ struct BackboneCost {
   int64_t macs_linear_conv = 0;  // [S1]'s convention: weight MACs of linear and conv layers
   int64_t macs_attention = 0;    // QK^T and AV products
   int64_t activation_elems = 0;  // outputs of every op of one forward (a memory estimate)
+  // MACs of the further forward passes a training step makes per sample (MDT's masked input, at its
+  // mean mask ratio): not part of a forward, part of training_flops.
+  int64_t macs_training_extra = 0;
   // FLOPs of one training step per sample: forward + backward = 3 forwards, 2 FLOPs per MAC,
   // attention products included (what TFLOP/s and MFU count; recomputation is not counted).
-  int64_t training_flops() const { return 3 * 2 * (macs_linear_conv + macs_attention); }
+  int64_t training_flops() const { return 3 * 2 * (macs_linear_conv + macs_attention + macs_training_extra); }
 };
 
 // What the data fixes and the model must match.

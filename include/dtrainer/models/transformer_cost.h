@@ -14,7 +14,8 @@ namespace dtrainer::models {
 struct TransformerCost {
   std::vector<ParamEntry> params;
   int64_t num_params = 0;
-  OpCount total;
+  OpCount total;           // one forward of the whole input
+  OpCount training_extra;  // MDT with masking: its masked forward, at the mean mask ratio (mask_ratio + 0.1)
 };
 
 // text_len: T text tokens (cross / joint attention and the caption MLP run on them).
