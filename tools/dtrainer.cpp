@@ -122,8 +122,18 @@ int run(int argc, char** argv) {
       parallel::agree(rt.comm(), [&] { dir = std::make_unique<RunDirectory>(run_dir, rt.rank(), holder); });
       parallel::agree(rt.comm(), [&] {
         resume = plan_resume(c, run_dir);
-        if (!c.init_weights.empty() && !resume.checkpoint)
-          ckpt::check_weights_file(c.init_weights);        // well-formed and finite, before anything is written
+        if (!c.init_weights.empty() && !resume.checkpoint) {
+          ckpt::check_weights_file(c.init_weights);  // well-formed and finite, before anything is written
+          // (another resolution is a stage: init_from adapts the grid and the schedule; init_weights would not)
+          const StageSource was = read_stage_source(c.init_weights, "init_weights");
+          if (was.latent_size > 0 && was.latent_size != plan.backbone.inputs.latent_size)
+            throw Error("init_weights", c.init_weights + " was trained at latent side " +
+                                            std::to_string(was.latent_size) + ", this run trains at " +
+                                            std::to_string(plan.backbone.inputs.latent_size) +
+                                            ": start a stage with init_from = FILE instead (it adapts the "
+                                            "positional embeddings and the noise schedule: docs/TRAINING.md "
+                                            "\"Stages\")");
+        }
         if (!c.init_from.empty() && !resume.checkpoint) {  // (a stage's source fits this model)
           if (std::filesystem::is_regular_file(c.init_from)) ckpt::check_weights_file(c.init_from);
           check_source_fits(c.init_from, plan.backbone);

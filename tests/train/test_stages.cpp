@@ -116,6 +116,13 @@ TEST_CASE("a stage refuses what it cannot carry over, before anything is written
   CHECK(run(root + "/missing", 32, kTransformer, "--steps 2 --init-from " + root + "/nowhere") == 2);
   CHECK_THAT(slurp(root + "/missing.log"), Catch::Contains("init_from") && Catch::Contains("nowhere"));
   CHECK_THAT(refused("unet-rule", kUNet, "--pos-embed-transfer resample"), Catch::Contains("no positional embeddings"));
+  // A weights file at another resolution through init_weights (which adapts nothing): pointed to init_from.
+  const std::string weights = root + "/src.safetensors";
+  REQUIRE(std::system(
+              (std::string(DTCKPT_PATH) + " export " + s1 + " --out " + weights + " > /dev/null 2>&1").c_str()) == 0);
+  CHECK(run(root + "/by-weights", 32, kTransformer, "--steps 2 --init-weights " + weights) == 2);
+  CHECK_FALSE(fs::exists(root + "/by-weights"));
+  CHECK_THAT(slurp(root + "/by-weights.log"), Catch::Contains("init_weights") && Catch::Contains("init_from"));
   // A stage resumed after its source has gone: the weights come from its own checkpoint, the source's
   // latent side from its recorded config.
   const std::string copy = root + "/src-copy", stage = root + "/stage";
