@@ -125,6 +125,16 @@ std::vector<std::string> transformer_field_keys() {
           "caption_mlp", "pos_embed_scale", "pos_embed_grid", "context_stream", "decode_layer", "mask_ratio"};
 }
 
+namespace {
+double number(const std::string& field, const std::string& v) {
+  try {
+    return std::stod(v);
+  } catch (const std::exception&) {
+    throw Error(field, "not a number: '" + v + "'");
+  }
+}
+}  // namespace
+
 void set_transformer_field(TransformerSpec& s, const std::string& key, const std::string& v) {
   const std::string f = "model." + key;
   if (key == "family")
@@ -153,25 +163,17 @@ void set_transformer_field(TransformerSpec& s, const std::string& key, const std
     s.num_classes = parse_int(f, v);
   else if (key == "caption_mlp")
     s.caption_mlp = parse_int(f, v);
-  else if (key == "pos_embed_scale") {
-    try {
-      s.pos_embed_scale = std::stod(v);
-    } catch (const std::exception&) {
-      throw Error(f, "not a number: '" + v + "'");
-    }
-  } else if (key == "pos_embed_grid")
+  else if (key == "pos_embed_scale")
+    s.pos_embed_scale = number(f, v);
+  else if (key == "pos_embed_grid")
     s.pos_embed_grid = v;
   else if (key == "context_stream")
     s.context_stream = v;
   else if (key == "decode_layer")
     s.decode_layer = parse_int(f, v);
-  else if (key == "mask_ratio") {
-    try {
-      s.mask_ratio = std::stod(v);
-    } catch (const std::exception&) {
-      throw Error(f, "not a number: '" + v + "'");
-    }
-  } else {
+  else if (key == "mask_ratio")
+    s.mask_ratio = number(f, v);
+  else {
     std::string known;
     for (const auto& k : transformer_field_keys()) known += (known.empty() ? "" : ", ") + k;
     throw Error(f, "unknown transformer field (known: " + known + ")");

@@ -148,7 +148,13 @@ void ShardedParameters::release(FlatUnit& u) {
 void ShardedParameters::on_grad_ready(size_t unit, size_t param) {
   if (!sync_ && !policy_.reduces_each_micro_batch()) return;  // accumulating locally
   FlatUnit& u = *units_[unit];
-  if (u.launched || u.arrived[param]) return;  // (a parameter used twice in one round: its hook fires twice)
+  // A gradient after the unit's reduction has begun would be lost: the unit ran twice in one
+  // backward (a recomputed unit's parameters accumulate once per run). One backward per pass.
+  if (u.launched)
+    throw Error("unit " + u.name,
+                "got gradients after its reduction had started: it ran more than once in one "
+                "backward; call backward once per forward pass (as micro-batches do)");
+  if (u.arrived[param]) return;  // (its accumulator fired again before the unit was complete: still packed)
   u.arrived[param] = true;
   round_open_ = true;
   if (++u.n_arrived == u.params.size()) launch_ready_units();

@@ -6,6 +6,9 @@
 #include <filesystem>
 #include <map>
 
+#include <c10/util/ArrayRef.h>
+#include <c10/util/StringUtil.h>
+
 #include "dtrainer/ckpt/checkpoint.h"
 #include "dtrainer/ckpt/safetensors.h"
 #include "dtrainer/core/error.h"
@@ -37,23 +40,6 @@ std::string number(double v) {
   return buf;
 }
 
-// What a recorded configuration says about its run's latent side and scale, where the record has
-// no latent_size of its own (checkpoints of older dtrainers): the data it trained on, planned as
-// the trainer planned it.
-void fill_from_config(StageSource& s, const std::string& toml, const std::string& where, const fs::path& run_dir) {
-  const TrainConfig src = train_config_from_toml(toml, where);
-  s.model = src.model;
-  if (s.latent_size == 0 && !run_dir.empty()) {
-    try {
-      const DataPlan d = plan_data(src, run_dir);
-      if (d.found) s.latent_size = d.inputs.latent_size;
-    } catch (const Error&) {
-      // (the source's data moved: the caller asks for init_from_size)
-    }
-  }
-  if (s.latent_size > 0) s.resolution_scale = run_resolution_scale(src, s.latent_size);
-}
-
 double meta_number(const nlohmann::json& j, const char* key, double fallback) {
   if (!j.contains(key)) return fallback;
   if (j[key].is_number()) return j[key].get<double>();
@@ -66,6 +52,27 @@ double meta_number(const nlohmann::json& j, const char* key, double fallback) {
   return fallback;
 }
 
+// What a source records about itself: `m` is its meta.json or its weights file's metadata (with
+// config_toml when recorded). Checkpoints of older dtrainers have no latent_size: the data the
+// run trained on, planned as the trainer planned it, says it (when it is still there).
+void read_recorded(StageSource& s, const nlohmann::json& m, const std::string& where, const fs::path& run_dir) {
+  s.latent_size = static_cast<int64_t>(meta_number(m, "latent_size", 0));
+  s.resolution_scale = meta_number(m, "resolution_scale", 1);
+  if (!m.contains("config_toml") || !m["config_toml"].is_string()) return;
+  const TrainConfig src = train_config_from_toml(m["config_toml"].get<std::string>(), where);
+  s.model = src.model;
+  if (s.latent_size == 0 && !run_dir.empty()) {
+    try {
+      const DataPlan d = plan_data(src, run_dir);
+      if (d.found) s.latent_size = d.inputs.latent_size;
+    } catch (const Error&) {
+      // (the source's data moved: the caller asks for init_from_size)
+    }
+  }
+  if (s.latent_size > 0 && !m.contains("resolution_scale"))
+    s.resolution_scale = run_resolution_scale(src, s.latent_size);
+}
+
 }  // namespace
 
 StageSource read_stage_source(const std::string& init_from, const std::string& field) {
@@ -74,21 +81,13 @@ StageSource read_stage_source(const std::string& init_from, const std::string& f
   if (!fs::exists(init_from, ec)) throw Error(field, init_from + ": no such run, checkpoint or weights file");
   if (fs::is_regular_file(init_from, ec)) {
     s.path = init_from;
-    s.checkpoint = false;
-    ckpt::SafetensorsFile file(init_from);
     nlohmann::json m = nlohmann::json::object();
+    const ckpt::SafetensorsFile file(init_from);
     for (const auto& [k, v] : file.metadata()) m[k] = v;
-    s.latent_size = static_cast<int64_t>(meta_number(m, "latent_size", 0));
-    s.resolution_scale = meta_number(m, "resolution_scale", 1);
     s.step = static_cast<int64_t>(meta_number(m, "step", 0));
-    if (m.contains("config_toml")) {
-      const bool recorded = m.contains("resolution_scale");
-      const double scale = s.resolution_scale;
-      fs::path run_dir;
-      if (m.contains("checkpoint")) run_dir = fs::path(m["checkpoint"].get<std::string>()).parent_path().parent_path();
-      fill_from_config(s, m["config_toml"].get<std::string>(), init_from + ":__metadata__.config_toml", run_dir);
-      if (recorded) s.resolution_scale = scale;
-    }
+    const fs::path run_dir =
+        m.contains("checkpoint") ? fs::path(m["checkpoint"].get<std::string>()).parent_path().parent_path() : "";
+    read_recorded(s, m, init_from + ":__metadata__.config_toml", run_dir);
     return s;
   }
   try {
@@ -98,17 +97,8 @@ StageSource read_stage_source(const std::string& init_from, const std::string& f
   }
   s.checkpoint = true;
   const ckpt::CheckpointReader ck(s.path);
-  const nlohmann::json& m = ck.meta();
   s.step = ck.step();
-  s.latent_size = static_cast<int64_t>(meta_number(m, "latent_size", 0));
-  s.resolution_scale = meta_number(m, "resolution_scale", 1);
-  if (m.contains("config_toml") && m["config_toml"].is_string()) {
-    const bool recorded = m.contains("resolution_scale");
-    const double scale = s.resolution_scale;
-    fill_from_config(s, m["config_toml"].get<std::string>(), s.path + "/meta.json:config_toml",
-                     fs::path(s.path).parent_path().parent_path());
-    if (recorded) s.resolution_scale = scale;
-  }
+  read_recorded(s, ck.meta(), s.path + "/meta.json:config_toml", fs::path(s.path).parent_path().parent_path());
   return s;
 }
 
@@ -190,11 +180,7 @@ void check_source_fits(const std::string& init_from, const models::BackboneSpec&
           ? models::count_unet(spec.unet, {spec.inputs.latent_size, spec.inputs.latent_size, spec.inputs.text_len})
                 .params
           : models::count_transformer(spec.transformer, spec.inputs.text_len).params;
-  const auto shown = [](const std::vector<int64_t>& v) {
-    std::string s = "[";
-    for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
-    return s + "]";
-  };
+  const auto shown = [](const std::vector<int64_t>& v) { return c10::str(c10::IntArrayRef(v)); };
   std::map<std::string, std::vector<int64_t>> wanted;
   for (const auto& p : model) wanted[p.name] = p.shape;
   for (const auto& p : model) {

@@ -14,10 +14,12 @@
 #include "dtrainer/study/study_file.h"
 #include "dtrainer/study/study_plan.h"
 #include "dtrainer/study/study_runner.h"
+#include "error_text.h"
 
 namespace fs = std::filesystem;
 using namespace dtrainer;
 using namespace dtrainer::study;
+using dtrainer::test::error_of;
 
 namespace {
 
@@ -46,15 +48,6 @@ struct Files {
     return read_study(p);
   }
 };
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 PlanOptions quick() {
   PlanOptions o;

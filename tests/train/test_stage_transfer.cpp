@@ -11,9 +11,11 @@
 #include "dtrainer/train/component_configs.h"
 #include "dtrainer/train/stage_transfer.h"
 #include "dtrainer/train/train_config.h"
+#include "error_text.h"
 
 using namespace dtrainer;
 using namespace dtrainer::train;
+using dtrainer::test::error_of;
 
 namespace {
 // A stage from a 16-latent source trained from scratch.
@@ -28,14 +30,6 @@ TrainConfig stage(int64_t source_size = 16, double source_scale = 1) {
 // Eq. 3 as [S2] writes it, from the unscaled abar.
 double eq3(double abar, double s, double s_to) { return s * s * abar / (s_to * s_to + abar * (s * s - s_to * s_to)); }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 }  // namespace
 
 TEST_CASE("the objective a stage trains with follows [S2] Eq. 3 at every timestep") {
