@@ -94,7 +94,7 @@ void add_memory_json(ordered_json& j, int64_t activation_elems, int64_t params, 
 ordered_json summary_json(const UNetSpec& spec, const UNetCost& c, const Query& q) {
   ordered_json j = common_json(spec.name, "unet", to_string(spec.layout), c.num_params, c.params_transformer, c.total,
                                c.transformer.macs_linear_conv + c.transformer.macs_attention, q, spec.in_channels,
-                               spec.sample_size, q.text_len, spec.context_dim);
+                               spec.sample_size, spec.num_classes > 0 ? 1 : q.text_len, spec.context_dim);
   return j;
 }
 
@@ -189,10 +189,11 @@ void print_describe(const UNetSpec& spec, const UNetCost& c, const Query& q) {
   std::printf("  %-22s %lld\n\n", "mid depth (resolved)", static_cast<long long>(spec.mid_depth()));
   std::printf("parameters          %lld  (%s; %s in transformer stacks)\n", static_cast<long long>(c.num_params),
               human(c.num_params).c_str(), human(c.params_transformer).c_str());
-  std::printf("compute per sample, one forward at %lld px (latent %lldx%lldx%lld, text %lldx%lld):\n",
+  std::printf("compute per sample, one forward at %lld px (latent %lldx%lldx%lld, %s %lldx%lld):\n",
               static_cast<long long>(q.resolution), static_cast<long long>(spec.in_channels),
               static_cast<long long>(spec.sample_size), static_cast<long long>(spec.sample_size),
-              static_cast<long long>(q.text_len), static_cast<long long>(spec.context_dim));
+              spec.num_classes > 0 ? "class token" : "text",
+              static_cast<long long>(spec.num_classes > 0 ? 1 : q.text_len), static_cast<long long>(spec.context_dim));
   const double all_macs = static_cast<double>(c.total.macs_linear_conv + c.total.macs_attention);
   const double tr_macs = static_cast<double>(c.transformer.macs_linear_conv + c.transformer.macs_attention);
   std::printf("  macs_linear_conv  %sMAC  [S1] convention: conv + linear weight MACs\n",

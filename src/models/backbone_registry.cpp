@@ -81,6 +81,8 @@ BackboneSpec resolve_unet(const std::string& preset, const std::vector<std::stri
                    {"sample_size", inputs.latent_size},
                    {"context_dim", inputs.text_dim}},
                   set_unet_field);
+  if (spec.num_classes > 0)
+    throw Error("model_set", preset + " is class-conditional; the training data carries captions: set num_classes=0");
   if (control_conditioning) spec.control_conditioning = true;
   count_unet(spec, {inputs.latent_size, inputs.latent_size, inputs.text_len});  // validates
   return out;

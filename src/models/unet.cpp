@@ -23,6 +23,12 @@ UNetImpl::UNetImpl(const UNetSpec& spec) : spec_(spec) {
   if (spec.control_conditioning)
     control_embedding_ =
         register_module("control_embedding", ControlEmbedding(spec.control_feature_dim, spec.time_embed_dim()));
+  torch::nn::Embedding class_table{nullptr};
+  if (spec.num_classes > 0) {
+    class_embedder_ = register_module("class_embedder", std::make_shared<torch::nn::Module>());
+    class_table = class_embedder_->register_module("embedding_table",
+                                                   torch::nn::Embedding(spec.num_classes + 1, spec.context_dim));
+  }
   torch::nn::ModuleList down, up;
   for (const auto& st : plan.down) {
     down_.push_back(std::make_shared<Stage>(st, spec));
@@ -58,8 +64,9 @@ UNetImpl::UNetImpl(const UNetSpec& spec) : spec_(spec) {
   };
   std::vector<std::shared_ptr<torch::nn::Module>> stem{time_embedding_};
   if (control_embedding_) stem.push_back(control_embedding_.ptr());
+  if (class_embedder_) stem.push_back(class_embedder_);
   stem_ = Unit<Stem>(this, register_unit("time_embedding", stem),
-                     std::make_shared<Stem>(Stem{time_embedding_, control_embedding_}));
+                     std::make_shared<Stem>(Stem{time_embedding_, control_embedding_, class_table}));
   conv_in_unit_ =
       Unit<ConvIn>(this, register_unit("conv_in", {conv_in_.ptr()}), std::make_shared<ConvIn>(ConvIn{conv_in_}));
   for (const auto& st : down_) down_units_.push_back(stage_units(*st));
@@ -78,7 +85,7 @@ static std::string shape_of(const torch::Tensor& t) {
 }
 
 void UNetImpl::check_inputs(const torch::Tensor& x, const torch::Tensor& t, const torch::Tensor& text,
-                            const torch::Tensor& mask) const {
+                            const torch::Tensor& mask, const torch::Tensor& labels) const {
   const int64_t factor = int64_t{1} << (spec_.num_levels() - 1);
   if (!x.defined() || x.dim() != 4 || x.size(1) != spec_.in_channels)
     throw Error("x_t", "expected [B, " + std::to_string(spec_.in_channels) + ", H, W], got " +
@@ -90,6 +97,19 @@ void UNetImpl::check_inputs(const torch::Tensor& x, const torch::Tensor& t, cons
   if (!t.defined() || t.dim() != 1 || t.size(0) != B)
     throw Error("t",
                 "expected [" + std::to_string(B) + "], got " + (t.defined() ? shape_of(t) : std::string("undefined")));
+  if (spec_.num_classes > 0) {
+    if (!labels.defined() || labels.dim() != 1 || labels.size(0) != B || labels.scalar_type() != torch::kLong)
+      throw Error("labels", "a class-conditional UNet needs int64 labels [" + std::to_string(B) + "], got " +
+                                (labels.defined() ? shape_of(labels) + " " + c10::toString(labels.scalar_type())
+                                                  : std::string("none")));
+    if (labels.is_cpu() && (labels.min().item<int64_t>() < 0 || labels.max().item<int64_t>() > spec_.num_classes))
+      throw Error("labels", "labels must be in 0.." + std::to_string(spec_.num_classes) + " (" +
+                                std::to_string(spec_.num_classes) + " = the null class)");
+    if (text.defined() || mask.defined())
+      throw Error("text", "a class-conditional UNet reads labels, not text (pass no text and no text_mask)");
+    return;
+  }
+  if (labels.defined()) throw Error("labels", "a text-conditional UNet takes no labels (num_classes = 0)");
   if (!text.defined() || text.dim() != 3 || text.size(0) != B || text.size(2) != spec_.context_dim)
     throw Error("text", "expected [" + std::to_string(B) + ", T, " + std::to_string(spec_.context_dim) + "], got " +
                             (text.defined() ? shape_of(text) : std::string("undefined")));
@@ -105,8 +125,9 @@ void UNetImpl::check_inputs(const torch::Tensor& x, const torch::Tensor& t, cons
 }
 
 torch::Tensor UNetImpl::forward(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
-                                const torch::Tensor& text_mask, const ControlInputs* controls) {
-  check_inputs(x_t, t, text, text_mask);
+                                const torch::Tensor& text_mask, const ControlInputs* controls,
+                                const torch::Tensor& labels) {
+  check_inputs(x_t, t, text, text_mask, labels);
   if (controls && !spec_.control_conditioning)
     throw Error("controls", "this model was built without control_conditioning");
   if (controls && controls->high.defined() && controls->high.size(0) != x_t.size(0))
@@ -114,14 +135,17 @@ torch::Tensor UNetImpl::forward(const torch::Tensor& x_t, const torch::Tensor& t
   // Each unit runs through the model's unit runner (models/unit.h): tensors are its inputs, the
   // mask and the controls are held by value (a checkpointing runner calls the unit again in backward).
   const std::optional<ControlInputs> ctl = controls ? std::optional<ControlInputs>(*controls) : std::nullopt;
-  const torch::Tensor temb = stem_(timestep_features(t, spec_.model_channels).to(conv_in_->weight.dtype()), held(ctl));
+  const std::vector<torch::Tensor> e =
+      stem_(timestep_features(t, spec_.model_channels).to(conv_in_->weight.dtype()), held(ctl), held(labels));
+  const torch::Tensor& temb = e[0];
+  const torch::Tensor& context = spec_.num_classes > 0 ? e[1] : text;  // (class: the label's one token)
   torch::Tensor h = conv_in_unit_(x_t);
   const auto mask = held(text_mask);
   std::vector<torch::Tensor> skips{h};
   for (const StageUnits& st : down_units_) {
     for (size_t j = 0; j < st.resnets.size(); ++j) {
       h = st.resnets[j](h, temb);
-      if (j < st.attentions.size()) h = st.attentions[j](h, text, mask);
+      if (j < st.attentions.size()) h = st.attentions[j](h, context, mask);
       skips.push_back(h);
     }
     for (const auto& sampler : st.samplers) {
@@ -130,14 +154,14 @@ torch::Tensor UNetImpl::forward(const torch::Tensor& x_t, const torch::Tensor& t
     }
   }
   h = mid_units_.resnets[0](h, temb);
-  for (const auto& a : mid_units_.attentions) h = a(h, text, mask);
+  for (const auto& a : mid_units_.attentions) h = a(h, context, mask);
   h = mid_units_.resnets[1](h, temb);
   for (const StageUnits& st : up_units_) {
     for (size_t j = 0; j < st.resnets.size(); ++j) {
       h = torch::cat({h, skips.back()}, 1);
       skips.pop_back();
       h = st.resnets[j](h, temb);
-      if (j < st.attentions.size()) h = st.attentions[j](h, text, mask);
+      if (j < st.attentions.size()) h = st.attentions[j](h, context, mask);
     }
     for (const auto& sampler : st.samplers) h = sampler(h, temb);
   }

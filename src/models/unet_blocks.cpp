@@ -210,10 +210,12 @@ Stage::Stage(const StagePlan& p, const UNetSpec& spec) {
   }
 }
 
-torch::Tensor Stem::forward(const torch::Tensor& features, const std::optional<ControlInputs>& controls) {
+std::vector<torch::Tensor> Stem::forward(const torch::Tensor& features, const std::optional<ControlInputs>& controls,
+                                         const torch::Tensor& labels) {
   torch::Tensor e = time->forward(features);
   if (controls) e = e + control->forward(*controls);  // [S2]: c_emb joins the time embedding
-  return e;
+  if (!class_table) return {e};
+  return {e, class_table(labels).unsqueeze(1)};
 }
 
 torch::Tensor ConvIn::forward(const torch::Tensor& x) { return ops::conv(conv, x); }

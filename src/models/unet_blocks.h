@@ -7,6 +7,7 @@
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/modules/dropout.h>
+#include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/modules/normalization.h>
 
@@ -115,10 +116,14 @@ struct IFAttention : TextBlock {
 // The UNet's units that are no module of their own (their layers keep diffusers' top-level names):
 // the stem (time embedding, plus [S2]'s control embedding when there is one), conv_in, and the
 // head (conv_norm_out, conv_out).
+// A class-conditional UNet's stem also holds the class table and returns {temb, context}: the
+// label's row as the one token [B, 1, context_dim] cross-attention reads.
 struct Stem {
   std::shared_ptr<TimestepEmbedding> time;
   ControlEmbedding control{nullptr};
-  torch::Tensor forward(const torch::Tensor& features, const std::optional<ControlInputs>& controls);
+  torch::nn::Embedding class_table{nullptr};
+  std::vector<torch::Tensor> forward(const torch::Tensor& features, const std::optional<ControlInputs>& controls,
+                                     const torch::Tensor& labels);
 };
 struct ConvIn {
   torch::nn::Conv2d conv{nullptr};

@@ -23,7 +23,10 @@ namespace {
 // Walks the plan once, recording each parameter and each op's cost against the current stage.
 class Counter {
  public:
-  Counter(const UNetPlan& plan, const UNetCostQuery& q) : plan_(plan), spec_(plan.spec), q_(q) {}
+  // (a class-conditional UNet's context is one token, whatever text length is asked)
+  Counter(const UNetPlan& plan, const UNetCostQuery& q) : plan_(plan), spec_(plan.spec), q_(q) {
+    if (spec_.num_classes > 0) q_.text_len = 1;
+  }
 
   UNetCost run() {
     const int64_t C = spec_.model_channels, temb = spec_.time_embed_dim();
@@ -39,6 +42,10 @@ class Counter {
       linear("control_embedding.high.linear_2", temb, temb, 1, true);
       linear("control_embedding.low.linear_1", 2 * fd, temb, 1, true);
       linear("control_embedding.low.linear_2", temb, temb, 1, true);
+    }
+    if (spec_.num_classes > 0) {  // the class table: its one token is every cross-attention's context
+      begin("class_embedder", -1);
+      param("class_embedder.embedding_table.weight", {spec_.num_classes + 1, spec_.context_dim});
     }
     for (const auto& st : plan_.down) stage(st, false);
     stage(plan_.mid, true);

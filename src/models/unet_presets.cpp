@@ -34,6 +34,19 @@ UNetSpec sdxl(const std::string& name, int64_t channels, std::vector<int64_t> td
   return preset(name, UNetLayout::kStableDiffusion, channels, {1, 2, 4}, 2, std::move(td), -1);
 }
 
+// [S2] Table A1's class-conditional UNet on ImageNet (401.75 M) is latent diffusion's ImageNet UNet
+// (LDM cin256): 192 channels, multipliers 1, 2, 3, 5, one transformer block at the three lower
+// resolutions and in the mid block, 32-wide heads, the 1000 classes + null as one 512-wide context
+// token (docs/MODELS.md "[S2]'s model table"); on the table's 4 x 32 x 32 latents, not LDM's
+// 3 x 64 x 64 (3.5 K parameters apart).
+UNetSpec imagenet_unet(const std::string& name) {
+  UNetSpec s = preset(name, UNetLayout::kStableDiffusion, 192, {1, 2, 3, 5}, 2, {0, 1, 1, 1}, -1);
+  s.head_dim = 32;
+  s.context_dim = 512;
+  s.num_classes = 1000;
+  return s;
+}
+
 UNetSpec tiny(const std::string& name) {
   UNetSpec s = preset(name, UNetLayout::kStableDiffusion, 32, {1, 2}, 1, {0, 1}, -1);
   s.head_dim = 16;
@@ -53,7 +66,7 @@ const std::vector<UNetSpec>& unet_presets() {
       sdxl("sdxl-c384-td4_12", 384, {0, 4, 12}),
       // [S2] Table A1's UNet-SDXL on CC12M (864.31 M): SDXL's layout with one transformer block at
       // the full-resolution level and two at the others (862.92 M; docs/MODELS.md "[S2]'s model table").
-      sdxl("s2-unet-sdxl", 320, {1, 2, 2}),
+      sdxl("s2-unet-sdxl", 320, {1, 2, 2}), imagenet_unet("s2-unet-sdxl-class"),
       tiny("unet-tiny"),  // not in [S1]: the quickstart's 1.1M-parameter SDXL-layout UNet
   };
   return presets;

@@ -58,6 +58,7 @@ void UNetSpec::validate() const {
   if (time_embed_mult < 1) fail("time_embed_mult", "must be positive");
   if (control_feature_dim < 2 || control_feature_dim % 2 != 0)
     fail("control_feature_dim", "must be a positive even number");
+  if (num_classes < 0) fail("num_classes", "must be >= 0 (0 = text conditioning)");
   if (model_channels % 2 != 0) fail("model_channels", "must be even (sinusoidal timestep features)");
   const int64_t factor = int64_t{1} << (levels - 1);
   if (sample_size < 1 || sample_size % factor != 0)
@@ -103,6 +104,7 @@ const std::vector<UNetField>& unet_fields() {
       {"control_conditioning",
        "[S2] control conditions (crop, flip, aspect, original size) added to the time embedding"},
       {"control_feature_dim", "sinusoidal features per control scalar"},
+      {"num_classes", "0 = text-conditional; N = class-conditional (N classes + null, one context token)"},
   };
   return fields;
 }
@@ -156,6 +158,8 @@ void set_unet_field(UNetSpec& s, const std::string& key, const std::string& v) {
     s.control_conditioning = parse_bool(f, v);
   else if (key == "control_feature_dim")
     s.control_feature_dim = parse_int(f, v);
+  else if (key == "num_classes")
+    s.num_classes = parse_int(f, v);
   else {
     std::string known;
     for (const auto& field : unet_fields()) known += (known.empty() ? "" : ", ") + field.key;
@@ -182,6 +186,7 @@ std::string get_unet_field(const UNetSpec& s, const std::string& key) {
   if (key == "time_embed_mult") return std::to_string(s.time_embed_mult);
   if (key == "control_conditioning") return s.control_conditioning ? "true" : "false";
   if (key == "control_feature_dim") return std::to_string(s.control_feature_dim);
+  if (key == "num_classes") return std::to_string(s.num_classes);
   throw Error("model." + key, "unknown UNet field");
 }
 

@@ -26,6 +26,7 @@ TEST_CASE("registry: each preset is in one family and resolves to that family's 
       std::vector<std::string> overrides;
       if (f.name == std::string("transformer") && transformer_preset(preset).conditioning == "class")
         overrides.push_back("conditioning=text");  // (the trainer's data has captions)
+      if (f.name == std::string("unet") && unet_preset(preset).num_classes > 0) overrides.push_back("num_classes=0");
       const BackboneSpec spec = resolve_backbone(preset, overrides, in, false);
       CHECK(spec.family == f.name);
       const BackboneCost cost = backbone_cost(spec);
@@ -42,4 +43,15 @@ TEST_CASE("registry: each preset is in one family and resolves to that family's 
   CHECK(presets == unet_presets().size() + transformer_presets().size());
   CHECK_THROWS_WITH(backbone_family_of_preset("nosuch"), Catch::Contains("unknown preset 'nosuch'"));
   CHECK_THROWS_WITH(backbone_family("gan"), Catch::Contains("'gan'"));
+}
+
+TEST_CASE("a class-conditional preset on captioned data is refused, naming the override that fixes it") {
+  for (const std::string preset : {"s2-unet-sdxl-class", "s2-dit-xl2-class"}) {
+    INFO(preset);
+    const std::string fix =
+        backbone_family_of_preset(preset).name == std::string("unet") ? "num_classes=0" : "conditioning=text";
+    CHECK_THROWS_WITH(resolve_backbone(preset, {}, preset_inputs(preset), false),
+                      Catch::Contains("is class-conditional") && Catch::Contains(fix));
+    CHECK_NOTHROW(resolve_backbone(preset, {fix}, preset_inputs(preset), false));
+  }
 }

@@ -25,7 +25,8 @@ TEST_CASE("parameter counts match [S1] Table 1 within 2% (context 1024, 4x32x32 
       {"sdxl-c128", 0.42},  {"sdxl-c192", 0.90},  {"sdxl", 2.39},        {"sdxl-c384", 3.40},
       {"sdxl-td2", 0.85},   {"sdxl-td4", 1.24},   {"sdxl-td12", 2.78},   {"sdxl-td14", 3.16},
       {"sdxl-td4_4", 1.32}, {"sdxl-td4_8", 2.09}, {"sdxl-td4_12", 2.86}, {"sdxl-c384-td4_12", 4.07}};
-  REQUIRE(table_billions.size() + 2 == unet_presets().size());  // + unet-tiny (not a paper model), s2-unet-sdxl
+  // + unet-tiny (not a paper model), s2-unet-sdxl, s2-unet-sdxl-class ([S2])
+  REQUIRE(table_billions.size() + 3 == unet_presets().size());
   for (const auto& [name, billions] : table_billions) {
     INFO(name << ": " << count(name).num_params);
     CHECK(count(name).num_params / 1e9 == Approx(billions).epsilon(0.02));
@@ -125,4 +126,27 @@ TEST_CASE("[S2] Table A1's UNet-SDXL (CC12M): the preset matches its count withi
   // One transformer block at the full-resolution level is what separates it from sdxl-td2 (849.37 M):
   // a stack at 320 channels, in 2 down and 3 up blocks.
   CHECK(c.num_params > count("sdxl-td2").num_params);
+}
+
+TEST_CASE("[S2] Table A1's UNet-SDXL (ImageNet): LDM's class-conditional UNet, within 1% of its count") {
+  const UNetSpec s = unet_preset("s2-unet-sdxl-class");
+  const UNetCost c = count_unet(s, {32, 32, 77});
+  INFO(c.num_params);
+  CHECK(std::abs(static_cast<double>(c.num_params) / 401.75e6 - 1) < 0.01);
+  // The class table is the only parameter a text UNet of the same shape lacks: (1000 + 1) x 512.
+  UNetSpec text = s;
+  text.num_classes = 0;
+  CHECK(c.num_params - count_unet(text, {32, 32, 77}).num_params == 1001 * 512);
+  // Cross-attention reads one token whatever text length is asked: the attention products are
+  // those of T = 1 (the closed form 2 * N * (N + T) * channels per transformer block, summed).
+  const UNetCost one = count_unet(text, {32, 32, 1});
+  CHECK(c.total.macs_attention == one.total.macs_attention);
+  CHECK(c.total.macs_linear_conv == one.total.macs_linear_conv);
+  int64_t closed = 0;  // levels 1, 2, 3 at 16^2, 8^2, 4^2 pixels: 2 down + 3 up blocks each, + the mid block
+  const int64_t ch[] = {192, 384, 576, 960}, side[] = {32, 16, 8, 4};
+  for (int level = 1; level < 4; ++level) {
+    const int64_t n = side[level] * side[level];
+    closed += (level == 3 ? 6 : 5) * 2 * n * (n + 1) * ch[level];
+  }
+  CHECK(c.total.macs_attention == closed);
 }

@@ -12,7 +12,8 @@ TEST_CASE("all 16 presets of [S1] Table 1 exist and validate") {
                                           "sdxl",       "sdxl-c128",  "sdxl-c192",   "sdxl-c384",
                                           "sdxl-td2",   "sdxl-td4",   "sdxl-td12",   "sdxl-td14",
                                           "sdxl-td4_4", "sdxl-td4_8", "sdxl-td4_12", "sdxl-c384-td4_12"};
-  REQUIRE(unet_presets().size() == names.size() + 2);  // + unet-tiny, the quickstart's model; s2-unet-sdxl ([S2])
+  // + unet-tiny, the quickstart's model; s2-unet-sdxl and s2-unet-sdxl-class ([S2])
+  REQUIRE(unet_presets().size() == names.size() + 3);
   CHECK(is_unet_preset("unet-tiny"));
   for (const auto& n : names) {
     INFO(n);
@@ -44,6 +45,7 @@ TEST_CASE("every field is overridable by key and round-trips") {
   set_unet_field(s, "out_channels", "3");
   set_unet_field(s, "sample_size", "16");
   set_unet_field(s, "use_linear_projection", "false");
+  set_unet_field(s, "num_classes", "10");
   CHECK_NOTHROW(s.validate());
   CHECK(s.mid_depth() == 3);  // -1 rule follows the override of the deepest level
   CHECK(s.res_blocks(1) == 2);

@@ -32,7 +32,8 @@ struct TembBlock;
 struct TextBlock;
 }  // namespace unet_detail
 
-// Units (models/unit_runner.h), in forward order: "time_embedding" (with the control embedding),
+// Units (models/unit_runner.h), in forward order: "time_embedding" (with the control embedding and
+// the class table),
 // "conv_in", every res block, transformer stack and sampler under its diffusers name, "conv_out"
 // (with conv_norm_out).
 class UNetImpl : public torch::nn::Module, public UnitModel {
@@ -44,15 +45,18 @@ class UNetImpl : public torch::nn::Module, public UnitModel {
   // text [B, T, context_dim] token embeddings, text_mask [B, T] bool (true = real token; optional:
   // none attends to every token; every row needs at least one true, checked for a mask on the CPU), controls: [S2]
   // control conditions — only for a model built with control_conditioning; nullptr there means "controls dropped" (the
-  // null condition). Returns the prediction [B, out_channels, H, W]. Bad inputs throw dtrainer::Error naming them.
+  // null condition). A class-conditional model (num_classes > 0) reads labels [B] (int64, 0..num_classes; num_classes
+  // = the null class) instead of text and text_mask, which must be undefined. Returns the prediction
+  // [B, out_channels, H, W]. Bad inputs throw dtrainer::Error naming them.
   torch::Tensor forward(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
-                        const torch::Tensor& text_mask = torch::Tensor(), const ControlInputs* controls = nullptr);
+                        const torch::Tensor& text_mask = torch::Tensor(), const ControlInputs* controls = nullptr,
+                        const torch::Tensor& labels = torch::Tensor());
 
   const UNetSpec& spec() const { return spec_; }
 
  private:
   void check_inputs(const torch::Tensor& x_t, const torch::Tensor& t, const torch::Tensor& text,
-                    const torch::Tensor& text_mask) const;
+                    const torch::Tensor& text_mask, const torch::Tensor& labels) const;
 
   UNetSpec spec_;
   torch::nn::Conv2d conv_in_{nullptr}, conv_out_{nullptr};
@@ -61,6 +65,7 @@ class UNetImpl : public torch::nn::Module, public UnitModel {
   std::vector<std::shared_ptr<unet_detail::Stage>> down_, up_;
   std::shared_ptr<unet_detail::Stage> mid_;
   ControlEmbedding control_embedding_{nullptr};
+  std::shared_ptr<torch::nn::Module> class_embedder_;  // num_classes > 0: holds "embedding_table"
   // The units, registered in forward order: a stage's res blocks (each followed by its attention
   // block, if any), then its samplers.
   struct StageUnits {

@@ -47,7 +47,7 @@ struct StageCost {
 struct UNetCostQuery {
   int64_t latent_h = 32;
   int64_t latent_w = 32;
-  int64_t text_len = 77;  // T, text tokens cross-attention reads
+  int64_t text_len = 77;  // T, text tokens cross-attention reads (a class-conditional UNet reads 1)
 };
 
 struct UNetCost {

@@ -38,6 +38,10 @@ struct UNetSpec {
   int64_t time_embed_mult = 4;        // time embedding width = time_embed_mult * C
   bool control_conditioning = false;  // [S2] control embedding added to the time embedding
   int64_t control_feature_dim = 256;  // sinusoidal features per control scalar
+  // 0: text-conditional (cross-attention reads the caption's tokens). N > 0: class-conditional as
+  // latent diffusion's ImageNet UNet: a learned table of N classes + the null class (index N), whose
+  // one token [1, context_dim] is the context every cross-attention reads.
+  int64_t num_classes = 0;
 
   int64_t num_levels() const { return static_cast<int64_t>(channel_mult.size()); }
   int64_t level_channels(int64_t level) const { return model_channels * channel_mult.at(level); }
