@@ -114,31 +114,40 @@ void check_weights_file(const std::string& path) {
   }
 }
 
-void load_weights(const std::string& path, torch::nn::Module& module) {
+void load_weights(const std::string& path, torch::nn::Module& module, const WeightsNaming& naming) {
   const SafetensorsFile file(path);
   const auto params = module.named_parameters(/*recurse=*/true);
-  // Check everything first: nothing changes unless the whole file fits the model.
-  std::set<std::string> expected;
-  for (const auto& p : params) {
-    expected.insert(p.key());
-    const SafetensorsEntry* e = file.find(p.key());
-    if (!e) throw Error(path, "has no tensor '" + p.key() + "', which the model has (a different model or preset?)");
-    if (e->shape != p.value().sizes().vec())
-      throw Error(path, "tensor '" + p.key() + "' has shape " + c10::str(c10::IntArrayRef(e->shape)) +
-                            ", the model's is " + c10::str(p.value().sizes()));
-    if (!c10::isFloatingType(e->dtype)) throw Error(path, "tensor '" + p.key() + "' is not floating point");
-  }
-  for (const auto& e : file.entries())
-    if (!expected.count(e.name))
+  // The file's tensor of each parameter, by the module's names.
+  std::map<std::string, const SafetensorsEntry*> by_module_name;
+  for (const auto& e : file.entries()) {
+    const std::string name = naming.module_name ? naming.module_name(e.name) : e.name;
+    if (name.empty()) continue;
+    if (!params.contains(name))
       throw Error(path, "tensor '" + e.name + "' is not a parameter of the model (a different model or preset?)");
+    if (!by_module_name.emplace(name, &e).second)
+      throw Error(path, "tensors '" + by_module_name.at(name)->name + "' and '" + e.name + "' are both parameter '" +
+                            name + "'");
+  }
+  // Check everything first: nothing changes unless the whole file fits the model.
+  for (const auto& p : params) {
+    const auto it = by_module_name.find(p.key());
+    if (it == by_module_name.end())
+      throw Error(path, "has no tensor '" + p.key() + "', which the model has (a different model or preset?)");
+    const SafetensorsEntry* e = it->second;
+    if (e->shape != p.value().sizes().vec())
+      throw Error(path, "tensor '" + e->name + "' has shape " + c10::str(c10::IntArrayRef(e->shape)) +
+                            ", the model's is " + c10::str(p.value().sizes()));
+    if (!c10::isFloatingType(e->dtype)) throw Error(path, "tensor '" + e->name + "' is not floating point");
+  }
   // Read and check every tensor before any parameter changes: a NaN or an infinity in a weights
   // file is a broken export, never a starting point.
   std::vector<torch::Tensor> values;
   for (const auto& p : params) {
-    torch::Tensor v = file.read(p.key()).to(p.value().dtype());
+    const std::string& stored = by_module_name.at(p.key())->name;
+    torch::Tensor v = file.read(stored).to(p.value().dtype());
     const int64_t bad = (~torch::isfinite(v)).sum().item<int64_t>();
     if (bad)
-      throw Error(path, "tensor '" + p.key() + "' has " + std::to_string(bad) +
+      throw Error(path, "tensor '" + stored + "' has " + std::to_string(bad) +
                             " non-finite values (NaN or Inf): not usable as initial weights");
     values.push_back(std::move(v));
   }

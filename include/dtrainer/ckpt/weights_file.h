@@ -5,6 +5,7 @@
 // needs no model, reads one unit at a time, and works for any size of model.
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include <torch/types.h>
@@ -43,6 +44,13 @@ std::string load_checkpoint_weights(const std::string& checkpoint_dir, WeightsSo
 // tensor finite. Throws Error naming the file and the first bad tensor.
 void check_weights_file(const std::string& path);
 
-void load_weights(const std::string& path, torch::nn::Module& module);
+// How a weights file written by another program names the module's tensors.
+struct WeightsNaming {
+  // The module's parameter name of the file's tensor `name`; "" = a tensor the module does not use,
+  // skipped (e.g. the vision tower of a whole CLIP file). Unset: the same name, nothing skipped.
+  std::function<std::string(const std::string& name)> module_name;
+};
+
+void load_weights(const std::string& path, torch::nn::Module& module, const WeightsNaming& naming = {});
 
 }  // namespace dtrainer::ckpt
