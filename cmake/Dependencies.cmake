@@ -4,7 +4,7 @@
 # Results:
 #   Torch (TORCH_LIBRARIES), MPI::MPI_CXX, dt::hdf5 (parallel HDF5), dt::kokkos, CLI11::CLI11,
 #   Catch2::Catch2, nlohmann_json::nlohmann_json, spdlog::spdlog, Ceres::ceres, PNG::PNG, ZLIB::ZLIB,
-#   tomlplusplus::tomlplusplus
+#   tomlplusplus::tomlplusplus, ICU::uc, ICU::i18n, JPEG::JPEG
 #   DT_WITH_NCCL: ON when the NCCL communicator is built (see DT_NCCL below).
 #   DT_WITH_CUDA: ON when LibTorch was built with CUDA *and* NCCL was found (GPU code is compiled).
 
@@ -155,6 +155,8 @@ dt_require(spdlog libspdlog-dev CONFIG)
 dt_require(PNG libpng-dev)
 dt_require(ZLIB zlib1g-dev)                   # checkpoint checksums (CRC-32)
 dt_require(tomlplusplus libtomlplusplus-dev CONFIG)  # job files: a real TOML parser (file:line:column errors)
+dt_require(ICU libicu-dev COMPONENTS uc i18n)  # CLIP's tokenizer: NFC, Unicode case and letter classes
+dt_require(JPEG libjpeg-dev)                  # dtdata encode reads JPEG images
 if(DT_BUILD_ANALYSIS)  # fitlaws only
   dt_require(Eigen3 libeigen3-dev CONFIG)
   dt_require(Ceres libceres-dev CONFIG)

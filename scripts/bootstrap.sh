@@ -37,6 +37,7 @@ packages=(
   catch2 libcli11-dev nlohmann-json3-dev libspdlog-dev
   libtomlplusplus-dev zlib1g-dev     # job files (TOML), checkpoint checksums
   libceres-dev libeigen3-dev libpng-dev
+  libicu-dev libjpeg-dev             # CLIP's tokenizer (Unicode); JPEG images for dtdata encode
   librsvg2-dev libcairo2-dev         # fitlaws --plot FILE.png (the SVG rendered by librsvg)
   python3 python3-numpy python3-h5py # independent references: numpy maths, h5py-written shards,
   python3-protobuf                   # ...and TensorBoard event files decoded by protobuf's own library

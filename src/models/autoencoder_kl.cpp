@@ -2,14 +2,13 @@
 
 #include <cmath>
 #include <cstring>
-#include <filesystem>
 
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
 #include "dtrainer/ckpt/weights_file.h"
 #include "dtrainer/core/error.h"
-#include "dtrainer/core/file_io.h"
+#include "dtrainer/models/pretrained_folder.h"
 
 namespace dtrainer::models {
 
@@ -40,13 +39,7 @@ AutoencoderKLConfig sd_vae_config(double scaling_factor) {
 }
 
 AutoencoderKLConfig parse_autoencoder_config(const std::string& path) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(path));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(path, std::string("is not valid JSON: ") + e.what());
-  }
-  if (!j.is_object()) throw Error(path, "is not a JSON object");
+  const nlohmann::json j = read_json_object(path);
   AutoencoderKLConfig c;
   auto field = [&](const char* key) -> const nlohmann::json* {
     const auto it = j.find(key);
@@ -326,26 +319,16 @@ std::string current_vae_name(const std::string& name) {
 }  // namespace
 
 AutoencoderKL load_autoencoder(const std::string& dir, torch::ScalarType dtype) {
-  namespace fs = std::filesystem;
-  if (!fs::is_directory(dir))
-    throw Error(dir,
-                "is not a folder (expected a diffusers AutoencoderKL folder: config.json and "
-                "diffusion_pytorch_model.safetensors, e.g. the 'vae' folder of an SDXL release)");
-  const std::string config = (fs::path(dir) / "config.json").string();
-  const std::string weights = (fs::path(dir) / "diffusion_pytorch_model.safetensors").string();
-  if (!fs::exists(config)) throw Error(config, "not found (the autoencoder folder needs its config.json)");
-  if (!fs::exists(weights)) {
-    const bool bin = fs::exists(fs::path(dir) / "diffusion_pytorch_model.bin");
-    throw Error(weights, bin ? "not found; only a pickled diffusion_pytorch_model.bin is there, which dtrainer does "
-                               "not read (download the .safetensors file of the same release)"
-                             : "not found (the autoencoder's weights, as the diffusers release names them)");
-  }
+  const PretrainedFolder folder =
+      find_pretrained_folder(dir, "diffusion_pytorch_model.safetensors",
+                             "a diffusers AutoencoderKL folder: config.json and diffusion_pytorch_model.safetensors, "
+                             "e.g. the 'vae' folder of an SDXL release");
   if (dtype != torch::kFloat32 && dtype != torch::kBFloat16)
     throw Error("vae dtype", "expected fp32 or bf16, got " + std::string(c10::toString(dtype)));
-  AutoencoderKL vae(parse_autoencoder_config(config));
+  AutoencoderKL vae(parse_autoencoder_config(folder.config));
   ckpt::WeightsNaming naming;
   naming.module_name = current_vae_name;
-  ckpt::load_weights(weights, *vae, naming);
+  ckpt::load_weights(folder.weights, *vae, naming);
   vae->to(dtype);
   vae->eval();
   return vae;
