@@ -5,6 +5,8 @@
 //   dtdata validate PATH [--skip-bad-samples] [--json]     exit 0 only when every shard is sound
 //   dtdata stats DIR [--json]
 //   dtdata bench DIR [--json] [--batch B] [--seconds S]
+//   mpirun -n R dtdata encode --images DIR|--list FILE --vae DIR --text-encoder DIR [--text-encoder-2 DIR]
+//                             --resolution PX [--crop center|random] [--crop-scale LO,HI --crops-per-image K] --out DIR
 // Exit codes: 0 success, 1 validation found problems, 2 bad input or error.
 
 #include <fcntl.h>
@@ -26,11 +28,16 @@
 #include "dtrainer/core/library_cleanup.h"
 #include "dtrainer/core/temp_files.h"
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/format_duration.h"
 #include "dtrainer/core/malloc_tuning.h"
+#include "dtrainer/data/encode_dataset.h"
 #include "dtrainer/data/loader.h"
 #include "dtrainer/data/shard_reader.h"
 #include "dtrainer/data/synthesize.h"
 #include "dtrainer/data/validate.h"
+#include "dtrainer/core/log.h"
+#include "dtrainer/parallel/compute_threads.h"
+#include "dtrainer/parallel/mpi_runtime.h"
 
 using namespace dtrainer;
 using namespace dtrainer::data;
@@ -263,6 +270,45 @@ int run_bench(const std::string& dir, bool json, int64_t batch, double seconds, 
   return 0;
 }
 
+int run_encode(int* argc, char*** argv, EncodeConfig c, const std::string& latent_dtype, const std::string& token_dtype,
+               const std::string& crop_scale, int64_t threads) {
+  return parallel::run_ranks(argc, argv, [&](parallel::MpiRuntime& rt) -> int {
+    try {
+      parallel::set_compute_threads(threads, rt.local_world());
+      c.write.latent_dtype = parse_element_type("--latent-dtype", latent_dtype);
+      c.write.token_dtype = parse_element_type("--token-dtype", token_dtype);
+      if (!crop_scale.empty()) {
+        const size_t comma = crop_scale.find(',');
+        char* end = nullptr;
+        if (comma == std::string::npos) throw Error("--crop-scale", "expected LO,HI, got '" + crop_scale + "'");
+        c.crop_scale_lo = std::strtod(crop_scale.substr(0, comma).c_str(), &end);
+        c.crop_scale_hi = std::strtod(crop_scale.substr(comma + 1).c_str(), &end);
+        if (!(c.crop_scale_lo > 0))
+          throw Error("--crop-scale", "expected LO,HI with 0 < LO <= HI <= 1, got '" + crop_scale + "'");
+      }
+      const EncodeSummary r = encode_dataset(c, rt.comm(), [](const std::string& line) { log_info(line); });
+      if (rt.rank() == 0) {
+        std::printf(
+            "encoded %lld items into %lld shards in %s on %d rank(s): %lld shards written now (%lld images), "
+            "%lld done before\n",
+            static_cast<long long>(r.items), static_cast<long long>(r.shards), format_duration(r.seconds).c_str(),
+            rt.world(), static_cast<long long>(r.shards_written), static_cast<long long>(r.images_written),
+            static_cast<long long>(r.shards_skipped));
+        if (r.images_unreadable) {
+          std::printf("%lld unreadable image(s) skipped (listed in %s/encode/shard-*.json):\n",
+                      static_cast<long long>(r.images_unreadable), c.out_dir.c_str());
+          for (size_t i = 0; i < r.unreadable.size() && i < 10; ++i) std::printf("  %s\n", r.unreadable[i].c_str());
+        }
+        std::fflush(stdout);
+      }
+      return 0;
+    } catch (const CollectiveError& e) {
+      if (rt.rank() == 0) std::fprintf(stderr, "dtdata encode: error: %s\n", e.what());
+      return 2;
+    }
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -326,7 +372,52 @@ int main(int argc, char** argv) {
   b->add_option("--padding", padding, "zero | replicate | noisy_replicate")->capture_default_str();
   b->add_option("--workers", workers, "loader threads (1 = synchronous, one core)")->capture_default_str();
 
+  EncodeConfig enc;
+  std::string enc_latent_dtype = "float32", enc_token_dtype = "float16", crop_scale;
+  int64_t threads = 0;
+  CLI::App* e = app.add_subcommand("encode",
+                                   "images and captions -> shards through a release's VAE and CLIP text encoder(s), on "
+                                   "every MPI rank (mpirun -n R)");
+  e->footer(
+      "Each image is resized so its shorter side is --resolution and cropped square (the original size and the crop's\n"
+      "top/left are recorded). Captions: --images DIR reads <stem>.txt beside each image (one caption per line, the\n"
+      "original first); --list FILE reads JSON lines {\"image\", \"caption\", \"synthetic_captions\": [...], "
+      "\"nouns\":\n"
+      "[...]} (nouns: counts per caption from a tagger; without them a heuristic counts, data/caption_nouns.h).\n"
+      "Shard s is encoded by rank s mod R; finished shards are recorded in OUT/encode/ and a rerun skips them.\n"
+      "Unreadable images are skipped and listed. docs/DATA.md has each paper's command and the weights to get.");
+  e->add_option("--images", enc.images_dir, "folder of .png/.jpg images, each with a <stem>.txt caption file");
+  e->add_option("--list", enc.list_file, "JSON-lines list of items (instead of --images)");
+  e->add_option("--out", enc.out_dir, "output folder of shards")->required();
+  e->add_option("--vae", enc.vae_dir,
+                "diffusers AutoencoderKL folder (config.json, diffusion_pytorch_model.safetensors)")
+      ->required();
+  e->add_option("--text-encoder", enc.text_encoder_dir, "CLIP text encoder folder (config.json, model.safetensors)")
+      ->required();
+  e->add_option("--text-encoder-2", enc.text_encoder_2_dir, "second text encoder, concatenated after the first (SDXL)");
+  e->add_option("--tokenizer", enc.tokenizer_dir, "tokenizer folder (default: the encoder's ../tokenizer)");
+  e->add_option("--tokenizer-2", enc.tokenizer_2_dir, "second tokenizer folder (default: ../tokenizer_2)");
+  e->add_option("--text-layer", enc.text_layer,
+                "last | penultimate | penultimate-normed (auto: last for one encoder, penultimate for two)")
+      ->capture_default_str();
+  e->add_option("--resolution", enc.resolution, "image side in pixels")->capture_default_str();
+  e->add_option("--crop", enc.crop, "center | random (keyed by --seed and the item)")->capture_default_str();
+  e->add_option("--crop-scale", crop_scale, "LO,HI: [S2] crop-scale crops of LO..HI of the shorter side");
+  e->add_option("--crops-per-image", enc.crops_per_image, "crop-scale crops per image")->capture_default_str();
+  e->add_flag("--sample", enc.sample_latents, "store a posterior sample (keyed) instead of the posterior mean");
+  e->add_option("--images-per-shard", enc.images_per_shard, "items per shard file")->capture_default_str();
+  e->add_option("--batch", enc.batch, "images per VAE call (and captions per text-encoder call)")
+      ->capture_default_str();
+  e->add_option("--seed", enc.seed, "seed of random crops and sampled latents")->capture_default_str();
+  e->add_option("--dtype", enc.dtype, "encoders' compute type: fp32 | bf16")->capture_default_str();
+  e->add_option("--latent-space", enc.latent_space, "shard attribute (default from the VAE: sdxl-vae, sd-vae)");
+  e->add_option("--latent-dtype", enc_latent_dtype, "float32 | float16 | bfloat16")->capture_default_str();
+  e->add_option("--token-dtype", enc_token_dtype, "float32 | float16 | bfloat16")->capture_default_str();
+  e->add_option("--threads", threads, "compute threads per rank (0: the node's cores / ranks on it)")
+      ->capture_default_str();
+
   CLI11_PARSE(app, argc, argv);
+  if (*e) return run_encode(&argc, &argv, enc, enc_latent_dtype, enc_token_dtype, crop_scale, threads);
   try {
     if (*s) return run_synth(synth, latent_dtype, token_dtype);
     if (*in) return run_inspect(path, sample);

@@ -45,7 +45,8 @@ DirectoryLock::DirectoryLock(const std::filesystem::path& dir, const std::string
     if (err == EAGAIN || err == EACCES)
       throw Error(dir.string(),
                   "in use by another process: " + (holder.empty() ? std::string("(holder unknown)") : holder) +
-                      "; two trainers must not share a run directory: wait for it to end, or choose another --run-dir");
+                      "; two processes must not write one folder at once: wait for it to end, or choose another folder "
+                      "(dtrainer --run-dir, dtdata encode --out, a study of its own)");
     throw Error(dir.string(), "cannot lock .lock: " + errno_message(err));
   }
   // The holder's description is for the messages of refused processes; the lock is what counts,

@@ -25,6 +25,7 @@ enum class RngPurpose : uint64_t {
   kEvaluation = 14,  // bootstrap resamples and sampling noise of alignment evaluations
   kCrop = 15,        // [S2] crop-scale pre-training: each sample's crop (data/crop_scale.h)
   kTokenMask = 16,   // MDT's masked training: the step's mask ratio and each sample's hidden tokens
+  kEncode = 17,      // dtdata encode: each item's random crop and sampled latent (data/encode_dataset.h)
 };
 
 // SplitMix64 finaliser: a bijective 64-bit mix.
