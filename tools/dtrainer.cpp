@@ -134,6 +134,7 @@ int run(int argc, char** argv) {
                                             "positional embeddings and the noise schedule: docs/TRAINING.md "
                                             "\"Stages\")");
         }
+        if (!c.vae.empty()) check_sample_vae(c.vae, data, plan.backbone.inputs, rt.rank());
         if (!c.init_from.empty() && !resume.checkpoint) {  // (a stage's source fits this model)
           if (std::filesystem::is_regular_file(c.init_from)) ckpt::check_weights_file(c.init_from);
           check_source_fits(c.init_from, plan.backbone);

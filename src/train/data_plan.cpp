@@ -9,6 +9,8 @@
 #include "dtrainer/data/synthesize.h"
 #include "dtrainer/data/toy_text_encoder.h"
 #include "dtrainer/data/validate.h"
+#include "dtrainer/models/autoencoder_kl.h"
+#include "dtrainer/models/pretrained_folder.h"
 #include "dtrainer/train/train_config.h"
 
 namespace fs = std::filesystem;
@@ -131,6 +133,22 @@ void check_data_fits(const data::Loader& loader, const models::BackboneInputs& i
   if (loader.text_dim() != in.text_dim)
     throw Error(where, "text embeddings are " + std::to_string(loader.text_dim()) +
                            " wide but the model's context is " + std::to_string(in.text_dim));
+}
+
+void check_sample_vae(const std::string& vae, const DataPlan& data, const models::BackboneInputs& inputs, int rank) {
+  if (data.pixels)
+    throw Error("vae", "the data is pixel-space: its samples are PNG already (remove vae = \"" + vae + "\")");
+  try {
+    const models::PretrainedFolder folder =
+        models::find_pretrained_folder(vae, "diffusion_pytorch_model.safetensors", "a diffusers AutoencoderKL folder");
+    const models::AutoencoderKLConfig config = models::parse_autoencoder_config(folder.config);
+    if (data.found && config.latent_channels != inputs.latent_channels)
+      throw Error(vae, "has " + std::to_string(config.latent_channels) + " latent channels, the data's latents " +
+                           std::to_string(inputs.latent_channels) + " (the data was encoded with another VAE?)");
+    if (rank == 0) models::load_autoencoder(vae);  // (every tensor there, of its shape)
+  } catch (const Error& e) {
+    throw Error("vae", e.what());
+  }
 }
 
 }  // namespace dtrainer::train

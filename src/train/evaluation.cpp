@@ -134,6 +134,7 @@ void Evaluation::load(const data::LoaderConfig& train_loader, const models::Back
   ec.global_batch = std::max<int64_t>(1, std::min<int64_t>(c_.sample_count, n));
   prompts_ = data::Loader(ec).load_batch(0);
   held_out_ = true;
+  if (!c_.vae.empty() && rank_ == 0 && c_.sample_count > 0) vae_ = models::load_autoencoder(c_.vae);
 }
 
 nlohmann::json Evaluation::held_out_loss(const EvalModel& m, int64_t /*step*/) const {
@@ -205,6 +206,16 @@ void Evaluation::sample_grid(const EvalModel& m, int64_t step) const {
     }
     publish_file(tmp, path);
     log_info("sample latents " + path);
+    if (vae_) {  // (decoded a few at a time: a 1024 px decode holds gigabytes of activations)
+      torch::NoGradGuard no_grad;
+      const torch::Tensor all = torch::cat({prompts_.latents, images}).to(torch::kFloat32);
+      std::vector<torch::Tensor> decoded;
+      for (int64_t i = 0; i < all.size(0); i += 4)
+        decoded.push_back(vae_->decode(all.narrow(0, i, std::min<int64_t>(4, all.size(0) - i))).to(torch::kFloat32));
+      const std::string png = (run_ / "samples" / (name + ".png")).string();
+      write_png_grid(png, torch::cat(decoded).clamp(-1, 1), n);
+      log_info("samples " + png + " (decoded by the VAE; top: held-out images, bottom: samples for their captions)");
+    }
   }
 }
 

@@ -409,6 +409,10 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
 
   const std::string samples = "Samples";
   opt(app, samples, "sample_count", c.sample_count, "prompts sampled per grid", lines, non_negative);
+  opt(app, samples, "vae", c.vae,
+      "diffusers AutoencoderKL folder (the VAE the latents were encoded with): latent-space runs write "
+      "samples/step_N.png decoded beside the latents (held-out images on top, samples below)",
+      lines);
   opt(app, samples, "sample_steps", c.sample_steps, "DDIM / Euler steps", lines, positive);
   opt(app, samples, "guidance_scale", c.guidance_scale,
       "classifier-free guidance scale (with guidance_transfer: the scale at the base resolution)", lines,

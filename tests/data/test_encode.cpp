@@ -168,16 +168,34 @@ TEST_CASE("dtdata encode: a PNG folder -> valid shards; 1 and 2 ranks identical;
   INFO(v.out);
   CHECK(v.status == 0);
   CHECK_THAT(v.out, Catch::Contains("8 images, 9 captions"));
-  {  // ... and train: the quickstart UNet for two steps on them (4 x 4 x 4 latents, 32-wide tokens)
+  {  // ... and train: the quickstart UNet for two steps on them (4 x 4 x 4 latents, 32-wide tokens), its
+     // samples decoded by the VAE into a PNG grid beside the latents
+    const std::string train = std::string(MPIEXEC) + " --allow-run-as-root -n 1 " + DTRAINER_PATH + " --data " + one +
+                              " --eval-data " + two +
+                              " --model unet-tiny --steps 2 --global-batch 4 --micro-batch 4 --eval-every 0 "
+                              "--warmup-steps 0 --sample-count 3 --sample-steps 2 --threads 1 ";
     const std::string run = test::scratch_dir("enc-train") + "/r";
-    const auto t =
-        test::run_process(std::string(MPIEXEC) + " --allow-run-as-root -n 1 " + DTRAINER_PATH + " --data " + one +
-                          " --model unet-tiny --steps 2 --global-batch 4 --micro-batch 4 --eval-every 0 "
-                          "--warmup-steps 0 --sample-count 0 --threads 1 --run-dir " +
-                          run);
+    const auto t = test::run_process(train + "--vae " + encoders() + "/vae --run-dir " + run);
     INFO(t.out);
     CHECK(t.status == 0);
-    CHECK(fs::exists(run + "/metrics.jsonl"));
+    CHECK(fs::exists(run + "/samples/step_00000002.pt"));
+    REQUIRE(fs::exists(run + "/samples/step_00000002.png"));
+    const torch::Tensor grid = data::read_png(run + "/samples/step_00000002.png");
+    // two rows (held-out, samples) of three decoded 16 px images, shown 4x as 64 px tiles, 2 px apart
+    CHECK(grid.size(1) == 2 * (64 + 2) + 2);
+    CHECK(grid.size(2) == 3 * (64 + 2) + 2);
+    // A VAE of other latent channels is refused at start-up, naming it; nothing is written.
+    const std::string other = test::scratch_dir("vae8");
+    fs::copy_file(encoders() + "/vae/diffusion_pytorch_model.safetensors",
+                  other + "/diffusion_pytorch_model.safetensors");
+    nlohmann::json config = nlohmann::json::parse(read_file(encoders() + "/vae/config.json"));
+    config["latent_channels"] = 8;
+    write_file_atomic(other + "/config.json", config.dump());
+    const std::string refused = test::scratch_dir("enc-train-bad") + "/r";
+    const auto bad = test::run_process(train + "--vae " + other + " --run-dir " + refused);
+    CHECK(bad.status == 2);
+    CHECK_THAT(bad.out, Catch::Contains("vae: " + other + ": has 8 latent channels, the data's latents 4"));
+    CHECK_FALSE(fs::exists(refused));
   }
   // What a shard holds: f = 4 latents of the 16 px crops, 32-wide token states (start .. end), the
   // original size and the centre crop's top / left in the resized image, the captions in order.

@@ -39,4 +39,9 @@ DataPlan plan_data(const TrainConfig& c, const std::filesystem::path& run_dir);
 void check_data_fits(const data::Loader& loader, const models::BackboneInputs& inputs,
                      const std::vector<std::string>& dirs, const char* field);
 
+// The `vae` of decoded samples fits the data: latent-space data (pixels need no decoding) with the
+// VAE's latent channels; on rank 0 its weights load (every tensor named and shaped). Else
+// Error("vae", ...), at start-up, before the run directory changes.
+void check_sample_vae(const std::string& vae, const DataPlan& data, const models::BackboneInputs& inputs, int rank);
+
 }  // namespace dtrainer::train

@@ -21,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "dtrainer/data/loader.h"
+#include "dtrainer/models/autoencoder_kl.h"
 #include "dtrainer/parallel/sharded_params.h"
 #include "dtrainer/train/alignment_eval.h"
 #include "dtrainer/train/data_plan.h"
@@ -85,8 +86,8 @@ class Evaluation {
   // dropped): {"eval": true, "eval_loss", "eval_loss_by_t", "eval_samples"}.
   nlohmann::json held_out_loss(const EvalModel& m, int64_t step) const;
   // Collective. samples/step_N.png (held-out images on top, samples for their captions below) or
-  // .pt for latents, from the EMA weights; rank 0 writes. No-op without held-out data or
-  // sample_count 0.
+  // .pt for latents (and, with vae set, the .png decoded), from the EMA weights; rank 0 writes. No-op without held-out
+  // data or sample_count 0.
   void sample_grid(const EvalModel& m, int64_t step) const;
   // Collective. The alignment record's fields (see above); requires alignment_on().
   nlohmann::json alignment(const EvalModel& m, int64_t step) const;
@@ -112,6 +113,7 @@ class Evaluation {
   int rank_ = 0, world_ = 1;
   data::Batch eval_batch_, prompts_;
   bool held_out_ = false;
+  mutable models::AutoencoderKL vae_{nullptr};  // rank 0, with vae set: decodes latent samples
 };
 
 }  // namespace dtrainer::train

@@ -124,6 +124,7 @@ struct TrainConfig {
 
   // Samples
   int64_t sample_count = 8;
+  std::string vae;  // diffusers AutoencoderKL folder: latent-space samples are also written decoded, as PNG
   int64_t sample_steps = 50;
   double guidance_scale = 3.0;
   double control_guidance = 1.0;  // [S2] Eq. 2's beta for models with controls (1: plain classifier-free guidance)
