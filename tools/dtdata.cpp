@@ -341,6 +341,9 @@ int main(int argc, char** argv) {
   s->add_option("--gzip", synth.write.gzip_level, "gzip level 1-9 for chunked datasets (0 = off)")
       ->capture_default_str();
   s->add_flag("--force", synth.force, "replace shards already in --out");
+  s->add_flag("--png", synth.png,
+              "shapes: write the images as NNNNN.png with captions in NNNNN.txt (and eval_prompts.json), the input "
+              "of dtdata encode, instead of shards");
 
   std::string path;
   int64_t sample = 0;

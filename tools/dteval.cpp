@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -35,6 +36,7 @@
 #include "dtrainer/eval/alignment.h"
 #include "dtrainer/eval/shapes_answerer.h"
 #include "dtrainer/train/alignment_eval.h"
+#include "dtrainer/train/latent_alignment.h"
 #include "dtrainer/train/checkpoint_model.h"
 #include "dtrainer/train/component_configs.h"
 #include "dtrainer/train/stage_transfer.h"
@@ -78,6 +80,7 @@ int run_alignment(parallel::MpiRuntime& rt, const AlignmentArgs& a) {
   nlohmann::json phema;  // a post-hoc EMA's sigma_rel and time (from the weights file's metadata)
   std::vector<double> guidance;
   train::AlignmentPrompts prompts;
+  std::optional<train::LatentAlignment> latent;
   fs::path out;
   // Everything that can be refused is checked on every rank before anything is written.
   parallel::agree(rt.comm(), [&] {
@@ -91,10 +94,8 @@ int run_alignment(parallel::MpiRuntime& rt, const AlignmentArgs& a) {
       if (sigma != meta.end() && at != meta.end())
         phema = {{"sigma_rel", std::stod(sigma->second)}, {"at_images", std::stoll(at->second)}};
     }
-    if (m.header.latent_space != "pixels")
-      throw Error(m.checkpoint, "was trained on " + m.header.latent_space +
-                                    " latents: the alignment score reads pixels, and decoding latents needs a VAE, "
-                                    "which dtrainer does not have yet");
+    if (m.header.latent_space != "pixels")  // (the data's encoders: its prompts encoded alike, samples decoded)
+      latent = train::load_latent_alignment(m.data.train_dirs, m.config.vae);
     if (a.guidance.empty())
       guidance = {sampling_guidance_scale(m.config, m.data.inputs.latent_size)};  // ([S2] Eq. 4 for a stage)
     else {
@@ -108,7 +109,8 @@ int run_alignment(parallel::MpiRuntime& rt, const AlignmentArgs& a) {
       }
     }
     const std::string file = train::find_eval_prompts(m.data.eval_dirs, m.data.train_dirs);
-    prompts = train::load_alignment_prompts(file, m.header.text_dim, m.header.max_tokens, a.prompts, /*exactly=*/true);
+    prompts = train::load_alignment_prompts(file, m.header.text_dim, m.header.max_tokens, a.prompts, /*exactly=*/true,
+                                            latent ? latent->encode_prompts : nullptr);
     char step[32];
     std::snprintf(step, sizeof step, "step_%08lld", static_cast<long long>(m.step));
     // (a weights file's score goes beside the checkpoints', named after the file)
@@ -146,8 +148,8 @@ int run_alignment(parallel::MpiRuntime& rt, const AlignmentArgs& a) {
                                      {"ranks", rt.world()},
                                      {"image_shape", m.image_shape}};
     const auto t0 = std::chrono::steady_clock::now();
-    const train::AlignmentRun r =
-        train::evaluate_alignment(prompts, s, m.padding, m.image_shape, o, dir, manifest, rt.comm());
+    const train::AlignmentRun r = train::evaluate_alignment(prompts, s, m.padding, m.image_shape, o, dir, manifest,
+                                                            rt.comm(), latent ? latent->to_pixels : nullptr);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (rt.rank() == 0) {
       print_score(m.checkpoint + " (step " + std::to_string(m.step) + ", " + m.weights + " weights), guidance " +

@@ -17,6 +17,7 @@
 #include "dtrainer/core/file_io.h"
 #include "dtrainer/core/format_duration.h"
 #include "dtrainer/core/rng.h"
+#include "dtrainer/data/caption_encoder.h"
 #include "dtrainer/data/caption_nouns.h"
 #include "dtrainer/data/crop_scale.h"
 #include "dtrainer/data/image_file.h"
@@ -199,45 +200,6 @@ Crop take_crop(const torch::Tensor& image, const EncodeConfig& c, int64_t item, 
   return {resized.narrow(1, top, res).narrow(2, left, res).clamp(-1, 1).contiguous(), top, left};
 }
 
-struct Encoders {
-  models::AutoencoderKL vae{nullptr};
-  std::vector<models::CLIPTextModel> text;
-  std::vector<models::CLIPTokenizer> tokenizers;
-  models::CLIPTextLayer layer = models::CLIPTextLayer::kLast;
-  int64_t text_dim = 0, max_tokens = 77;
-};
-
-// Each caption's per-token states [L, D] (the encoders' concatenated), unpadded.
-std::vector<torch::Tensor> encode_captions(Encoders& e, const std::vector<std::string>& captions, int64_t batch) {
-  std::vector<std::vector<int64_t>> ids;
-  for (const auto& caption : captions) {
-    std::vector<int64_t> first = e.tokenizers[0].encode(caption, e.max_tokens);
-    for (size_t k = 1; k < e.tokenizers.size(); ++k)
-      if (e.tokenizers[k].encode(caption, e.max_tokens) != first)
-        throw Error("--tokenizer-2", "tokenizes \"" + caption.substr(0, 60) +
-                                         "\" differently from the first tokenizer (the encoders' token states "
-                                         "cannot be concatenated)");
-    ids.push_back(std::move(first));
-  }
-  std::vector<torch::Tensor> out(captions.size());
-  for (size_t start = 0; start < ids.size(); start += static_cast<size_t>(batch)) {
-    const size_t stop = std::min(ids.size(), start + static_cast<size_t>(batch));
-    int64_t T = 0;
-    for (size_t i = start; i < stop; ++i) T = std::max<int64_t>(T, static_cast<int64_t>(ids[i].size()));
-    torch::Tensor padded = torch::zeros({static_cast<int64_t>(stop - start), T}, torch::kLong);
-    for (size_t i = start; i < stop; ++i)  // (padding after the end token: the causal mask keeps it out)
-      padded[static_cast<int64_t>(i - start)]
-          .narrow(0, 0, static_cast<int64_t>(ids[i].size()))
-          .copy_(torch::tensor(ids[i], torch::kLong));
-    std::vector<torch::Tensor> parts;
-    for (auto& m : e.text) parts.push_back(m->forward(padded, e.layer).hidden.to(torch::kFloat32));
-    const torch::Tensor states = torch::cat(parts, 2);
-    for (size_t i = start; i < stop; ++i)
-      out[i] = states[static_cast<int64_t>(i - start)].narrow(0, 0, static_cast<int64_t>(ids[i].size())).clone();
-  }
-  return out;
-}
-
 }  // namespace
 
 EncodeSummary encode_dataset(const EncodeConfig& c, MPI_Comm comm,
@@ -248,7 +210,9 @@ EncodeSummary encode_dataset(const EncodeConfig& c, MPI_Comm comm,
   const auto t0 = std::chrono::steady_clock::now();
   torch::NoGradGuard no_grad;
   std::vector<Item> items;
-  Encoders e;
+  models::AutoencoderKL vae{nullptr};
+  std::unique_ptr<CaptionEncoder> text;
+  CaptionEncoderConfig text_config;
   std::string text_layer;
   ShardHeader header;
   std::unique_ptr<DirectoryLock> lock;
@@ -257,29 +221,24 @@ EncodeSummary encode_dataset(const EncodeConfig& c, MPI_Comm comm,
     check_config(c);
     items = c.list_file.empty() ? items_of_folder(c.images_dir) : items_of_list(c.list_file);
     const torch::ScalarType dt = c.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat32;
-    e.vae = models::load_autoencoder(c.vae_dir, dt);
-    if (c.resolution % e.vae->config().downsampling())
+    vae = models::load_autoencoder(c.vae_dir, dt);
+    if (c.resolution % vae->config().downsampling())
       throw Error("--resolution", std::to_string(c.resolution) + " is not a multiple of the VAE's downsampling " +
-                                      std::to_string(e.vae->config().downsampling()));
-    e.text.push_back(models::load_clip_text_model(c.text_encoder_dir, dt));
-    e.tokenizers.push_back(models::CLIPTokenizer::from_folder(
-        c.tokenizer_dir.empty() ? default_tokenizer(c.text_encoder_dir, "tokenizer") : c.tokenizer_dir));
+                                      std::to_string(vae->config().downsampling()));
+    text_config.text_encoders = {c.text_encoder_dir};
+    text_config.tokenizers = {c.tokenizer_dir.empty() ? default_tokenizer(c.text_encoder_dir, "tokenizer")
+                                                      : c.tokenizer_dir};
     if (!c.text_encoder_2_dir.empty()) {
-      e.text.push_back(models::load_clip_text_model(c.text_encoder_2_dir, dt));
-      e.tokenizers.push_back(models::CLIPTokenizer::from_folder(
-          c.tokenizer_2_dir.empty() ? default_tokenizer(c.text_encoder_2_dir, "tokenizer_2") : c.tokenizer_2_dir));
+      text_config.text_encoders.push_back(c.text_encoder_2_dir);
+      text_config.tokenizers.push_back(
+          c.tokenizer_2_dir.empty() ? default_tokenizer(c.text_encoder_2_dir, "tokenizer_2") : c.tokenizer_2_dir);
     }
-    text_layer = c.text_layer == "auto" ? (e.text.size() > 1 ? "penultimate" : "last") : c.text_layer;
-    e.layer = models::parse_clip_text_layer("--text-layer", text_layer);
-    for (const auto& m : e.text) {
-      e.text_dim += m->config().hidden_size;
-      e.max_tokens = std::min(e.max_tokens, m->config().max_position_embeddings);
-      if (e.tokenizers[0].vocab_size() > m->config().vocab_size)
-        throw Error("--tokenizer", "has " + std::to_string(e.tokenizers[0].vocab_size()) +
-                                       " tokens, more than the text encoder's vocabulary (" +
-                                       std::to_string(m->config().vocab_size) + ")");
-    }
-    const double sf = e.vae->config().scaling_factor;
+    text_layer =
+        c.text_layer == "auto" ? (text_config.text_encoders.size() > 1 ? "penultimate" : "last") : c.text_layer;
+    text_config.layer = text_layer;
+    text_config.dtype = c.dtype;
+    text = std::make_unique<CaptionEncoder>(text_config);
+    const double sf = vae->config().scaling_factor;
     header.latent_space = !c.latent_space.empty()         ? c.latent_space
                           : std::abs(sf - 0.13025) < 1e-9 ? "sdxl-vae"
                           : std::abs(sf - 0.18215) < 1e-9 ? "sd-vae"
@@ -287,14 +246,16 @@ EncodeSummary encode_dataset(const EncodeConfig& c, MPI_Comm comm,
     header.latent_encoder = fs::path(c.vae_dir).lexically_normal().string();
     header.text_encoder = fs::path(c.text_encoder_dir).lexically_normal().string() +
                           (c.text_encoder_2_dir.empty() ? "" : " + " + c.text_encoder_2_dir) + " (" + text_layer + ")";
-    header.text_dim = e.text_dim;
-    header.max_tokens = e.max_tokens;
+    header.text_dim = text->text_dim();
+    header.max_tokens = text->max_tokens();
     // Rank 0 owns the folder: the lock, and the settings every shard of it was made with.
     if (rank == 0) {
       fs::create_directories(fs::path(c.out_dir) / "encode");
       lock = std::make_unique<DirectoryLock>(c.out_dir, "dtdata encode");
       remove_stale_temporaries(c.out_dir);
-      const json settings = settings_of(c, text_layer, header.latent_space);
+      json settings = settings_of(c, text_layer, header.latent_space);
+      settings["tokenizers"] = text_config.tokenizers;
+      for (auto& t : settings["tokenizers"]) t = fs::weakly_canonical(t.get<std::string>()).string();
       const fs::path recorded = fs::path(c.out_dir) / "encode.json";
       if (fs::exists(recorded)) {
         const json before = json::parse(read_file(recorded));
@@ -308,6 +269,12 @@ EncodeSummary encode_dataset(const EncodeConfig& c, MPI_Comm comm,
       } else {
         write_file_atomic(recorded, settings.dump(2) + "\n");
       }
+      // Held-out prompts beside the images (dtdata synth --kind shapes --png) go with the shards: the
+      // alignment score of a run on them reads them there.
+      const fs::path prompts =
+          fs::path(c.list_file.empty() ? c.images_dir : fs::path(c.list_file).parent_path().string()) /
+          "eval_prompts.json";
+      if (fs::exists(prompts)) write_file_atomic(fs::path(c.out_dir) / "eval_prompts.json", read_file(prompts));
     }
   });
 
@@ -353,7 +320,7 @@ EncodeSummary encode_dataset(const EncodeConfig& c, MPI_Comm comm,
       std::vector<std::string> texts;
       for (const auto& p : pending)
         if (p.k == 0) texts.insert(texts.end(), items[p.item].captions.begin(), items[p.item].captions.end());
-      const std::vector<torch::Tensor> states = encode_captions(e, texts, c.batch);
+      const std::vector<torch::Tensor> states = text->encode(texts, c.batch);
       size_t next_caption = 0;
       std::vector<CaptionRecord> captions;
       for (size_t b = 0; b < pending.size(); b += static_cast<size_t>(c.batch)) {
@@ -363,15 +330,15 @@ EncodeSummary encode_dataset(const EncodeConfig& c, MPI_Comm comm,
         const torch::Tensor batch = torch::stack(pixels);
         torch::Tensor z;
         if (c.sample_latents) {
-          const auto f = e.vae->config().downsampling();
+          const auto f = vae->config().downsampling();
           for (size_t j = b; j < stop; ++j)
             noise.push_back(
-                diffusion::initial_noise({e.vae->config().latent_channels, c.resolution / f, c.resolution / f},
+                diffusion::initial_noise({vae->config().latent_channels, c.resolution / f, c.resolution / f},
                                          stream_key(c.seed, RngPurpose::kEncode, static_cast<uint64_t>(pending[j].item),
                                                     static_cast<uint64_t>(pending[j].k) + 1)));
-          z = e.vae->encode(batch, torch::stack(noise));
+          z = vae->encode(batch, torch::stack(noise));
         } else {
-          z = e.vae->encode(batch);
+          z = vae->encode(batch);
         }
         z = z.to(torch::kFloat32);
         for (size_t j = b; j < stop; ++j) {

@@ -10,6 +10,7 @@
 #include "dtrainer/core/error.h"
 #include "dtrainer/core/file_io.h"
 #include "dtrainer/core/rng.h"
+#include "dtrainer/data/png_image.h"
 #include "dtrainer/data/shapes_scene.h"
 #include "dtrainer/data/toy_text_encoder.h"
 
@@ -50,6 +51,7 @@ SynthReport synthesize(const SynthConfig& c) {
   if (c.images_per_shard < 1) throw Error("--images-per-shard", "must be at least 1");
   if (c.kind == "latents" && (c.captions < 1 || c.max_tokens < 8))
     throw Error("--captions", "need >= 1 caption and max_tokens >= 8");
+  if (c.png && c.kind != "shapes") throw Error("--png", "writes the shapes world's images (--kind shapes)");
   prepare_dir(c);
   const bool shapes = c.kind == "shapes";
   // One text encoder for every dataset, whatever its seed: a run's training and held-out sets
@@ -70,6 +72,16 @@ SynthReport synthesize(const SynthConfig& c) {
       std::vector<CaptionRecord> caps;
       if (shapes) {
         const ShapesScene scene = random_scene(rng);
+        if (c.png) {  // (the images and captions a real dataset would have, for dtdata encode)
+          char stem[32];
+          std::snprintf(stem, sizeof stem, "%05lld", static_cast<long long>(i));
+          write_png((fs::path(c.out_dir) / (std::string(stem) + ".png")).string(), render_scene(scene, c.image_size));
+          std::string lines;
+          for (const auto& text : scene_captions(scene)) lines += text + "\n";
+          write_file_atomic(fs::path(c.out_dir) / (std::string(stem) + ".txt"), lines);
+          report.captions += static_cast<int64_t>(scene_captions(scene).size());
+          continue;
+        }
         for (const auto& text : scene_captions(scene))
           caps.push_back({text, encoder.encode(text), ToyTextEncoder::count_nouns(text)});
         builder.add_image(render_scene(scene, c.image_size), caps, c.image_size, c.image_size);
@@ -84,10 +96,11 @@ SynthReport synthesize(const SynthConfig& c) {
       }
       report.captions += static_cast<int64_t>(caps.size());
     }
+    report.images += last - first;
+    if (c.png) continue;
     const std::string path = (fs::path(c.out_dir) / shard_name(shard)).string();
     write_shard(path, builder.build(), c.write);
     report.shards.push_back(path);
-    report.images += last - first;
   }
   if (shapes) {
     nlohmann::json prompts = nlohmann::json::array();

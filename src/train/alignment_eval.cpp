@@ -19,8 +19,9 @@ namespace fs = std::filesystem;
 
 namespace dtrainer::train {
 
-AlignmentPrompts load_alignment_prompts(const std::string& path, int64_t text_dim, int64_t max_tokens, int64_t count,
-                                        bool exactly) {
+AlignmentPrompts load_alignment_prompts(
+    const std::string& path, int64_t text_dim, int64_t max_tokens, int64_t count, bool exactly,
+    const std::function<std::vector<torch::Tensor>(const std::vector<std::string>&)>& encode) {
   const nlohmann::json file = eval::read_eval_prompts(path);
   const auto& all = file["prompts"];
   const int64_t available = static_cast<int64_t>(all.size());
@@ -38,8 +39,17 @@ AlignmentPrompts load_alignment_prompts(const std::string& path, int64_t text_di
     if (!entry.is_object() || !entry.contains("prompt") || !entry["prompt"].is_string())
       throw Error(where, "has no 'prompt' text");
     p.questions.push_back(eval::questions_for_prompt(entry, where));
-    p.tokens.push_back(encoder.encode(entry["prompt"].get<std::string>()));
+    if (!encode) p.tokens.push_back(encoder.encode(entry["prompt"].get<std::string>()));
     p.prompts.push_back(entry);
+  }
+  if (encode) {  // (the data's own encoder: all prompts at once)
+    std::vector<std::string> texts;
+    for (const auto& entry : p.prompts) texts.push_back(entry["prompt"].get<std::string>());
+    p.tokens = encode(texts);
+    for (const auto& t : p.tokens)
+      if (t.dim() != 2 || t.size(1) != text_dim)
+        throw Error(path, "the data's text encoder gives " + std::to_string(t.size(-1)) +
+                              "-wide token states, the model reads " + std::to_string(text_dim));
   }
   return p;
 }
@@ -59,7 +69,7 @@ std::string find_eval_prompts(const std::vector<std::string>& eval_dirs, const s
 AlignmentRun evaluate_alignment(const AlignmentPrompts& prompts, const SamplerSetup& sampler,
                                 const diffusion::TextPaddingConfig& padding, const std::vector<int64_t>& image_shape,
                                 const AlignmentOptions& o, const fs::path& out, const nlohmann::json& manifest,
-                                MPI_Comm comm) {
+                                MPI_Comm comm, const std::function<torch::Tensor(const torch::Tensor&)>& to_pixels) {
   int rank = 0, world = 1;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &world);
@@ -68,9 +78,10 @@ AlignmentRun evaluate_alignment(const AlignmentPrompts& prompts, const SamplerSe
   if (P == 0 || K < 1)
     throw Error("alignment",
                 "nothing to sample (" + std::to_string(P) + " prompts x " + std::to_string(K) + " images)");
-  if (image_shape.size() != 3 || image_shape[0] != 3)
-    throw Error("alignment", "needs RGB pixels [3, H, W]; this data is " + c10::str(c10::IntArrayRef(image_shape)) +
-                                 " (latents: decoding them needs a VAE, which dtrainer does not have yet)");
+  if (image_shape.size() != 3 || (!to_pixels && image_shape[0] != 3))
+    throw Error("alignment",
+                "needs RGB pixels [3, H, W]; this data is " + c10::str(c10::IntArrayRef(image_shape)) +
+                    " (latents: their VAE decodes them, named by the data's encode.json or the run's vae)");
   const fs::path partial = out.string() + ".partial";
   // 1. Rank 0 makes the (new) directory and writes each prompt's metadata.
   parallel::agree(comm, [&] {
@@ -110,8 +121,13 @@ AlignmentRun evaluate_alignment(const AlignmentPrompts& prompts, const SamplerSe
           ids.push_back(id);
         }
         const diffusion::PaddedText text = diffusion::pad_text(texts, padding, ids, 0);
-        const torch::Tensor images = sample_images(sampler, torch::stack(starts), text.tokens, text.mask);
+        torch::Tensor images = sample_images(sampler, torch::stack(starts), text.tokens, text.mask);
         if (spare) continue;
+        if (to_pixels) {
+          images = to_pixels(images.to(torch::kCPU));
+          if (images.dim() != 4 || images.size(1) != 3)
+            throw Error("alignment", "the VAE decodes to " + c10::str(images.sizes()) + ", not RGB images");
+        }
         for (int64_t i = 0; i < n; ++i) sampled.emplace_back(ids[i], images[i]);
       }
       for (const auto& [id, image] : sampled)

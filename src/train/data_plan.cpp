@@ -11,6 +11,7 @@
 #include "dtrainer/data/validate.h"
 #include "dtrainer/models/autoencoder_kl.h"
 #include "dtrainer/models/pretrained_folder.h"
+#include "dtrainer/train/latent_alignment.h"
 #include "dtrainer/train/train_config.h"
 
 namespace fs = std::filesystem;
@@ -103,6 +104,12 @@ static DataPlan plan_stored_data(const TrainConfig& c, const fs::path& run_dir) 
   p.inputs = {shape[0], shape[1], reader.header().text_dim, c.max_tokens};
   p.caption_tokens = reader.header().max_tokens;
   p.shapes_world = p.pixels && reader.header().text_encoder == data::ToyTextEncoder::name();
+  if (!p.pixels && find_encoded_data(p.train_dirs)) {  // (shapes images through dtdata encode: scored decoded)
+    for (const auto& d : p.eval_dirs.empty() ? p.train_dirs : p.eval_dirs)
+      p.shapes_world = p.shapes_world || fs::exists(fs::path(d) / "eval_prompts.json", ec);
+    for (const auto& d : p.train_dirs)
+      p.shapes_world = p.shapes_world || fs::exists(fs::path(d) / "eval_prompts.json", ec);
+  }
   check_data_sets(p, synthetic, shape, reader.header().text_dim, reader.header().text_encoder,
                   "the shape of " + shards.front());
   return p;

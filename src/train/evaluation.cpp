@@ -33,8 +33,9 @@ std::unique_ptr<AlignmentHook> AlignmentHook::make(const TrainConfig& c, const D
                 data.pixels
                     ? "the alignment score answers questions about the synthetic shapes world; this data is not it "
                       "(set align_every = 0)"
-                    : "the alignment score reads pixels, and this run trains on latents: decoding them needs a VAE, "
-                      "which dtrainer does not have yet (set align_every = 0)");
+                    : "the alignment score reads pixels, and this run's latents are not the shapes world's as "
+                      "dtdata encode makes them (encode.json and eval_prompts.json in the data; docs/EVAL.md) "
+                      "(set align_every = 0)");
   }
   const bool synthetic = c.data.size() == 1 && c.data[0] == "synthetic:shapes";
   if (!synthetic) {  // (given data: its prompts must be there now, not at the first evaluation)
@@ -55,6 +56,7 @@ std::unique_ptr<AlignmentHook> AlignmentHook::make(const TrainConfig& c, const D
   h->options_.seed = c.seed;
   h->options_.bootstrap = 1000;
   h->data_ = data;
+  h->vae_ = c.vae;
   return h;
 }
 
@@ -72,9 +74,11 @@ nlohmann::json AlignmentHook::evaluate(int64_t step, const SamplerSetup& sampler
                                        const diffusion::TextPaddingConfig& padding, MPI_Comm comm) const {
   if (prompts_.prompts.empty()) {
     parallel::agree(comm, [&] {
+      if (!data_.pixels) latent_ = load_latent_alignment(data_.train_dirs, vae_);
       prompts_ = load_alignment_prompts(find_eval_prompts(data_.eval_dirs, data_.train_dirs), data_.inputs.text_dim,
                                         data_.caption_tokens, options_.prompts,
-                                        /*exactly=*/false);  // (the record says how many)
+                                        /*exactly=*/false,  // (the record says how many)
+                                        latent_ ? latent_->encode_prompts : nullptr);
     });
   }
   const fs::path dir = root_ / step_name(step);
@@ -90,7 +94,8 @@ nlohmann::json AlignmentHook::evaluate(int64_t step, const SamplerSetup& sampler
       {"step", step},          {"guidance", sampler.guidance},       {"steps", sampler.steps},
       {"seed", options_.seed}, {"prompts", prompts_.prompts.size()}, {"prompts_file", prompts_.source},
       {"images_per_prompt", 1}};
-  const AlignmentRun r = evaluate_alignment(prompts_, sampler, padding, image_shape_, options_, dir, manifest, comm);
+  const AlignmentRun r = evaluate_alignment(prompts_, sampler, padding, image_shape_, options_, dir, manifest, comm,
+                                            latent_ ? latent_->to_pixels : nullptr);
   nlohmann::json by = nlohmann::json::object();
   for (const auto& [c, v] : r.score.by_category) by[eval::to_string(c)] = v.mean;
   return {{"alignment", r.score.overall.mean},

@@ -338,3 +338,49 @@ TEST_CASE("the noun heuristic counts the nouns of plain captions") {
   CHECK(data::count_caption_nouns("the dog's ball is lying on the green grass") == 3);
   CHECK(data::count_caption_nouns("") == 0);
 }
+
+TEST_CASE(
+    "the shapes world through dtdata encode: a latent run scores alignment on decoded samples, and so does dteval") {
+  const std::string root = test::scratch_dir("enc-shapes");
+  for (const auto& [dir, seed] : {std::pair<std::string, int>{"/png", 1}, {"/png-eval", 2}})
+    REQUIRE(test::run_process(std::string(DTDATA_PATH) + " synth --kind shapes --png --out " + root + dir +
+                              " --images 24 --image-size 16 --eval-prompts 6 --seed " + std::to_string(seed))
+                .status == 0);
+  CHECK(fs::exists(root + "/png/00000.png"));
+  CHECK(fs::exists(root + "/png/00000.txt"));
+  for (const std::string part : {"png", "png-eval"}) {
+    const std::string cmd = std::string(DTDATA_PATH) + " encode --images " + root + "/" + part + " --vae " +
+                            encoders() + "/vae --text-encoder " + encoders() +
+                            "/text_encoder --resolution 16 --threads 1 --out " + root + "/" + part + "-latents";
+    const auto r = test::run_process(cmd);
+    INFO(r.out);
+    REQUIRE(r.status == 0);
+    CHECK(fs::exists(root + "/" + part + "-latents/eval_prompts.json"));  // (the prompts go with the shards)
+  }
+  const std::string run = root + "/run";
+  const auto t = test::run_process(std::string(MPIEXEC) + " --allow-run-as-root -n 1 " + DTRAINER_PATH + " --data " +
+                                   root + "/png-latents --eval-data " + root + "/png-eval-latents" +
+                                   " --model unet-tiny --steps 2 --global-batch 4 --warmup-steps 0 --eval-every 0"
+                                   " --sample-count 0 --sample-steps 2 --align-every 2 --align-prompts 6 --threads 1"
+                                   " --run-dir " +
+                                   run);
+  INFO(t.out);
+  REQUIRE(t.status == 0);
+  std::ifstream metrics(run + "/metrics.jsonl");
+  int records = 0;
+  for (std::string line; std::getline(metrics, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (!j.contains("alignment")) continue;
+    ++records;
+    CHECK(j["alignment_prompts"] == 6);
+  }
+  CHECK(records >= 1);
+  // The decoded images are RGB at the encoded resolution.
+  CHECK(data::read_png(run + "/alignment/step_00000002/00000/samples/0000.png").sizes() ==
+        torch::IntArrayRef({3, 16, 16}));
+  const auto e = test::run_process(std::string(MPIEXEC) + " --allow-run-as-root -n 1 " + DTEVAL_PATH + " alignment " +
+                                   run + " --steps 2 --out " + root + "/dteval");
+  INFO(e.out);
+  CHECK(e.status == 0);
+  CHECK(fs::exists(root + "/dteval/alignment.json"));
+}

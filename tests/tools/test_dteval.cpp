@@ -197,11 +197,11 @@ TEST_CASE("dteval refuses bad input by name and writes nothing") {
   REQUIRE(std::system((lcmd + " > " + lrun + ".log 2>&1").c_str()) == 0);
   r = dteval(1, "alignment " + lrun + " --out " + root + "/o3");
   CHECK(r.status == 2);
-  CHECK_THAT(r.out, Catch::Contains("needs a VAE"));
+  CHECK_THAT(r.out, Catch::Contains("no encode.json"));  // (random latents: no encoders to read prompts, no VAE)
   CHECK_FALSE(fs::exists(root + "/o3"));
   // ...and the trainer refuses align_every on latents at start-up.
   CHECK(std::system(
             (lcmd + " --align-every 2 --run-dir " + root + "/latent-run-2 > " + root + "/l2.log 2>&1").c_str()) != 0);
-  CHECK_THAT(test::slurp(root + "/l2.log"), Catch::Contains("align_every") && Catch::Contains("VAE"));
+  CHECK_THAT(test::slurp(root + "/l2.log"), Catch::Contains("align_every") && Catch::Contains("encode.json"));
   CHECK_FALSE(fs::exists(root + "/latent-run-2"));
 }

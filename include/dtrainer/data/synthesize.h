@@ -28,6 +28,8 @@ struct SynthConfig {
   int64_t max_tokens = 77;
   int64_t eval_prompts = 64;  // shapes: held-out prompts
   bool force = false;         // replace existing shards in out_dir
+  bool png = false;           // shapes: images as NNNNN.png + NNNNN.txt (captions) instead of shards, the
+                              // input of dtdata encode (eval_prompts.json beside them)
   ShardWriteOptions write;
 };
 

@@ -13,6 +13,7 @@
 // comes from an image a person can open.
 
 #include <cstdint>
+#include <functional>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -48,8 +49,10 @@ struct AlignmentPrompts {
 // file holds is an error, else all it holds), encodes them as the data's captions were (width
 // `text_dim`, cut at `max_tokens`: the shards' header). Throws Error naming the file and the prompt
 // whose structure is missing.
-AlignmentPrompts load_alignment_prompts(const std::string& path, int64_t text_dim, int64_t max_tokens, int64_t count,
-                                        bool exactly);
+// `encode` (latent data: train/latent_alignment.h) replaces the toy encoder: the prompts' states.
+AlignmentPrompts load_alignment_prompts(
+    const std::string& path, int64_t text_dim, int64_t max_tokens, int64_t count, bool exactly,
+    const std::function<std::vector<torch::Tensor>(const std::vector<std::string>&)>& encode = nullptr);
 
 // Where the prompts of a run's data are: eval_prompts.json of its first held-out set, else of its
 // first training set. Throws Error when there is none (data that is not the shapes world).
@@ -61,13 +64,14 @@ struct AlignmentRun {
 };
 
 // Collective over `comm`. Samples every image of this rank's share with `sampler` (model, device,
-// steps, guidance), images of `image_shape` ([C, H, W], pixels in [-1, 1]); writes the layout into
-// `out` (created here; it must not exist) through `out`.partial, renamed when complete; `manifest`
-// goes into manifest.json. Failures on any rank are every rank's (CollectiveError), and leave
-// nothing behind.
+// steps, guidance), of `image_shape` ([C, H, W]: pixels in [-1, 1], or latents that `to_pixels`
+// decodes, a batch at a time); writes the layout into `out` (created here; it must not exist)
+// through `out`.partial, renamed when complete; `manifest` goes into manifest.json. Failures on any
+// rank are every rank's (CollectiveError), and leave nothing behind.
 AlignmentRun evaluate_alignment(const AlignmentPrompts& prompts, const SamplerSetup& sampler,
                                 const diffusion::TextPaddingConfig& padding, const std::vector<int64_t>& image_shape,
                                 const AlignmentOptions& options, const std::filesystem::path& out,
-                                const nlohmann::json& manifest, MPI_Comm comm);
+                                const nlohmann::json& manifest, MPI_Comm comm,
+                                const std::function<torch::Tensor(const torch::Tensor&)>& to_pixels = nullptr);
 
 }  // namespace dtrainer::train

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <mpi.h>
@@ -25,6 +26,7 @@
 #include "dtrainer/parallel/sharded_params.h"
 #include "dtrainer/train/alignment_eval.h"
 #include "dtrainer/train/data_plan.h"
+#include "dtrainer/train/latent_alignment.h"
 #include "dtrainer/train/run_directory.h"
 #include "dtrainer/train/sampling.h"
 
@@ -35,8 +37,9 @@ struct TrainConfig;
 class AlignmentHook {
  public:
   // Null when alignment is off (align_every 0, or auto on data that is not the shapes world).
-  // Throws Error("align_every") when it is asked for on data it cannot score (latents: no VAE
-  // decoder yet; data without eval_prompts.json), before anything is written.
+  // Throws Error("align_every") when it is asked for on data it cannot score (data without
+  // eval_prompts.json; latents without dtdata encode's record of their encoders), before anything
+  // is written.
   static std::unique_ptr<AlignmentHook> make(const TrainConfig& c, const DataPlan& data,
                                              const std::filesystem::path& run_dir);
 
@@ -55,6 +58,8 @@ class AlignmentHook {
   DataPlan data_;
   mutable AlignmentPrompts prompts_;  // read at the first evaluation (synthetic prompts are written at start-up)
   AlignmentOptions options_;
+  std::string vae_;                                // the run's vae (latent data; else the data's record's)
+  mutable std::optional<LatentAlignment> latent_;  // latent data: the prompts' encoder and the decoder
 };
 
 // What the evaluations read of the model being trained.
