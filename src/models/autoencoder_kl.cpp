@@ -41,33 +41,18 @@ AutoencoderKLConfig sd_vae_config(double scaling_factor) {
 AutoencoderKLConfig parse_autoencoder_config(const std::string& path) {
   const nlohmann::json j = read_json_object(path);
   AutoencoderKLConfig c;
-  auto field = [&](const char* key) -> const nlohmann::json* {
-    const auto it = j.find(key);
-    return it == j.end() || it->is_null() ? nullptr : &*it;
-  };
-  auto integer = [&](const char* key, int64_t& out) {
-    if (const auto* v = field(key)) {
-      if (!v->is_number_integer()) throw Error(path + ": " + key, "expected an integer, got " + v->dump());
-      out = v->get<int64_t>();
-    }
-  };
-  auto real = [&](const char* key, double& out) {
-    if (const auto* v = field(key)) {
-      if (!v->is_number()) throw Error(path + ": " + key, "expected a number, got " + v->dump());
-      out = v->get<double>();
-    }
-  };
-  if (const auto* v = field("_class_name"); v && v->is_string() && v->get<std::string>() != "AutoencoderKL")
+  const ConfigFields f(j, path);
+  if (const auto* v = f.find("_class_name"); v && v->is_string() && v->get<std::string>() != "AutoencoderKL")
     throw Error(path + ": _class_name", "is '" + v->get<std::string>() + "', expected AutoencoderKL");
-  integer("in_channels", c.in_channels);
-  integer("out_channels", c.out_channels);
-  integer("layers_per_block", c.layers_per_block);
-  integer("latent_channels", c.latent_channels);
-  integer("norm_num_groups", c.norm_num_groups);
-  integer("sample_size", c.sample_size);
-  real("scaling_factor", c.scaling_factor);
-  real("shift_factor", c.shift_factor);
-  if (const auto* v = field("block_out_channels")) {
+  f.integer("in_channels", c.in_channels);
+  f.integer("out_channels", c.out_channels);
+  f.integer("layers_per_block", c.layers_per_block);
+  f.integer("latent_channels", c.latent_channels);
+  f.integer("norm_num_groups", c.norm_num_groups);
+  f.integer("sample_size", c.sample_size);
+  f.real("scaling_factor", c.scaling_factor);
+  f.real("shift_factor", c.shift_factor);
+  if (const auto* v = f.find("block_out_channels")) {
     if (!v->is_array()) throw Error(path + ": block_out_channels", "expected a list of integers");
     c.block_out_channels.clear();
     for (const auto& x : *v) {
@@ -76,7 +61,7 @@ AutoencoderKLConfig parse_autoencoder_config(const std::string& path) {
     }
   }
   auto block_types = [&](const char* key, const char* expected) {
-    const auto* v = field(key);
+    const auto* v = f.find(key);
     if (!v) return;
     if (!v->is_array() || v->size() != c.block_out_channels.size())
       throw Error(path + ": " + std::string(key), "expected one block type per entry of block_out_channels (" +
@@ -88,12 +73,12 @@ AutoencoderKLConfig parse_autoencoder_config(const std::string& path) {
   };
   block_types("down_block_types", "DownEncoderBlock2D");
   block_types("up_block_types", "UpDecoderBlock2D");
-  if (const auto* v = field("act_fn"); v && (!v->is_string() || v->get<std::string>() != "silu"))
+  if (const auto* v = f.find("act_fn"); v && (!v->is_string() || v->get<std::string>() != "silu"))
     throw Error(path + ": act_fn", "is " + v->dump() + "; only silu is implemented (SD / SDXL's VAE)");
   for (const char* key : {"use_quant_conv", "use_post_quant_conv"})
-    if (const auto* v = field(key); v && !(v->is_boolean() && v->get<bool>()))
+    if (const auto* v = f.find(key); v && !(v->is_boolean() && v->get<bool>()))
       throw Error(path + ": " + std::string(key), "is " + v->dump() + "; only true is implemented (SD / SDXL's VAE)");
-  if (const auto* v = field("mid_block_add_attention"); v && !(v->is_boolean() && v->get<bool>()))
+  if (const auto* v = f.find("mid_block_add_attention"); v && !(v->is_boolean() && v->get<bool>()))
     throw Error(path + ": mid_block_add_attention", "is " + v->dump() + "; only true is implemented");
   c.validate(path);
   return c;

@@ -36,32 +36,23 @@ CLIPTextConfig parse_clip_text_config(const std::string& path) {
   const bool whole = j.contains("text_config") && j["text_config"].is_object();
   const nlohmann::json& t = whole ? j["text_config"] : j;
   CLIPTextConfig c;
-  auto integer = [&](const char* key, int64_t& out) {
-    const auto it = t.find(key);
-    if (it == t.end() || it->is_null()) return;
-    if (!it->is_number_integer()) throw Error(path + ": " + key, "expected an integer, got " + it->dump());
-    out = it->get<int64_t>();
-  };
-  integer("vocab_size", c.vocab_size);
-  integer("hidden_size", c.hidden_size);
-  integer("intermediate_size", c.intermediate_size);
-  integer("num_hidden_layers", c.num_hidden_layers);
-  integer("num_attention_heads", c.num_attention_heads);
-  integer("max_position_embeddings", c.max_position_embeddings);
-  integer("eos_token_id", c.eos_token_id);
-  if (const auto it = t.find("hidden_act"); it != t.end()) {
-    if (!it->is_string()) throw Error(path + ": hidden_act", "expected a string, got " + it->dump());
-    c.hidden_act = it->get<std::string>();
-  }
-  if (const auto it = t.find("layer_norm_eps"); it != t.end() && it->is_number()) c.layer_norm_eps = it->get<double>();
+  const ConfigFields f(t, path);
+  f.integer("vocab_size", c.vocab_size);
+  f.integer("hidden_size", c.hidden_size);
+  f.integer("intermediate_size", c.intermediate_size);
+  f.integer("num_hidden_layers", c.num_hidden_layers);
+  f.integer("num_attention_heads", c.num_attention_heads);
+  f.integer("max_position_embeddings", c.max_position_embeddings);
+  f.integer("eos_token_id", c.eos_token_id);
+  f.text("hidden_act", c.hidden_act);
+  f.real("layer_norm_eps", c.layer_norm_eps);
   bool with_projection = false;
   if (const auto it = j.find("architectures"); it != j.end() && it->is_array())
     for (const auto& a : *it) with_projection |= a.is_string() && a.get<std::string>() == "CLIPTextModelWithProjection";
   if (with_projection) {
     c.projection_dim = 512;  // (transformers' default)
-    integer("projection_dim", c.projection_dim);
-    if (whole && j.contains("projection_dim") && j["projection_dim"].is_number_integer())
-      c.projection_dim = j["projection_dim"].get<int64_t>();
+    f.integer("projection_dim", c.projection_dim);
+    if (whole) ConfigFields(j, path).integer("projection_dim", c.projection_dim);
   }
   c.validate(path);
   return c;
@@ -168,15 +159,20 @@ CLIPTextOutput CLIPTextModelImpl::forward(const Tensor& ids, CLIPTextLayer layer
              position_embedding_.narrow(0, 0, T);
   const Tensor causal =
       torch::full({T, T}, -std::numeric_limits<float>::infinity(), x.options()).triu(1);  // (token i sees 0..i)
+  // (the last block runs only where its output is read: the last layer, or the pooled projection)
+  const bool need_last = layer == CLIPTextLayer::kLast || projection_.defined();
   Tensor penultimate;
   for (size_t i = 0; i < blocks_.size(); ++i) {
-    if (i == blocks_.size() - 1) penultimate = x;
+    if (i == blocks_.size() - 1) {
+      penultimate = x;
+      if (!need_last) break;
+    }
     x = blocks_[i]->forward(x, causal);
   }
   auto norm = [&](const Tensor& h) {
     return torch::layer_norm(h, {c.hidden_size}, final_norm_weight_, final_norm_bias_, c.layer_norm_eps);
   };
-  const Tensor last = norm(x);
+  const Tensor last = need_last ? norm(x) : Tensor();
   CLIPTextOutput out;
   out.hidden = layer == CLIPTextLayer::kLast          ? last
                : layer == CLIPTextLayer::kPenultimate ? penultimate

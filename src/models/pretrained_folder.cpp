@@ -34,4 +34,30 @@ nlohmann::json read_json_object(const std::string& path) {
   return j;
 }
 
+const nlohmann::json* ConfigFields::find(const char* key) const {
+  const auto it = j_.find(key);
+  return it == j_.end() || it->is_null() ? nullptr : &*it;
+}
+
+void ConfigFields::integer(const char* key, int64_t& out) const {
+  if (const auto* v = find(key)) {
+    if (!v->is_number_integer()) throw Error(path_ + ": " + key, "expected an integer, got " + v->dump());
+    out = v->get<int64_t>();
+  }
+}
+
+void ConfigFields::real(const char* key, double& out) const {
+  if (const auto* v = find(key)) {
+    if (!v->is_number()) throw Error(path_ + ": " + key, "expected a number, got " + v->dump());
+    out = v->get<double>();
+  }
+}
+
+void ConfigFields::text(const char* key, std::string& out) const {
+  if (const auto* v = find(key)) {
+    if (!v->is_string()) throw Error(path_ + ": " + key, "expected a string, got " + v->dump());
+    out = v->get<std::string>();
+  }
+}
+
 }  // namespace dtrainer::models
