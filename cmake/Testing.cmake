@@ -26,6 +26,7 @@ function(_dt_test_executable name)
   endif()
   target_link_libraries(${name} PRIVATE Catch2::Catch2 dt_warnings ${T_LIBS})
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+  dt_program_runtime(${name})  # (tests run on what the programs run on)
 endfunction()
 
 function(dt_add_test name)

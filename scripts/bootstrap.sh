@@ -31,6 +31,8 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config
   libtorch-dev                       # LibTorch C++ frontend (CPU)
   libopenblas0-pthread               # fast BLAS behind LibTorch's matmuls (ATLAS is ~4x slower)
+  libopenblas0-openmp                # ...on OpenMP, LibTorch's own thread pool (cmake/ProgramRuntime.cmake)
+  libjemalloc-dev                    # every program's allocator (cmake/ProgramRuntime.cmake)
   libopenmpi-dev openmpi-bin         # MPI runtime + mpirun
   libhdf5-openmpi-dev                # parallel HDF5
   libtrilinos-kokkos-dev             # Kokkos host kernels

@@ -29,6 +29,8 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "dtrainer/core/allocator.h"
+#include "dtrainer/core/blas_kernels.h"
 #include "dtrainer/parallel/sharding_strategy.h"
 #include "dtrainer/core/error.h"
 #include "dtrainer/parallel/adamw.h"
@@ -230,9 +232,10 @@ int run_optim(bool json, int64_t n, int iters) {
   return 0;
 }
 
-int run_train(MpiRuntime& rt, const train::ThroughputConfig& c, bool json) {
+int run_train(MpiRuntime& rt, const train::ThroughputConfig& c, bool json, const BlasKernels& blas) {
   const train::ThroughputResult r = train::measure_training_throughput(c, rt);
   if (rt.rank() != 0) return 0;
+  const AllocatorInfo allocator = allocator_in_use();
   if (json) {
     std::cout << ordered_json({{"model", r.model},
                                {"summary", r.summary},
@@ -256,7 +259,14 @@ int run_train(MpiRuntime& rt, const train::ThroughputConfig& c, bool json) {
                                {"peak_memory_bytes", r.peak_memory_bytes},
                                {"device_memory_bytes", r.device_memory_bytes},
                                {"memory_limit_gib", c.memory_limit_gib},
-                               {"final_loss", r.final_loss}})
+                               {"final_loss", r.final_loss},
+                               {"threads", r.threads},
+                               {"minor_faults_per_step", r.minor_faults_per_step},
+                               {"system_seconds_per_step", r.system_seconds_per_step},
+                               {"allocator", allocator.name + " " + allocator.version},
+                               {"allocator_serves_malloc", allocator.serves_malloc},
+                               {"blas_core", blas.running},
+                               {"blas_library", blas.path}})
                      .dump()
               << "\n";
   } else {
@@ -277,6 +287,9 @@ int run_train(MpiRuntime& rt, const train::ThroughputConfig& c, bool json) {
         "%sloss %.4f\n",
         r.step_seconds * 1e3, r.images_per_second, r.tflops_per_rank, r.peak_tflops, c.compute_dtype.c_str(),
         100 * r.mfu, memory.c_str(), r.final_loss);
+    std::printf("  per step: %.0f minor page faults, %.3f s in the kernel | %lld compute thread(s) per rank\n",
+                r.minor_faults_per_step, r.system_seconds_per_step, static_cast<long long>(r.threads));
+    std::printf("# %s\n# %s\n", describe(allocator).c_str(), describe(blas).c_str());
   }
   if (!std::isfinite(r.final_loss)) {
     std::fprintf(stderr, "dtbench: error: the loss is not finite after the timed steps\n");
@@ -288,7 +301,8 @@ int run_train(MpiRuntime& rt, const train::ThroughputConfig& c, bool json) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  Kokkos::ScopeGuard kokkos{Kokkos::InitArguments{}};  // not argc/argv: Kokkos would claim --help and --device
+  const BlasKernels blas = select_native_blas_kernels();  // (before any BLAS call)
+  Kokkos::ScopeGuard kokkos{Kokkos::InitArguments{}};     // not argc/argv: Kokkos would claim --help and --device
   CLI::App app{"dtbench: communication and optimizer benchmarks"};
   app.require_subcommand(1);
   bool json = false;
@@ -331,10 +345,12 @@ int main(int argc, char** argv) {
   t->add_option("--peak-tflops", tc.peak_tflops, "MFU denominator instead of the measured matmul rate");
   t->add_option("--memory-limit-gib", tc.memory_limit_gib,
                 "cap each GPU's allocator at this many GiB: what fits on a smaller GPU (e.g. 80 on an H200)");
+  t->add_option("--threads", tc.threads, "CPU compute threads per rank (0: cores on the node / ranks on it)")
+      ->capture_default_str();
   t->add_flag("--json", json, "print one JSON line (rank 0)");
   CLI11_PARSE(app, argc, argv);
   if (*t) {
-    return run_ranks(&argc, &argv, [&](MpiRuntime& rt) { return run_train(rt, tc, json); });
+    return run_ranks(&argc, &argv, [&](MpiRuntime& rt) { return run_train(rt, tc, json, blas); });
   }
   if (*o) {
     try {

@@ -29,7 +29,7 @@
 #include "dtrainer/core/temp_files.h"
 #include "dtrainer/core/error.h"
 #include "dtrainer/core/format_duration.h"
-#include "dtrainer/core/malloc_tuning.h"
+#include "dtrainer/core/blas_kernels.h"
 #include "dtrainer/data/encode_dataset.h"
 #include "dtrainer/data/loader.h"
 #include "dtrainer/data/shard_reader.h"
@@ -312,7 +312,7 @@ int run_encode(int* argc, char*** argv, EncodeConfig c, const std::string& laten
 }  // namespace
 
 int main(int argc, char** argv) {
-  tune_malloc_for_streaming();
+  select_native_blas_kernels();  // (before any BLAS call: the encoders multiply)
   dtrainer::remove_temp_files_on_signals();  // (an interrupted write leaves no FILE.tmp-PID behind)
   CLI::App app{
       "dtdata: write, inspect, validate, summarise and benchmark HDF5 latent shards (format v1, see data/README.md)"};

@@ -26,6 +26,7 @@
 
 #include "dtrainer/ckpt/safetensors.h"
 #include "dtrainer/ckpt/weights_file.h"
+#include "dtrainer/core/blas_kernels.h"
 #include "dtrainer/core/error.h"
 #include "dtrainer/core/parse.h"
 #include "dtrainer/core/rng.h"
@@ -257,6 +258,7 @@ int run_answerer(int64_t scenes, bool json) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  select_native_blas_kernels();  // (before any BLAS call)
   return parallel::run_ranks(&argc, &argv, [&](parallel::MpiRuntime& rt) -> int {
     CLI::App app{"dteval: text-image alignment of trained models on the shapes world (docs/EVAL.md)"};
     app.require_subcommand(1);

@@ -10,7 +10,9 @@
 
 #include "dtrainer/ckpt/weights_file.h"
 #include "dtrainer/core/error.h"
-#include "dtrainer/core/malloc_tuning.h"
+#include "dtrainer/core/allocator.h"
+#include "dtrainer/core/blas_kernels.h"
+#include "dtrainer/core/log.h"
 #include "dtrainer/core/memory_info.h"
 #include "dtrainer/core/remove_tree.h"
 #include "dtrainer/parallel/agreement.h"
@@ -28,7 +30,7 @@ namespace fs = std::filesystem;
 namespace dtrainer::train {
 namespace {
 
-int run(int argc, char** argv) {
+int run(int argc, char** argv, const BlasKernels& blas) {
   return parallel::run_ranks(&argc, &argv, [&](parallel::MpiRuntime& rt) -> int {
     TrainConfig c;
     CLI::App app{
@@ -105,7 +107,9 @@ int run(int argc, char** argv) {
         std::cout << describe_plan(c, data, plan, std::string(name_of(c.device)) + " (chosen at start-up)");
       return 0;
     }
-    parallel::set_compute_threads(c.threads, rt.local_world());
+    const int64_t threads = parallel::set_compute_threads(c.threads, rt.local_world());
+    log_info(describe(allocator_in_use()) + "; " + describe(blas) + "; " + std::to_string(threads) +
+             " compute thread(s) per rank");
     install_preemption_handlers();  // (a signal from here on stops the run at its first step boundary, checkpointed)
     // The run directory: created and locked (one trainer at a time), then the checkpoint to resume
     // chosen and checked against this configuration, then the weights file. Nothing in the
@@ -166,6 +170,6 @@ int run(int argc, char** argv) {
 }  // namespace dtrainer::train
 
 int main(int argc, char** argv) {
-  dtrainer::tune_malloc_for_streaming();
-  return dtrainer::train::run(argc, argv);
+  const dtrainer::BlasKernels blas = dtrainer::select_native_blas_kernels();  // (before any BLAS call)
+  return dtrainer::train::run(argc, argv, blas);
 }

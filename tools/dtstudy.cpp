@@ -9,7 +9,7 @@
 
 #include "dtrainer/analysis/chinchilla_fit.h"
 #include "dtrainer/core/error.h"
-#include "dtrainer/core/malloc_tuning.h"
+#include "dtrainer/core/blas_kernels.h"
 #include "dtrainer/study/study_file.h"
 #include "dtrainer/study/study_plan.h"
 #include "dtrainer/study/study_report.h"
@@ -31,7 +31,7 @@ fs::path self_path() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  tune_malloc_for_streaming();  // (as the trainer does: the step timing then measures what the trainer will see)
+  select_native_blas_kernels();  // (as the trainer does: the step timing then measures what the trainer will see)
   CLI::App app{
       "dtstudy: a scaling study from one file (docs/STUDY.md).\n"
       "  dtstudy plan studies/shapes-cpu.toml      the runs: N, compute, steps, memory, time; nothing runs\n"

@@ -96,6 +96,9 @@ source "$build/env.sh"
 mpirun --version | head -1 | sed 's/^/build.sh: /'
 
 # --- Configure and build
+# (pkg-config: jemalloc.pc from the prefix, its /usr paths re-rooted into it. The BLAS is the one
+# PyTorch's wheel brings, so DT_BLAS_THREADS=system.)
+export PKG_CONFIG_PATH=$P/lib/x86_64-linux-gnu/pkgconfig PKG_CONFIG_SYSROOT_DIR=$deps
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$P;$torch_cmake" -DCMAKE_LIBRARY_PATH="$P/lib/x86_64-linux-gnu;$deps/lib/x86_64-linux-gnu" \
   -DCMAKE_INCLUDE_PATH="$P/include" \
@@ -103,7 +106,8 @@ cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DTORCH_CUDA_ARCH_LIST=9.0 -DDT_BUILD_ANALYSIS=OFF -DDT_USE_CCACHE=OFF \
   -DMPI_C_COMPILER="$P/bin/mpicc" -DMPI_CXX_COMPILER="$P/bin/mpicxx" -DMPIEXEC_EXECUTABLE="$P/bin/mpirun" \
   -DHDF5_C_COMPILER_EXECUTABLE="$P/bin/h5pcc" -DKokkos_DIR="$P/lib/x86_64-linux-gnu/cmake/Kokkos" \
-  -DDT_SHARED_DIR="$root/shared"
+  -DDT_SHARED_DIR="$root/shared" \
+  -DDT_BLAS_THREADS=system
 if [ "${DT_CONFIGURE_ONLY:-0}" = 1 ]; then exit 0; fi
 cmake --build "$build" -j "$jobs"
 say "built $build (source $build/env.sh before running its programs)"

@@ -6,10 +6,13 @@
 #include <chrono>
 #include <cmath>
 
+#include <sys/resource.h>
+
 #include <mpi.h>
 #include <torch/torch.h>
 
 #include "dtrainer/core/error.h"
+#include "dtrainer/parallel/compute_threads.h"
 #include "dtrainer/parallel/device_stats.h"
 #include "dtrainer/parallel/local_device.h"
 #include "dtrainer/parallel/sharded_params.h"
@@ -32,6 +35,7 @@ void check(const ThroughputConfig& c) {
   if (c.steps < 1) throw Error("steps", "must be at least 1");
   if (c.warmup < 0) throw Error("warmup", "must not be negative");
   if (c.repeats < 1) throw Error("repeats", "must be at least 1");
+  if (c.threads < 0) throw Error("threads", "must not be negative (0: cores on the node / ranks on it)");
   if (!(c.memory_limit_gib >= 0)) throw Error("memory-limit-gib", "must not be negative");
   parallel::parse_compute_dtype("dtype", c.compute_dtype);
 }
@@ -67,6 +71,7 @@ double measure_matmul_tflops(const std::string& device_text, const std::string& 
 ThroughputResult measure_training_throughput(const ThroughputConfig& c, parallel::MpiRuntime& rt) {
   check(c);
   const torch::Device device = parallel::local_device(rt);
+  const int64_t threads = parallel::set_compute_threads(c.threads, rt.local_world());
   if (c.memory_limit_gib > 0)
     parallel::limit_device_memory("memory-limit-gib", device,
                                   static_cast<int64_t>(c.memory_limit_gib * 1024 * 1024 * 1024));
@@ -137,6 +142,8 @@ ThroughputResult measure_training_throughput(const ThroughputConfig& c, parallel
   parallel::barrier_host(rt.comm());
   parallel::reset_peak_device_memory(device);
   std::vector<double> step_times;
+  rusage before{}, after{};
+  getrusage(RUSAGE_SELF, &before);
   for (int64_t rep = 0; rep < c.repeats; ++rep) {
     parallel::barrier_host(rt.comm());
     const double t0 = now();
@@ -144,6 +151,14 @@ ThroughputResult measure_training_throughput(const ThroughputConfig& c, parallel
     parallel::synchronize_device(device);
     step_times.push_back(max_over_ranks((now() - t0) / static_cast<double>(c.steps), rt.comm()));
   }
+  getrusage(RUSAGE_SELF, &after);
+  const double timed_steps = static_cast<double>(c.steps * c.repeats);
+  r.threads = threads;
+  r.minor_faults_per_step = static_cast<double>(after.ru_minflt - before.ru_minflt) / timed_steps;
+  const auto seconds = [](const timeval& t) {
+    return static_cast<double>(t.tv_sec) + 1e-6 * static_cast<double>(t.tv_usec);
+  };
+  r.system_seconds_per_step = (seconds(after.ru_stime) - seconds(before.ru_stime)) / timed_steps;
   r.peak_memory_bytes = parallel::peak_device_memory(device);
   r.final_loss = loss.item<double>();
   r.step_seconds = median(step_times);

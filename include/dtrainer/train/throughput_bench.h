@@ -27,6 +27,7 @@ struct ThroughputConfig {
   bool channels_last = false;          // UNets: NHWC activations (cuDNN's fast layout in bf16)
   double peak_tflops = 0;              // > 0: use this peak instead of measuring one
   double memory_limit_gib = 0;         // > 0: cap each GPU's allocator there (a smaller GPU's memory)
+  int64_t threads = 0;                 // CPU compute threads per rank (0: cores on the node / ranks on it)
 };
 
 struct ThroughputResult {
@@ -42,6 +43,11 @@ struct ThroughputResult {
   int64_t peak_memory_bytes = 0;  // allocator peak on rank 0's device during the timed steps (0 on the CPU)
   int64_t device_memory_bytes = 0;
   double final_loss = 0;  // last step's loss (read once at the end): finite for a sane run
+  int64_t threads = 0;    // compute threads per rank
+  // Rank 0's process during the timed steps, per step (getrusage): page faults that the kernel served
+  // without I/O (fresh or reclaimed pages: an allocator returning memory shows here) and kernel time.
+  double minor_faults_per_step = 0;
+  double system_seconds_per_step = 0;
 };
 
 // Dense n x n x n matmul rate of `device` in `dtype` (bf16 | fp32), TFLOP/s: the median of

@@ -1,0 +1,86 @@
+#include "dtrainer/core/allocator.h"
+
+#include <dlfcn.h>
+#include <gnu/libc-version.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+namespace dtrainer {
+namespace {
+
+// A block that the optimiser cannot elide: written, and its address escapes through `sink`.
+void* volatile sink = nullptr;
+
+void* touched_block(size_t bytes) {
+  void* p = std::malloc(bytes);
+  if (p) std::memset(p, 1, bytes);
+  sink = p;
+  return p;
+}
+
+using MallCtl = int (*)(const char*, void*, size_t*, void*, size_t);
+
+template <typename T>
+bool read_ctl(MallCtl ctl, const char* name, T* out) {
+  size_t size = sizeof(T);
+  return ctl(name, out, &size, nullptr, 0) == 0;
+}
+
+AllocatorInfo jemalloc_info(MallCtl ctl) {
+  AllocatorInfo a;
+  a.name = "jemalloc";
+  const char* version = nullptr;
+  if (read_ctl(ctl, "version", &version) && version) a.version = version;
+  // thread.allocated counts the bytes this thread allocated through jemalloc: a malloc() of 1 MiB
+  // served by jemalloc moves it by at least that much.
+  uint64_t before = 0, after = 0;
+  const bool counted = read_ctl(ctl, "thread.allocated", &before);
+  void* p = touched_block(1 << 20);
+  if (counted && read_ctl(ctl, "thread.allocated", &after)) a.serves_malloc = after - before >= (1u << 20);
+  std::free(p);
+  ssize_t dirty = 0, muzzy = 0;
+  size_t oversize = 0;
+  const char* thp = nullptr;
+  bool background = false;
+  if (read_ctl(ctl, "opt.dirty_decay_ms", &dirty) && read_ctl(ctl, "opt.muzzy_decay_ms", &muzzy) &&
+      read_ctl(ctl, "opt.oversize_threshold", &oversize) && read_ctl(ctl, "opt.thp", &thp) &&
+      read_ctl(ctl, "opt.background_thread", &background))
+    a.settings = "dirty_decay_ms " + std::to_string(dirty) + ", muzzy_decay_ms " + std::to_string(muzzy) +
+                 ", oversize_threshold " + std::to_string(oversize) + ", thp " + (thp ? thp : "?") +
+                 ", background_thread " + (background ? "true" : "false");
+  return a;
+}
+
+AllocatorInfo mimalloc_info(void* version_fn, void* in_heap_fn) {
+  AllocatorInfo a;
+  a.name = "mimalloc";
+  const int v = reinterpret_cast<int (*)()>(version_fn)();
+  a.version = std::to_string(v / 100) + "." + std::to_string(v / 10 % 10) + "." + std::to_string(v % 10);
+  void* p = touched_block(1 << 20);
+  a.serves_malloc = in_heap_fn && reinterpret_cast<bool (*)(const void*)>(in_heap_fn)(p);
+  std::free(p);
+  return a;
+}
+
+}  // namespace
+
+AllocatorInfo allocator_in_use() {
+  if (auto ctl = reinterpret_cast<MallCtl>(dlsym(RTLD_DEFAULT, "mallctl"))) return jemalloc_info(ctl);
+  if (void* v = dlsym(RTLD_DEFAULT, "mi_version")) return mimalloc_info(v, dlsym(RTLD_DEFAULT, "mi_is_in_heap_region"));
+  AllocatorInfo a;
+  a.name = "glibc";
+  a.version = gnu_get_libc_version();
+  a.serves_malloc = true;  // (no other allocator is loaded)
+  return a;
+}
+
+std::string describe(const AllocatorInfo& a) {
+  std::string s = "allocator: " + a.name + " " + a.version;
+  if (!a.settings.empty()) s += " (" + a.settings + ")";
+  if (!a.serves_malloc) s += " -- loaded but NOT serving malloc (link it before libc, or LD_PRELOAD it)";
+  return s;
+}
+
+}  // namespace dtrainer
