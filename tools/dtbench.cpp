@@ -232,6 +232,8 @@ int run_optim(bool json, int64_t n, int iters) {
   return 0;
 }
 
+std::string signed_bytes(double b) { return (b < 0 ? "-" : "+") + format_bytes(std::abs(b)); }
+
 int run_train(MpiRuntime& rt, const train::ThroughputConfig& c, bool json, const BlasKernels& blas) {
   const train::ThroughputResult r = train::measure_training_throughput(c, rt);
   if (rt.rank() != 0) return 0;
@@ -263,6 +265,8 @@ int run_train(MpiRuntime& rt, const train::ThroughputConfig& c, bool json, const
                                {"threads", r.threads},
                                {"minor_faults_per_step", r.minor_faults_per_step},
                                {"system_seconds_per_step", r.system_seconds_per_step},
+                               {"allocated_growth_per_step", r.allocated_growth_per_step},
+                               {"resident_growth_per_step", r.resident_growth_per_step},
                                {"allocator", allocator.name + " " + allocator.version},
                                {"allocator_serves_malloc", allocator.serves_malloc},
                                {"blas_core", blas.running},
@@ -287,8 +291,11 @@ int run_train(MpiRuntime& rt, const train::ThroughputConfig& c, bool json, const
         "%sloss %.4f\n",
         r.step_seconds * 1e3, r.images_per_second, r.tflops_per_rank, r.peak_tflops, c.compute_dtype.c_str(),
         100 * r.mfu, memory.c_str(), r.final_loss);
-    std::printf("  per step: %.0f minor page faults, %.3f s in the kernel | %lld compute thread(s) per rank\n",
-                r.minor_faults_per_step, r.system_seconds_per_step, static_cast<long long>(r.threads));
+    std::printf(
+        "  per step: %.0f minor page faults, %.3f s in the kernel, allocator: %s held, %s resident | %lld compute "
+        "thread(s) per rank\n",
+        r.minor_faults_per_step, r.system_seconds_per_step, signed_bytes(r.allocated_growth_per_step).c_str(),
+        signed_bytes(r.resident_growth_per_step).c_str(), static_cast<long long>(r.threads));
     std::printf("# %s\n# %s\n", describe(allocator).c_str(), describe(blas).c_str());
   }
   if (!std::isfinite(r.final_loss)) {

@@ -76,6 +76,19 @@ AllocatorInfo allocator_in_use() {
   return a;
 }
 
+AllocatorStats allocator_stats() {
+  AllocatorStats s;
+  auto ctl = reinterpret_cast<MallCtl>(dlsym(RTLD_DEFAULT, "mallctl"));
+  if (!ctl) return s;
+  uint64_t epoch = 1;  // (refreshes the statistics jemalloc caches)
+  size_t len = sizeof(epoch);
+  ctl("epoch", &epoch, &len, &epoch, len);
+  size_t allocated = 0, resident = 0;
+  if (read_ctl(ctl, "stats.allocated", &allocated) && read_ctl(ctl, "stats.resident", &resident))
+    s.allocated = static_cast<int64_t>(allocated), s.resident = static_cast<int64_t>(resident);
+  return s;
+}
+
 std::string describe(const AllocatorInfo& a) {
   std::string s = "allocator: " + a.name + " " + a.version;
   if (!a.settings.empty()) s += " (" + a.settings + ")";

@@ -11,6 +11,7 @@
 #include <mpi.h>
 #include <torch/torch.h>
 
+#include "dtrainer/core/allocator.h"
 #include "dtrainer/core/error.h"
 #include "dtrainer/parallel/compute_threads.h"
 #include "dtrainer/parallel/device_stats.h"
@@ -144,6 +145,7 @@ ThroughputResult measure_training_throughput(const ThroughputConfig& c, parallel
   std::vector<double> step_times;
   rusage before{}, after{};
   getrusage(RUSAGE_SELF, &before);
+  const AllocatorStats held_before = allocator_stats();
   for (int64_t rep = 0; rep < c.repeats; ++rep) {
     parallel::barrier_host(rt.comm());
     const double t0 = now();
@@ -152,6 +154,7 @@ ThroughputResult measure_training_throughput(const ThroughputConfig& c, parallel
     step_times.push_back(max_over_ranks((now() - t0) / static_cast<double>(c.steps), rt.comm()));
   }
   getrusage(RUSAGE_SELF, &after);
+  const AllocatorStats held_after = allocator_stats();
   const double timed_steps = static_cast<double>(c.steps * c.repeats);
   r.threads = threads;
   r.minor_faults_per_step = static_cast<double>(after.ru_minflt - before.ru_minflt) / timed_steps;
@@ -159,6 +162,10 @@ ThroughputResult measure_training_throughput(const ThroughputConfig& c, parallel
     return static_cast<double>(t.tv_sec) + 1e-6 * static_cast<double>(t.tv_usec);
   };
   r.system_seconds_per_step = (seconds(after.ru_stime) - seconds(before.ru_stime)) / timed_steps;
+  if (held_before.allocated >= 0 && held_after.allocated >= 0) {
+    r.allocated_growth_per_step = static_cast<double>(held_after.allocated - held_before.allocated) / timed_steps;
+    r.resident_growth_per_step = static_cast<double>(held_after.resident - held_before.resident) / timed_steps;
+  }
   r.peak_memory_bytes = parallel::peak_device_memory(device);
   r.final_loss = loss.item<double>();
   r.step_seconds = median(step_times);

@@ -12,6 +12,7 @@
 // loaded and checks that a fresh malloc() block is really its (an allocator that is loaded but not
 // interposed on malloc is reported as not serving it).
 
+#include <cstdint>
 #include <string>
 
 namespace dtrainer {
@@ -28,6 +29,15 @@ AllocatorInfo allocator_in_use();
 // The allocator DT_ALLOCATOR selected for this build ("jemalloc", "mimalloc", "system"), or "" in a
 // binary that does not link dtrainer_allocator (a library user's own program).
 const char* configured_allocator();
+
+// The allocator's own counters, where it has them (jemalloc): bytes the program holds (allocated)
+// and bytes of physical memory the allocator occupies (resident). -1: unknown (other allocators).
+// allocated growing step after step is a leak; resident growing while allocated does not is the
+// allocator not reusing freed memory (each new page then faults in).
+struct AllocatorStats {
+  int64_t allocated = -1, resident = -1;
+};
+AllocatorStats allocator_stats();
 
 // One line for a program's start-up log: "allocator: jemalloc 5.3.0 (...)".
 std::string describe(const AllocatorInfo& a);

@@ -48,6 +48,9 @@ struct ThroughputResult {
   // without I/O (fresh or reclaimed pages: an allocator returning memory shows here) and kernel time.
   double minor_faults_per_step = 0;
   double system_seconds_per_step = 0;
+  // The allocator's counters (core/allocator.h) across the timed steps, bytes per step; 0 when the
+  // allocator has none. Both near 0 in a steady state.
+  double allocated_growth_per_step = 0, resident_growth_per_step = 0;
 };
 
 // Dense n x n x n matmul rate of `device` in `dtype` (bf16 | fp32), TFLOP/s: the median of
