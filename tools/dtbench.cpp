@@ -266,6 +266,9 @@ int run_train(MpiRuntime& rt, const train::ThroughputConfig& c, bool json, const
                                {"minor_faults_per_step", r.minor_faults_per_step},
                                {"system_seconds_per_step", r.system_seconds_per_step},
                                {"allocated_growth_per_step", r.allocated_growth_per_step},
+                               {"forward_seconds", r.forward_seconds},
+                               {"backward_seconds", r.backward_seconds},
+                               {"optimizer_seconds", r.optimizer_seconds},
                                {"resident_growth_per_step", r.resident_growth_per_step},
                                {"allocator", allocator.name + " " + allocator.version},
                                {"allocator_serves_malloc", allocator.serves_malloc},
@@ -296,6 +299,9 @@ int run_train(MpiRuntime& rt, const train::ThroughputConfig& c, bool json, const
         "thread(s) per rank\n",
         r.minor_faults_per_step, r.system_seconds_per_step, signed_bytes(r.allocated_growth_per_step).c_str(),
         signed_bytes(r.resident_growth_per_step).c_str(), static_cast<long long>(r.threads));
+    if (r.forward_seconds > 0)
+      std::printf("  phases: forward %.1f ms, backward %.1f ms, optimizer %.1f ms\n", r.forward_seconds * 1e3,
+                  r.backward_seconds * 1e3, r.optimizer_seconds * 1e3);
     std::printf("# %s\n# %s\n", describe(allocator).c_str(), describe(blas).c_str());
   }
   if (!std::isfinite(r.final_loss)) {

@@ -137,17 +137,26 @@ def main():
     target = torch.randn(B, int(d["fields"]["out_channels"]), L, L)
     loss = None
 
+    phase = [0.0, 0.0, 0.0]
+
     def step():
         nonlocal loss
+        t0 = time.perf_counter()
         pred = model(x, t, encoder_hidden_states=text).sample
         loss = torch.nn.functional.mse_loss(pred, target)
+        t1 = time.perf_counter()
         loss.backward()
+        t2 = time.perf_counter()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        phase[0] += t1 - t0
+        phase[1] += t2 - t1
+        phase[2] += time.perf_counter() - t2
 
     for _ in range(a.warmup):
         step()
     times = []
+    phase[:] = [0.0, 0.0, 0.0]
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     for _ in range(a.repeats):
         t0 = time.perf_counter()
@@ -167,6 +176,9 @@ def main():
         "step_seconds": sorted(times)[len(times) // 2],
         "minor_faults_per_step": (r1.ru_minflt - r0.ru_minflt) / n,
         "system_seconds_per_step": (r1.ru_stime - r0.ru_stime) / n,
+        "forward_seconds": phase[0] / n,
+        "backward_seconds": phase[1] / n,
+        "optimizer_seconds": phase[2] / n,
         "final_loss": float(loss),
     }))
 

@@ -40,16 +40,16 @@ AllocatorInfo jemalloc_info(MallCtl ctl) {
   void* p = touched_block(1 << 20);
   if (counted && read_ctl(ctl, "thread.allocated", &after)) a.serves_malloc = after - before >= (1u << 20);
   std::free(p);
-  ssize_t dirty = 0, muzzy = 0;
+  ssize_t dirty = 0, muzzy = 0, max_fit = 0;
   size_t oversize = 0;
+  unsigned arenas = 0;
   const char* thp = nullptr;
-  bool background = false;
   if (read_ctl(ctl, "opt.dirty_decay_ms", &dirty) && read_ctl(ctl, "opt.muzzy_decay_ms", &muzzy) &&
-      read_ctl(ctl, "opt.oversize_threshold", &oversize) && read_ctl(ctl, "opt.thp", &thp) &&
-      read_ctl(ctl, "opt.background_thread", &background))
+      read_ctl(ctl, "opt.oversize_threshold", &oversize) && read_ctl(ctl, "opt.lg_extent_max_active_fit", &max_fit) &&
+      read_ctl(ctl, "opt.narenas", &arenas) && read_ctl(ctl, "opt.thp", &thp))
     a.settings = "dirty_decay_ms " + std::to_string(dirty) + ", muzzy_decay_ms " + std::to_string(muzzy) +
-                 ", oversize_threshold " + std::to_string(oversize) + ", thp " + (thp ? thp : "?") +
-                 ", background_thread " + (background ? "true" : "false");
+                 ", oversize_threshold " + std::to_string(oversize) + ", lg_extent_max_active_fit " +
+                 std::to_string(max_fit) + ", narenas " + std::to_string(arenas) + ", thp " + (thp ? thp : "?");
   return a;
 }
 

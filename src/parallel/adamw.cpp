@@ -1,5 +1,6 @@
 #include "dtrainer/parallel/adamw.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <Kokkos_Core.hpp>
@@ -136,8 +137,38 @@ void ema_update(torch::Tensor ema, const torch::Tensor& param, double decay) {
 }
 
 double global_grad_norm(const std::vector<torch::Tensor>& local_grads, Communicator* comm) {
-  torch::Tensor sq = torch::zeros({1}, torch::kFloat64);
-  for (const auto& g : local_grads) sq += g.to(torch::kFloat64).pow(2).sum().cpu();
+  // Each square in fp64 and summed in fp64, in one read of the gradients (measured on sdxl-c128:
+  // converting them to fp64 tensors first wrote and re-read 7 GB a step).
+  double local = 0;
+  for (const auto& g : local_grads) {
+    if (!g.is_cpu() || g.scalar_type() != torch::kFloat32 || !g.is_contiguous()) {
+      local += g.to(torch::kFloat64).pow(2).sum().item<double>();
+      continue;
+    }
+    ensure_kokkos();
+    const float* gp = g.data_ptr<float>();
+    const int64_t n = g.numel();
+    constexpr int64_t kBlock = 1 << 14, kLanes = 16;
+    double part = 0;
+    // Blocks over the threads; within a block 16 independent fp64 sums (a single running sum would
+    // wait on each add's latency: measured 2x the whole AdamW pass), combined pairwise.
+    Kokkos::parallel_reduce(
+        "grad_norm", Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, (n + kBlock - 1) / kBlock),
+        [=](int64_t b, double& acc) {
+          const int64_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
+          double lane[kLanes] = {};
+          int64_t i = lo;
+          for (; i + kLanes <= hi; i += kLanes)
+            for (int64_t j = 0; j < kLanes; ++j) lane[j] += static_cast<double>(gp[i + j]) * gp[i + j];
+          for (; i < hi; ++i) lane[0] += static_cast<double>(gp[i]) * gp[i];
+          for (int64_t w = kLanes / 2; w > 0; w /= 2)
+            for (int64_t j = 0; j < w; ++j) lane[j] += lane[j + w];
+          acc += lane[0];
+        },
+        part);
+    local += part;
+  }
+  torch::Tensor sq = torch::full({1}, local, torch::kFloat64);
   if (comm) comm->all_reduce(sq, ReduceOp::kSum);
   return std::sqrt(sq.item<double>());
 }

@@ -4,7 +4,9 @@
 // through the real sharding path; bad settings rejected naming the option.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <thread>
 
 #include <torch/torch.h>
 
@@ -75,6 +77,13 @@ TEST_CASE("dtbench train on the CPU: counts match the built model, figures match
   CHECK(std::isfinite(a.final_loss));
   CHECK(a.final_loss > 0);
   CHECK(a.peak_memory_bytes == 0);  // (a GPU allocator's figure)
+  // threads 0: the node's cores shared among its ranks (this test runs under mpirun on one node)
+  CHECK(a.threads ==
+        std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()) / rt.local_world()));
+  // the CPU clocks each phase of the step
+  CHECK(a.forward_seconds > 0);
+  CHECK(a.backward_seconds > 0);
+  CHECK(a.optimizer_seconds > 0);
 }
 
 TEST_CASE("dtbench train: bad settings are errors naming the option") {
@@ -90,6 +99,9 @@ TEST_CASE("dtbench train: bad settings are errors naming the option") {
   c = tiny(32);
   c.sharding = "zero9";
   CHECK_THROWS_WITH(train::measure_training_throughput(c, rt), Catch::Contains("sharding"));
+  c = tiny(32);
+  c.threads = -1;
+  CHECK_THROWS_WITH(train::measure_training_throughput(c, rt), Catch::Contains("threads"));
   c = tiny(32);
   c.memory_limit_gib = -1;
   CHECK_THROWS_WITH(train::measure_training_throughput(c, rt), Catch::Contains("memory-limit-gib"));

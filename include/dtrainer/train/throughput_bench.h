@@ -51,6 +51,9 @@ struct ThroughputResult {
   // The allocator's counters (core/allocator.h) across the timed steps, bytes per step; 0 when the
   // allocator has none. Both near 0 in a steady state.
   double allocated_growth_per_step = 0, resident_growth_per_step = 0;
+  // CPU only (0 on a GPU, where clocking them would add synchronisations): mean seconds per step of
+  // the forward and loss, the backward (gradients packed and reduced) and the optimizer step.
+  double forward_seconds = 0, backward_seconds = 0, optimizer_seconds = 0;
 };
 
 // Dense n x n x n matmul rate of `device` in `dtype` (bf16 | fp32), TFLOP/s: the median of
