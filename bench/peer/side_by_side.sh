@@ -22,7 +22,8 @@
 # docstring for the Debian packages it needs). Environment: BUILD_DIR (default build), PYTHON
 # (default /usr/bin/python3: Debian's, which has python3-torch), STEPS, WARMUP, REPEATS (per run;
 # defaults 3, 1, 3). Raw JSON lines of every run go to $OUT (default $BUILD_DIR/side_by_side.jsonl).
-# Takes ~25 minutes with the defaults on a 2-core machine (sdxl-c128 dominates).
+# Takes ~25 minutes with the defaults on a 2-core machine (sdxl-c128 dominates; STEPS=2 REPEATS=2
+# --pairs 1 for it: ~6 minutes).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
