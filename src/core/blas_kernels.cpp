@@ -1,6 +1,9 @@
 #include "dtrainer/core/blas_kernels.h"
 
 #include <dlfcn.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <strings.h>
 
 #include <cstdlib>
@@ -29,9 +32,9 @@ int cpu_isa_level() {
   const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                       __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   if (avx512) {
-    unsigned eax = 7, ebx = 0, ecx = 1, edx = 0;  // CPUID leaf 7 sub-leaf 1: EAX bit 5 = AVX512_BF16
-    __asm__("cpuid" : "+a"(eax), "=b"(ebx), "+c"(ecx), "=d"(edx));
-    return (eax >> 5) & 1u ? 4 : 3;
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;  // CPUID leaf 7 sub-leaf 1: EAX bit 5 = AVX512_BF16
+    const bool bf16 = __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && ((eax >> 5) & 1u);
+    return bf16 ? 4 : 3;
   }
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return 2;
   if (__builtin_cpu_supports("avx")) return 1;

@@ -26,8 +26,8 @@ struct AllocatorInfo {
 
 AllocatorInfo allocator_in_use();
 
-// The allocator DT_ALLOCATOR selected for this build ("jemalloc", "mimalloc", "system"), or "" in a
-// binary that does not link dtrainer_allocator (a library user's own program).
+// The allocator DT_ALLOCATOR selected for this build ("jemalloc", "mimalloc", "system"). Defined by
+// dtrainer_allocator, so only programs that link it (dt_program_runtime) can call it.
 const char* configured_allocator();
 
 // The allocator's own counters, where it has them (jemalloc): bytes the program holds (allocated)
