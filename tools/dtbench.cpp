@@ -5,15 +5,14 @@
 //       bandwidth and bus bandwidth through dtrainer's Communicator and through the raw MPI call
 //       on the same buffers. --backend nccl: the NCCL backend on each rank's GPU (one rank per
 //       GPU); the raw-MPI column is left out there (Debian's Open MPI cannot read GPU memory).
-//   dtbench optim [--json] [--elements N]
-//       the fused AdamW update's effective GB/s next to a memcpy moving the same bytes.
+//   dtbench optim [--json] [--elements N] [--threads T]
+//       the fused AdamW update's effective GB/s (on T threads of LibTorch's pool) next to a memcpy
+//       moving the same bytes on one thread.
 //   [mpirun -n G] dtbench train --model NAME --batch B [--resolution 256] [--sharding S]
 //       [--activation-checkpointing] [--dtype bf16|fp32] [--channels-last] [--memory-limit-gib G] [--json]
 //       forward + backward + optimizer steps of a preset on each rank's device (GPU when LibTorch
 //       sees one), through the trainer's sharding and fused AdamW: img/s, TFLOP/s per device, and
 //       MFU against the device's measured matmul peak in the compute dtype (also printed).
-
-#include <Kokkos_Core.hpp>
 
 #include <algorithm>
 #include <chrono>
@@ -157,8 +156,9 @@ int run_comm(MpiRuntime& rt, bool json, const std::string& backend, int64_t min_
   return 0;
 }
 
-int run_optim(bool json, int64_t n, int iters) {
-  at::set_num_threads(1);
+int run_optim(bool json, int64_t n, int iters, int threads) {
+  if (threads < 1) throw Error("dtbench optim", "--threads must be at least 1 (got " + std::to_string(threads) + ")");
+  at::set_num_threads(threads);
   torch::Tensor p = torch::randn({n}), g = torch::randn({n}), m = torch::zeros({n}), v = torch::zeros({n});
   torch::Tensor copy = torch::empty({n}, torch::kBFloat16);
   AdamWConfig c;
@@ -216,15 +216,15 @@ int run_optim(bool json, int64_t n, int iters) {
                                {"memcpy_gb_s", cp},
                                {"fraction_of_memcpy", opt / cp},
                                {"weight_averages", averaging},
-                               {"backend", Kokkos::DefaultHostExecutionSpace::name()}})
+                               {"threads", threads}})
                      .dump(2)
               << "\n";
     return 0;
   }
   std::printf(
-      "fused AdamW (%s): %.2f GB/s effective (30 B/element, %lld elements); memcpy of the same bytes: %.2f GB/s -> "
-      "%.0f%%\n",
-      Kokkos::DefaultHostExecutionSpace::name(), opt, static_cast<long long>(n), cp, 100 * opt / cp);
+      "fused AdamW (%d thread(s)): %.2f GB/s effective (30 B/element, %lld elements); memcpy of the same bytes (1 "
+      "thread): %.2f GB/s -> %.0f%%\n",
+      threads, opt, static_cast<long long>(n), cp, 100 * opt / cp);
   std::printf("weight averages in the update (median of %d steps):\n", iters);
   for (const auto& a : averaging)
     std::printf("  %-28s %8.2f ms  %+6.1f%%\n", a["averages"].get<std::string>().c_str(),
@@ -315,7 +315,6 @@ int run_train(MpiRuntime& rt, const train::ThroughputConfig& c, bool json, const
 
 int main(int argc, char** argv) {
   const BlasKernels blas = select_native_blas_kernels();  // (before any BLAS call)
-  Kokkos::ScopeGuard kokkos{Kokkos::InitArguments{}};     // not argc/argv: Kokkos would claim --help and --device
   CLI::App app{"dtbench: communication and optimizer benchmarks"};
   app.require_subcommand(1);
   bool json = false;
@@ -334,6 +333,8 @@ int main(int argc, char** argv) {
   o->add_flag("--json", json, "print JSON");
   o->add_option("--elements", elements, "parameters in the flat shard")->capture_default_str();
   o->add_option("--iters", iters, "timed steps (median reported)")->capture_default_str();
+  int optim_threads = 1;
+  o->add_option("--threads", optim_threads, "threads of the update (LibTorch's intra-op pool)")->capture_default_str();
   train::ThroughputConfig tc;
   CLI::App* t =
       app.add_subcommand("train", "training throughput and MFU of a preset (run under mpirun: one rank per GPU)");
@@ -360,6 +361,9 @@ int main(int argc, char** argv) {
                 "cap each GPU's allocator at this many GiB: what fits on a smaller GPU (e.g. 80 on an H200)");
   t->add_option("--threads", tc.threads, "CPU compute threads per rank (0: cores on the node / ranks on it)")
       ->capture_default_str();
+  t->add_option("--profile", tc.profile,
+                "after the timed steps, one more under LibTorch's profiler: its Chrome trace (rank 0) to this file "
+                "(bench/peer/op_table.py sums it per op)");
   t->add_flag("--json", json, "print one JSON line (rank 0)");
   CLI11_PARSE(app, argc, argv);
   if (*t) {
@@ -367,7 +371,7 @@ int main(int argc, char** argv) {
   }
   if (*o) {
     try {
-      return run_optim(json, elements, iters);
+      return run_optim(json, elements, iters, optim_threads);
     } catch (const Error& e) {
       std::fprintf(stderr, "dtbench: error: %s\n", e.what());
       return 2;

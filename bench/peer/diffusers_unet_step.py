@@ -17,7 +17,7 @@ diffusers imports huggingface_hub and safetensors at start-up; Debian packages n
 here uses them (no download, no file), so empty stand-ins are installed (the same ones the encoder
 fixtures use: tests/models/fixtures/make_encoder_fixtures.py). Needs Debian's python3-torch,
 python3-numpy, python3-packaging, python3-filelock, python3-requests, python3-importlib-metadata,
-python3-pil, python3-regex.
+python3-pil, python3-regex, python3-tqdm.
 
 The thread count is fixed before torch is imported (OMP_NUM_THREADS, OPENBLAS_NUM_THREADS: OpenBLAS
 sizes its pool when it loads) and again through torch.set_num_threads. OPENBLAS_CORETYPE, when set,
@@ -43,6 +43,8 @@ def parse_args():
     p.add_argument("--steps", type=int, default=3, help="timed steps per repeat")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
     p.add_argument("--repeats", type=int, default=3, help="repeats of the timed steps (median reported)")
+    p.add_argument("--profile", help="after the timed steps, one more under torch's profiler: its Chrome trace to "
+                   "this file (as `dtbench train --profile`; bench/peer/op_table.py sums both per op)")
     return p.parse_args()
 
 
@@ -165,6 +167,12 @@ def main():
         times.append((time.perf_counter() - t0) / a.steps)
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     n = a.steps * a.repeats
+    final_phase = list(phase)
+    if a.profile:
+        with torch.autograd.profiler.profile() as prof:
+            step()
+        prof.export_chrome_trace(a.profile)
+    phase[:] = final_phase
     print(json.dumps({
         "implementation": f"diffusers {diffusers.__version__} on torch {torch.__version__} (Python, eager)",
         "params": params,

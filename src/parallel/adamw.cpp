@@ -2,8 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
-#include <Kokkos_Core.hpp>
+#include <ATen/Parallel.h>
 #include <torch/torch.h>
 #include <torch/version.h>
 
@@ -12,17 +13,11 @@
 namespace dtrainer::parallel {
 namespace {
 
-// Programs normally hold a Kokkos::ScopeGuard; when none did, initialise once and finalise at exit.
-void ensure_kokkos() {
-  static bool we_initialised = false;
-  if (!Kokkos::is_initialized() && !we_initialised) {
-    Kokkos::initialize();
-    we_initialised = true;
-    std::atexit([] {
-      if (Kokkos::is_initialized()) Kokkos::finalize();
-    });
-  }
-}
+// The host kernels run on LibTorch's intra-op pool (at::parallel_for: the threads the rank computes
+// with, compute_threads.h), in chunks of at least this many elements. (They ran on Kokkos's host
+// space before; Debian's Kokkos is built Serial only, so at 2 threads the update ran on one core:
+// measured 1.15 s a step on sdxl-c128 at 1 and at 2 threads; bench/RESULTS.md.)
+constexpr int64_t kGrain = 1 << 16;
 
 void check_flat(const torch::Tensor& t, int64_t n, torch::ScalarType dtype, const char* name) {
   if (!t.defined() || t.dim() != 1 || t.numel() != n || !t.is_contiguous() || t.scalar_type() != dtype)
@@ -59,20 +54,21 @@ void adamw_step(torch::Tensor param, const torch::Tensor& grad, torch::Tensor m,
     for (const WeightAverage& a : averages) ema_update(a.avg, param, a.decay);
     return;
   }
-  ensure_kokkos();
   float* p = param.data_ptr<float>();
   const float* gp = grad.data_ptr<float>();
   float* mp = m.data_ptr<float>();
   float* vp = v.data_ptr<float>();
-  Kokkos::parallel_for("adamw_step", Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, n), [=](int64_t i) {
-    const float g = gp[i] * scale;
-    const float mi = b1 * mp[i] + (1 - b1) * g;
-    const float vi = b2 * vp[i] + (1 - b2) * g * g;
-    // decoupled weight decay, then the bias-corrected Adam step (PyTorch AdamW)
-    const float pi = p[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
-    mp[i] = mi;
-    vp[i] = vi;
-    p[i] = pi;
+  at::parallel_for(0, n, kGrain, [=](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) {
+      const float g = gp[i] * scale;
+      const float mi = b1 * mp[i] + (1 - b1) * g;
+      const float vi = b2 * vp[i] + (1 - b2) * g * g;
+      // decoupled weight decay, then the bias-corrected Adam step (PyTorch AdamW)
+      const float pi = p[i] * decay - step_size * mi / (std::sqrt(vi) * inv_sqrt_bc2 + eps);
+      mp[i] = mi;
+      vp[i] = vi;
+      p[i] = pi;
+    }
   });
   // The averages as passes of their own: measured as fast as, or faster than, carrying them in the
   // update's loop (whose many memory streams defeat the prefetcher; bench/RESULTS.md).
@@ -128,12 +124,12 @@ void ema_update(torch::Tensor ema, const torch::Tensor& param, double decay) {
     ema.mul_(decay).add_(param, 1 - decay);
     return;
   }
-  ensure_kokkos();
   float* e = ema.data_ptr<float>();
   const float* p = param.data_ptr<float>();
   const float d = static_cast<float>(decay);
-  Kokkos::parallel_for("ema_update", Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, n),
-                       [=](int64_t i) { e[i] = d * e[i] + (1 - d) * p[i]; });
+  at::parallel_for(0, n, kGrain, [=](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) e[i] = d * e[i] + (1 - d) * p[i];
+  });
 }
 
 double global_grad_norm(const std::vector<torch::Tensor>& local_grads, Communicator* comm) {
@@ -145,27 +141,30 @@ double global_grad_norm(const std::vector<torch::Tensor>& local_grads, Communica
       local += g.to(torch::kFloat64).pow(2).sum().item<double>();
       continue;
     }
-    ensure_kokkos();
     const float* gp = g.data_ptr<float>();
     const int64_t n = g.numel();
     constexpr int64_t kBlock = 1 << 14, kLanes = 16;
+    // Blocks over the threads, each block's sum kept and the blocks added in order afterwards: the
+    // norm does not depend on the thread count. Within a block 16 independent fp64 sums (a single
+    // running sum would wait on each add's latency: measured 2x the whole AdamW pass), combined
+    // pairwise.
+    std::vector<double> block_sums(static_cast<size_t>((n + kBlock - 1) / kBlock));
+    double* sums = block_sums.data();
+    at::parallel_for(0, static_cast<int64_t>(block_sums.size()), kGrain / kBlock, [=](int64_t b0, int64_t b1) {
+      for (int64_t b = b0; b < b1; ++b) {
+        const int64_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
+        double lane[kLanes] = {};
+        int64_t i = lo;
+        for (; i + kLanes <= hi; i += kLanes)
+          for (int64_t j = 0; j < kLanes; ++j) lane[j] += static_cast<double>(gp[i + j]) * gp[i + j];
+        for (; i < hi; ++i) lane[0] += static_cast<double>(gp[i]) * gp[i];
+        for (int64_t w = kLanes / 2; w > 0; w /= 2)
+          for (int64_t j = 0; j < w; ++j) lane[j] += lane[j + w];
+        sums[b] = lane[0];
+      }
+    });
     double part = 0;
-    // Blocks over the threads; within a block 16 independent fp64 sums (a single running sum would
-    // wait on each add's latency: measured 2x the whole AdamW pass), combined pairwise.
-    Kokkos::parallel_reduce(
-        "grad_norm", Kokkos::RangePolicy<Kokkos::DefaultHostExecutionSpace>(0, (n + kBlock - 1) / kBlock),
-        [=](int64_t b, double& acc) {
-          const int64_t lo = b * kBlock, hi = std::min(n, lo + kBlock);
-          double lane[kLanes] = {};
-          int64_t i = lo;
-          for (; i + kLanes <= hi; i += kLanes)
-            for (int64_t j = 0; j < kLanes; ++j) lane[j] += static_cast<double>(gp[i + j]) * gp[i + j];
-          for (; i < hi; ++i) lane[0] += static_cast<double>(gp[i]) * gp[i];
-          for (int64_t w = kLanes / 2; w > 0; w /= 2)
-            for (int64_t j = 0; j < w; ++j) lane[j] += lane[j + w];
-          acc += lane[0];
-        },
-        part);
+    for (double s : block_sums) part += s;
     local += part;
   }
   torch::Tensor sq = torch::full({1}, local, torch::kFloat64);

@@ -33,8 +33,11 @@ struct FlatUnit {
   torch::Tensor full;    // [padded] what the model computes with (compute dtype); zero3: only while gathered
   torch::Tensor master;  // fp32, what this rank updates: the whole [padded] or its [shard]
   torch::Tensor
-      compute_shard;          // bf16 compute with sharded state: this rank's [shard] of the copy, written by the update
-  torch::Tensor grad;         // whole gradients: [padded] packed and all-reduced; sharded: [shard] accumulated
+      compute_shard;   // bf16 compute with sharded state: this rank's [shard] of the copy, written by the update
+  torch::Tensor grad;  // whole gradients: [padded] packed and all-reduced; sharded: [shard] accumulated
+  // Whole gradients only: `grad` still holds the last update's gradient (the pack overwrites it all,
+  // so it is not zeroed after each update; a step without a pack since zeroes it then).
+  bool grad_consumed = false;
   std::vector<bool> arrived;  // this round's gradient has arrived for parameter i
   size_t n_arrived = 0;
   bool launched = false;  // reduced in this round

@@ -112,7 +112,7 @@ class MpiCommunicator final : public Communicator {
     Wire w = wire(t, "all_reduce");
     const int world = world_;
     auto work = std::make_shared<MpiWork>(std::vector<torch::Tensor>{t, w.data}, [t, w, op, world]() mutable {
-      if (op == ReduceOp::kAvg) w.data.div_(world);
+      if (op == ReduceOp::kAvg && world > 1) w.data.div_(world);  // (a division by 1: a pass for nothing)
       if (w.staged) t.copy_(w.data);
     });
     note_collective();
@@ -129,7 +129,7 @@ class MpiCommunicator final : public Communicator {
     const int world = world_;
     auto work = std::make_shared<MpiWork>(std::vector<torch::Tensor>{in, out, wi.data, wo.data},
                                           [out, wo, op, world]() mutable {
-                                            if (op == ReduceOp::kAvg) wo.data.div_(world);
+                                            if (op == ReduceOp::kAvg && world > 1) wo.data.div_(world);
                                             if (wo.staged) out.copy_(wo.data);
                                           });
     note_collective();

@@ -178,6 +178,7 @@ void ShardedParameters::launch(size_t unit) {
   const bool scatter = policy_.shard_gradients;
   torch::Tensor send = scatter ? torch::empty({u.padded}, fp32()) : u.grad;
   u.pack_gradients(send);
+  if (!scatter) u.grad_consumed = false;
   auto r = std::make_unique<Reduction>();
   r->unit = unit;
   r->send = send;
@@ -270,7 +271,7 @@ torch::Tensor ShardedParameters::step_on_device(double max_grad_norm, double gra
   optimizer_.step_on_device(masters(), grads, compute_copies(), device_steps_, 1.0 / factor, skip);
   for (auto& u : units_) {
     gather_updated_shards(*u);
-    u->grad.zero_();
+    clear_gradient(*u);
   }
   return norm;
 }
@@ -283,14 +284,17 @@ double ShardedParameters::step(double max_grad_norm, double grad_scale) {
   const std::vector<torch::Tensor> grads = update_gradients();
   const double norm = global_grad_norm(grads, norm_comm()) * grad_scale;
   if (!std::isfinite(norm)) {  // every rank sees the same norm: all skip the update together
-    for (auto& u : units_) u->grad.zero_();
+    for (auto& u : units_) {
+      u->grad.zero_();
+      u->grad_consumed = false;
+    }
     return norm;
   }
   ++step_;
   optimizer_.step(masters(), grads, compute_copies(), step_, grad_scale * clip_factor(norm, max_grad_norm));
   for (auto& u : units_) {
     gather_updated_shards(*u);
-    u->grad.zero_();
+    clear_gradient(*u);
   }
   return norm;
 }
@@ -300,6 +304,7 @@ void ShardedParameters::zero_grad() {
   for (auto& u : units_) {
     for (auto& p : u->params) p.mutable_grad() = torch::Tensor();
     u->grad.zero_();
+    u->grad_consumed = false;
     u->reset_round();
   }
   next_launch_ = 0;
@@ -405,10 +410,26 @@ void ShardedParameters::gather_updated_shards(FlatUnit& u) {
 
 // The gradient each rank updates with: the whole reduced gradient (replicate), its slice (zero1),
 // or its reduced shard (zero2/3).
-std::vector<torch::Tensor> ShardedParameters::update_gradients() const {
+std::vector<torch::Tensor> ShardedParameters::update_gradients() {
   std::vector<torch::Tensor> grads;
-  for (const auto& u : units_) grads.push_back(policy_.slices_whole_gradient() ? u->mine(u->grad) : u->grad);
+  for (const auto& u : units_) {
+    if (u->grad_consumed) {  // no gradient packed since the last update: the unit's gradient is zero
+      u->grad.zero_();
+      u->grad_consumed = false;
+    }
+    grads.push_back(policy_.slices_whole_gradient() ? u->mine(u->grad) : u->grad);
+  }
   return grads;
+}
+
+// After an update: reduced shards are accumulated into (zero2/3), so they start again at zero;
+// whole gradients are overwritten by the next pack, so zeroing them would be a pass over the
+// whole gradient for nothing (measured 0.1 s a step on sdxl-c128); they are marked consumed.
+void ShardedParameters::clear_gradient(FlatUnit& u) {
+  if (policy_.shard_gradients)
+    u.grad.zero_();
+  else
+    u.grad_consumed = true;
 }
 
 torch::Tensor ShardedParameters::gather_unit(size_t i, bool ema) const {

@@ -5,10 +5,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <filesystem>
 
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <mpi.h>
+#include <torch/csrc/autograd/profiler_legacy.h>
 #include <torch/torch.h>
 
 #include "dtrainer/core/allocator.h"
@@ -39,6 +42,11 @@ void check(const ThroughputConfig& c) {
   if (c.threads < 0) throw Error("threads", "must not be negative (0: cores on the node / ranks on it)");
   if (!(c.memory_limit_gib >= 0)) throw Error("memory-limit-gib", "must not be negative");
   parallel::parse_compute_dtype("dtype", c.compute_dtype);
+  if (!c.profile.empty()) {  // (before minutes of set-up: a trace that cannot be written fails now)
+    const std::filesystem::path dir = std::filesystem::absolute(c.profile).parent_path();
+    if (!std::filesystem::is_directory(dir) || access(dir.c_str(), W_OK) != 0)
+      throw Error("profile", "cannot write " + c.profile + ": " + dir.string() + " is not a writable folder");
+  }
 }
 
 // The worst of the ranks' values (a step takes as long as its slowest rank).
@@ -179,6 +187,18 @@ ThroughputResult measure_training_throughput(const ThroughputConfig& c, parallel
     r.resident_growth_per_step = static_cast<double>(held_after.resident - held_before.resident) / timed_steps;
   }
   r.peak_memory_bytes = parallel::peak_device_memory(device);
+  if (!c.profile.empty()) {
+    // One more step under LibTorch's profiler, after the timed ones (it slows each op down): every
+    // op's time, forward and backward, as a Chrome trace (rank 0; bench/peer/op_table.py sums it).
+    parallel::synchronize_device(device);
+    if (rt.rank() == 0) {
+      torch::autograd::profiler::RecordProfile guard(c.profile);
+      train_step();
+      parallel::synchronize_device(device);
+    } else {
+      train_step();
+    }
+  }
   r.final_loss = loss.item<double>();
   r.step_seconds = median(step_times);
   r.images_per_second = static_cast<double>(B * rt.world()) / r.step_seconds;

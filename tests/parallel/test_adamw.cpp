@@ -61,3 +61,45 @@ TEST_CASE("mismatched optimizer tensors are refused") {
   CHECK_THROWS_WITH(adamw_step(torch::zeros({4}), torch::zeros({4}), torch::zeros({4}), torch::zeros({4}), 0, {}),
                     Catch::Contains("steps count from 1"));
 }
+
+// The host kernels run in chunks on LibTorch's pool: the same result on 1 and on several threads,
+// over a shard of many chunks and a ragged end, and the norm equal to an fp64 sum of its own.
+TEST_CASE("the host update, average and norm do not depend on the thread count") {
+  const int saved = at::get_num_threads();
+  torch::manual_seed(3);
+  const int64_t n = (1 << 20) + 12345;
+  const torch::Tensor p0 = torch::randn({n}), g = torch::randn({n}) * 1e-2, e0 = torch::randn({n});
+  AdamWConfig c;
+  c.weight_decay = 0.03;
+  struct Result {
+    torch::Tensor p, m, v, e;
+    double norm;
+  };
+  const auto run = [&](int threads) {
+    at::set_num_threads(threads);
+    Result r{p0.clone(), torch::zeros({n}), torch::zeros({n}), e0.clone(), 0};
+    for (int step = 1; step <= 3; ++step) adamw_step(r.p, g, r.m, r.v, step, c, 0.5, {}, {{r.e, 0.99}});
+    r.norm = global_grad_norm({g, p0}, nullptr);
+    return r;
+  };
+  const Result one = run(1), four = run(4);
+  at::set_num_threads(saved);
+  CHECK(torch::equal(one.p, four.p));
+  CHECK(torch::equal(one.m, four.m));
+  CHECK(torch::equal(one.v, four.v));
+  CHECK(torch::equal(one.e, four.e));
+  CHECK(one.norm == four.norm);  // bitwise: the blocks are added in one order
+  const double expected =
+      std::sqrt(g.to(torch::kFloat64).pow(2).sum().item<double>() + p0.to(torch::kFloat64).pow(2).sum().item<double>());
+  CHECK(one.norm == Approx(expected).epsilon(1e-12));
+  // and the update itself is still PyTorch's AdamW at this size (one step, one thread)
+  torch::Tensor ref = p0.clone().requires_grad_(true);
+  torch::optim::AdamW opt({ref}, torch::optim::AdamWOptions(c.lr).weight_decay(c.weight_decay));
+  ref.mutable_grad() = g * 0.5;
+  opt.step();
+  at::set_num_threads(4);
+  torch::Tensor p = p0.clone(), m = torch::zeros({n}), v = torch::zeros({n});
+  adamw_step(p, g, m, v, 1, c, 0.5);
+  at::set_num_threads(saved);
+  CHECK(torch::allclose(p, ref.detach(), 1e-5, 1e-7));
+}

@@ -1,4 +1,4 @@
-// The CUDA path against the host path it must equal: the fused device AdamW against the Kokkos
+// The CUDA path against the host path it must equal: the fused device AdamW against the host
 // update, sharded training of a small UNet on the GPU (NCCL communicator, world size 1, and no
 // communicator) against the same steps on the CPU, the on-device skip of a non-finite step, and
 // bf16 compute against fp32. Exits 77 (skipped) where LibTorch sees no CUDA device.

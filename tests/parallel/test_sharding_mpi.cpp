@@ -3,6 +3,7 @@
 // taking the full-batch steps with LibTorch's own torch::optim::AdamW — for every strategy.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <map>
 
 #include <torch/torch.h>
@@ -61,7 +62,9 @@ ShardingConfig config(ShardingStrategy strategy, bool checkpointing = false) {
 }
 
 // The reference: one process, the full batch, LibTorch's own AdamW.
-std::map<std::string, torch::Tensor> reference_parameters(int64_t G, int steps) {
+// Steps listed in `without_backward` update with a zero gradient (no forward, no backward).
+std::map<std::string, torch::Tensor> reference_parameters(int64_t G, int steps,
+                                                          std::vector<int> without_backward = {}) {
   torch::manual_seed(11);
   models::UNet ref(tiny_spec());
   torch::optim::AdamW opt(ref->parameters(),
@@ -69,7 +72,11 @@ std::map<std::string, torch::Tensor> reference_parameters(int64_t G, int steps) 
   for (int step = 0; step < steps; ++step) {
     const Data d = global_batch(G, step);
     opt.zero_grad();
-    torch::mse_loss(ref->forward(d.x, d.t, d.text), d.target).backward();
+    if (std::find(without_backward.begin(), without_backward.end(), step) != without_backward.end()) {
+      for (auto& p : ref->parameters()) p.mutable_grad() = torch::zeros_like(p);
+    } else {
+      torch::mse_loss(ref->forward(d.x, d.t, d.text), d.target).backward();
+    }
     opt.step();
   }
   std::map<std::string, torch::Tensor> out;
@@ -184,6 +191,34 @@ TEST_CASE("gradient accumulation: two micro-batches per rank equal the full batc
                          /*last_micro_batch=*/k == 1);
       }
       sharded.step(0.0, 0.5);
+    }
+    check_against_reference(sharded, units, name_of, want);
+  }
+}
+
+// The whole gradient buffers are not zeroed after an update (the next pack overwrites them): an
+// update with no backward since the last one must still see a zero gradient, not the last one.
+TEST_CASE("an update without a backward since the last one steps with a zero gradient, for every strategy") {
+  auto comm = make_mpi_communicator(runtime().comm());
+  const int W = comm->world(), r = comm->rank();
+  const int64_t G = 4, b = G / W;
+  const auto want = reference_parameters(G, 4, {1, 2});
+  for (ShardingStrategy strategy :
+       {ShardingStrategy::kReplicate, ShardingStrategy::kZero1, ShardingStrategy::kZero2, ShardingStrategy::kZero3}) {
+    INFO(sharding_strategy_name(strategy) << " on " << W << " ranks");
+    torch::manual_seed(11);
+    models::UNet net(tiny_spec());
+    const auto name_of = parameter_names(net);
+    const auto units = net->units();
+    ShardedParameters sharded(*net, comm.get(), config(strategy));
+    for (int step = 0; step < 4; ++step) {
+      if (step != 1 && step != 2) {
+        const Data d = global_batch(G, step);
+        const auto mine = torch::indexing::Slice(r * b, (r + 1) * b);
+        sharded.backward(torch::mse_loss(net->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})),
+                                         d.target.index({mine})));
+      }
+      sharded.step();
     }
     check_against_reference(sharded, units, name_of, want);
   }

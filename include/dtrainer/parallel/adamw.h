@@ -2,8 +2,8 @@
 // The optimizer update on flat fp32 shards (what each rank owns under zero1-3, or the whole
 // model under replicate): AdamW with decoupled weight decay (PyTorch semantics) as one fused
 // pass — param, grad, m, v read once; param, m, v (and an optional bf16 compute copy) written once.
-// Host tensors run a Kokkos parallel_for (a site Kokkos with OpenMP/CUDA backends accelerates it;
-// Debian's is Serial); CUDA tensors run the same update as torch ops.
+// Host tensors run a loop in chunks on LibTorch's intra-op pool (at::parallel_for: the rank's
+// compute threads); CUDA tensors run the same update as torch ops.
 
 #include <cstdint>
 #include <vector>

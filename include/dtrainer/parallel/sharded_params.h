@@ -153,7 +153,8 @@ class ShardedParameters : public models::UnitRunner, private models::CheckpointH
   void gather(FlatUnit& u);
   void publish(FlatUnit& u);
   torch::Tensor step_on_device(double max_grad_norm, double grad_scale);
-  std::vector<torch::Tensor> update_gradients() const;
+  std::vector<torch::Tensor> update_gradients();  // (zeroes a consumed whole gradient first)
+  void clear_gradient(FlatUnit& u);
   std::vector<torch::Tensor> masters() const;
   std::vector<torch::Tensor> compute_copies() const;
   Communicator* norm_comm() const;

@@ -28,6 +28,7 @@ struct ThroughputConfig {
   double peak_tflops = 0;              // > 0: use this peak instead of measuring one
   double memory_limit_gib = 0;         // > 0: cap each GPU's allocator there (a smaller GPU's memory)
   int64_t threads = 0;                 // CPU compute threads per rank (0: cores on the node / ranks on it)
+  std::string profile;                 // not empty: one more step under LibTorch's profiler, its trace here
 };
 
 struct ThroughputResult {
