@@ -44,9 +44,14 @@ inline const char* kTinyUNet =
 
 // device: the trainer's --device (these runs test the trainer's logic with the CPU's exact
 // arithmetic unless a test asks for a GPU).
+// One rank: --mca odls_base_sigkill_timeout 0. After a rank exits non-zero, Open MPI's mpirun
+// gives the job's other ranks this many seconds between SIGTERM and SIGKILL (default 1, measured
+// ~2 s per launch here). A 1-rank job has no other rank, so the wait buys nothing: it only delays
+// every expected failure (the bad-input tests make dozens).
 inline std::string command(int ranks, const std::string& args, const std::string& model = kTinyUNet,
                            const std::string& device = "cpu") {
-  return std::string(MPIEXEC) + " --allow-run-as-root --oversubscribe -n " + std::to_string(ranks) + " " +
+  return std::string(MPIEXEC) + " --allow-run-as-root --oversubscribe" +
+         (ranks == 1 ? " --mca odls_base_sigkill_timeout 0" : "") + " -n " + std::to_string(ranks) + " " +
          DTRAINER_PATH + " --data " + data_root() + "/train --eval-data " + data_root() + "/eval" + model +
          " --max-tokens 16 --global-batch 8 --log-every 1 --eval-every 0 --sample-count 2 --sample-steps 3"
          " --warmup-steps 2 --threads 1 --peak-tflops 1 --workers 1 --device " +

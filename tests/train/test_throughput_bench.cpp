@@ -6,6 +6,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <thread>
 
 #include <torch/torch.h>
@@ -13,6 +16,7 @@
 #include "parallel/mpi_test_runtime.h"
 #include "dtrainer/core/error.h"
 #include "dtrainer/models/backbone.h"
+#include "dtrainer/parallel/host_collectives.h"
 #include "dtrainer/train/throughput_bench.h"
 
 using namespace dtrainer;
@@ -86,6 +90,26 @@ TEST_CASE("dtbench train on the CPU: counts match the built model, figures match
   CHECK(a.optimizer_seconds > 0);
 }
 
+TEST_CASE("dtbench train --profile: one more step's ops, forward and backward, as a Chrome trace from rank 0") {
+  parallel::MpiRuntime& rt = test::mpi_runtime();
+  namespace fs = std::filesystem;
+  // (the same path on every rank: every rank takes the profiled step, rank 0 writes it)
+  const fs::path trace =
+      fs::temp_directory_path() / ("dtrainer_test_profile_np" + std::to_string(rt.world()) + ".json");
+  if (rt.rank() == 0) fs::remove(trace);
+  parallel::barrier_host(rt.comm());
+  auto c = tiny(32);
+  c.profile = trace.string();
+  const train::ThroughputResult r = train::measure_training_throughput(c, rt);
+  CHECK(std::isfinite(r.final_loss));
+  if (rt.rank() != 0) return;
+  std::ifstream in(trace);
+  const std::string text{std::istreambuf_iterator<char>(in), {}};
+  CHECK_THAT(text, Catch::Contains("\"aten::convolution\"") && Catch::Contains("ConvolutionBackward0") &&
+                       Catch::Contains("AccumulateGrad"));
+  fs::remove(trace);
+}
+
 TEST_CASE("dtbench train: bad settings are errors naming the option") {
   parallel::MpiRuntime& rt = test::mpi_runtime();
   auto c = tiny(32);
@@ -105,6 +129,11 @@ TEST_CASE("dtbench train: bad settings are errors naming the option") {
   c = tiny(32);
   c.memory_limit_gib = -1;
   CHECK_THROWS_WITH(train::measure_training_throughput(c, rt), Catch::Contains("memory-limit-gib"));
+  c = tiny(32);
+  c.profile = "/nonexistent-folder/trace.json";  // refused before the set-up, on every rank
+  CHECK_THROWS_WITH(train::measure_training_throughput(c, rt),
+                    Catch::Contains("profile") && Catch::Contains("/nonexistent-folder"));
+  c = tiny(32);
   c.memory_limit_gib = 80;  // a GPU's allocator cap asked of a CPU run
   CHECK_THROWS_WITH(train::measure_training_throughput(c, rt),
                     Catch::Contains("memory-limit-gib") && Catch::Contains("cpu"));
