@@ -23,7 +23,9 @@
 # (default /usr/bin/python3: Debian's, which has python3-torch), STEPS, WARMUP, REPEATS (per run;
 # defaults 3, 1, 3). Raw JSON lines of every run go to $OUT (default $BUILD_DIR/side_by_side.jsonl).
 # Takes ~25 minutes with the defaults on a 2-core machine (sdxl-c128 dominates; STEPS=2 REPEATS=2
-# --pairs 1 for it: ~6 minutes).
+# --pairs 1 for it: ~6 minutes). Where a ratio comes from, op by op: `dtbench train --profile FILE`
+# and the peer script's `--profile FILE` write one step's profile each; bench/peer/op_table.py
+# compares them (bench/RESULTS.md, "CPU training step").
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -42,7 +44,7 @@ while (( $# )); do
     --threads) threads_list=$2; shift 2 ;;
     --pairs) pairs=$2; shift 2 ;;
     --models) models=$2; shift 2 ;;
-    -h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,28p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "side_by_side.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
