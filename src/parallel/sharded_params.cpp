@@ -284,10 +284,7 @@ double ShardedParameters::step(double max_grad_norm, double grad_scale) {
   const std::vector<torch::Tensor> grads = update_gradients();
   const double norm = global_grad_norm(grads, norm_comm()) * grad_scale;
   if (!std::isfinite(norm)) {  // every rank sees the same norm: all skip the update together
-    for (auto& u : units_) {
-      u->grad.zero_();
-      u->grad_consumed = false;
-    }
+    for (auto& u : units_) clear_gradient(*u);
     return norm;
   }
   ++step_;

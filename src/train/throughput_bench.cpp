@@ -6,6 +6,8 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <optional>
+#include <sstream>
 
 #include <sys/resource.h>
 #include <unistd.h>
@@ -16,6 +18,7 @@
 
 #include "dtrainer/core/allocator.h"
 #include "dtrainer/core/error.h"
+#include "dtrainer/core/file_io.h"
 #include "dtrainer/parallel/compute_threads.h"
 #include "dtrainer/parallel/device_stats.h"
 #include "dtrainer/parallel/local_device.h"
@@ -191,13 +194,14 @@ ThroughputResult measure_training_throughput(const ThroughputConfig& c, parallel
     // One more step under LibTorch's profiler, after the timed ones (it slows each op down): every
     // op's time, forward and backward, as a Chrome trace (rank 0; bench/peer/op_table.py sums it).
     parallel::synchronize_device(device);
-    if (rt.rank() == 0) {
-      torch::autograd::profiler::RecordProfile guard(c.profile);
+    std::ostringstream trace;
+    {
+      std::optional<torch::autograd::profiler::RecordProfile> profiling;  // (writes the trace when it ends)
+      if (rt.rank() == 0) profiling.emplace(trace);
       train_step();
       parallel::synchronize_device(device);
-    } else {
-      train_step();
     }
+    if (rt.rank() == 0) write_file_atomic(c.profile, trace.str());
   }
   r.final_loss = loss.item<double>();
   r.step_seconds = median(step_times);

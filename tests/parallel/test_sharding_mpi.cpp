@@ -84,6 +84,15 @@ std::map<std::string, torch::Tensor> reference_parameters(int64_t G, int steps,
   return out;
 }
 
+const std::vector<ShardingStrategy> kStrategies = {ShardingStrategy::kReplicate, ShardingStrategy::kZero1,
+                                                   ShardingStrategy::kZero2, ShardingStrategy::kZero3};
+
+// The loss of the samples `mine` of a global batch (a rank's micro-batch).
+torch::Tensor loss_of(models::UNet& net, const Data& d, const torch::indexing::Slice& mine) {
+  return torch::mse_loss(net->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})),
+                         d.target.index({mine}));
+}
+
 // Every parameter, gathered unit by unit (zero3 keeps none between steps), checked against the
 // reference's parameter of the same name. names: parameter TensorImpl -> name.
 void check_against_reference(const ShardedParameters& sharded, const std::vector<models::ModelUnit>& units,
@@ -137,8 +146,7 @@ TEST_CASE("replicate, zero1, zero2 and zero3 on N ranks equal one process's full
       const auto mine = torch::indexing::Slice(r * b, (r + 1) * b);
       // Each rank's loss is the mean over its micro-batch; averaging gradients over ranks gives
       // the full-batch mean (equal micro-batches).
-      sharded.backward(torch::mse_loss(net->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})),
-                                       d.target.index({mine})));
+      sharded.backward(loss_of(net, d, mine));
       sharded.step();
     }
     if (c.strategy == ShardingStrategy::kZero3) {  // between steps a rank holds no full parameter
@@ -174,8 +182,7 @@ TEST_CASE("gradient accumulation: two micro-batches per rank equal the full batc
   const int W = comm->world(), r = comm->rank();
   const int64_t G = 2 * W, b = 1;  // two micro-batches of one sample per rank
   const auto want = reference_parameters(G, 3);
-  for (ShardingStrategy strategy :
-       {ShardingStrategy::kReplicate, ShardingStrategy::kZero1, ShardingStrategy::kZero2, ShardingStrategy::kZero3}) {
+  for (ShardingStrategy strategy : kStrategies) {
     INFO(sharding_strategy_name(strategy) << " on " << W << " ranks");
     torch::manual_seed(11);
     models::UNet net(tiny_spec());
@@ -184,12 +191,9 @@ TEST_CASE("gradient accumulation: two micro-batches per rank equal the full batc
     ShardedParameters sharded(*net, comm.get(), config(strategy));
     for (int step = 0; step < 3; ++step) {
       const Data d = global_batch(G, step);
-      for (int k = 0; k < 2; ++k) {  // rank r's samples: r * 2 + k
-        const auto mine = torch::indexing::Slice(r * 2 + k, r * 2 + k + b);
-        sharded.backward(torch::mse_loss(net->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})),
-                                         d.target.index({mine})),
+      for (int k = 0; k < 2; ++k)  // rank r's samples: r * 2 + k
+        sharded.backward(loss_of(net, d, torch::indexing::Slice(r * 2 + k, r * 2 + k + b)),
                          /*last_micro_batch=*/k == 1);
-      }
       sharded.step(0.0, 0.5);
     }
     check_against_reference(sharded, units, name_of, want);
@@ -202,9 +206,9 @@ TEST_CASE("an update without a backward since the last one steps with a zero gra
   auto comm = make_mpi_communicator(runtime().comm());
   const int W = comm->world(), r = comm->rank();
   const int64_t G = 4, b = G / W;
-  const auto want = reference_parameters(G, 4, {1, 2});
-  for (ShardingStrategy strategy :
-       {ShardingStrategy::kReplicate, ShardingStrategy::kZero1, ShardingStrategy::kZero2, ShardingStrategy::kZero3}) {
+  const std::vector<int> without_backward = {1, 2};
+  const auto want = reference_parameters(G, 4, without_backward);
+  for (ShardingStrategy strategy : kStrategies) {
     INFO(sharding_strategy_name(strategy) << " on " << W << " ranks");
     torch::manual_seed(11);
     models::UNet net(tiny_spec());
@@ -212,12 +216,8 @@ TEST_CASE("an update without a backward since the last one steps with a zero gra
     const auto units = net->units();
     ShardedParameters sharded(*net, comm.get(), config(strategy));
     for (int step = 0; step < 4; ++step) {
-      if (step != 1 && step != 2) {
-        const Data d = global_batch(G, step);
-        const auto mine = torch::indexing::Slice(r * b, (r + 1) * b);
-        sharded.backward(torch::mse_loss(net->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})),
-                                         d.target.index({mine})));
-      }
+      if (std::find(without_backward.begin(), without_backward.end(), step) == without_backward.end())
+        sharded.backward(loss_of(net, global_batch(G, step), torch::indexing::Slice(r * b, (r + 1) * b)));
       sharded.step();
     }
     check_against_reference(sharded, units, name_of, want);
@@ -231,8 +231,7 @@ TEST_CASE("gradient clipping uses the global norm across ranks") {
   // The norm of the averaged gradient, computed independently first: all-reduce each grad and sum squares.
   const Data d = global_batch(comm->world(), 0);
   const auto mine = torch::indexing::Slice(comm->rank(), comm->rank() + 1);
-  torch::mse_loss(net->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})), d.target.index({mine}))
-      .backward();
+  loss_of(net, d, mine).backward();
   double sq = 0;
   for (const auto& p : net->parameters()) {
     torch::Tensor g = p.grad().clone();
@@ -244,8 +243,7 @@ TEST_CASE("gradient clipping uses the global norm across ranks") {
     torch::manual_seed(3);
     models::UNet fresh(tiny_spec());
     ShardedParameters sharded(*fresh, comm.get(), config(strategy));
-    sharded.backward(torch::mse_loss(fresh->forward(d.x.index({mine}), d.t.index({mine}), d.text.index({mine})),
-                                     d.target.index({mine})));
+    sharded.backward(loss_of(fresh, d, mine));
     CHECK(sharded.step(1e-3) == Approx(std::sqrt(sq)).epsilon(1e-5));
   }
 }
