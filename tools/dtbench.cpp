@@ -349,7 +349,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember(parallel::name_table(parallel::ShardingStrategy{}).names()))
       ->capture_default_str();
   t->add_flag("--activation-checkpointing", tc.activation_checkpointing,
-              "recompute each unit in backward (always on under zero3)");
+              "recompute each unit in backward (zero3 gathers each unit again for it)");
   t->add_option(
        "--dtype", tc.compute_dtype,
        "compute dtype, " + parallel::name_table(parallel::ComputeDtype{}).joined() + " (fp32 masters either way)")

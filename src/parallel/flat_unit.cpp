@@ -44,11 +44,30 @@ FlatUnit::FlatUnit(std::string unit_name, std::vector<torch::Tensor> parameters,
 
 void FlatUnit::view_parameters() {
   for (size_t i = 0; i < params.size(); ++i) params[i].set_data(full.narrow(0, offsets[i], numels[i]).view(shapes[i]));
+  viewed = true;
 }
 
 void FlatUnit::empty_parameters(torch::ScalarType compute_dtype) {
   for (auto& p : params) p.set_data(torch::empty({0}, p.options().dtype(compute_dtype)));
+  viewed = false;
 }
+
+void FlatUnit::free_full() {
+  c10::StorageImpl* s = full.storage().unsafeGetStorageImpl();
+  s->set_data_ptr_noswap(at::DataPtr(nullptr, s->device()));
+  s->set_nbytes(0);
+}
+
+void FlatUnit::restore_full() {
+  c10::StorageImpl* s = full.storage().unsafeGetStorageImpl();
+  const size_t bytes = static_cast<size_t>(padded) * full.element_size();
+  if (s->nbytes() == bytes) return;
+  if (s->allocator() == nullptr) throw Error("sharding", "unit " + name + ": its gathered buffer has no allocator");
+  s->set_data_ptr_noswap(s->allocator()->allocate(bytes));
+  s->set_nbytes(bytes);
+}
+
+bool FlatUnit::full_present() const { return full.defined() && full.storage().nbytes() > 0; }
 
 void FlatUnit::pack_gradients(torch::Tensor& send) {
   for (size_t i = 0; i < params.size(); ++i) {

@@ -2,7 +2,7 @@
 // One unit's flat state (private to src/parallel). Flat layout: the unit's parameters back to back, then
 // zeros up to `padded` (a multiple of the W ranks); rank r owns elements [r * shard, (r + 1) * shard).
 // The module's parameters are views into `full` (the compute dtype), so the model needs no code
-// of its own for sharding; under zero3 they are empty between runs. Which buffers exist, and how
+// of its own for sharding; under zero3 they are empty between steps. Which buffers exist, and how
 // big, is the sharding policy's (parallel/sharding_policy.h); the optimizer state lives with the
 // optimizer (parallel/shard_optimizer.h).
 
@@ -30,7 +30,10 @@ struct FlatUnit {
   std::vector<uintptr_t> hook_keys;
   int64_t numel = 0, padded = 0, shard = 0;
   int rank = 0;
-  torch::Tensor full;    // [padded] what the model computes with (compute dtype); zero3: only while gathered
+  // [padded] what the model computes with (compute dtype). Under zero3 its storage holds memory
+  // only while the unit is gathered (free_full / restore_full): the tensor and its views stay, so
+  // that what autograd saved of the parameters in forward reads the regathered values in backward.
+  torch::Tensor full;
   torch::Tensor master;  // fp32, what this rank updates: the whole [padded] or its [shard]
   torch::Tensor
       compute_shard;   // bf16 compute with sharded state: this rank's [shard] of the copy, written by the update
@@ -42,6 +45,10 @@ struct FlatUnit {
   size_t n_arrived = 0;
   bool launched = false;  // reduced in this round
   int gathered = 0;       // zero3: runs in progress that need the full parameters
+  bool viewed = false;    // the module's parameters are views of `full` (else empty)
+  // zero3: a forward ran with a graph, so its backward will need the parameters again (they stay
+  // views of `full` until then); and that backward has begun and regathered them.
+  bool awaiting_backward = false, backward_gathered = false;
 
   // Takes over the parameters (fp32, requiring grad: an Error naming the unit otherwise): their
   // values are copied into the flat buffers the policy calls for, and they become views of
@@ -54,6 +61,11 @@ struct FlatUnit {
   void view_parameters();
   // The module's parameters emptied (same dtype and device: autograd's accumulators stay).
   void empty_parameters(torch::ScalarType compute_dtype);
+  // `full`'s memory handed back to its allocator, or taken again (contents undefined), in place:
+  // every view of `full` sees the new memory. PyTorch FSDP frees its gathered buffers the same way.
+  void free_full();
+  void restore_full();
+  bool full_present() const;
   // Each parameter's gradient into `send` (a parameter without one counts as zeros; the padding
   // is zeroed); the parameters' own gradients are dropped, the packed copy is the gradient now.
   void pack_gradients(torch::Tensor& send);

@@ -121,7 +121,50 @@ std::vector<torch::Tensor> ShardedParameters::run(size_t index, const Fn& fn,
   if (policy_.recompute || config_.activation_checkpointing)
     return models::run_checkpointed(index, fn, inputs,
                                     policy_.shard_parameters ? static_cast<models::CheckpointHooks*>(this) : nullptr);
+  if (policy_.shard_parameters) return run_gathered(index, fn, inputs);
   return fn(inputs);
+}
+
+// zero3 without recomputation, as PyTorch FSDP does it: the unit runs on its gathered parameters
+// and records its graph as usual; then the gathered memory is freed, but the parameters stay views
+// of it (what autograd saved of them, weight.t() included, points into it). A hook on each output
+// that will get a gradient gathers the unit again when the first of them arrives, before any of
+// the unit's backward nodes runs (they all lie behind its outputs); the memory goes again once
+// all the unit's gradients have arrived (on_grad_ready), or at the end of the backward.
+std::vector<torch::Tensor> ShardedParameters::run_gathered(size_t index, const Fn& fn,
+                                                           const std::vector<torch::Tensor>& inputs) {
+  FlatUnit& u = *units_[index];
+  gather(u);
+  std::vector<torch::Tensor> out;
+  try {
+    out = fn(inputs);
+  } catch (...) {
+    release(u);
+    throw;
+  }
+  for (auto& t : out)
+    if (t.defined() && t.requires_grad()) {
+      t.register_hook([this, index](const torch::Tensor&) { gather_for_backward(index); });
+      u.awaiting_backward = true;
+    }
+  release(u);
+  return out;
+}
+
+void ShardedParameters::gather_for_backward(size_t unit) {
+  FlatUnit& u = *units_[unit];
+  if (u.backward_gathered) return;  // (the unit's second output: gathered already)
+  u.backward_gathered = true;
+  gather(u);
+}
+
+void ShardedParameters::end_backward(FlatUnit& u) {
+  const bool gathered = u.backward_gathered;
+  u.backward_gathered = u.awaiting_backward = false;
+  if (gathered)
+    release(u);
+  else if (u.gathered == 0 && u.viewed)  // (a forward whose backward never reached the unit)
+    u.empty_parameters(config_.compute_dtype);
 }
 
 void ShardedParameters::before_run(size_t unit, bool) { gather(*units_[unit]); }
@@ -130,19 +173,21 @@ void ShardedParameters::after_run(size_t unit, bool) { release(*units_[unit]); }
 void ShardedParameters::gather(FlatUnit& u) {
   if (u.gathered++ > 0) return;
   torch::NoGradGuard no_grad;
-  u.full = torch::empty({u.padded}, fp32().dtype(config_.compute_dtype));
+  u.restore_full();
   const torch::Tensor& mine = low_precision() ? u.compute_shard : u.master;
   if (comm_)
     comm_->all_gather(mine, u.full);
   else
     u.full.copy_(mine);
-  u.view_parameters();
+  if (!u.viewed) u.view_parameters();
 }
 
+// The gathered memory goes when no run needs it; the parameters become empty too unless a backward
+// will read them through what autograd saved (they are views of `full`, refilled by its gather).
 void ShardedParameters::release(FlatUnit& u) {
   if (u.gathered > 0 && --u.gathered > 0) return;
-  u.empty_parameters(config_.compute_dtype);
-  u.full = torch::Tensor();
+  u.free_full();
+  if (!u.awaiting_backward) u.empty_parameters(config_.compute_dtype);
 }
 
 void ShardedParameters::on_grad_ready(size_t unit, size_t param) {
@@ -157,7 +202,9 @@ void ShardedParameters::on_grad_ready(size_t unit, size_t param) {
   if (u.arrived[param]) return;  // (its accumulator fired again before the unit was complete: still packed)
   u.arrived[param] = true;
   round_open_ = true;
-  if (++u.n_arrived == u.params.size()) launch_ready_units();
+  if (++u.n_arrived < u.params.size()) return;
+  if (policy_.shard_parameters) end_backward(u);  // zero3: the unit's backward is done with its parameters
+  launch_ready_units();
 }
 
 // Launch, in launch order, every unit whose gradients are complete, stopping at the first that is
@@ -205,6 +252,8 @@ void ShardedParameters::finish_reductions() {
 }
 
 void ShardedParameters::close_round() {
+  if (policy_.shard_parameters)  // zero3: units whose gradients did not all arrive let go now
+    for (auto& u : units_) end_backward(*u);
   if (!round_open_) return;
   // Units whose gradients did not all arrive (unused parameters) are reduced now, in order.
   for (; next_launch_ < launch_order_.size(); ++next_launch_) launch(launch_order_[next_launch_]);
@@ -303,6 +352,7 @@ void ShardedParameters::zero_grad() {
     u->grad.zero_();
     u->grad_consumed = false;
     u->reset_round();
+    if (policy_.shard_parameters) end_backward(*u);
   }
   next_launch_ = 0;
   round_open_ = false;

@@ -28,7 +28,7 @@ ShardingPolicy ShardingPolicy::of(ShardingStrategy s) {
     case ShardingStrategy::kZero1: p.shard_optimizer_state = true; break;
     case ShardingStrategy::kZero2: p.shard_optimizer_state = p.shard_gradients = true; break;
     case ShardingStrategy::kZero3:
-      p.shard_optimizer_state = p.shard_gradients = p.shard_parameters = p.recompute = true;
+      p.shard_optimizer_state = p.shard_gradients = p.shard_parameters = true;
       break;
   }
   return p;

@@ -285,7 +285,9 @@ void add_options(CLI::App& app, TrainConfig& c, TomlLines* lines) {
       lines);
   choice(app, model, "sharding", c.sharding, "", lines);
   flag(app, model, "activation_checkpointing", c.activation_checkpointing,
-       "recompute every block in backward (always on under zero3)", lines);
+       "recompute every block in backward: ~10x less activation memory, one more forward (zero3 gathers each "
+       "block again for it)",
+       lines);
   choice(app, model, "compute_dtype", c.compute_dtype,
          "what the model computes in (bf16: a compute copy of fp32 master weights)", lines);
   flag(app, model, "channels_last", c.channels_last,

@@ -6,8 +6,9 @@
 //   zero1      + optimizer state (m, v) sharded; parameters all-gathered after the update
 //   zero2      + gradients reduce-scattered: each rank keeps only its shard of the reduced gradient
 //   zero3      + parameters sharded: a unit's full parameters exist only while it runs — gathered
-//              just before its forward, freed after, gathered again to recompute it in backward
-//              (activation checkpointing through models::run_checkpointed), freed again
+//              just before its forward, freed after, gathered again when its backward begins (a
+//              hook on its outputs' gradients) and freed once its gradients are in, as PyTorch
+//              FSDP does; with activation checkpointing, gathered again for the recomputation
 // With compute_dtype = bf16 the model computes in bf16: its parameters are bf16 views of a bf16
 // compute copy, while the optimizer updates fp32 master shards and writes the copy in the same
 // fused pass; gradients arrive in bf16 and are reduced and applied in fp32. Under zero1-3 the
@@ -48,7 +49,7 @@ struct FlatUnit;
 struct ShardingConfig {
   ShardingStrategy strategy = ShardingStrategy::kReplicate;
   AdamWConfig adamw;
-  bool activation_checkpointing = false;  // recompute every unit in backward (always on under zero3)
+  bool activation_checkpointing = false;  // recompute every unit in backward (zero3: regathered for it)
   double ema_decay = 0;                   // > 0: keep a sharded exponential EMA of the weights ("ema")
   // Power-function EMA profiles to keep (EDM2; parallel/power_ema.h), each named phema_name(sigma_rel);
   // their decays must be set before every step (set_average_decays).
@@ -145,6 +146,9 @@ class ShardedParameters : public models::UnitRunner, private models::CheckpointH
   void before_run(size_t unit, bool recompute) override;
   void after_run(size_t unit, bool recompute) override;
 
+  std::vector<torch::Tensor> run_gathered(size_t index, const Fn& fn, const std::vector<torch::Tensor>& inputs);
+  void gather_for_backward(size_t unit);
+  void end_backward(FlatUnit& u);
   void on_grad_ready(size_t unit, size_t param);
   void launch_ready_units();
   void launch(size_t unit);
