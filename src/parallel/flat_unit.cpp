@@ -67,8 +67,6 @@ void FlatUnit::restore_full() {
   s->set_nbytes(bytes);
 }
 
-bool FlatUnit::full_present() const { return full.defined() && full.storage().nbytes() > 0; }
-
 void FlatUnit::pack_gradients(torch::Tensor& send) {
   for (size_t i = 0; i < params.size(); ++i) {
     torch::Tensor dst = send.narrow(0, offsets[i], numels[i]);

@@ -65,7 +65,6 @@ struct FlatUnit {
   // every view of `full` sees the new memory. PyTorch FSDP frees its gathered buffers the same way.
   void free_full();
   void restore_full();
-  bool full_present() const;
   // Each parameter's gradient into `send` (a parameter without one counts as zeros; the padding
   // is zeroed); the parameters' own gradients are dropped, the packed copy is the gradient now.
   void pack_gradients(torch::Tensor& send);

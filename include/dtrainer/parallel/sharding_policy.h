@@ -50,7 +50,7 @@ struct ShardingPolicy {
   bool shard_optimizer_state = false;  // m, v and the EMA: each rank its shard, and it updates only that
   bool shard_gradients = false;        // gradients reduce-scattered into shards (else all-reduced whole)
   bool shard_parameters = false;       // parameters gathered before a unit runs, freed after
-  bool recompute = false;              // every unit recomputed in backward (none does; activation_checkpointing)
+  bool recompute = false;              // every unit recomputed in backward (no strategy sets it; jobs ask per run)
 
   static ShardingPolicy of(ShardingStrategy strategy);
 
